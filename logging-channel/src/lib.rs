@@ -4,7 +4,8 @@
 //! where it entered the guest (its *exit index*); a backup replays them. This
 //! crate is the shared vocabulary: [`Record`]s, how they are framed on a
 //! socket or in a file ([`codec`]), and the file that `ftvmm record --log`
-//! writes ([`file`](mod@file)). It is pure and has no KVM in it.
+//! writes ([`file`](mod@file)), plus the handshake and acks between primary
+//! and backup ([`channel`]). It is pure and has no KVM in it.
 //!
 //! # Frame
 //!
@@ -53,6 +54,7 @@
 //! frame; readers report that rather than guess.
 #![forbid(unsafe_code)]
 
+pub mod channel;
 pub mod codec;
 pub mod file;
 mod record;

@@ -1,0 +1,352 @@
+//! Messages between primary and backup other than log records: the pairing
+//! handshake and the backup's acks. No transport yet; these are the frames.
+//!
+//! They use the same frame as records (see the crate docs) with tags in a
+//! separate range, 0x81.., so a record read where a message was expected (or
+//! the reverse) is an `UnknownTag` error, never a misparse:
+//!
+//! ```text
+//!  0x81 Hello       protocol_version u16 | role u8 | guest_image_digest [32]
+//!                   | mem_size u64 | cpuid_digest [32] | tick_hz u32 | epoch u64
+//!  0x82 HelloReply  verdict u8: 1 Accept
+//!                             | 2 Refuse  code u8 | len u32 | len bytes UTF-8 text
+//!  0x83 Ack         received_through u64 | replayed_through u64
+//! ```
+//!
+//! The primary opens with `Hello`, the backup answers `HelloReply` and then
+//! sends `Ack`s while the primary streams records.
+
+use std::fmt;
+use std::io::Read;
+
+use crate::codec::frame::{self, Cursor};
+use crate::codec::CodecError;
+use crate::file::LogHeader;
+use crate::record::Hash;
+use crate::PROTOCOL_VERSION;
+
+mod tag {
+    pub const HELLO: u8 = 0x81;
+    pub const HELLO_REPLY: u8 = 0x82;
+    pub const ACK: u8 = 0x83;
+
+    pub const ACCEPT: u8 = 1;
+    pub const REFUSE: u8 = 2;
+}
+
+/// Which side of a pair a node wants to be.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Never valid on the wire; exists so that 0 is rejected.
+    Invalid = 0,
+    Primary = 1,
+    Backup = 2,
+}
+
+impl Role {
+    pub const VALID: [Role; 2] = [Role::Primary, Role::Backup];
+
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Self::VALID.into_iter().find(|r| *r as u8 == value)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Invalid => "invalid",
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+        })
+    }
+}
+
+/// Opens a pairing: who the sender is and what it runs. Pairing needs the
+/// same protocol, opposite roles, an identical machine, and no stale epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hello {
+    pub protocol_version: u16,
+    pub role: Role,
+    pub guest_image_digest: Hash,
+    pub mem_size: u64,
+    pub cpuid_digest: Hash,
+    /// Part of the machine's identity because guest time is counted in ticks.
+    pub tick_hz: u32,
+    /// Replication epoch; every go-live and every new pairing starts a new one.
+    pub epoch: u64,
+}
+
+/// Why a pairing was refused.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefuseCode {
+    /// Never valid on the wire; exists so that 0 is rejected.
+    Invalid = 0,
+    VersionMismatch = 1,
+    /// Both sides claim the same role (or a role is invalid).
+    RoleConflict = 2,
+    /// Guest image, memory size, CPUID table or tick rate differ.
+    MachineMismatch = 3,
+    /// The peer belongs to an older epoch and must stand down.
+    StaleEpoch = 4,
+    /// The node already has a peer.
+    Busy = 5,
+}
+
+impl RefuseCode {
+    pub const VALID: [RefuseCode; 5] = [
+        RefuseCode::VersionMismatch,
+        RefuseCode::RoleConflict,
+        RefuseCode::MachineMismatch,
+        RefuseCode::StaleEpoch,
+        RefuseCode::Busy,
+    ];
+
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Self::VALID.into_iter().find(|c| *c as u8 == value)
+    }
+}
+
+/// The answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HelloReply {
+    Accept,
+    /// `reason` is for humans (logs, the CLI); `code` is for programs.
+    Refuse {
+        code: RefuseCode,
+        reason: String,
+    },
+}
+
+/// Backup -> primary: how far the backup has got. Exit indices count exits,
+/// so the first exit is 1 and 0 means "nothing yet".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ack {
+    /// Every record up to this exit is in the backup's memory (drives the
+    /// Output Rule).
+    pub received_through: u64,
+    /// The backup's vCPU has executed up to this exit. Never exceeds
+    /// `received_through`.
+    pub replayed_through: u64,
+}
+
+/// Any channel message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Message {
+    Hello(Hello),
+    HelloReply(HelloReply),
+    Ack(Ack),
+}
+
+impl Hello {
+    /// The machine identity this hello carries, as a log file stores it.
+    pub fn machine(&self) -> LogHeader {
+        LogHeader {
+            guest_image_digest: self.guest_image_digest,
+            mem_size: self.mem_size,
+            cpuid_digest: self.cpuid_digest,
+            tick_hz: self.tick_hz,
+        }
+    }
+
+    /// Decides how a node described by `local` answers this (the peer's)
+    /// hello.
+    pub fn evaluate(&self, local: &Hello) -> HelloReply {
+        let refuse = |code, reason: String| HelloReply::Refuse { code, reason };
+        if self.protocol_version != local.protocol_version {
+            return refuse(
+                RefuseCode::VersionMismatch,
+                format!(
+                    "peer speaks protocol version {}, this node speaks {}",
+                    self.protocol_version, local.protocol_version
+                ),
+            );
+        }
+        if self.role == Role::Invalid || self.role == local.role {
+            return refuse(
+                RefuseCode::RoleConflict,
+                format!(
+                    "peer wants to be {}, and this node is {}",
+                    self.role, local.role
+                ),
+            );
+        }
+        if let Err(mismatch) = self.machine().check_matches(&local.machine()) {
+            return refuse(RefuseCode::MachineMismatch, mismatch.to_string());
+        }
+        if self.epoch < local.epoch {
+            return refuse(
+                RefuseCode::StaleEpoch,
+                format!(
+                    "peer is from epoch {}, this node is at epoch {}; the peer must stand down",
+                    self.epoch, local.epoch
+                ),
+            );
+        }
+        HelloReply::Accept
+    }
+}
+
+/// A hello for this build's protocol version.
+pub fn hello(role: Role, machine: &LogHeader, epoch: u64) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        role,
+        guest_image_digest: machine.guest_image_digest,
+        mem_size: machine.mem_size,
+        cpuid_digest: machine.cpuid_digest,
+        tick_hz: machine.tick_hz,
+        epoch,
+    }
+}
+
+/// Appends one frame holding `message` to `out`.
+pub fn encode(message: &Message, out: &mut Vec<u8>) {
+    frame::write_frame(out, |b| match message {
+        Message::Hello(h) => {
+            b.push(tag::HELLO);
+            b.extend_from_slice(&h.protocol_version.to_le_bytes());
+            b.push(h.role as u8);
+            b.extend_from_slice(&h.guest_image_digest);
+            b.extend_from_slice(&h.mem_size.to_le_bytes());
+            b.extend_from_slice(&h.cpuid_digest);
+            b.extend_from_slice(&h.tick_hz.to_le_bytes());
+            b.extend_from_slice(&h.epoch.to_le_bytes());
+        }
+        Message::HelloReply(HelloReply::Accept) => {
+            b.extend_from_slice(&[tag::HELLO_REPLY, tag::ACCEPT])
+        }
+        Message::HelloReply(HelloReply::Refuse { code, reason }) => {
+            b.extend_from_slice(&[tag::HELLO_REPLY, tag::REFUSE, *code as u8]);
+            // Saturation only for texts far beyond MAX_FRAME_LEN, which the
+            // decoder rejects by frame length anyway.
+            let len = u32::try_from(reason.len()).unwrap_or(u32::MAX);
+            b.extend_from_slice(&len.to_le_bytes());
+            b.extend_from_slice(reason.as_bytes());
+        }
+        Message::Ack(a) => {
+            b.push(tag::ACK);
+            b.extend_from_slice(&a.received_through.to_le_bytes());
+            b.extend_from_slice(&a.replayed_through.to_le_bytes());
+        }
+    });
+}
+
+/// Decodes one message from the front of `buf`, like [`crate::codec::decode`]
+/// does for records: `Ok(None)` means more bytes are needed.
+pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, CodecError> {
+    let Some((body, consumed)) = frame::split_frame(buf)? else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(body)?, consumed)))
+}
+
+fn decode_body(body: &[u8]) -> Result<Message, CodecError> {
+    let mut c = Cursor::new(body);
+    let (message, name) = match c.u8("message tag")? {
+        tag::HELLO => (Message::Hello(decode_hello(&mut c)?), "hello"),
+        tag::HELLO_REPLY => (Message::HelloReply(decode_reply(&mut c)?), "hello reply"),
+        tag::ACK => {
+            let received_through = c.u64("ack received-through")?;
+            let replayed_through = c.u64("ack replayed-through")?;
+            if replayed_through > received_through {
+                return Err(CodecError::Malformed {
+                    what: format!(
+                        "ack claims replay through exit {replayed_through} but receipt only \
+                         through exit {received_through}"
+                    ),
+                });
+            }
+            let ack = Ack {
+                received_through,
+                replayed_through,
+            };
+            (Message::Ack(ack), "ack")
+        }
+        other => {
+            return Err(CodecError::UnknownTag {
+                what: "channel message",
+                tag: other,
+            })
+        }
+    };
+    c.finish(name)?;
+    Ok(message)
+}
+
+fn decode_hello(c: &mut Cursor<'_>) -> Result<Hello, CodecError> {
+    let protocol_version = c.u16("hello protocol version")?;
+    let raw_role = c.u8("hello role")?;
+    let role = Role::from_u8(raw_role).ok_or(CodecError::UnknownTag {
+        what: "role",
+        tag: raw_role,
+    })?;
+    Ok(Hello {
+        protocol_version,
+        role,
+        guest_image_digest: c.hash("hello guest image digest")?,
+        mem_size: c.u64("hello memory size")?,
+        cpuid_digest: c.hash("hello CPUID digest")?,
+        tick_hz: c.u32("hello tick rate")?,
+        epoch: c.u64("hello epoch")?,
+    })
+}
+
+fn decode_reply(c: &mut Cursor<'_>) -> Result<HelloReply, CodecError> {
+    match c.u8("hello reply verdict")? {
+        tag::ACCEPT => Ok(HelloReply::Accept),
+        tag::REFUSE => {
+            let raw_code = c.u8("refuse code")?;
+            let code = RefuseCode::from_u8(raw_code).ok_or(CodecError::UnknownTag {
+                what: "refuse code",
+                tag: raw_code,
+            })?;
+            let len = c.count("refuse reason length", 1)?;
+            let reason = std::str::from_utf8(c.bytes(len, "refuse reason")?)
+                .map_err(|e| CodecError::Malformed {
+                    what: format!("refuse reason is not UTF-8: {e}"),
+                })?
+                .to_owned();
+            Ok(HelloReply::Refuse { code, reason })
+        }
+        other => Err(CodecError::UnknownTag {
+            what: "hello reply verdict",
+            tag: other,
+        }),
+    }
+}
+
+/// Reads channel messages one frame at a time from a byte stream. After any
+/// error the stream position is unspecified: drop the connection.
+#[derive(Debug)]
+pub struct MessageReader<R: Read> {
+    inner: R,
+    body: Vec<u8>,
+}
+
+impl<R: Read> MessageReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            body: Vec::new(),
+        }
+    }
+
+    /// The next message, or `Ok(None)` at a clean end of stream between
+    /// frames. An end of stream inside a frame is [`CodecError::Truncated`].
+    pub fn next_message(&mut self) -> Result<Option<Message>, CodecError> {
+        if !frame::read_frame(&mut self.inner, &mut self.body)? {
+            return Ok(None);
+        }
+        decode_body(&self.body).map(Some)
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}

@@ -1,0 +1,320 @@
+mod common;
+
+use std::io::Cursor;
+
+use common::*;
+use logging_channel::channel::{
+    decode, encode, hello, Ack, Hello, HelloReply, Message, MessageReader, RefuseCode, Role,
+};
+use logging_channel::{codec, CodecError, Record, PROTOCOL_VERSION};
+use proptest::prelude::*;
+
+fn arb_hello() -> impl Strategy<Value = Hello> {
+    (
+        any::<u16>(),
+        prop::sample::select(Role::VALID.to_vec()),
+        arb_header(),
+        any::<u64>(),
+    )
+        .prop_map(|(protocol_version, role, machine, epoch)| Hello {
+            protocol_version,
+            ..hello(role, &machine, epoch)
+        })
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        arb_hello().prop_map(Message::Hello),
+        Just(Message::HelloReply(HelloReply::Accept)),
+        (prop::sample::select(RefuseCode::VALID.to_vec()), ".{0,40}")
+            .prop_map(|(code, reason)| Message::HelloReply(HelloReply::Refuse { code, reason })),
+        (any::<u64>(), any::<u64>()).prop_map(|(a, b)| Message::Ack(Ack {
+            received_through: a.max(b),
+            replayed_through: a.min(b),
+        })),
+    ]
+}
+
+fn encoded(message: &Message) -> Vec<u8> {
+    let mut buf = Vec::new();
+    encode(message, &mut buf);
+    buf
+}
+
+fn decode_err(buf: &[u8]) -> CodecError {
+    match decode(buf) {
+        Err(e) => e,
+        Ok(other) => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn primary() -> Hello {
+    hello(Role::Primary, &sample_header(), 3)
+}
+
+fn backup() -> Hello {
+    hello(Role::Backup, &sample_header(), 3)
+}
+
+fn refuse_code(reply: HelloReply) -> RefuseCode {
+    match reply {
+        HelloReply::Refuse { code, .. } => code,
+        HelloReply::Accept => panic!("expected a refusal"),
+    }
+}
+
+#[test]
+fn refusal_with_text_round_trips() {
+    let message = Message::HelloReply(HelloReply::Refuse {
+        code: RefuseCode::StaleEpoch,
+        reason: "epoch 2 < 3 — stand down".into(),
+    });
+
+    let (decoded, used) = decode(&encoded(&message)).unwrap().unwrap();
+
+    assert_eq!(decoded, message);
+    assert_eq!(used, encoded(&message).len());
+}
+
+#[test]
+fn record_frame_is_not_a_channel_message_and_vice_versa() {
+    let mut record_frame = Vec::new();
+    codec::encode(&Record::Progress { exit_index: 1 }, &mut record_frame);
+    let ack_frame = encoded(&Message::Ack(Ack {
+        received_through: 1,
+        replayed_through: 1,
+    }));
+
+    let as_message = decode_err(&record_frame);
+    let as_record = codec::decode(&ack_frame).unwrap_err();
+
+    assert!(matches!(
+        as_message,
+        CodecError::UnknownTag {
+            what: "channel message",
+            tag: 2
+        }
+    ));
+    assert!(matches!(
+        as_record,
+        CodecError::UnknownTag {
+            what: "record",
+            tag: 0x83
+        }
+    ));
+}
+
+#[test]
+fn invalid_role_is_rejected() {
+    let mut body = encoded(&Message::Hello(primary()));
+    body.truncate(body.len() - 4);
+    let mut body = body.split_off(4);
+    body[3] = 0;
+
+    let err = decode_err(&frame_with_body(&body));
+
+    assert!(matches!(
+        err,
+        CodecError::UnknownTag {
+            what: "role",
+            tag: 0
+        }
+    ));
+}
+
+#[test]
+fn invalid_refuse_code_and_verdict_are_rejected() {
+    let bad_code = frame_with_body(&[0x82, 2, 0, 0, 0, 0, 0]);
+    let bad_verdict = frame_with_body(&[0x82, 0]);
+
+    assert!(matches!(
+        decode_err(&bad_code),
+        CodecError::UnknownTag {
+            what: "refuse code",
+            tag: 0
+        }
+    ));
+    assert!(matches!(
+        decode_err(&bad_verdict),
+        CodecError::UnknownTag {
+            what: "hello reply verdict",
+            tag: 0
+        }
+    ));
+}
+
+#[test]
+fn refusal_text_that_is_not_utf8_is_malformed() {
+    let err = decode_err(&frame_with_body(&[0x82, 2, 1, 2, 0, 0, 0, 0xff, 0xfe]));
+
+    assert!(
+        matches!(&err, CodecError::Malformed { what } if what.contains("UTF-8")),
+        "{err}"
+    );
+}
+
+#[test]
+fn refusal_text_longer_than_the_frame_is_malformed() {
+    let err = decode_err(&frame_with_body(&[
+        0x82, 2, 1, 0xff, 0xff, 0xff, 0xff, b'x',
+    ]));
+
+    assert!(matches!(err, CodecError::Malformed { .. }));
+}
+
+#[test]
+fn ack_replaying_past_what_was_received_is_malformed() {
+    let mut body = vec![0x83];
+    body.extend_from_slice(&5u64.to_le_bytes());
+    body.extend_from_slice(&6u64.to_le_bytes());
+
+    let err = decode_err(&frame_with_body(&body));
+
+    assert!(matches!(err, CodecError::Malformed { .. }));
+}
+
+#[test]
+fn message_reader_reads_a_handshake_then_acks() {
+    let conversation = [
+        Message::HelloReply(HelloReply::Accept),
+        Message::Ack(Ack {
+            received_through: 9,
+            replayed_through: 4,
+        }),
+    ];
+    let mut bytes = Vec::new();
+    for m in &conversation {
+        encode(m, &mut bytes);
+    }
+    let mut reader = MessageReader::new(Cursor::new(bytes));
+
+    assert_eq!(
+        reader.next_message().unwrap().as_ref(),
+        Some(&conversation[0])
+    );
+    assert_eq!(
+        reader.next_message().unwrap().as_ref(),
+        Some(&conversation[1])
+    );
+    assert!(reader.next_message().unwrap().is_none());
+}
+
+#[test]
+fn matching_primary_and_backup_pair() {
+    assert_eq!(primary().evaluate(&backup()), HelloReply::Accept);
+    assert_eq!(backup().evaluate(&primary()), HelloReply::Accept);
+}
+
+#[test]
+fn other_protocol_version_is_refused() {
+    let peer = Hello {
+        protocol_version: PROTOCOL_VERSION + 1,
+        ..primary()
+    };
+
+    assert_eq!(
+        refuse_code(peer.evaluate(&backup())),
+        RefuseCode::VersionMismatch
+    );
+}
+
+#[test]
+fn two_primaries_are_refused() {
+    assert_eq!(
+        refuse_code(primary().evaluate(&primary())),
+        RefuseCode::RoleConflict
+    );
+}
+
+#[test]
+fn different_machine_is_refused_naming_the_field() {
+    let peer = Hello {
+        mem_size: 1 << 30,
+        ..primary()
+    };
+
+    let reply = peer.evaluate(&backup());
+
+    assert!(
+        matches!(&reply, HelloReply::Refuse { code: RefuseCode::MachineMismatch, reason }
+        if reason.contains("memory size")),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn peer_from_an_older_epoch_is_refused_and_a_newer_one_accepted() {
+    let old = Hello {
+        epoch: 2,
+        ..primary()
+    };
+    let new = Hello {
+        epoch: 4,
+        ..primary()
+    };
+
+    assert_eq!(refuse_code(old.evaluate(&backup())), RefuseCode::StaleEpoch);
+    assert_eq!(new.evaluate(&backup()), HelloReply::Accept);
+}
+
+proptest! {
+    #[test]
+    fn every_message_round_trips(message in arb_message()) {
+        let buf = encoded(&message);
+
+        let (decoded, used) = decode(&buf).unwrap().unwrap();
+
+        prop_assert_eq!(used, buf.len());
+        prop_assert_eq!(decoded, message);
+    }
+
+    #[test]
+    fn every_strict_prefix_needs_more_bytes_or_is_truncated(message in arb_message()) {
+        let buf = encoded(&message);
+        for cut in 0..buf.len() {
+            prop_assert!(decode(&buf[..cut]).unwrap().is_none());
+            let end = MessageReader::new(Cursor::new(&buf[..cut])).next_message();
+            if cut == 0 {
+                prop_assert!(matches!(end, Ok(None)));
+            } else {
+                prop_assert!(matches!(end, Err(CodecError::Truncated)), "{:?}", end);
+            }
+        }
+    }
+
+    #[test]
+    fn flipping_any_byte_is_an_error_never_another_message(
+        message in arb_message(),
+        mask in 1u8..=255,
+    ) {
+        let original = encoded(&message);
+        for at in 0..original.len() {
+            let mut buf = original.clone();
+            buf[at] ^= mask;
+
+            prop_assert!(!matches!(decode(&buf), Ok(Some(_))), "byte {}", at);
+            prop_assert!(MessageReader::new(Cursor::new(&buf)).next_message().is_err());
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode(&bytes);
+        let mut reader = MessageReader::new(Cursor::new(&bytes));
+        while let Ok(Some(_)) = reader.next_message() {}
+    }
+
+    #[test]
+    fn random_payload_in_a_valid_frame_only_decodes_canonically(
+        tag in 0x80u8..0x85,
+        payload in prop::collection::vec(any::<u8>(), 0..96),
+    ) {
+        let mut body = vec![tag];
+        body.extend_from_slice(&payload);
+        let frame = frame_with_body(&body);
+
+        if let Ok(Some((message, _))) = decode(&frame) {
+            prop_assert_eq!(encoded(&message), frame);
+        }
+    }
+}
