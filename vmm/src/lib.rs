@@ -1,1 +1,16 @@
-//! ftvmm
+//! ftvmm: a small KVM monitor that keeps a backup VM in lockstep with a primary
+//! by deterministic record/replay. See DESIGN.md for the determinism contract.
+pub mod boot;
+pub mod bus;
+pub mod clock;
+pub mod cpuid;
+pub mod devices;
+pub mod digest;
+pub mod exit;
+pub mod guest_image;
+pub mod kvm_ext;
+pub mod launch;
+pub mod machine;
+pub mod recorder;
+pub mod replayer;
+pub mod runner;

@@ -1,0 +1,200 @@
+//! One bus abstraction for every device, so the vCPU loop never knows an address.
+//!
+//! A [`Bus`] maps address ranges to devices. A device access returns a
+//! [`DeviceEffect`]: the few things a device can ask of the monitor (print
+//! output, wait for an event, power off, report a guest fault). Devices never
+//! block and never see time: a device is a pure function of the guest's
+//! accesses and of the events the log feeds it, which is what makes replay exact.
+use vm_memory::GuestMemoryMmap;
+
+/// What a device access asks the monitor to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEffect {
+    None,
+    /// Bytes that leave the VM (console). Subject to the Output Rule.
+    Output(Vec<u8>),
+    /// The guest has nothing to do until the next event.
+    Wait,
+    /// The guest powered off with this code.
+    PowerOff(u32),
+    /// The guest took an exception it cannot handle.
+    GuestFault(GuestFault),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GuestFault {
+    pub vector: u64,
+    pub error: u64,
+    pub rip: u64,
+    pub cr2: u64,
+}
+
+impl std::fmt::Display for GuestFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exception {} (error code {:#x}) at rip {:#x}, cr2 {:#x}",
+            self.vector, self.error, self.rip, self.cr2
+        )
+    }
+}
+
+pub trait Device: Send {
+    fn name(&self) -> &'static str;
+    /// Fills `data` with the register at `offset`. Unknown registers read as zero.
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    fn write(&mut self, offset: u64, data: &[u8], mem: &GuestMemoryMmap) -> DeviceEffect;
+}
+
+struct Slot {
+    base: u64,
+    len: u64,
+    device: Box<dyn Device>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("device {new} at {base:#x}+{len:#x} overlaps device {existing}")]
+    Overlap {
+        new: &'static str,
+        existing: &'static str,
+        base: u64,
+        len: u64,
+    },
+}
+
+#[derive(Default)]
+pub struct Bus {
+    slots: Vec<Slot>,
+}
+
+/// An access to an address no device claims; the loop logs it and goes on
+/// (reads see all ones, like an empty bus), so a guest can't crash the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unclaimed(pub u64);
+
+impl Bus {
+    pub fn insert(&mut self, base: u64, len: u64, device: Box<dyn Device>) -> Result<(), BusError> {
+        if let Some(s) = self
+            .slots
+            .iter()
+            .find(|s| base < s.base + s.len && s.base < base + len)
+        {
+            return Err(BusError::Overlap {
+                new: device.name(),
+                existing: s.device.name(),
+                base,
+                len,
+            });
+        }
+        self.slots.push(Slot { base, len, device });
+        self.slots.sort_by_key(|s| s.base);
+        Ok(())
+    }
+
+    fn find(&mut self, addr: u64) -> Option<(&mut Slot, u64)> {
+        let i = self
+            .slots
+            .partition_point(|s| s.base <= addr)
+            .checked_sub(1)?;
+        let slot = &mut self.slots[i];
+        let offset = addr - slot.base;
+        (offset < slot.len).then_some((slot, offset))
+    }
+
+    pub fn read(&mut self, addr: u64, data: &mut [u8]) -> Result<(), Unclaimed> {
+        match self.find(addr) {
+            Some((slot, offset)) => {
+                slot.device.read(offset, data);
+                Ok(())
+            }
+            None => {
+                data.fill(0xff);
+                Err(Unclaimed(addr))
+            }
+        }
+    }
+
+    pub fn write(
+        &mut self,
+        addr: u64,
+        data: &[u8],
+        mem: &GuestMemoryMmap,
+    ) -> Result<DeviceEffect, Unclaimed> {
+        let (slot, offset) = self.find(addr).ok_or(Unclaimed(addr))?;
+        Ok(slot.device.write(offset, data, mem))
+    }
+}
+
+/// Little-endian value of an access of 1 to 8 bytes; longer accesses keep their low 8 bytes.
+pub fn le_value(data: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = data.len().min(8);
+    b[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(b)
+}
+
+/// Writes `value` into an access of any width, little-endian, truncating or zero-extending.
+pub fn fill_le(data: &mut [u8], value: u64) {
+    let bytes = value.to_le_bytes();
+    for (i, d) in data.iter_mut().enumerate() {
+        *d = bytes.get(i).copied().unwrap_or(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Const(u64);
+    impl Device for Const {
+        fn name(&self) -> &'static str {
+            "const"
+        }
+        fn read(&mut self, _offset: u64, data: &mut [u8]) {
+            fill_le(data, self.0);
+        }
+        fn write(&mut self, offset: u64, _data: &[u8], _mem: &GuestMemoryMmap) -> DeviceEffect {
+            DeviceEffect::PowerOff(offset as u32)
+        }
+    }
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 0x1000)]).expect("tiny memory")
+    }
+
+    #[test]
+    fn access_goes_to_the_device_owning_the_address_with_its_offset() {
+        let mut bus = Bus::default();
+        bus.insert(0x2000, 0x1000, Box::new(Const(7)))
+            .expect("insert");
+        bus.insert(0x1000, 0x1000, Box::new(Const(5)))
+            .expect("insert");
+        let mut d = [0u8; 4];
+        bus.read(0x1ffc, &mut d).expect("claimed");
+        assert_eq!(le_value(&d), 5);
+        assert_eq!(
+            bus.write(0x2010, &[1], &mem()),
+            Ok(DeviceEffect::PowerOff(0x10))
+        );
+    }
+
+    #[test]
+    fn unclaimed_read_sees_all_ones_and_is_reported() {
+        let mut bus = Bus::default();
+        bus.insert(0x1000, 0x1000, Box::new(Const(5)))
+            .expect("insert");
+        let mut d = [0u8; 2];
+        assert_eq!(bus.read(0x3000, &mut d), Err(Unclaimed(0x3000)));
+        assert_eq!(d, [0xff, 0xff]);
+        assert_eq!(bus.write(0xfff, &[0], &mem()), Err(Unclaimed(0xfff)));
+    }
+
+    #[test]
+    fn overlapping_devices_are_refused() {
+        let mut bus = Bus::default();
+        bus.insert(0x1000, 0x1000, Box::new(Const(5)))
+            .expect("insert");
+        assert!(bus.insert(0x1800, 0x1000, Box::new(Const(6))).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! The system device: identity, wait-for-event, power-off and fault reports.
+use crate::bus::{fill_le, le_value, Device, DeviceEffect, GuestFault};
+use guest_abi::system::{
+    EXIT, FAULT_CR2, FAULT_ERROR, FAULT_RIP, FAULT_VECTOR, ID, ID_VALUE, WAIT,
+};
+use vm_memory::GuestMemoryMmap;
+
+#[derive(Default)]
+pub struct SystemDevice {
+    fault: GuestFault,
+}
+
+impl Device for SystemDevice {
+    fn name(&self) -> &'static str {
+        "system"
+    }
+
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        fill_le(data, if offset == ID { ID_VALUE } else { 0 });
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8], _mem: &GuestMemoryMmap) -> DeviceEffect {
+        let value = le_value(data);
+        match offset {
+            WAIT => DeviceEffect::Wait,
+            EXIT => DeviceEffect::PowerOff(value as u32),
+            FAULT_ERROR => {
+                self.fault.error = value;
+                DeviceEffect::None
+            }
+            FAULT_RIP => {
+                self.fault.rip = value;
+                DeviceEffect::None
+            }
+            FAULT_CR2 => {
+                self.fault.cr2 = value;
+                DeviceEffect::None
+            }
+            FAULT_VECTOR => {
+                self.fault.vector = value;
+                DeviceEffect::GuestFault(self.fault)
+            }
+            _ => DeviceEffect::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000)]).expect("tiny memory")
+    }
+
+    #[test]
+    fn fault_report_carries_the_registers_written_before_the_vector() {
+        let mut dev = SystemDevice::default();
+        dev.write(FAULT_ERROR, &7u64.to_le_bytes(), &mem());
+        dev.write(FAULT_RIP, &0x1234u64.to_le_bytes(), &mem());
+        let effect = dev.write(FAULT_VECTOR, &14u64.to_le_bytes(), &mem());
+        assert_eq!(
+            effect,
+            DeviceEffect::GuestFault(GuestFault {
+                vector: 14,
+                error: 7,
+                rip: 0x1234,
+                cr2: 0
+            })
+        );
+    }
+
+    #[test]
+    fn id_register_reads_the_constant_at_any_width() {
+        let mut dev = SystemDevice::default();
+        let mut d = [0u8; 4];
+        dev.read(ID, &mut d);
+        assert_eq!(le_value(&d), ID_VALUE);
+    }
+}

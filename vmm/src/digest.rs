@@ -1,0 +1,114 @@
+//! Hashes of guest state: how record and replay prove they are in the same place.
+use kvm_bindings::kvm_regs;
+use kvm_ioctls::VcpuFd;
+use logging_channel::Hash;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("reading vCPU {what} for the state digest failed: {source}")]
+    Vcpu {
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("reading guest memory for the state digest failed: {0}")]
+    Memory(#[from] vm_memory::guest_memory::Error),
+}
+
+fn gprs(r: &kvm_regs) -> [u64; 18] {
+    [
+        r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12,
+        r.r13, r.r14, r.r15, r.rip, r.rflags,
+    ]
+}
+
+fn hash_u64s(h: &mut blake3::Hasher, values: &[u64]) {
+    for v in values {
+        h.update(&v.to_le_bytes());
+    }
+}
+
+/// Digest of the general registers, RIP and RFLAGS.
+pub fn regs_digest(vcpu: &VcpuFd) -> Result<Hash, DigestError> {
+    let regs = vcpu.get_regs().map_err(|source| DigestError::Vcpu {
+        what: "registers",
+        source,
+    })?;
+    let mut h = blake3::Hasher::new();
+    hash_u64s(&mut h, &gprs(&regs));
+    Ok(*h.finalize().as_bytes())
+}
+
+/// The short form carried in every log entry.
+pub fn regs_hash64(vcpu: &VcpuFd) -> Result<u64, DigestError> {
+    let d = regs_digest(vcpu)?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Digest of the whole machine: registers, control and segment state, FPU/SSE, all of RAM.
+pub fn state_digest(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<Hash, DigestError> {
+    let err = |what| move |source| DigestError::Vcpu { what, source };
+    let regs = vcpu.get_regs().map_err(err("registers"))?;
+    let sregs = vcpu.get_sregs().map_err(err("special registers"))?;
+    let fpu = vcpu.get_fpu().map_err(err("FPU state"))?;
+    let mut h = blake3::Hasher::new();
+    hash_u64s(&mut h, &gprs(&regs));
+    hash_u64s(
+        &mut h,
+        &[sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer],
+    );
+    for s in [
+        sregs.cs, sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss, sregs.tr,
+    ] {
+        hash_u64s(
+            &mut h,
+            &[
+                s.base,
+                u64::from(s.limit),
+                u64::from(s.selector),
+                u64::from(s.dpl),
+            ],
+        );
+    }
+    for t in [sregs.gdt, sregs.idt] {
+        hash_u64s(&mut h, &[t.base, u64::from(t.limit)]);
+    }
+    hash_u64s(
+        &mut h,
+        &[
+            u64::from(fpu.fcw),
+            u64::from(fpu.fsw),
+            u64::from(fpu.ftwx),
+            u64::from(fpu.mxcsr),
+        ],
+    );
+    for reg in fpu.fpr.iter().chain(fpu.xmm.iter()) {
+        h.update(reg);
+    }
+    hash_memory(&mut h, mem)?;
+    Ok(*h.finalize().as_bytes())
+}
+
+fn hash_memory(h: &mut blake3::Hasher, mem: &GuestMemoryMmap) -> Result<(), DigestError> {
+    const CHUNK: usize = 1 << 20;
+    let mut buf = vec![0u8; CHUNK];
+    for region in mem.iter() {
+        let start = region.start_addr().0;
+        let len = region.len();
+        let mut off = 0u64;
+        while off < len {
+            let n = (len - off).min(CHUNK as u64) as usize;
+            mem.read_slice(&mut buf[..n], GuestAddress(start + off))?;
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+    }
+    Ok(())
+}
+
+pub fn hex(hash: &[u8]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}

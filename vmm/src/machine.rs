@@ -1,0 +1,115 @@
+//! One VM: KVM handles, guest memory, the vCPU and its devices, built identically on every host.
+use crate::boot::{self, BootError};
+use crate::bus::{Bus, BusError};
+use crate::cpuid::{self, CpuidError};
+use crate::devices::standard_bus;
+use crate::exit::Buses;
+use guest_abi::{BootInfo, Workload};
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use logging_channel::{Hash, LogHeader};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error("cannot open /dev/kvm ({0}); this host needs KVM, and ftvmm must run as root or in the kvm group")]
+    NoKvm(#[source] kvm_ioctls::Error),
+    #[error("KVM {what} failed: {source}")]
+    Kvm {
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    Cpuid(#[from] CpuidError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Everything that must be equal for two VMs to replay each other; goes into log headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineConfig {
+    pub mem_size: u64,
+    pub tick_hz: u32,
+    pub workload: Workload,
+}
+
+pub struct Machine {
+    // Dropping the VmFd tears the VM down; keep it (and /dev/kvm) alive with the vCPU.
+    _kvm: Kvm,
+    _vm: VmFd,
+    pub vcpu: VcpuFd,
+    pub mem: GuestMemoryMmap,
+    pub buses: Buses,
+    pub header: LogHeader,
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
+    move |source| MachineError::Kvm { what, source }
+}
+
+impl Machine {
+    pub fn new(config: &MachineConfig, image: &[u8]) -> Result<Machine, MachineError> {
+        let kvm = Kvm::new().map_err(MachineError::NoKvm)?;
+        let vm = kvm.create_vm().map_err(kvm_err("VM creation"))?;
+        let mem = boot::create_memory(config.mem_size)?;
+        register_memory(&vm, &mem)?;
+        // Deliberately no KVM_CREATE_IRQCHIP: this monitor is the interrupt controller,
+        // so every interrupt enters at an exit it chose and logged.
+        let vcpu = vm.create_vcpu(0).map_err(kvm_err("vCPU creation"))?;
+        let cpuid = cpuid::guest_cpuid(&kvm)?;
+        vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let info = BootInfo::new(config.workload, config.mem_size, config.tick_hz);
+        let entry = boot::load_guest(&mem, config.mem_size, image, &info)?;
+        boot::setup_vcpu(&vcpu, entry)?;
+        let header = LogHeader {
+            guest_image_digest: image_digest(image, &info),
+            mem_size: config.mem_size,
+            cpuid_digest: cpuid::cpuid_digest(&cpuid),
+            tick_hz: config.tick_hz,
+        };
+        let buses = Buses {
+            mmio: standard_bus()?,
+            pio: Bus::default(),
+        };
+        Ok(Machine {
+            _kvm: kvm,
+            _vm: vm,
+            vcpu,
+            mem,
+            buses,
+            header,
+        })
+    }
+}
+
+/// The guest image digest covers everything loaded at boot: the ELF and the boot info
+/// (which names the workload), so a log can only be replayed into the same start state.
+fn image_digest(image: &[u8], info: &BootInfo) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(image);
+    h.update(&info.to_bytes());
+    *h.finalize().as_bytes()
+}
+
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MachineError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|e| MachineError::Boot(BootError::Allocate(region.len(), e.to_string())))?;
+        let desc = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region is a live mmap owned by `mem`, which the Machine keeps for as long
+        // as the VM exists; slots do not overlap because the regions don't.
+        unsafe { vm.set_user_memory_region(desc) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}

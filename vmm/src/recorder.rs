@@ -1,0 +1,74 @@
+//! Writing the log of a live run to a file, on its own thread (`log-tx`).
+//!
+//! The vCPU thread only hands records to a channel; file I/O never stalls the guest.
+use crossbeam_channel::{unbounded, Sender};
+use logging_channel::{FileError, LogHeader, LogWriter, Record};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+use std::thread::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot create log file {path}: {source}")]
+    Create {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing the log failed: {0}")]
+    Write(#[from] FileError),
+    #[error("writing the log failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the log writer thread died")]
+    WriterGone,
+}
+
+pub struct Recorder {
+    tx: Option<Sender<Record>>,
+    writer: Option<JoinHandle<Result<(), RecordError>>>,
+}
+
+impl Recorder {
+    pub fn create(path: &Path, header: &LogHeader) -> Result<Recorder, RecordError> {
+        let create_err = |source| RecordError::Create {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = File::create(path).map_err(create_err)?;
+        let mut log = LogWriter::new(BufWriter::with_capacity(1 << 16, file), header)?;
+        let (tx, rx) = unbounded::<Record>();
+        let writer = std::thread::Builder::new()
+            .name("log-tx".into())
+            .spawn(move || {
+                for record in rx {
+                    log.write(&record)?;
+                }
+                log.flush()?;
+                log.into_inner()
+                    .into_inner()
+                    .map_err(|e| e.into_error())?
+                    .sync_all()?;
+                Ok(())
+            })
+            .map_err(RecordError::Io)?;
+        Ok(Recorder {
+            tx: Some(tx),
+            writer: Some(writer),
+        })
+    }
+
+    pub fn send(&self, record: Record) -> Result<(), RecordError> {
+        let tx = self.tx.as_ref().ok_or(RecordError::WriterGone)?;
+        tx.send(record).map_err(|_| RecordError::WriterGone)
+    }
+
+    /// Flushes everything to disk; call once, after the final record.
+    pub fn finish(mut self) -> Result<(), RecordError> {
+        self.tx.take();
+        match self.writer.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(RecordError::WriterGone),
+        }
+    }
+}
