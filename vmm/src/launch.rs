@@ -131,7 +131,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         "booting guest"
     );
     let outcome = run_threads(machine, driver, opts.stop_at_exit)?;
-    Ok(report(&outcome))
+    Ok(report(&outcome, opts.stop_at_exit))
 }
 
 type OpenedLog = (LogReader<BufReader<File>>, logging_channel::LogHeader);
@@ -153,7 +153,7 @@ fn open_log(path: &std::path::Path, config: &mut MachineConfig) -> Result<Opened
     Ok((reader, header))
 }
 
-fn report(outcome: &Outcome) -> Report {
+fn report(outcome: &Outcome, stop_at: Option<u64>) -> Report {
     let line = format!(
         "state digest at exit {}: {}",
         outcome.exit_index,
@@ -161,8 +161,8 @@ fn report(outcome: &Outcome) -> Report {
     );
     tracing::info!(finish = ?outcome.finish, exits = outcome.exit_index, interrupts = outcome.interrupts, "VM stopped");
     let (digest_line, exit_code) = match outcome.finish {
-        Finish::StopAtExit => (Some(line), exit_code::OK),
-        Finish::PowerOff(0) | Finish::Shutdown | Finish::EndOfLog(_) => {
+        _ if stop_at == Some(outcome.exit_index) => (Some(line), exit_code::OK),
+        Finish::StopAtExit | Finish::PowerOff(0) | Finish::Shutdown | Finish::EndOfLog(_) => {
             tracing::info!("{line}");
             (None, exit_code::OK)
         }

@@ -1,5 +1,4 @@
 //! `ftvmm`: the command line. Errors get context here and become exit codes.
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,7 +95,7 @@ fn main() -> ExitCode {
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file)),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file)),
     };
-    let result = launch::launch(&vm.options(), &mode).context("ftvmm");
+    let result = launch::launch(&vm.options(), &mode).map_err(anyhow::Error::from);
     match result {
         Ok(report) => {
             if let Some(line) = report.digest_line {
@@ -105,11 +104,23 @@ fn main() -> ExitCode {
             ExitCode::from(report.exit_code)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             let code = e
                 .downcast_ref::<LaunchError>()
                 .map_or(1, LaunchError::exit_code);
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes, skipping a cause whose text the message already includes.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text = format!("{text}: {c}");
+        }
+    }
+    text
 }

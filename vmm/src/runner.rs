@@ -175,6 +175,16 @@ impl Runner {
                 rec.finish()?;
             }
         }
+        if let (Finish::EndOfLog(reason), Some(wanted)) = (finish, self.stop_at) {
+            if wanted > index {
+                return Err(ReplayError::PastEnd {
+                    end: index,
+                    reason,
+                    wanted,
+                }
+                .into());
+            }
+        }
         if let (Some(recorded), Finish::EndOfLog(_)) = (self.end_digest, finish) {
             if recorded != digest {
                 return Err(ReplayError::Divergence {
@@ -213,9 +223,6 @@ impl Runner {
             DeviceEffect::PowerOff(code) => return Ok(Step::Finish(Finish::PowerOff(code))),
             DeviceEffect::GuestFault(fault) => return Err(RunError::GuestFault { index, fault }),
         };
-        if self.stop_at == Some(index) {
-            return Ok(Step::Finish(Finish::StopAtExit));
-        }
         let sig = |vcpu| -> Result<ExitSig, RunError> {
             Ok(ExitSig {
                 kind: exit.kind,
@@ -226,6 +233,9 @@ impl Runner {
         };
         match &mut self.driver {
             Driver::Live { clock, recorder } => {
+                if self.stop_at == Some(index) {
+                    return Ok(Step::Finish(Finish::StopAtExit));
+                }
                 if wants_wait && !wait_for_event(clock, &self.control) {
                     return Ok(Step::Finish(Finish::Shutdown));
                 }
@@ -258,6 +268,15 @@ impl Runner {
             }
             Driver::Replay(replayer) => {
                 let at = replayer.at_exit(index)?;
+                // The recording stopped here (its end record is the only thing at this exit),
+                // so stop too, and compare the state it ended in.
+                if let Some((reason, digest)) = at.end {
+                    self.end_digest = digest;
+                    return Ok(Step::Finish(Finish::EndOfLog(reason)));
+                }
+                if self.stop_at == Some(index) {
+                    return Ok(Step::Finish(Finish::StopAtExit));
+                }
                 let vcpu = &mut self.machine.vcpu;
                 if let Some((logged, events)) = &at.entry {
                     check_sig(index, logged, &sig(vcpu)?)?;
@@ -267,10 +286,6 @@ impl Runner {
                     }
                 }
                 check_digests(vcpu, index, &at)?;
-                if let Some((reason, _)) = at.end {
-                    self.end_digest = at.end.and_then(|(_, d)| d);
-                    return Ok(Step::Finish(Finish::EndOfLog(reason)));
-                }
             }
         }
         Ok(Step::Continue)

@@ -1,0 +1,90 @@
+//! The guest boots, prints its banner, and keeps time by the ticks it is given.
+use ftvmm_tests::{ftvmm, ftvmm_bin, ok_digest, require_kvm, stdout};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn guest_prints_its_banner_and_a_digest_at_the_stop_exit() {
+    let out = ftvmm(&["run", "--stop-at-exit", "3000"]);
+    let line = ok_digest(&out);
+    assert!(
+        stdout(&out).contains("ftvmm guest"),
+        "no banner: {}",
+        stdout(&out)
+    );
+    assert!(line.starts_with("state digest at exit 3000: "), "{line}");
+    assert_eq!(line.rsplit(' ').next().map(str::len), Some(64), "{line}");
+}
+
+#[test]
+fn ticks_arrive_at_the_configured_rate_and_sigterm_stops_cleanly() {
+    require_kvm();
+    let hz = 200u64;
+    let mut child = Command::new(ftvmm_bin())
+        .args(["run", "--tick-hz", &hz.to_string()])
+        .env("FTVMM_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ftvmm");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    // The guest prints "uptime N s" when its tick count reaches N * hz.
+    let mut seen = Vec::new();
+    for line in stdout.lines() {
+        let line = line.expect("utf-8 console");
+        if let Some(secs) = line
+            .strip_prefix("uptime ")
+            .and_then(|r| r.split(' ').next())
+        {
+            seen.push((secs.parse::<u64>().expect("seconds"), Instant::now()));
+            if seen.len() == 4 {
+                break;
+            }
+        }
+    }
+    nix_kill_term(child.id());
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "SIGTERM must stop the VM cleanly with status 0"
+    );
+
+    assert_eq!(
+        seen.len(),
+        4,
+        "guest printed too few uptime lines: {seen:?}"
+    );
+    let (first, last) = (seen[0], seen[3]);
+    let guest_secs = (last.0 - first.0) as f64;
+    let wall_secs = last.1.duration_since(first.1).as_secs_f64();
+    let ratio = guest_secs / wall_secs;
+    assert!(
+        (0.85..1.15).contains(&ratio),
+        "guest clock ran at {ratio:.3}x wall clock ({guest_secs} s in {wall_secs:.3} s)"
+    );
+}
+
+fn nix_kill_term(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_with_timeout(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
