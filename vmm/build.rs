@@ -36,10 +36,9 @@ fn main() {
     // Flags of the outer build (coverage, sanitizers, the host's target dir) must not leak in.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if key.starts_with("CARGO_") || key == "RUSTFLAGS" || key == "RUSTC_WRAPPER" {
-            if key != "CARGO_HOME" {
-                cmd.env_remove(&key);
-            }
+        let leaks = key.starts_with("CARGO_") || key.starts_with("RUSTC_") || key == "RUSTFLAGS";
+        if leaks && key != "CARGO_HOME" {
+            cmd.env_remove(&key);
         }
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Crelocation-model=static");

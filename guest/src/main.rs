@@ -5,6 +5,7 @@
 //! monitor; those exits are the points where record/replay happens.
 #![no_std]
 #![no_main]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod console;
 mod libc;
@@ -23,8 +24,11 @@ pub struct UserStack([u8; USER_STACK_SIZE]);
 pub static mut USER_STACK: UserStack = UserStack([0; USER_STACK_SIZE]);
 
 /// First ring-3 instruction; `_start` passes the boot info address through RDI.
+///
+/// # Safety
+/// Only `_start` calls this, with the address the monitor wrote a `BootInfo` to.
 #[no_mangle]
-pub extern "C" fn user_entry(boot: *const BootInfo) -> ! {
+pub unsafe extern "C" fn user_entry(boot: *const BootInfo) -> ! {
     // SAFETY: the monitor writes a BootInfo at this (aligned, mapped) address before boot
     // and never touches it again.
     let boot = unsafe { core::ptr::read_volatile(boot) };

@@ -56,7 +56,7 @@ pub fn self_test(boot: &BootInfo) -> ! {
             );
             mmio::power_off(3);
         }
-        if hz > 0 && state % 128 == 0 {
+        if hz > 0 && state.is_multiple_of(128) {
             waits += 1;
             mmio::wait(waits);
             exits += 1;
@@ -66,7 +66,7 @@ pub fn self_test(boot: &BootInfo) -> ! {
             reported_secs = now / hz;
             println!("uptime {reported_secs} s: ticks {now} round {round} exits {exits} state {state:016x}");
             exits += 2;
-        } else if hz == 0 && round % 65_536 == 0 {
+        } else if hz == 0 && round.is_multiple_of(65_536) {
             println!("round {round}: exits {exits} state {state:016x}");
             exits += 2;
         }
@@ -79,7 +79,7 @@ pub fn exit_storm() -> ! {
     loop {
         let id = mmio::system_id();
         n = n.wrapping_add(id & 1);
-        if n % (1 << 20) == 0 {
+        if n.is_multiple_of(1 << 20) {
             println!("exit storm: {n} exits");
         }
     }

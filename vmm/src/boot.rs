@@ -50,7 +50,7 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 
 pub fn create_memory(mem_size: u64) -> Result<GuestMemoryMmap, BootError> {
-    if !(16 << 20..=RAM_LIMIT).contains(&mem_size) || mem_size % (1 << 20) != 0 {
+    if !(16 << 20..=RAM_LIMIT).contains(&mem_size) || !mem_size.is_multiple_of(1 << 20) {
         return Err(BootError::MemorySize(mem_size));
     }
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size as usize)])

@@ -256,7 +256,7 @@ impl Runner {
                     }
                 }
                 if let Some(rec) = recorder {
-                    if index % DIGEST_EVERY == 0 {
+                    if index.is_multiple_of(DIGEST_EVERY) {
                         let hash = digest::regs_digest(vcpu)?;
                         rec.send(Record::Digest {
                             exit_index: index,
