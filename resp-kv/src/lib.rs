@@ -1,1 +1,106 @@
+//! `resp-kv`: the Redis-compatible key-value server that runs inside the ftvmm guest,
+//! minus the networking.
+//!
+//! The guest owns one [`Store`] and one [`Conn`] per TCP connection. Whenever bytes
+//! arrive it calls [`Conn::feed`], which parses RESP2 requests (arrays of bulk strings,
+//! or inline `PING\r\n` lines), executes each complete one against the store and appends
+//! Redis-formatted replies to an output buffer. Nothing here does I/O, reads a clock or
+//! draws randomness: time comes in as `now_ms`, and all maps are ordered, so a replica
+//! fed the same bytes at the same times ends in exactly the same state.
+//!
+//! Values are strings only (GET/SET/INCR/MGET/APPEND/EXPIRE...), plus the server
+//! commands that `redis-cli`, `redis-benchmark` and client libraries send on connect.
+//!
+//! Hostile input is expected: malformed protocol gets `-ERR Protocol error: ...` and
+//! closes only that connection; requests are bounded by [`Limits`] before their bytes
+//! are buffered; writes beyond the memory limit get `-OOM` and change nothing; no input
+//! can make this crate panic (indexing, `unwrap` and unchecked arithmetic are denied
+//! by lints outside tests).
+
 #![no_std]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+extern crate alloc;
+
+mod commands;
+mod conn;
+mod introspect_cmds;
+mod key_cmds;
+mod parse;
+mod reply;
+mod server_cmds;
+mod store;
+mod string_cmds;
+
+pub use conn::Conn;
+pub use store::Store;
+
+/// Resource bounds; everything a client can make the server hold is capped by these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest single request, command and arguments included, in wire bytes.
+    pub max_request_bytes: usize,
+    /// Most arguments (command name included) in one request.
+    pub max_args: usize,
+    /// Approximate keyspace size beyond which writes get `-OOM`.
+    pub max_memory_bytes: usize,
+    /// Per-connection buffering bound: reply bytes one `feed` call appends before it
+    /// leaves the remaining requests as a backlog, and input a connection may keep
+    /// queued while backlogged.
+    pub max_conn_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 512 * 1024,
+            max_args: 1024,
+            max_memory_bytes: 16 * 1024 * 1024,
+            max_conn_buffer: 1024 * 1024,
+        }
+    }
+}
+
+/// Facts about the whole server that INFO and HELLO report; supplied by the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerInfo<'a> {
+    /// Replication role, e.g. `"master"` or `"backup-live"`.
+    pub role: &'a str,
+    /// Whether a backup currently protects this server (`ftvmm_protected:yes|no`).
+    pub protected: bool,
+    pub uptime_ms: u64,
+    pub connected_clients: usize,
+    /// Appended verbatim to INFO's `# Replication` section: `name:value\r\n` lines.
+    pub extra: &'a str,
+}
+
+impl Default for ServerInfo<'_> {
+    fn default() -> Self {
+        ServerInfo {
+            role: "master",
+            protected: false,
+            uptime_ms: 0,
+            connected_clients: 1,
+            extra: "",
+        }
+    }
+}
+
+/// What the guest should do with the connection after a [`Conn::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnStatus {
+    /// Keep reading.
+    Open,
+    /// Send what is in `out`, then close the connection.
+    Close,
+}
