@@ -159,7 +159,14 @@ fn report(outcome: &Outcome, stop_at: Option<u64>) -> Report {
         outcome.exit_index,
         digest::hex(&outcome.digest)
     );
-    tracing::info!(finish = ?outcome.finish, exits = outcome.exit_index, interrupts = outcome.interrupts, "VM stopped");
+    let ns_per_exit = outcome.elapsed.as_nanos() / u128::from(outcome.exit_index.max(1));
+    tracing::info!(
+        finish = ?outcome.finish,
+        exits = outcome.exit_index,
+        interrupts = outcome.interrupts,
+        ns_per_exit,
+        "VM stopped"
+    );
     let (digest_line, exit_code) = match outcome.finish {
         _ if stop_at == Some(outcome.exit_index) => (Some(line), exit_code::OK),
         Finish::StopAtExit | Finish::PowerOff(0) | Finish::Shutdown | Finish::EndOfLog(_) => {

@@ -79,6 +79,8 @@ pub struct Outcome {
     pub exit_index: u64,
     pub digest: Hash,
     pub interrupts: u64,
+    /// Time spent in the loop, boot and final digest excluded.
+    pub elapsed: std::time::Duration,
 }
 
 pub struct Runner {
@@ -130,6 +132,7 @@ impl Runner {
     pub fn run(mut self) -> Result<Outcome, RunError> {
         let mut index = 0u64;
         let mut interrupts = 0u64;
+        let started = Instant::now();
         let finish = loop {
             let action = match self.machine.vcpu.run() {
                 Ok(exit) => handle_exit(exit, &mut self.machine.buses, &self.machine.mem),
@@ -152,6 +155,7 @@ impl Runner {
                 Step::Finish(f) => break f,
             }
         };
+        let elapsed = started.elapsed();
         self.complete_pending_instruction();
         let digest = digest::state_digest(&self.machine.vcpu, &self.machine.mem)?;
         if let Driver::Live {
@@ -203,6 +207,7 @@ impl Runner {
             exit_index: index,
             digest,
             interrupts,
+            elapsed,
         })
     }
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Cost per exit of ftvmm's vCPU loop against a bare KVM_RUN loop on the same
+# guest, and the extra cost of recording. One run, side by side, as ratios
+# (these machines are noisy; compare ratios, not absolutes).
+#   usage: scripts/bench-exit-cost.sh [EXITS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXITS=${1:-300000}
+[ -e /dev/kvm ] || { echo "needs /dev/kvm" >&2; exit 1; }
+cargo build --release --quiet --bin ftvmm --example bare_loop
+BIN=target/release/ftvmm
+LOG=$(mktemp --suffix=.ftlog)
+trap 'rm -f "$LOG"' EXIT
+
+ns_of() { sed -n 's/.*ns_per_exit=\([0-9]*\).*/\1/p' | tail -1; }
+ftvmm_ns() { FTVMM_LOG=info "$BIN" "$@" --workload exit-storm --stop-at-exit "$EXITS" 2>&1 >/dev/null | sed 's/\x1b\[[0-9;]*m//g' | ns_of; }
+
+bare=$(target/release/examples/bare_loop "$EXITS" | sed -n 's/.* \([0-9]*\) ns\/exit/\1/p')
+loop0=$(ftvmm_ns run --tick-hz 0)
+run1k=$(ftvmm_ns run --tick-hz 1000)
+rec1k=$(ftvmm_ns record --log "$LOG" --tick-hz 1000)
+logsize=$(stat -c %s "$LOG")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+echo "command: scripts/bench-exit-cost.sh $EXITS   ($(date -u +%Y-%m-%d), $(nproc) cores)"
+printf '%-44s %10s %8s\n' "loop" "ns/exit" "ratio"
+printf '%-44s %10s %8s\n' "bare KVM_RUN loop (examples/bare_loop)" "$bare" "1.000"
+printf '%-44s %10s %8s\n' "ftvmm run, no timer" "$loop0" "$(ratio "$loop0" "$bare")"
+printf '%-44s %10s %8s\n' "ftvmm run, 1000 Hz timer" "$run1k" "$(ratio "$run1k" "$bare")"
+printf '%-44s %10s %8s\n' "ftvmm record, 1000 Hz timer" "$rec1k" "$(ratio "$rec1k" "$bare")"
+echo
+echo "ftvmm loop / bare loop:          $(ratio "$loop0" "$bare")   (target <= 1.15)"
+echo "record / run (same timer):       $(ratio "$rec1k" "$run1k")   (target <= 1.15)"
+echo "log size: $logsize bytes for $EXITS exits"
