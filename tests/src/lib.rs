@@ -3,6 +3,8 @@
 //! The binary is the one `cargo test --workspace` builds next to these tests
 //! (the `vmm` package has integration tests of its own, which makes cargo
 //! build it). KVM is required: a machine without /dev/kvm fails loudly.
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

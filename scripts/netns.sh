@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Two hosts on one machine: the test topology of DESIGN.md ("Test topology").
+#
+#   scripts/netns.sh up                  build it (idempotent; repairs a partial one)
+#   scripts/netns.sh down                delete it (kills what still runs in it); no-op if absent
+#   scripts/netns.sh status              namespaces, links and addresses
+#   scripts/netns.sh link HOST down|up   take HOST's uplink down (a partition) or up (heal)
+#   scripts/netns.sh kill HOST           kill -9 every process in HOST's namespace
+#
+# HOST is one of host-a, host-b, client, lan.
+#
+# Namespaces (NAME = ${NETNS_PREFIX}host-a etc.; NETNS_PREFIX defaults to empty):
+#
+#   lan     bridge sw0 (the LAN switch); veth ports host-a, host-b, client
+#   host-a  bridge br0 = 10.77.0.1/24 with ports uplink (veth to sw0) and tap0 (persistent TAP)
+#   host-b  bridge br0 = 10.77.0.2/24 with ports uplink (veth to sw0) and tap0 (persistent TAP)
+#   client  eth0 = 10.77.0.100/24 (veth to sw0)
+#
+# The VMM opens tap0 by name (single queue). Its guest is 10.77.0.10, MAC
+# 52:54:00:77:00:0a, on both hosts. The subnet's first three octets come from
+# NETNS_SUBNET (default 10.77.0). Interface names are fixed and per namespace,
+# so they stay short whatever the prefix; nothing is created in the root
+# namespace (veth pairs are made directly inside their namespaces).
+set -euo pipefail
+
+PREFIX="${NETNS_PREFIX:-}"
+SUBNET="${NETNS_SUBNET:-10.77.0}"
+
+HOST_A_IP="$SUBNET.1"
+HOST_B_IP="$SUBNET.2"
+GUEST_IP="$SUBNET.10"
+CLIENT_IP="$SUBNET.100"
+GUEST_MAC="52:54:00:77:00:0a"
+
+die() {
+    echo "netns.sh: $*" >&2
+    exit 1
+}
+
+usage() {
+    sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+[[ "$PREFIX" =~ ^[A-Za-z0-9_.-]*$ ]] || die "NETNS_PREFIX '$PREFIX' may only contain letters, digits, '_', '.', '-'"
+[[ "$SUBNET" =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "NETNS_SUBNET '$SUBNET' must be three octets, e.g. 10.77.0"
+
+NS_A="${PREFIX}host-a"
+NS_B="${PREFIX}host-b"
+NS_C="${PREFIX}client"
+NS_LAN="${PREFIX}lan"
+ALL_NS=("$NS_A" "$NS_B" "$NS_C" "$NS_LAN")
+
+require_root() {
+    [ "$(id -u)" -eq 0 ] || die "must run as root (creates network namespaces); try: sudo $0 $*"
+    command -v ip >/dev/null || die "'ip' not found: install iproute2"
+}
+
+ns_exists() {
+    # awk reads all its input: no SIGPIPE for ip under pipefail (unlike grep -q).
+    ip netns list | awk -v n="$1" '$1 == n { found = 1 } END { exit !found }'
+}
+
+link_exists() { # ns dev
+    ip -n "$1" link show dev "$2" >/dev/null 2>&1
+}
+
+# Short host name (host-a, ...) -> namespace name.
+ns_of() {
+    case "$1" in
+    host-a | host-b | client | lan) echo "${PREFIX}$1" ;;
+    *) die "unknown host '$1' (expected host-a, host-b, client or lan)" ;;
+    esac
+}
+
+# Interface of HOST that connects it to the switch.
+uplink_of() {
+    case "$1" in
+    host-a | host-b) echo uplink ;;
+    client) echo eth0 ;;
+    *) die "'$1' has no uplink (expected host-a, host-b or client)" ;;
+    esac
+}
+
+ns_sysctl() { # ns key value; tolerate keys that do not exist (e.g. IPv6 compiled out)
+    local f="/proc/sys/${2//.//}"
+    ip netns exec "$1" sh -c "[ ! -e '$f' ] || echo '$3' > '$f'"
+}
+
+make_bridge() { # ns name
+    if ! link_exists "$1" "$2"; then
+        ip -n "$1" link add "$2" type bridge stp_state 0 forward_delay 0
+    fi
+    ip -n "$1" link set "$2" type bridge stp_state 0 forward_delay 0
+    ip -n "$1" link set "$2" up
+}
+
+# veth with end $2 in namespace $1 and end $4 in namespace $3 (both created in place).
+make_veth() { # ns1 dev1 ns2 dev2
+    if link_exists "$1" "$2" && link_exists "$3" "$4"; then
+        return
+    fi
+    # Half a pair cannot be repaired: drop what is left and make it again.
+    ip -n "$1" link del "$2" 2>/dev/null || true
+    ip -n "$3" link del "$4" 2>/dev/null || true
+    ip link add "$2" netns "$1" type veth peer name "$4" netns "$3"
+}
+
+up_host() { # short-name address
+    local ns
+    ns="$(ns_of "$1")"
+    make_veth "$ns" uplink "$NS_LAN" "$1"
+    ip -n "$NS_LAN" link set "$1" master sw0
+    ip -n "$NS_LAN" link set "$1" up
+    make_bridge "$ns" br0
+    ip -n "$ns" link set uplink master br0
+    ip -n "$ns" link set uplink up
+    if ! link_exists "$ns" tap0; then
+        ip -n "$ns" tuntap add dev tap0 mode tap
+    fi
+    ip -n "$ns" link set tap0 master br0
+    ip -n "$ns" link set tap0 up
+    ip -n "$ns" addr replace "$2/24" dev br0
+}
+
+cmd_up() {
+    local ns
+    for ns in "${ALL_NS[@]}"; do
+        ns_exists "$ns" || ip netns add "$ns"
+        # Before any interface exists, so none gets an IPv6 link-local address.
+        ns_sysctl "$ns" net.ipv6.conf.default.disable_ipv6 1
+        ns_sysctl "$ns" net.ipv6.conf.all.disable_ipv6 1
+        ip -n "$ns" link set lo up
+    done
+
+    make_bridge "$NS_LAN" sw0
+
+    up_host host-a "$HOST_A_IP"
+    up_host host-b "$HOST_B_IP"
+
+    make_veth "$NS_C" eth0 "$NS_LAN" client
+    ip -n "$NS_LAN" link set client master sw0
+    ip -n "$NS_LAN" link set client up
+    ip -n "$NS_C" link set eth0 up
+    ip -n "$NS_C" addr replace "$CLIENT_IP/24" dev eth0
+
+    printf '%-16s %-14s %s\n' \
+        "$NS_A" "$HOST_A_IP" "primary VMM (br0; TAP tap0)" \
+        "$NS_B" "$HOST_B_IP" "backup VMM (br0; TAP tap0)" \
+        "$NS_C" "$CLIENT_IP" "client (eth0)" \
+        "guest" "$GUEST_IP" "guest VM, MAC $GUEST_MAC (on tap0 of the active host)" \
+        "$NS_LAN" "-" "switch (bridge sw0)"
+}
+
+kill_ns() { # ns
+    local pids
+    pids="$(ip netns pids "$1" 2>/dev/null || true)"
+    if [ -n "$pids" ]; then
+        # shellcheck disable=SC2086 # one pid per word
+        kill -9 $pids 2>/dev/null || true
+    fi
+}
+
+cmd_down() {
+    local ns
+    for ns in "${ALL_NS[@]}"; do
+        if ns_exists "$ns"; then
+            # A process left inside would keep the namespace (and its links) alive.
+            kill_ns "$ns"
+            ip netns del "$ns"
+        fi
+    done
+}
+
+cmd_status() {
+    local ns any=0
+    for ns in "${ALL_NS[@]}"; do
+        if ns_exists "$ns"; then
+            any=1
+            echo "== $ns"
+            ip -n "$ns" -br addr show | sed 's/^/   /'
+        else
+            echo "== $ns (absent)"
+        fi
+    done
+    [ "$any" -eq 1 ] || echo "(topology is down)"
+}
+
+cmd_link() { # host up|down
+    [ $# -eq 2 ] || usage
+    local ns dev
+    ns="$(ns_of "$1")"
+    dev="$(uplink_of "$1")"
+    case "$2" in
+    up | down) ;;
+    *) die "link: expected 'up' or 'down', got '$2'" ;;
+    esac
+    ns_exists "$ns" || die "namespace $ns does not exist (run: $0 up)"
+    ip -n "$ns" link set "$dev" "$2"
+}
+
+cmd_kill() { # host
+    [ $# -eq 1 ] || usage
+    local ns
+    ns="$(ns_of "$1")"
+    ns_exists "$ns" || die "namespace $ns does not exist"
+    kill_ns "$ns"
+}
+
+[ $# -ge 1 ] || usage
+cmd="$1"
+shift
+case "$cmd" in
+up | down | status | link | kill) ;;
+-h | --help | help) usage ;;
+*) die "unknown command '$cmd' (expected up, down, status, link or kill)" ;;
+esac
+require_root "$cmd" "$@"
+case "$cmd" in
+up) [ $# -eq 0 ] || usage; cmd_up ;;
+down) [ $# -eq 0 ] || usage; cmd_down ;;
+status) [ $# -eq 0 ] || usage; cmd_status ;;
+link) cmd_link "$@" ;;
+kill) cmd_kill "$@" ;;
+esac
