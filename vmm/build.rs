@@ -13,14 +13,7 @@ fn main() {
     let abi_dir = manifest_dir.join("../guest-abi");
     let target_dir = manifest_dir.join("../target/guest");
     for dir in [&guest_dir, &abi_dir] {
-        for sub in [
-            "src",
-            "Cargo.toml",
-            "Cargo.lock",
-            "build.rs",
-            "linker.ld",
-            ".cargo",
-        ] {
+        for sub in ["src", "Cargo.toml", "Cargo.lock", "build.rs", "linker.ld", ".cargo"] {
             let p = dir.join(sub);
             if p.exists() {
                 println!("cargo:rerun-if-changed={}", p.display());
@@ -30,9 +23,7 @@ fn main() {
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&guest_dir)
-        .args(["build", "--release", "--locked", "--target-dir"])
-        .arg(&target_dir);
+    cmd.current_dir(&guest_dir).args(["build", "--release", "--locked", "--target-dir"]).arg(&target_dir);
     // Flags of the outer build (coverage, sanitizers, the host's target dir) must not leak in.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
@@ -42,14 +33,9 @@ fn main() {
         }
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Crelocation-model=static");
-    let status = cmd
-        .status()
-        .expect("could not run cargo to build the guest");
+    let status = cmd.status().expect("could not run cargo to build the guest");
     if !status.success() {
-        panic!(
-            "building the guest kernel in {} failed ({status})",
-            guest_dir.display()
-        );
+        panic!("building the guest kernel in {} failed ({status})", guest_dir.display());
     }
     let elf = target_dir.join("release/ftvmm-guest");
     println!("cargo:rustc-env=FTVMM_GUEST_ELF={}", elf.display());

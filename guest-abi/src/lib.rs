@@ -13,7 +13,7 @@
 //!  0xD000_0000  MMIO window: one 4 KiB page per device
 //!     +0x0000     system  (ID, WAIT, EXIT, FAULT)
 //!     +0x1000     console (TX_ADDR, TX_LEN, TX_BYTE)
-//!     +0x2000     NIC     (reserved)
+//!     +0x2000     NIC     (rings in guest memory, see [`nic`])
 //! ```
 #![no_std]
 #![forbid(unsafe_code)]
@@ -62,6 +62,47 @@ pub mod console {
     pub const MAX_TX: u64 = 4096;
 }
 
+/// The NIC: two rings of fixed-size slots in guest memory plus four indices.
+///
+/// ```text
+///  slot (SLOT_SIZE bytes):  | len: u16 LE | reserved: u16 | frame bytes (len <= MAX_FRAME) ... |
+///  shared indices (16 B):   | rx_prod | rx_cons | tx_prod | tx_cons |   u32 LE, free-running
+///  RX: the monitor fills slot rx_prod % slots and bumps rx_prod, only at a counted exit;
+///      the guest consumes up to rx_prod and bumps rx_cons.
+///  TX: the guest fills slot tx_prod % slots, bumps tx_prod, writes TX_KICK;
+///      the monitor sends [tx_cons, tx_prod) and sets tx_cons = tx_prod.
+/// ```
+pub mod nic {
+    use super::{DEVICE_PAGE, MMIO_BASE};
+    pub const BASE: u64 = MMIO_BASE + 2 * DEVICE_PAGE;
+    /// Guest-physical address of the RX slot array.
+    pub const RX_RING: u64 = 0x00;
+    /// Guest-physical address of the TX slot array.
+    pub const TX_RING: u64 = 0x08;
+    /// Guest-physical address of the four shared indices.
+    pub const SHARED: u64 = 0x10;
+    /// Slots per ring: a power of two, at most [`MAX_SLOTS`].
+    pub const RING_SLOTS: u64 = 0x18;
+    /// Write 1 after the four above: the device checks them and starts.
+    pub const ENABLE: u64 = 0x20;
+    /// Write anything: transmit the slots the guest has filled.
+    pub const TX_KICK: u64 = 0x28;
+    /// Read: 1 while the device is enabled, 0 if ENABLE refused the configuration.
+    pub const STATUS: u64 = 0x30;
+
+    pub const SLOT_SIZE: u64 = 2048;
+    pub const SLOT_HEADER: u64 = 4;
+    /// Largest frame: Ethernet header + 1500-byte MTU, no FCS, with room to spare.
+    pub const MAX_FRAME: u64 = 1536;
+    pub const MAX_SLOTS: u64 = 1024;
+    pub const SHARED_RX_PROD: u64 = 0;
+    pub const SHARED_RX_CONS: u64 = 4;
+    pub const SHARED_TX_PROD: u64 = 8;
+    pub const SHARED_TX_CONS: u64 = 12;
+    /// The NIC's device number in logged `DeviceInput` events.
+    pub const DEVICE_ID: u16 = 1;
+}
+
 /// Interrupt vectors the monitor injects.
 pub mod vector {
     /// The timer tick: the guest's only clock.
@@ -79,6 +120,8 @@ pub enum Workload {
     SelfTest = 1,
     /// Back-to-back pure device reads: measures the monitor's per-exit cost.
     ExitStorm = 2,
+    /// The Redis-protocol key-value server on the NIC (needs a NIC).
+    KvServer = 3,
 }
 
 impl Workload {
@@ -86,13 +129,28 @@ impl Workload {
         match v {
             1 => Workload::SelfTest,
             2 => Workload::ExitStorm,
+            3 => Workload::KvServer,
             _ => Workload::Invalid,
         }
     }
 }
 
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"FTVMBOOT");
-pub const BOOT_VERSION: u32 = 1;
+pub const BOOT_VERSION: u32 = 2;
+
+/// The guest's network identity, given by the monitor (not built into the image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct NetConfig {
+    /// 1 when the VM has a NIC.
+    pub present: u32,
+    pub mac: [u8; 6],
+    pub prefix_len: u8,
+    pub _pad: u8,
+    pub ip: [u8; 4],
+    /// 0.0.0.0: no default route.
+    pub gateway: [u8; 4],
+}
 
 /// Boot information, little-endian, at [`BOOT_INFO_ADDR`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,12 +162,14 @@ pub struct BootInfo {
     pub mem_size: u64,
     pub tick_hz: u32,
     pub _reserved: u32,
+    pub net: NetConfig,
 }
 
 impl BootInfo {
-    pub const SIZE: usize = 32;
+    /// Includes the tail padding of the `repr(C)` struct (always zero).
+    pub const SIZE: usize = 56;
 
-    pub fn new(workload: Workload, mem_size: u64, tick_hz: u32) -> Self {
+    pub fn new(workload: Workload, mem_size: u64, tick_hz: u32, net: NetConfig) -> Self {
         BootInfo {
             magic: BOOT_MAGIC,
             version: BOOT_VERSION,
@@ -117,6 +177,7 @@ impl BootInfo {
             mem_size,
             tick_hz,
             _reserved: 0,
+            net,
         }
     }
 
@@ -128,6 +189,12 @@ impl BootInfo {
         b[16..24].copy_from_slice(&self.mem_size.to_le_bytes());
         b[24..28].copy_from_slice(&self.tick_hz.to_le_bytes());
         b[28..32].copy_from_slice(&self._reserved.to_le_bytes());
+        b[32..36].copy_from_slice(&self.net.present.to_le_bytes());
+        b[36..42].copy_from_slice(&self.net.mac);
+        b[42] = self.net.prefix_len;
+        b[43] = self.net._pad;
+        b[44..48].copy_from_slice(&self.net.ip);
+        b[48..52].copy_from_slice(&self.net.gateway);
         b
     }
 }
@@ -139,8 +206,18 @@ mod tests {
     #[test]
     fn boot_info_bytes_match_repr_c_layout() {
         assert_eq!(core::mem::size_of::<BootInfo>(), BootInfo::SIZE);
-        let b = BootInfo::new(Workload::SelfTest, 64 << 20, 1000).to_bytes();
+        let net = NetConfig {
+            present: 1,
+            mac: [2, 0, 0, 0, 0, 1],
+            prefix_len: 24,
+            _pad: 0,
+            ip: [10, 0, 0, 2],
+            gateway: [0; 4],
+        };
+        let b = BootInfo::new(Workload::SelfTest, 64 << 20, 1000, net).to_bytes();
         assert_eq!(&b[0..8], b"FTVMBOOT");
         assert_eq!(u32::from_le_bytes([b[24], b[25], b[26], b[27]]), 1000);
+        assert_eq!(core::mem::offset_of!(BootInfo, net) + core::mem::offset_of!(NetConfig, ip), 44);
+        assert_eq!(&b[44..48], &[10, 0, 0, 2]);
     }
 }

@@ -30,10 +30,7 @@ impl Write for LineBuffer {
 }
 
 pub fn print(args: fmt::Arguments) {
-    let mut line = LineBuffer {
-        buf: [0; 256],
-        len: 0,
-    };
+    let mut line = LineBuffer { buf: [0; 256], len: 0 };
     let _ = line.write_fmt(args);
     if line.len > 0 {
         line.flush();

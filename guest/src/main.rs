@@ -7,9 +7,13 @@
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+extern crate alloc;
+
 mod console;
+mod heap;
 mod libc;
 mod mmio;
+mod net;
 mod ring0;
 mod workload;
 
@@ -33,10 +37,7 @@ pub unsafe extern "C" fn user_entry(boot: *const BootInfo) -> ! {
     // and never touches it again.
     let boot = unsafe { core::ptr::read_volatile(boot) };
     if boot.magic != BOOT_MAGIC || boot.version != BOOT_VERSION {
-        println!(
-            "ftvmm guest: bad boot info (magic {:#x}, version {})",
-            boot.magic, boot.version
-        );
+        println!("ftvmm guest: bad boot info (magic {:#x}, version {})", boot.magic, boot.version);
         mmio::power_off(2);
     }
     let workload = Workload::from_u32(boot.workload);
@@ -50,6 +51,7 @@ pub unsafe extern "C" fn user_entry(boot: *const BootInfo) -> ! {
     match workload {
         Workload::SelfTest => workload::self_test(&boot),
         Workload::ExitStorm => workload::exit_storm(),
+        Workload::KvServer => net::server::serve(&boot),
         Workload::Invalid => {
             println!("ftvmm guest: unknown workload {}", boot.workload);
             mmio::power_off(2)

@@ -1,13 +1,13 @@
 //! Device registers. Every access is one `mov`, so the monitor can decode it.
 use guest_abi::{console, system};
 
-fn write(addr: u64, value: u64) {
+pub fn write(addr: u64, value: u64) {
     // SAFETY: addr is a register in the MMIO window, identity-mapped and user-accessible;
     // the access exits to the monitor and touches no guest memory.
     unsafe { core::ptr::write_volatile(addr as *mut u64, value) }
 }
 
-fn read(addr: u64) -> u64 {
+pub fn read(addr: u64) -> u64 {
     // SAFETY: as for `write`.
     unsafe { core::ptr::read_volatile(addr as *const u64) }
 }

@@ -68,8 +68,9 @@ _start:
     jnz 3b
     lidt [rip + IDT_PTR]
     // iretq into ring 3 with interrupts enabled.
+    // RSP as if user_entry had been called: 16-byte aligned minus the return address.
     push 0x1b
-    lea rax, [rip + {ustack} + {ustack_size}]
+    lea rax, [rip + {ustack} + {ustack_size} - 8]
     push rax
     push 0x202
     push 0x23

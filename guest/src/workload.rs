@@ -50,10 +50,7 @@ pub fn self_test(boot: &BootInfo) -> ! {
         let id = mmio::system_id();
         exits += 1;
         if id != system::ID_VALUE {
-            println!(
-                "selftest: system ID register read {id:#x}, expected {:#x}",
-                system::ID_VALUE
-            );
+            println!("selftest: system ID register read {id:#x}, expected {:#x}", system::ID_VALUE);
             mmio::power_off(3);
         }
         if hz > 0 && state.is_multiple_of(128) {

@@ -8,35 +8,21 @@ use std::time::Instant;
 use vmm::machine::{Machine, MachineConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let exits: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(200_000);
-    let config = MachineConfig {
-        mem_size: 64 << 20,
-        tick_hz: 0,
-        workload: Workload::ExitStorm,
-    };
+    let exits: u64 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(200_000);
+    let config = MachineConfig { mem_size: 64 << 20, tick_hz: 0, workload: Workload::ExitStorm };
     let mut machine = Machine::new(&config, vmm::guest_image::EMBEDDED)?;
     let mut counted = 0u64;
     let start = Instant::now();
     while counted < exits {
         match machine.vcpu.run()? {
             VcpuExit::MmioRead(addr, data) => {
-                let v = if addr == system::BASE + system::ID {
-                    system::ID_VALUE
-                } else {
-                    0
-                };
+                let v = if addr == system::BASE + system::ID { system::ID_VALUE } else { 0 };
                 let bytes = v.to_le_bytes();
                 let n = data.len().min(8);
                 data[..n].copy_from_slice(&bytes[..n]);
                 counted += 1;
             }
-            VcpuExit::MmioWrite(..) | VcpuExit::IoIn(..) | VcpuExit::IoOut(..) | VcpuExit::Hlt => {
-                counted += 1
-            }
+            VcpuExit::MmioWrite(..) | VcpuExit::IoIn(..) | VcpuExit::IoOut(..) | VcpuExit::Hlt => counted += 1,
             other => return Err(format!("unexpected exit {other:?}").into()),
         }
     }

@@ -16,9 +16,7 @@ pub enum BootError {
     Allocate(u64, String),
     #[error("the guest image is not a loadable ELF for this monitor: {0}")]
     Elf(String),
-    #[error(
-        "the guest image ends at {end:#x}, beyond guest memory ({mem:#x}); give the VM more memory"
-    )]
+    #[error("the guest image ends at {end:#x}, beyond guest memory ({mem:#x}); give the VM more memory")]
     ImageTooBig { end: u64, mem: u64 },
     #[error("the guest image must be linked at {IMAGE_BASE:#x}; its entry point is {0:#x}")]
     EntryPoint(u64),
@@ -58,20 +56,12 @@ pub fn create_memory(mem_size: u64) -> Result<GuestMemoryMmap, BootError> {
 }
 
 /// Loads the ELF and writes boot info, GDT and page tables. Returns the entry point.
-pub fn load_guest(
-    mem: &GuestMemoryMmap,
-    mem_size: u64,
-    image: &[u8],
-    info: &BootInfo,
-) -> Result<u64, BootError> {
+pub fn load_guest(mem: &GuestMemoryMmap, mem_size: u64, image: &[u8], info: &BootInfo) -> Result<u64, BootError> {
     let mut reader = std::io::Cursor::new(image);
-    let loaded = Elf::load(mem, None, &mut reader, Some(GuestAddress(IMAGE_BASE)))
-        .map_err(|e| BootError::Elf(e.to_string()))?;
+    let loaded =
+        Elf::load(mem, None, &mut reader, Some(GuestAddress(IMAGE_BASE))).map_err(|e| BootError::Elf(e.to_string()))?;
     if loaded.kernel_end > mem_size {
-        return Err(BootError::ImageTooBig {
-            end: loaded.kernel_end,
-            mem: mem_size,
-        });
+        return Err(BootError::ImageTooBig { end: loaded.kernel_end, mem: mem_size });
     }
     let entry = loaded.kernel_load.0;
     if !(IMAGE_BASE..loaded.kernel_end).contains(&entry) {
@@ -97,16 +87,10 @@ fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), BootError> {
         mem.write_obj(pd | PAGE_PRESENT_RW_USER, GuestAddress(pdpt + gib * 8))?;
         for i in 0..512u64 {
             let frame = (gib << 30) | (i << 21);
-            mem.write_obj(
-                frame | PAGE_PRESENT_RW_USER | PAGE_HUGE,
-                GuestAddress(pd + i * 8),
-            )?;
+            mem.write_obj(frame | PAGE_PRESENT_RW_USER | PAGE_HUGE, GuestAddress(pd + i * 8))?;
         }
     }
-    const _: () = assert!(
-        MMIO_BASE < 4 << 30,
-        "the MMIO window must be inside the identity map"
-    );
+    const _: () = assert!(MMIO_BASE < 4 << 30, "the MMIO window must be inside the identity map");
     Ok(())
 }
 
@@ -145,19 +129,10 @@ pub fn setup_vcpu(vcpu: &VcpuFd, entry: u64) -> Result<(), BootError> {
     sregs.efer = EFER_LME | EFER_LMA;
     vcpu.set_sregs(&sregs).map_err(err("special registers"))?;
 
-    let regs = kvm_regs {
-        rip: entry,
-        rdi: BOOT_INFO_ADDR,
-        rflags: 0x2,
-        ..Default::default()
-    };
+    let regs = kvm_regs { rip: entry, rdi: BOOT_INFO_ADDR, rflags: 0x2, ..Default::default() };
     vcpu.set_regs(&regs).map_err(err("registers"))?;
 
-    let fpu = kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    };
+    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(err("FPU state"))?;
     Ok(())
 }

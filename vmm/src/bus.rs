@@ -11,14 +11,22 @@ use vm_memory::GuestMemoryMmap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceEffect {
     None,
-    /// Bytes that leave the VM (console). Subject to the Output Rule.
-    Output(Vec<u8>),
+    /// Something leaves the VM. Subject to the Output Rule.
+    Output(Output),
     /// The guest has nothing to do until the next event.
     Wait,
     /// The guest powered off with this code.
     PowerOff(u32),
     /// The guest took an exception it cannot handle.
     GuestFault(GuestFault),
+}
+
+/// What leaves the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Console(Vec<u8>),
+    /// Ethernet frames, in transmit order.
+    Frames(Vec<Vec<u8>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +52,31 @@ pub trait Device: Send {
     /// Fills `data` with the register at `offset`. Unknown registers read as zero.
     fn read(&mut self, offset: u64, data: &mut [u8]);
     fn write(&mut self, offset: u64, data: &[u8], mem: &GuestMemoryMmap) -> DeviceEffect;
+    /// The number that logged `DeviceInput` events use for this device, if it takes input.
+    fn input_id(&self) -> Option<u16> {
+        None
+    }
+    /// Whether [`Device::input`] would take data now. A function of device and guest
+    /// state only, so a replay gets the same answer at the same exit.
+    fn input_ready(&self, _mem: &GuestMemoryMmap) -> bool {
+        false
+    }
+    /// Data from outside the VM (a received frame), applied at a counted exit.
+    fn input(&mut self, _bytes: &[u8], _mem: &GuestMemoryMmap) -> Result<(), InputRefused> {
+        Err(InputRefused::NotAccepted)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputRefused {
+    #[error("no device {0} takes input")]
+    NoSuchDevice(u16),
+    #[error("the device does not take input")]
+    NotAccepted,
+    #[error("the device is not ready (disabled, or its receive ring is full)")]
+    NotReady,
+    #[error("input of {0} bytes is larger than the device takes")]
+    TooLarge(usize),
 }
 
 struct Slot {
@@ -55,12 +88,7 @@ struct Slot {
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("device {new} at {base:#x}+{len:#x} overlaps device {existing}")]
-    Overlap {
-        new: &'static str,
-        existing: &'static str,
-        base: u64,
-        len: u64,
-    },
+    Overlap { new: &'static str, existing: &'static str, base: u64, len: u64 },
 }
 
 #[derive(Default)]
@@ -75,17 +103,8 @@ pub struct Unclaimed(pub u64);
 
 impl Bus {
     pub fn insert(&mut self, base: u64, len: u64, device: Box<dyn Device>) -> Result<(), BusError> {
-        if let Some(s) = self
-            .slots
-            .iter()
-            .find(|s| base < s.base + s.len && s.base < base + len)
-        {
-            return Err(BusError::Overlap {
-                new: device.name(),
-                existing: s.device.name(),
-                base,
-                len,
-            });
+        if let Some(s) = self.slots.iter().find(|s| base < s.base + s.len && s.base < base + len) {
+            return Err(BusError::Overlap { new: device.name(), existing: s.device.name(), base, len });
         }
         self.slots.push(Slot { base, len, device });
         self.slots.sort_by_key(|s| s.base);
@@ -93,10 +112,7 @@ impl Bus {
     }
 
     fn find(&mut self, addr: u64) -> Option<(&mut Slot, u64)> {
-        let i = self
-            .slots
-            .partition_point(|s| s.base <= addr)
-            .checked_sub(1)?;
+        let i = self.slots.partition_point(|s| s.base <= addr).checked_sub(1)?;
         let slot = &mut self.slots[i];
         let offset = addr - slot.base;
         (offset < slot.len).then_some((slot, offset))
@@ -115,14 +131,21 @@ impl Bus {
         }
     }
 
-    pub fn write(
-        &mut self,
-        addr: u64,
-        data: &[u8],
-        mem: &GuestMemoryMmap,
-    ) -> Result<DeviceEffect, Unclaimed> {
+    pub fn write(&mut self, addr: u64, data: &[u8], mem: &GuestMemoryMmap) -> Result<DeviceEffect, Unclaimed> {
         let (slot, offset) = self.find(addr).ok_or(Unclaimed(addr))?;
         Ok(slot.device.write(offset, data, mem))
+    }
+
+    fn by_input_id(&mut self, id: u16) -> Option<&mut Box<dyn Device>> {
+        self.slots.iter_mut().map(|s| &mut s.device).find(|d| d.input_id() == Some(id))
+    }
+
+    pub fn input_ready(&mut self, id: u16, mem: &GuestMemoryMmap) -> bool {
+        self.by_input_id(id).is_some_and(|d| d.input_ready(mem))
+    }
+
+    pub fn input(&mut self, id: u16, bytes: &[u8], mem: &GuestMemoryMmap) -> Result<(), InputRefused> {
+        self.by_input_id(id).ok_or(InputRefused::NoSuchDevice(id))?.input(bytes, mem)
     }
 }
 
@@ -166,24 +189,18 @@ mod tests {
     #[test]
     fn access_goes_to_the_device_owning_the_address_with_its_offset() {
         let mut bus = Bus::default();
-        bus.insert(0x2000, 0x1000, Box::new(Const(7)))
-            .expect("insert");
-        bus.insert(0x1000, 0x1000, Box::new(Const(5)))
-            .expect("insert");
+        bus.insert(0x2000, 0x1000, Box::new(Const(7))).expect("insert");
+        bus.insert(0x1000, 0x1000, Box::new(Const(5))).expect("insert");
         let mut d = [0u8; 4];
         bus.read(0x1ffc, &mut d).expect("claimed");
         assert_eq!(le_value(&d), 5);
-        assert_eq!(
-            bus.write(0x2010, &[1], &mem()),
-            Ok(DeviceEffect::PowerOff(0x10))
-        );
+        assert_eq!(bus.write(0x2010, &[1], &mem()), Ok(DeviceEffect::PowerOff(0x10)));
     }
 
     #[test]
     fn unclaimed_read_sees_all_ones_and_is_reported() {
         let mut bus = Bus::default();
-        bus.insert(0x1000, 0x1000, Box::new(Const(5)))
-            .expect("insert");
+        bus.insert(0x1000, 0x1000, Box::new(Const(5))).expect("insert");
         let mut d = [0u8; 2];
         assert_eq!(bus.read(0x3000, &mut d), Err(Unclaimed(0x3000)));
         assert_eq!(d, [0xff, 0xff]);
@@ -193,8 +210,7 @@ mod tests {
     #[test]
     fn overlapping_devices_are_refused() {
         let mut bus = Bus::default();
-        bus.insert(0x1000, 0x1000, Box::new(Const(5)))
-            .expect("insert");
+        bus.insert(0x1000, 0x1000, Box::new(Const(5))).expect("insert");
         assert!(bus.insert(0x1800, 0x1000, Box::new(Const(6))).is_err());
     }
 }

@@ -22,15 +22,8 @@ type LeafMask = (u32, u32, u32, u32, u32, u32);
 const ALL: u32 = u32::MAX;
 
 // Leaf 1 ECX: SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT, AES.
-const L1_ECX: u32 = (1 << 0)
-    | (1 << 1)
-    | (1 << 9)
-    | (1 << 13)
-    | (1 << 19)
-    | (1 << 20)
-    | (1 << 22)
-    | (1 << 23)
-    | (1 << 25);
+const L1_ECX: u32 =
+    (1 << 0) | (1 << 1) | (1 << 9) | (1 << 13) | (1 << 19) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 25);
 // Leaf 1 EDX: FPU, PSE, MSR, PAE, CX8, SEP, PGE, CMOV, PAT, CLFSH, MMX, FXSR, SSE, SSE2.
 const L1_EDX: u32 = (1 << 0)
     | (1 << 3)
@@ -68,16 +61,10 @@ const LEAVES: &[LeafMask] = &[
 
 /// Builds the guest's CPUID table from what this host's KVM supports.
 pub fn guest_cpuid(kvm: &Kvm) -> Result<CpuId, CpuidError> {
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(CpuidError::Supported)?;
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(CpuidError::Supported)?;
     let mut entries = Vec::with_capacity(LEAVES.len());
     for &(leaf, sub, ma, mb, mc, md) in LEAVES {
-        let Some(host) = supported
-            .as_slice()
-            .iter()
-            .find(|e| e.function == leaf && e.index == sub)
-        else {
+        let Some(host) = supported.as_slice().iter().find(|e| e.function == leaf && e.index == sub) else {
             continue;
         };
         let mut e = kvm_cpuid_entry2 {

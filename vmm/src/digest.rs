@@ -18,8 +18,8 @@ pub enum DigestError {
 
 fn gprs(r: &kvm_regs) -> [u64; 18] {
     [
-        r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12,
-        r.r13, r.r14, r.r15, r.rip, r.rflags,
+        r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
+        r.rip, r.rflags,
     ]
 }
 
@@ -31,10 +31,7 @@ fn hash_u64s(h: &mut blake3::Hasher, values: &[u64]) {
 
 /// Digest of the general registers, RIP and RFLAGS.
 pub fn regs_digest(vcpu: &VcpuFd) -> Result<Hash, DigestError> {
-    let regs = vcpu.get_regs().map_err(|source| DigestError::Vcpu {
-        what: "registers",
-        source,
-    })?;
+    let regs = vcpu.get_regs().map_err(|source| DigestError::Vcpu { what: "registers", source })?;
     let mut h = blake3::Hasher::new();
     hash_u64s(&mut h, &gprs(&regs));
     Ok(*h.finalize().as_bytes())
@@ -56,35 +53,14 @@ pub fn state_digest(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<Hash, Digest
     let fpu = vcpu.get_fpu().map_err(err("FPU state"))?;
     let mut h = blake3::Hasher::new();
     hash_u64s(&mut h, &gprs(&regs));
-    hash_u64s(
-        &mut h,
-        &[sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer],
-    );
-    for s in [
-        sregs.cs, sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss, sregs.tr,
-    ] {
-        hash_u64s(
-            &mut h,
-            &[
-                s.base,
-                u64::from(s.limit),
-                u64::from(s.selector),
-                u64::from(s.dpl),
-            ],
-        );
+    hash_u64s(&mut h, &[sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer]);
+    for s in [sregs.cs, sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss, sregs.tr] {
+        hash_u64s(&mut h, &[s.base, u64::from(s.limit), u64::from(s.selector), u64::from(s.dpl)]);
     }
     for t in [sregs.gdt, sregs.idt] {
         hash_u64s(&mut h, &[t.base, u64::from(t.limit)]);
     }
-    hash_u64s(
-        &mut h,
-        &[
-            u64::from(fpu.fcw),
-            u64::from(fpu.fsw),
-            u64::from(fpu.ftwx),
-            u64::from(fpu.mxcsr),
-        ],
-    );
+    hash_u64s(&mut h, &[u64::from(fpu.fcw), u64::from(fpu.fsw), u64::from(fpu.ftwx), u64::from(fpu.mxcsr)]);
     for reg in fpu.fpr.iter().chain(fpu.xmm.iter()) {
         h.update(reg);
     }

@@ -46,40 +46,22 @@ pub enum ExitAction {
 
 /// Performs the device access of `exit` and says what it means for the loop.
 pub fn handle_exit(exit: VcpuExit<'_>, buses: &mut Buses, mem: &GuestMemoryMmap) -> ExitAction {
-    let counted = |kind, addr, data, effect| {
-        ExitAction::Counted(CountedExit {
-            kind,
-            addr,
-            data,
-            effect,
-        })
-    };
+    let counted = |kind, addr, data, effect| ExitAction::Counted(CountedExit { kind, addr, data, effect });
     match exit {
         VcpuExit::MmioRead(addr, data) => {
             note_unclaimed(buses.mmio.read(addr, data));
             counted(ExitKind::MmioRead, addr, le_value(data), DeviceEffect::None)
         }
         VcpuExit::MmioWrite(addr, data) => {
-            let effect = buses
-                .mmio
-                .write(addr, data, mem)
-                .unwrap_or_else(unclaimed_write);
+            let effect = buses.mmio.write(addr, data, mem).unwrap_or_else(unclaimed_write);
             counted(ExitKind::MmioWrite, addr, le_value(data), effect)
         }
         VcpuExit::IoIn(port, data) => {
             note_unclaimed(buses.pio.read(u64::from(port), data));
-            counted(
-                ExitKind::IoIn,
-                u64::from(port),
-                le_value(data),
-                DeviceEffect::None,
-            )
+            counted(ExitKind::IoIn, u64::from(port), le_value(data), DeviceEffect::None)
         }
         VcpuExit::IoOut(port, data) => {
-            let effect = buses
-                .pio
-                .write(u64::from(port), data, mem)
-                .unwrap_or_else(unclaimed_write);
+            let effect = buses.pio.write(u64::from(port), data, mem).unwrap_or_else(unclaimed_write);
             counted(ExitKind::IoOut, u64::from(port), le_value(data), effect)
         }
         VcpuExit::Hlt => counted(ExitKind::Hlt, 0, 0, DeviceEffect::Wait),
@@ -112,10 +94,7 @@ mod tests {
     use vm_memory::GuestAddress;
 
     fn setup() -> (Buses, GuestMemoryMmap) {
-        let buses = Buses {
-            mmio: standard_bus().expect("bus"),
-            pio: Bus::default(),
-        };
+        let buses = Buses { mmio: standard_bus().expect("bus"), pio: Bus::default() };
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000)]).expect("memory");
         (buses, mem)
     }
@@ -124,11 +103,7 @@ mod tests {
     fn mmio_read_is_counted_and_filled_by_the_device() {
         let (mut buses, mem) = setup();
         let mut data = [0u8; 8];
-        let action = handle_exit(
-            VcpuExit::MmioRead(system::BASE + system::ID, &mut data),
-            &mut buses,
-            &mem,
-        );
+        let action = handle_exit(VcpuExit::MmioRead(system::BASE + system::ID, &mut data), &mut buses, &mem);
         assert_eq!(
             action,
             ExitAction::Counted(CountedExit {
@@ -144,31 +119,17 @@ mod tests {
     #[test]
     fn wait_register_write_asks_the_loop_to_wait() {
         let (mut buses, mem) = setup();
-        let action = handle_exit(
-            VcpuExit::MmioWrite(system::BASE + system::WAIT, &[9, 0, 0, 0, 0, 0, 0, 0]),
-            &mut buses,
-            &mem,
-        );
-        let ExitAction::Counted(c) = action else {
-            panic!("not counted: {action:?}")
-        };
-        assert_eq!(
-            (c.kind, c.data, c.effect),
-            (ExitKind::MmioWrite, 9, DeviceEffect::Wait)
-        );
+        let action =
+            handle_exit(VcpuExit::MmioWrite(system::BASE + system::WAIT, &[9, 0, 0, 0, 0, 0, 0, 0]), &mut buses, &mem);
+        let ExitAction::Counted(c) = action else { panic!("not counted: {action:?}") };
+        assert_eq!((c.kind, c.data, c.effect), (ExitKind::MmioWrite, 9, DeviceEffect::Wait));
     }
 
     #[test]
     fn signals_and_interrupt_windows_are_not_counted() {
         let (mut buses, mem) = setup();
-        assert_eq!(
-            handle_exit(VcpuExit::Intr, &mut buses, &mem),
-            ExitAction::Uncounted
-        );
-        assert_eq!(
-            handle_exit(VcpuExit::IrqWindowOpen, &mut buses, &mem),
-            ExitAction::Uncounted
-        );
+        assert_eq!(handle_exit(VcpuExit::Intr, &mut buses, &mem), ExitAction::Uncounted);
+        assert_eq!(handle_exit(VcpuExit::IrqWindowOpen, &mut buses, &mem), ExitAction::Uncounted);
     }
 
     #[test]
@@ -176,22 +137,12 @@ mod tests {
         let (mut buses, mem) = setup();
         let mut data = [0u8; 1];
         let action = handle_exit(VcpuExit::IoIn(0x3f8, &mut data), &mut buses, &mem);
-        assert!(matches!(
-            action,
-            ExitAction::Counted(CountedExit {
-                kind: ExitKind::IoIn,
-                data: 0xff,
-                ..
-            })
-        ));
+        assert!(matches!(action, ExitAction::Counted(CountedExit { kind: ExitKind::IoIn, data: 0xff, .. })));
     }
 
     #[test]
     fn triple_fault_is_fatal() {
         let (mut buses, mem) = setup();
-        assert_eq!(
-            handle_exit(VcpuExit::Shutdown, &mut buses, &mem),
-            ExitAction::Fatal(FatalExit::TripleFault)
-        );
+        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut buses, &mem), ExitAction::Fatal(FatalExit::TripleFault));
     }
 }

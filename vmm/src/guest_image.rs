@@ -25,10 +25,7 @@ pub fn load(path: Option<&Path>) -> Result<Cow<'static, [u8]>, ImageError> {
         return Ok(Cow::Borrowed(EMBEDDED));
     };
     let shown = path.display().to_string();
-    let read_err = |source| ImageError::Read {
-        path: shown.clone(),
-        source,
-    };
+    let read_err = |source| ImageError::Read { path: shown.clone(), source };
     let size = std::fs::metadata(path).map_err(read_err)?.len();
     if size > MAX_IMAGE_BYTES {
         return Err(ImageError::TooBig { path: shown, size });

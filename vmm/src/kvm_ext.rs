@@ -11,9 +11,7 @@ ioctl_iow_nr!(KVM_INTERRUPT, KVMIO, 0x86, kvm_interrupt);
 /// Only valid without an in-kernel irqchip, and only when the vCPU reported
 /// `ready_for_interrupt_injection` with IF set; the caller checks both.
 pub fn inject_interrupt(vcpu: &VcpuFd, vector: u8) -> std::io::Result<()> {
-    let irq = kvm_interrupt {
-        irq: u32::from(vector),
-    };
+    let irq = kvm_interrupt { irq: u32::from(vector) };
     // SAFETY: the fd is a vCPU fd owned by `vcpu`, KVM_INTERRUPT reads exactly one
     // `kvm_interrupt` from the pointer, which lives across the call.
     let ret = unsafe { ioctl_with_ref(vcpu, KVM_INTERRUPT(), &irq) };

@@ -3,14 +3,18 @@
 //! Threads: `vcpu0` runs the loop; `console-out` writes the guest's console to
 //! stdout; `log-tx` writes the log when recording; `signals` turns SIGINT and
 //! SIGTERM into a clean stop, kicking `vcpu0` out of `KVM_RUN` until it stops.
+use crate::bus::Output;
+use crate::digest;
 use crate::guest_image::{self, ImageError};
+use crate::live::{LiveDriver, VmEvent};
 use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::recorder::{RecordError, Recorder};
+use crate::replay_driver::ReplayDriver;
 use crate::replayer::{ReplayError, Replayer};
-use crate::runner::{Control, Driver, Finish, Outcome, Plumbing, RunError, Runner};
-use crate::{clock::TickClock, digest};
-use crossbeam_channel::{unbounded, Sender};
-use guest_abi::Workload;
+use crate::runner::{Driver, Finish, Outcome, OutputItem, RunError, Runner};
+use crate::tap::{Tap, TapError};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use guest_abi::{NetConfig, Workload};
 use logging_channel::{FileError, LogReader};
 use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use std::fs::File;
@@ -27,6 +31,9 @@ pub struct VmOptions {
     pub workload: Workload,
     pub kernel: Option<PathBuf>,
     pub stop_at_exit: Option<u64>,
+    pub net: NetConfig,
+    /// The TAP device that backs the NIC (run and record only).
+    pub tap: Option<String>,
 }
 
 pub enum Mode {
@@ -62,6 +69,10 @@ pub enum LaunchError {
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error("replay takes no --tap: a replayed VM gets its input from the log and sends nothing")]
+    TapInReplay,
+    #[error(transparent)]
     Run(#[from] RunError),
     #[error("could not start thread {0}: {1}")]
     Thread(&'static str, std::io::Error),
@@ -83,8 +94,7 @@ impl LaunchError {
     pub fn exit_code(&self) -> u8 {
         match self {
             LaunchError::Machine(MachineError::NoKvm(_)) => exit_code::NO_KVM,
-            LaunchError::BadLog { .. }
-            | LaunchError::Run(RunError::Replay(ReplayError::Log(_))) => exit_code::BAD_LOG,
+            LaunchError::BadLog { .. } | LaunchError::Run(RunError::Replay(ReplayError::Log(_))) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(ReplayError::NoEnd { .. })) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(_)) => exit_code::DIVERGENCE,
             LaunchError::Run(RunError::GuestFault { .. }) => exit_code::GUEST_FAILED,
@@ -95,42 +105,42 @@ impl LaunchError {
 
 pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     let image = guest_image::load(opts.kernel.as_deref())?;
-    let mut config = MachineConfig {
-        mem_size: opts.mem_size,
-        tick_hz: opts.tick_hz,
-        workload: opts.workload,
-    };
+    let mut config =
+        MachineConfig { mem_size: opts.mem_size, tick_hz: opts.tick_hz, workload: opts.workload, net: opts.net };
     let replay_log = match mode {
         Mode::Replay(path) => Some(open_log(path, &mut config)?),
         _ => None,
     };
+    if replay_log.is_some() && opts.tap.is_some() {
+        return Err(LaunchError::TapInReplay);
+    }
     let machine = Machine::new(&config, &image)?;
+    let tap = opts.tap.as_deref().map(Tap::open).transpose()?;
+    let (events_tx, events_rx) = bounded::<VmEvent>(4096);
     let driver = match (mode, replay_log) {
         (Mode::Replay(path), Some((reader, recorded))) => {
             recorded
                 .check_matches(&machine.header)
-                .map_err(|source| LaunchError::BadLog {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            Driver::Replay(Replayer::new(reader))
+                .map_err(|source| LaunchError::BadLog { path: path.display().to_string(), source })?;
+            Driver::Replay(ReplayDriver::new(Replayer::new(reader)))
         }
-        (Mode::Record(path), _) => Driver::Live {
-            clock: TickClock::new(config.tick_hz),
-            recorder: Some(Recorder::create(path, &machine.header)?),
-        },
-        _ => Driver::Live {
-            clock: TickClock::new(config.tick_hz),
-            recorder: None,
-        },
+        (Mode::Record(path), _) => {
+            let recorder = Recorder::create(path, &machine.header)?;
+            Driver::Live(LiveDriver::new(config.tick_hz, Some(recorder), events_rx))
+        }
+        _ => Driver::Live(LiveDriver::new(config.tick_hz, None, events_rx)),
     };
+    if let Some(tap) = &tap {
+        tap.spawn_reader(events_tx.clone(), VmEvent::Frame).map_err(|e| LaunchError::Thread("nic-rx", e))?;
+        tracing::info!(tap = tap.name(), "NIC attached to TAP");
+    }
     tracing::info!(
         mem_mib = config.mem_size >> 20,
         tick_hz = config.tick_hz,
         image = %logging_channel::short_hex(&machine.header.guest_image_digest),
         "booting guest"
     );
-    let outcome = run_threads(machine, driver, opts.stop_at_exit)?;
+    let outcome = run_threads(machine, driver, opts.stop_at_exit, tap, events_tx)?;
     Ok(report(&outcome, opts.stop_at_exit))
 }
 
@@ -139,26 +149,16 @@ type OpenedLog = (LogReader<BufReader<File>>, logging_channel::LogHeader);
 /// Opens a log and takes the machine shape it was recorded with.
 fn open_log(path: &std::path::Path, config: &mut MachineConfig) -> Result<OpenedLog, LaunchError> {
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|source| LaunchError::OpenLog {
-        path: shown.clone(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| LaunchError::OpenLog { path: shown.clone(), source })?;
     let (reader, header) =
-        LogReader::open(BufReader::new(file)).map_err(|source| LaunchError::BadLog {
-            path: shown,
-            source,
-        })?;
+        LogReader::open(BufReader::new(file)).map_err(|source| LaunchError::BadLog { path: shown, source })?;
     config.mem_size = header.mem_size;
     config.tick_hz = header.tick_hz;
     Ok((reader, header))
 }
 
 fn report(outcome: &Outcome, stop_at: Option<u64>) -> Report {
-    let line = format!(
-        "state digest at exit {}: {}",
-        outcome.exit_index,
-        digest::hex(&outcome.digest)
-    );
+    let line = format!("state digest at exit {}: {}", outcome.exit_index, digest::hex(&outcome.digest));
     let ns_per_exit = outcome.elapsed.as_nanos() / u128::from(outcome.exit_index.max(1));
     tracing::info!(
         finish = ?outcome.finish,
@@ -178,40 +178,22 @@ fn report(outcome: &Outcome, stop_at: Option<u64>) -> Report {
             (None, exit_code::GUEST_FAILED)
         }
     };
-    Report {
-        digest_line,
-        exit_code,
-    }
+    Report { digest_line, exit_code }
 }
 
 fn run_threads(
     machine: Machine,
     driver: Driver,
     stop_at: Option<u64>,
+    tap: Option<Tap>,
+    events: Sender<VmEvent>,
 ) -> Result<Outcome, LaunchError> {
     block_stop_signals();
     install_kick_handler();
-    let (output_tx, output_rx) = unbounded::<Vec<u8>>();
-    let (control_tx, control_rx) = unbounded();
+    let (output_tx, output_rx) = unbounded::<OutputItem>();
     let stop = Arc::new(AtomicBool::new(false));
-    let plumbing = Plumbing {
-        output: output_tx,
-        control: control_rx,
-        stop: stop.clone(),
-    };
-
-    let console = std::thread::Builder::new()
-        .name("console-out".into())
-        .spawn(move || {
-            let mut out = std::io::stdout().lock();
-            for bytes in output_rx {
-                if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| LaunchError::Thread("console-out", e))?;
-    let runner = Runner::new(machine, driver, stop_at, plumbing);
+    let output = spawn_output_thread(output_rx, tap)?;
+    let runner = Runner::new(machine, driver, stop_at, output_tx, stop.clone());
     // True while vcpu0 may still be in KVM_RUN. The signal thread kicks only while holding
     // this lock, so the thread it kicks cannot have exited (and its id been reused).
     let alive = Arc::new(Mutex::new(true));
@@ -224,11 +206,36 @@ fn run_threads(
             result
         })
         .map_err(|e| LaunchError::Thread("vcpu0", e))?;
-    spawn_signal_thread(vcpu.as_pthread_t(), stop, control_tx, alive)?;
+    spawn_signal_thread(vcpu.as_pthread_t(), stop, events, alive)?;
     let result = vcpu.join().map_err(|_| LaunchError::VcpuPanicked)?;
-    // The runner dropped its output sender; the console thread drains and ends.
-    let _ = console.join();
+    // The runner dropped its output sender; the output thread drains and ends.
+    let _ = output.join();
     Ok(result?)
+}
+
+/// `output`: the guest's console to stdout, its frames to the TAP (dropped without one).
+fn spawn_output_thread(
+    items: Receiver<OutputItem>,
+    tap: Option<Tap>,
+) -> Result<std::thread::JoinHandle<()>, LaunchError> {
+    std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || {
+            let mut out = std::io::stdout().lock();
+            for item in items {
+                match item.output {
+                    Output::Console(bytes) => {
+                        let _ = out.write_all(&bytes).and_then(|()| out.flush());
+                    }
+                    Output::Frames(frames) => {
+                        if let Some(tap) = &tap {
+                            frames.iter().for_each(|f| tap.send(f));
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|e| LaunchError::Thread("output", e))
 }
 
 /// SIGINT/SIGTERM are taken by the `signals` thread alone (threads inherit the mask).
@@ -237,9 +244,7 @@ fn block_stop_signals() {
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
     if let Err(e) = set.thread_block() {
-        tracing::warn!(
-            "cannot block SIGINT/SIGTERM ({e}); Ctrl-C will kill the VM without a clean stop"
-        );
+        tracing::warn!("cannot block SIGINT/SIGTERM ({e}); Ctrl-C will kill the VM without a clean stop");
     }
 }
 
@@ -247,11 +252,7 @@ extern "C" fn on_kick(_: libc::c_int) {}
 
 /// SIGUSR1 only has to interrupt `KVM_RUN`; its handler does nothing.
 fn install_kick_handler() {
-    let action = signal::SigAction::new(
-        SigHandler::Handler(on_kick),
-        signal::SaFlags::empty(),
-        SigSet::empty(),
-    );
+    let action = signal::SigAction::new(SigHandler::Handler(on_kick), signal::SaFlags::empty(), SigSet::empty());
     // SAFETY: the handler is async-signal-safe (it does nothing), and replacing SIGUSR1's
     // disposition affects only this process, which uses SIGUSR1 for nothing else.
     if let Err(e) = unsafe { signal::sigaction(Signal::SIGUSR1, &action) } {
@@ -262,7 +263,7 @@ fn install_kick_handler() {
 fn spawn_signal_thread(
     vcpu: libc::pthread_t,
     stop: Arc<AtomicBool>,
-    control: Sender<Control>,
+    events: Sender<VmEvent>,
     alive: Arc<Mutex<bool>>,
 ) -> Result<(), LaunchError> {
     std::thread::Builder::new()
@@ -274,7 +275,7 @@ fn spawn_signal_thread(
             let Ok(sig) = set.wait() else { return };
             tracing::info!("{sig:?}: stopping the VM");
             stop.store(true, Ordering::Relaxed);
-            let _ = control.send(Control::Stop);
+            let _ = events.send(VmEvent::Stop);
             // The vCPU may be between its stop check and KVM_RUN; kick until it is out.
             loop {
                 {

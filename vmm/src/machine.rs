@@ -4,7 +4,7 @@ use crate::bus::{Bus, BusError};
 use crate::cpuid::{self, CpuidError};
 use crate::devices::standard_bus;
 use crate::exit::Buses;
-use guest_abi::{BootInfo, Workload};
+use guest_abi::{BootInfo, NetConfig, Workload};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use logging_channel::{Hash, LogHeader};
@@ -34,6 +34,7 @@ pub struct MachineConfig {
     pub mem_size: u64,
     pub tick_hz: u32,
     pub workload: Workload,
+    pub net: NetConfig,
 }
 
 pub struct Machine {
@@ -61,7 +62,7 @@ impl Machine {
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("vCPU creation"))?;
         let cpuid = cpuid::guest_cpuid(&kvm)?;
         vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-        let info = BootInfo::new(config.workload, config.mem_size, config.tick_hz);
+        let info = BootInfo::new(config.workload, config.mem_size, config.tick_hz, config.net);
         let entry = boot::load_guest(&mem, config.mem_size, image, &info)?;
         boot::setup_vcpu(&vcpu, entry)?;
         let header = LogHeader {
@@ -70,18 +71,8 @@ impl Machine {
             cpuid_digest: cpuid::cpuid_digest(&cpuid),
             tick_hz: config.tick_hz,
         };
-        let buses = Buses {
-            mmio: standard_bus()?,
-            pio: Bus::default(),
-        };
-        Ok(Machine {
-            _kvm: kvm,
-            _vm: vm,
-            vcpu,
-            mem,
-            buses,
-            header,
-        })
+        let buses = Buses { mmio: standard_bus()?, pio: Bus::default() };
+        Ok(Machine { _kvm: kvm, _vm: vm, vcpu, mem, buses, header })
     }
 }
 
@@ -108,8 +99,7 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MachineError>
         };
         // SAFETY: the region is a live mmap owned by `mem`, which the Machine keeps for as long
         // as the VM exists; slots do not overlap because the regions don't.
-        unsafe { vm.set_user_memory_region(desc) }
-            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        unsafe { vm.set_user_memory_region(desc) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
     }
     Ok(())
 }

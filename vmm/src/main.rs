@@ -1,8 +1,10 @@
 //! `ftvmm`: the command line. Errors get context here and become exit codes.
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use guest_abi::Workload;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vmm::launch::{self, LaunchError, Mode, VmOptions};
+use vmm::netcfg::{self, NetConfigError};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +48,8 @@ enum WorkloadArg {
     Selftest,
     /// Back-to-back device reads, for measuring the cost of an exit.
     ExitStorm,
+    /// A Redis-protocol key-value server on port 6379 (needs --guest-ip).
+    KvServer,
 }
 
 #[derive(Args)]
@@ -56,46 +60,71 @@ struct VmArgs {
     /// Timer interrupts per second (0: no timer). Replay takes it from the log.
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     tick_hz: u32,
-    /// What the guest runs.
-    #[arg(long, value_enum, default_value = "selftest")]
-    workload: WorkloadArg,
+    /// What the guest runs (default: kv-server with a NIC, selftest without).
+    #[arg(long, value_enum)]
+    workload: Option<WorkloadArg>,
     /// A guest kernel ELF other than the one built into this binary.
     #[arg(long, value_name = "ELF")]
     kernel: Option<PathBuf>,
     /// Stop at this exit index and print `state digest at exit N: <hex>`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     stop_at_exit: Option<u64>,
+    /// Back the guest's NIC with this TAP device (created if missing). Needs --guest-ip.
+    #[arg(long, value_name = "NAME")]
+    tap: Option<String>,
+    /// The guest's address and prefix, e.g. 10.77.0.10/24. Gives the VM a NIC.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    guest_ip: Option<String>,
+    /// The guest's default gateway.
+    #[arg(long, value_name = "ADDR", requires = "guest_ip")]
+    gateway: Option<String>,
+    /// The guest's MAC (default: 52:54:00 and the last three bytes of --guest-ip).
+    #[arg(long, value_name = "MAC", requires = "guest_ip")]
+    mac: Option<String>,
 }
 
 impl VmArgs {
-    fn options(&self) -> VmOptions {
-        VmOptions {
+    fn options(&self) -> Result<VmOptions, NetConfigError> {
+        let net = netcfg::parse(self.guest_ip.as_deref(), self.gateway.as_deref(), self.mac.as_deref())?;
+        if self.tap.is_some() && net.present == 0 {
+            return Err(NetConfigError::TapWithoutAddress);
+        }
+        let workload = match self.workload {
+            Some(WorkloadArg::Selftest) => Workload::SelfTest,
+            Some(WorkloadArg::ExitStorm) => Workload::ExitStorm,
+            Some(WorkloadArg::KvServer) => Workload::KvServer,
+            None if net.present != 0 => Workload::KvServer,
+            None => Workload::SelfTest,
+        };
+        Ok(VmOptions {
             mem_size: self.mem_mib << 20,
             tick_hz: self.tick_hz,
-            workload: match self.workload {
-                WorkloadArg::Selftest => guest_abi::Workload::SelfTest,
-                WorkloadArg::ExitStorm => guest_abi::Workload::ExitStorm,
-            },
+            workload,
             kernel: self.kernel.clone(),
             stop_at_exit: self.stop_at_exit,
-        }
+            net,
+            tap: self.tap.clone(),
+        })
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let (vm, mode) = match cli.command {
         Command::Run(vm) => (vm, Mode::Run),
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file)),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file)),
     };
-    let result = launch::launch(&vm.options(), &mode).map_err(anyhow::Error::from);
+    let options = match vm.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = launch::launch(&options, &mode).map_err(anyhow::Error::from);
     match result {
         Ok(report) => {
             if let Some(line) = report.digest_line {
@@ -105,9 +134,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
-            let code = e
-                .downcast_ref::<LaunchError>()
-                .map_or(1, LaunchError::exit_code);
+            let code = e.downcast_ref::<LaunchError>().map_or(1, LaunchError::exit_code);
             ExitCode::from(code)
         }
     }

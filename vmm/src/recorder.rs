@@ -31,10 +31,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn create(path: &Path, header: &LogHeader) -> Result<Recorder, RecordError> {
-        let create_err = |source| RecordError::Create {
-            path: path.display().to_string(),
-            source,
-        };
+        let create_err = |source| RecordError::Create { path: path.display().to_string(), source };
         let file = File::create(path).map_err(create_err)?;
         let mut log = LogWriter::new(BufWriter::with_capacity(1 << 16, file), header)?;
         let (tx, rx) = unbounded::<Record>();
@@ -45,17 +42,11 @@ impl Recorder {
                     log.write(&record)?;
                 }
                 log.flush()?;
-                log.into_inner()
-                    .into_inner()
-                    .map_err(|e| e.into_error())?
-                    .sync_all()?;
+                log.into_inner().into_inner().map_err(|e| e.into_error())?.sync_all()?;
                 Ok(())
             })
             .map_err(RecordError::Io)?;
-        Ok(Recorder {
-            tx: Some(tx),
-            writer: Some(writer),
-        })
+        Ok(Recorder { tx: Some(tx), writer: Some(writer) })
     }
 
     pub fn send(&self, record: Record) -> Result<(), RecordError> {

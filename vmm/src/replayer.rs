@@ -10,11 +10,7 @@ pub enum ReplayError {
     #[error("replay diverged at exit {index}: {what}")]
     Divergence { index: u64, what: String },
     #[error("the log ends at exit {end} ({reason:?}); it cannot be replayed to exit {wanted}")]
-    PastEnd {
-        end: u64,
-        reason: EndReason,
-        wanted: u64,
-    },
+    PastEnd { end: u64, reason: EndReason, wanted: u64 },
     #[error("the log ends without an end record after exit {last}: it was cut short (a crash while recording, or a truncated copy)")]
     NoEnd { last: u64 },
 }
@@ -35,11 +31,7 @@ pub struct Replayer<R: Read> {
 
 impl<R: Read> Replayer<R> {
     pub fn new(reader: LogReader<R>) -> Self {
-        Replayer {
-            reader,
-            peeked: None,
-            last_index: 0,
-        }
+        Replayer { reader, peeked: None, last_index: 0 }
     }
 
     fn peek(&mut self) -> Result<Option<&Record>, ReplayError> {
@@ -47,11 +39,7 @@ impl<R: Read> Replayer<R> {
             self.peeked = self.reader.next_record()?;
             match &self.peeked {
                 Some(r) => self.last_index = r.exit_index(),
-                None => {
-                    return Err(ReplayError::NoEnd {
-                        last: self.last_index,
-                    })
-                }
+                None => return Err(ReplayError::NoEnd { last: self.last_index }),
             }
         }
         Ok(self.peeked.as_ref())
@@ -69,7 +57,10 @@ impl<R: Read> Replayer<R> {
             if rec_index < index {
                 return Err(ReplayError::Divergence {
                     index: rec_index,
-                    what: format!("the log has a {} record for exit {rec_index}, which replay passed without seeing it", record.name()),
+                    what: format!(
+                        "the log has a {} record for exit {rec_index}, which replay passed without seeing it",
+                        record.name()
+                    ),
                 });
             }
             let Some(record) = self.peeked.take() else {
@@ -78,11 +69,7 @@ impl<R: Read> Replayer<R> {
             match record {
                 Record::Entry { sig, events, .. } => at.entry = Some((sig, events)),
                 Record::Digest { scope, hash, .. } => at.digests.push((scope, hash)),
-                Record::End {
-                    reason,
-                    state_digest,
-                    ..
-                } => {
+                Record::End { reason, state_digest, .. } => {
                     at.end = Some((reason, state_digest));
                     break;
                 }

@@ -3,10 +3,7 @@
 use std::process::Command;
 
 fn ftvmm(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ftvmm"))
-        .args(args)
-        .output()
-        .expect("spawn ftvmm")
+    Command::new(env!("CARGO_BIN_EXE_ftvmm")).args(args).output().expect("spawn ftvmm")
 }
 
 #[test]

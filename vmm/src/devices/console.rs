@@ -3,7 +3,7 @@
 //! The bytes are read from guest memory at the exit, so what is printed is a
 //! function of guest state alone. A bad address or length from the guest is
 //! logged and dropped; it never reaches the host's memory or stops the VM.
-use crate::bus::{le_value, Device, DeviceEffect};
+use crate::bus::{le_value, Device, DeviceEffect, Output};
 use guest_abi::console::{MAX_TX, TX_ADDR, TX_BYTE, TX_LEN};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -29,7 +29,7 @@ impl Device for Console {
                 DeviceEffect::None
             }
             TX_LEN => self.transmit(value, mem),
-            TX_BYTE => DeviceEffect::Output(vec![value as u8]),
+            TX_BYTE => DeviceEffect::Output(Output::Console(vec![value as u8])),
             _ => DeviceEffect::None,
         }
     }
@@ -38,21 +38,14 @@ impl Device for Console {
 impl Console {
     fn transmit(&self, len: u64, mem: &GuestMemoryMmap) -> DeviceEffect {
         if len > MAX_TX {
-            tracing::warn!(
-                len,
-                "guest console write longer than {MAX_TX} bytes dropped"
-            );
+            tracing::warn!(len, "guest console write longer than {MAX_TX} bytes dropped");
             return DeviceEffect::None;
         }
         let mut buf = vec![0u8; len as usize];
         match mem.read_slice(&mut buf, GuestAddress(self.tx_addr)) {
-            Ok(()) => DeviceEffect::Output(buf),
+            Ok(()) => DeviceEffect::Output(Output::Console(buf)),
             Err(e) => {
-                tracing::warn!(
-                    addr = self.tx_addr,
-                    len,
-                    "guest console write outside RAM dropped: {e}"
-                );
+                tracing::warn!(addr = self.tx_addr, len, "guest console write outside RAM dropped: {e}");
                 DeviceEffect::None
             }
         }
@@ -76,7 +69,7 @@ mod tests {
         c.write(TX_ADDR, &0x100u64.to_le_bytes(), &mem);
         assert_eq!(
             c.write(TX_LEN, &6u64.to_le_bytes(), &mem),
-            DeviceEffect::Output(b"hello\n".to_vec())
+            DeviceEffect::Output(Output::Console(b"hello\n".to_vec()))
         );
     }
 
@@ -85,18 +78,9 @@ mod tests {
         let mem = mem_with(0, b"");
         let mut c = Console::default();
         c.write(TX_ADDR, &0x1ff0u64.to_le_bytes(), &mem);
-        assert_eq!(
-            c.write(TX_LEN, &64u64.to_le_bytes(), &mem),
-            DeviceEffect::None
-        );
-        assert_eq!(
-            c.write(TX_LEN, &u64::MAX.to_le_bytes(), &mem),
-            DeviceEffect::None
-        );
+        assert_eq!(c.write(TX_LEN, &64u64.to_le_bytes(), &mem), DeviceEffect::None);
+        assert_eq!(c.write(TX_LEN, &u64::MAX.to_le_bytes(), &mem), DeviceEffect::None);
         c.write(TX_ADDR, &u64::MAX.to_le_bytes(), &mem);
-        assert_eq!(
-            c.write(TX_LEN, &2u64.to_le_bytes(), &mem),
-            DeviceEffect::None
-        );
+        assert_eq!(c.write(TX_LEN, &2u64.to_le_bytes(), &mem), DeviceEffect::None);
     }
 }

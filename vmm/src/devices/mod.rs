@@ -1,5 +1,6 @@
 //! The guest's devices. Each is a pure state machine behind the [`crate::bus::Bus`].
 pub mod console;
+pub mod nic;
 pub mod system;
 
 use crate::bus::{Bus, BusError};
@@ -8,15 +9,8 @@ use guest_abi::DEVICE_PAGE;
 /// The standard device set every ftvmm VM gets, at the addresses of `guest_abi`.
 pub fn standard_bus() -> Result<Bus, BusError> {
     let mut bus = Bus::default();
-    bus.insert(
-        guest_abi::system::BASE,
-        DEVICE_PAGE,
-        Box::new(system::SystemDevice::default()),
-    )?;
-    bus.insert(
-        guest_abi::console::BASE,
-        DEVICE_PAGE,
-        Box::new(console::Console::default()),
-    )?;
+    bus.insert(guest_abi::system::BASE, DEVICE_PAGE, Box::new(system::SystemDevice::default()))?;
+    bus.insert(guest_abi::console::BASE, DEVICE_PAGE, Box::new(console::Console::default()))?;
+    bus.insert(guest_abi::nic::BASE, DEVICE_PAGE, Box::new(nic::Nic::default()))?;
     Ok(bus)
 }

@@ -1,8 +1,6 @@
 //! The system device: identity, wait-for-event, power-off and fault reports.
 use crate::bus::{fill_le, le_value, Device, DeviceEffect, GuestFault};
-use guest_abi::system::{
-    EXIT, FAULT_CR2, FAULT_ERROR, FAULT_RIP, FAULT_VECTOR, ID, ID_VALUE, WAIT,
-};
+use guest_abi::system::{EXIT, FAULT_CR2, FAULT_ERROR, FAULT_RIP, FAULT_VECTOR, ID, ID_VALUE, WAIT};
 use vm_memory::GuestMemoryMmap;
 
 #[derive(Default)]
@@ -60,15 +58,7 @@ mod tests {
         dev.write(FAULT_ERROR, &7u64.to_le_bytes(), &mem());
         dev.write(FAULT_RIP, &0x1234u64.to_le_bytes(), &mem());
         let effect = dev.write(FAULT_VECTOR, &14u64.to_le_bytes(), &mem());
-        assert_eq!(
-            effect,
-            DeviceEffect::GuestFault(GuestFault {
-                vector: 14,
-                error: 7,
-                rip: 0x1234,
-                cr2: 0
-            })
-        );
+        assert_eq!(effect, DeviceEffect::GuestFault(GuestFault { vector: 14, error: 7, rip: 0x1234, cr2: 0 }));
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! The live driver: events come from the host (timer ticks, frames from the
+//! TAP) and are injected at the exit the vCPU happens to be at; with a
+//! recorder, each injection is logged with that exit's index and signature.
+use crate::clock::TickClock;
+use crate::digest;
+use crate::recorder::Recorder;
+use crate::runner::{ExitContext, Finish, RunError, Step, DIGEST_EVERY};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use guest_abi::{nic, vector};
+use logging_channel::{DigestScope, EndReason, Event, Hash, Record};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Frames delivered at one exit, at most: bounds the time one exit can take.
+const FRAMES_PER_EXIT: usize = 32;
+
+/// What reaches a live VM from outside.
+#[derive(Debug)]
+pub enum VmEvent {
+    Frame(Vec<u8>),
+    Stop,
+}
+
+pub struct LiveDriver {
+    clock: TickClock,
+    recorder: Option<Recorder>,
+    events: Receiver<VmEvent>,
+    frames: VecDeque<Vec<u8>>,
+    stopping: bool,
+}
+
+impl LiveDriver {
+    pub fn new(tick_hz: u32, recorder: Option<Recorder>, events: Receiver<VmEvent>) -> LiveDriver {
+        LiveDriver { clock: TickClock::new(tick_hz), recorder, events, frames: VecDeque::new(), stopping: false }
+    }
+
+    pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
+        if stop_at == Some(ctx.index) {
+            return Ok(Step::Finish(Finish::StopAtExit));
+        }
+        self.drain_events();
+        if ctx.wants_wait {
+            self.wait_for_event();
+        }
+        if self.stopping {
+            return Ok(Step::Finish(Finish::Shutdown));
+        }
+        if ctx.can_inject() {
+            let events = self.deliver(ctx)?;
+            if let (Some(rec), false) = (&self.recorder, events.is_empty()) {
+                rec.send(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events })?;
+            }
+        }
+        if let Some(rec) = &self.recorder {
+            if ctx.index.is_multiple_of(DIGEST_EVERY) {
+                let hash = digest::regs_digest(ctx.vcpu)?;
+                rec.send(Record::Digest { exit_index: ctx.index, scope: DigestScope::Registers, hash })?;
+            }
+        }
+        Ok(Step::Continue)
+    }
+
+    /// One interrupt per exit: a due tick first (at most a few hundred a second),
+    /// else a batch of frames with the NIC interrupt.
+    fn deliver(&mut self, ctx: &mut ExitContext<'_>) -> Result<Vec<Event>, RunError> {
+        if self.clock.pending(Instant::now()) {
+            ctx.inject(vector::TIMER)?;
+            self.clock.delivered();
+            return Ok(vec![Event::Interrupt { vector: vector::TIMER }]);
+        }
+        let mut events = Vec::new();
+        while events.len() < FRAMES_PER_EXIT && ctx.bus.input_ready(nic::DEVICE_ID, ctx.mem) {
+            let Some(frame) = self.frames.pop_front() else { break };
+            match ctx.bus.input(nic::DEVICE_ID, &frame, ctx.mem) {
+                Ok(()) => events.push(Event::DeviceInput { device: nic::DEVICE_ID, bytes: frame }),
+                Err(e) => tracing::debug!("frame not delivered: {e}"),
+            }
+        }
+        if !events.is_empty() {
+            ctx.inject(vector::NIC)?;
+            events.push(Event::Interrupt { vector: vector::NIC });
+        }
+        Ok(events)
+    }
+
+    fn drain_events(&mut self) {
+        loop {
+            match self.events.try_recv() {
+                Ok(event) => self.take(event),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.stopping = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, event: VmEvent) {
+        match event {
+            VmEvent::Frame(f) => self.frames.push_back(f),
+            VmEvent::Stop => self.stopping = true,
+        }
+    }
+
+    /// Blocks a waiting guest until a tick is due, a frame arrives or the VM must stop.
+    /// An event that is already due returns at once: no wake-up is lost.
+    fn wait_for_event(&mut self) {
+        if self.stopping || !self.frames.is_empty() || self.clock.pending(Instant::now()) {
+            return;
+        }
+        let received = match self.clock.next_deadline() {
+            Some(deadline) => match self.events.recv_deadline(deadline) {
+                Ok(e) => Some(e),
+                Err(RecvTimeoutError::Timeout) => return,
+                Err(RecvTimeoutError::Disconnected) => None,
+            },
+            None => self.events.recv().ok(),
+        };
+        match received {
+            Some(event) => self.take(event),
+            None => self.stopping = true,
+        }
+    }
+
+    /// Ends the log with the final state, and flushes it.
+    pub fn finish(self, index: u64, finish: Finish, digest: Hash) -> Result<(), RunError> {
+        let Some(rec) = self.recorder else { return Ok(()) };
+        let reason = match finish {
+            Finish::StopAtExit => EndReason::StopAtExit,
+            Finish::PowerOff(_) => EndReason::GuestExit,
+            Finish::Shutdown | Finish::EndOfLog(_) => EndReason::Shutdown,
+        };
+        rec.send(Record::End { exit_index: index, reason, state_digest: Some(digest) })?;
+        rec.finish()?;
+        Ok(())
+    }
+}

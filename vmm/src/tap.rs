@@ -1,0 +1,154 @@
+//! The NIC's host side: a Linux TAP device.
+//!
+//! `nic-rx` reads frames from the TAP and hands them to the vCPU loop, which
+//! decides at which exit they enter the guest (and logs that). Transmit is a
+//! plain `write` from the output thread.
+use crossbeam_channel::{Sender, TrySendError};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const MAX_FRAME: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("TAP name {0:?} is not a valid interface name (1 to 15 bytes, no '/' or whitespace)")]
+    BadName(String),
+    #[error("cannot open /dev/net/tun ({0}); load the tun module and run as root")]
+    OpenTun(#[source] std::io::Error),
+    #[error("cannot attach to TAP device {name} ({source}); is it in use by another process, or of another type?")]
+    Attach {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bring TAP device {name} up: {source}")]
+    LinkUp {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An attached TAP device; clones share the one file descriptor.
+#[derive(Clone)]
+pub struct Tap {
+    file: Arc<File>,
+    name: String,
+}
+
+fn ifreq_for(name: &str) -> Result<libc::ifreq, TapError> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() >= libc::IFNAMSIZ
+        || bytes.iter().any(|b| *b == b'/' || b.is_ascii_whitespace() || *b == 0)
+    {
+        return Err(TapError::BadName(name.to_string()));
+    }
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    Ok(req)
+}
+
+impl Tap {
+    /// Attaches to TAP `name`, creating it if it does not exist, and sets it up.
+    pub fn open(name: &str) -> Result<Tap, TapError> {
+        let mut req = ifreq_for(name)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(TapError::OpenTun)?;
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF reads (and may update the name in) the ifreq we pass, which
+        // lives across the call; the fd is the tun control file we just opened.
+        let ret = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) };
+        if ret < 0 {
+            let source = std::io::Error::last_os_error();
+            return Err(TapError::Attach { name: name.to_string(), source });
+        }
+        set_link_up(name).map_err(|source| TapError::LinkUp { name: name.to_string(), source })?;
+        Ok(Tap { file: Arc::new(file), name: name.to_string() })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends one frame; a full or missing link drops it, as a NIC would.
+    pub fn send(&self, frame: &[u8]) {
+        if let Err(e) = (&*self.file).write(frame) {
+            tracing::debug!(tap = %self.name, "TAP write dropped a frame: {e}");
+        }
+    }
+
+    /// Starts `nic-rx`: frames read from the TAP go to `frames`, until that receiver is gone.
+    /// When the vCPU loop falls behind, frames are dropped here (before the log sees them),
+    /// as a real NIC drops when its queue is full.
+    pub fn spawn_reader<T: Send + 'static>(&self, frames: Sender<T>, wrap: fn(Vec<u8>) -> T) -> std::io::Result<()> {
+        let file = self.file.clone();
+        let name = self.name.clone();
+        std::thread::Builder::new().name("nic-rx".into()).spawn(move || {
+            let mut buf = vec![0u8; MAX_FRAME];
+            loop {
+                let n = match (&*file).read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::error!(tap = %name, "reading the TAP failed, NIC receive stops: {e}");
+                        return;
+                    }
+                };
+                match frames.try_send(wrap(buf[..n].to_vec())) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => tracing::debug!(tap = %name, "receive queue full, frame dropped"),
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+        })?;
+        Ok(())
+    }
+}
+
+fn set_link_up(name: &str) -> std::io::Result<()> {
+    // SAFETY: creating a datagram socket has no memory-safety preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a socket we own; wrapping it closes it on drop.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut req = ifreq_for(name).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    // SAFETY: SIOCGIFFLAGS fills the flags of the ifreq we pass, which lives across the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just filled ifru_flags, so reading that union field is valid.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we pass, which lives across the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_are_checked_before_any_syscall() {
+        for bad in ["", "sixteen-chars-xx", "a/b", "a b"] {
+            assert!(matches!(ifreq_for(bad), Err(TapError::BadName(_))), "{bad:?}");
+        }
+        assert!(ifreq_for("tap0").is_ok());
+    }
+}
