@@ -12,10 +12,7 @@ use std::process::{Command, Output};
 pub fn ftvmm_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>/ftvmm
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
     let bin = profile_dir.join("ftvmm");
     assert!(
         bin.exists(),
@@ -33,19 +30,13 @@ pub fn require_kvm() {
         "/dev/kvm does not exist: these tests boot real VMs and need KVM (load kvm_intel/kvm_amd or kvm_pvm, run as root)"
     );
     if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(kvm) {
-        panic!(
-            "/dev/kvm cannot be opened read-write ({e}): run the tests as root or in the kvm group"
-        );
+        panic!("/dev/kvm cannot be opened read-write ({e}): run the tests as root or in the kvm group");
     }
 }
 
 pub fn ftvmm(args: &[&str]) -> Output {
     require_kvm();
-    Command::new(ftvmm_bin())
-        .args(args)
-        .env("FTVMM_LOG", "warn")
-        .output()
-        .expect("spawn ftvmm")
+    Command::new(ftvmm_bin()).args(args).env("FTVMM_LOG", "warn").output().expect("spawn ftvmm")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -59,27 +50,14 @@ pub fn stderr(o: &Output) -> String {
 /// The `state digest at exit N: <hex>` line, which must be printed exactly once.
 pub fn digest_line(o: &Output) -> String {
     let out = stdout(o);
-    let lines: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with("state digest at exit "))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected exactly one digest line; stdout:\n{out}\nstderr:\n{}",
-        stderr(o)
-    );
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("state digest at exit ")).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one digest line; stdout:\n{out}\nstderr:\n{}", stderr(o));
     lines[0].to_string()
 }
 
 /// Asserts success and returns the digest line.
 pub fn ok_digest(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "ftvmm failed ({}):\n{}",
-        o.status,
-        stderr(o)
-    );
+    assert!(o.status.success(), "ftvmm failed ({}):\n{}", o.status, stderr(o));
     digest_line(o)
 }
 
@@ -108,3 +86,4 @@ impl Drop for TempDir {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
+pub mod vm;

@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const HOSTS: [&str; 4] = ["host-a", "host-b", "client", "lan"];
 
 /// Interface names `netns.sh` creates inside its namespaces (never in the root one).
-pub const INTERFACES: [&str; 8] = [
-    "uplink", "br0", "tap0", "eth0", "sw0", "host-a", "host-b", "client",
-];
+pub const INTERFACES: [&str; 8] = ["uplink", "br0", "tap0", "eth0", "sw0", "host-a", "host-b", "client"];
 
 /// Path of `scripts/netns.sh`.
 pub fn script() -> PathBuf {
@@ -74,9 +72,7 @@ impl Topology {
         require_root_and_ip();
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let topo = Topology {
-            prefix: format!("ft{}x{n}-", std::process::id() % 10000),
-        };
+        let topo = Topology { prefix: format!("ft{}x{n}-", std::process::id() % 10000) };
         // A killed earlier run whose pid matched modulo 10000 may have left these behind.
         topo.script(&["down"]);
         // On panic, drop tears down the half-built topology.
@@ -91,10 +87,7 @@ impl Topology {
 
     /// Full namespace name of `host` ("host-a" -> "<prefix>host-a").
     pub fn ns(&self, host: &str) -> String {
-        assert!(
-            HOSTS.contains(&host),
-            "unknown host {host:?}: expected one of {HOSTS:?}"
-        );
+        assert!(HOSTS.contains(&host), "unknown host {host:?}: expected one of {HOSTS:?}");
         format!("{}{host}", self.prefix)
     }
 
@@ -134,10 +127,7 @@ impl Topology {
     }
 
     fn script(&self, args: &[&str]) -> Output {
-        let out = run(Command::new(script())
-            .args(args)
-            .env("NETNS_PREFIX", &self.prefix)
-            .env_remove("NETNS_SUBNET"));
+        let out = run(Command::new(script()).args(args).env("NETNS_PREFIX", &self.prefix).env_remove("NETNS_SUBNET"));
         assert!(
             out.status.success(),
             "NETNS_PREFIX={} {} {} failed ({}):\n{}{}",
@@ -154,10 +144,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let out = Command::new(script())
-            .arg("down")
-            .env("NETNS_PREFIX", &self.prefix)
-            .output();
+        let out = Command::new(script()).arg("down").env("NETNS_PREFIX", &self.prefix).output();
         match out {
             Ok(o) if o.status.success() => {}
             Ok(o) => eprintln!(
@@ -172,8 +159,7 @@ impl Drop for Topology {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()))
 }
 
 /// Panics with the reason when the topology cannot be built here.

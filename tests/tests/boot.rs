@@ -8,11 +8,7 @@ use std::time::{Duration, Instant};
 fn guest_prints_its_banner_and_a_digest_at_the_stop_exit() {
     let out = ftvmm(&["run", "--stop-at-exit", "3000"]);
     let line = ok_digest(&out);
-    assert!(
-        stdout(&out).contains("ftvmm guest"),
-        "no banner: {}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("ftvmm guest"), "no banner: {}", stdout(&out));
     assert!(line.starts_with("state digest at exit 3000: "), "{line}");
     assert_eq!(line.rsplit(' ').next().map(str::len), Some(64), "{line}");
 }
@@ -33,10 +29,7 @@ fn ticks_arrive_at_the_configured_rate_and_sigterm_stops_cleanly() {
     let mut seen = Vec::new();
     for line in stdout.lines() {
         let line = line.expect("utf-8 console");
-        if let Some(secs) = line
-            .strip_prefix("uptime ")
-            .and_then(|r| r.split(' ').next())
-        {
+        if let Some(secs) = line.strip_prefix("uptime ").and_then(|r| r.split(' ').next()) {
             seen.push((secs.parse::<u64>().expect("seconds"), Instant::now()));
             if seen.len() == 4 {
                 break;
@@ -45,17 +38,9 @@ fn ticks_arrive_at_the_configured_rate_and_sigterm_stops_cleanly() {
     }
     nix_kill_term(child.id());
     let status = wait_with_timeout(&mut child, Duration::from_secs(10));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "SIGTERM must stop the VM cleanly with status 0"
-    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "SIGTERM must stop the VM cleanly with status 0");
 
-    assert_eq!(
-        seen.len(),
-        4,
-        "guest printed too few uptime lines: {seen:?}"
-    );
+    assert_eq!(seen.len(), 4, "guest printed too few uptime lines: {seen:?}");
     let (first, last) = (seen[0], seen[3]);
     let guest_secs = (last.0 - first.0) as f64;
     let wall_secs = last.1.duration_since(first.1).as_secs_f64();
@@ -67,17 +52,11 @@ fn ticks_arrive_at_the_configured_rate_and_sigterm_stops_cleanly() {
 }
 
 fn nix_kill_term(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(status.success());
 }
 
-fn wait_with_timeout(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> Option<std::process::ExitStatus> {
+fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if let Some(s) = child.try_wait().expect("wait") {

@@ -9,8 +9,7 @@ const STOP: u64 = 20_000;
 const DIVERGENCE: i32 = 3;
 
 fn read_log(path: &Path) -> (LogHeader, Vec<Record>) {
-    let (mut reader, header) =
-        LogReader::open(BufReader::new(File::open(path).expect("open"))).expect("header");
+    let (mut reader, header) = LogReader::open(BufReader::new(File::open(path).expect("open"))).expect("header");
     let mut records = Vec::new();
     while let Some(r) = reader.next_record().expect("valid log") {
         records.push(r);
@@ -19,8 +18,7 @@ fn read_log(path: &Path) -> (LogHeader, Vec<Record>) {
 }
 
 fn write_log(path: &Path, header: &LogHeader, records: &[Record]) {
-    let mut w = LogWriter::new(BufWriter::new(File::create(path).expect("create")), header)
-        .expect("header");
+    let mut w = LogWriter::new(BufWriter::new(File::create(path).expect("create")), header).expect("header");
     for r in records {
         w.write(r).expect("the edited log is still well-formed");
     }
@@ -29,15 +27,7 @@ fn write_log(path: &Path, header: &LogHeader, records: &[Record]) {
 
 fn recorded_log(dir: &TempDir) -> (std::path::PathBuf, LogHeader, Vec<Record>) {
     let log = dir.path("orig.ftlog");
-    ok_digest(&ftvmm(&[
-        "record",
-        "--log",
-        path_str(&log),
-        "--stop-at-exit",
-        &STOP.to_string(),
-        "--tick-hz",
-        "500",
-    ]));
+    ok_digest(&ftvmm(&["record", "--log", path_str(&log), "--stop-at-exit", &STOP.to_string(), "--tick-hz", "500"]));
     let (header, records) = read_log(&log);
     (log, header, records)
 }
@@ -58,19 +48,10 @@ fn move_entry(records: &mut [Record], delta: i64) -> u64 {
 }
 
 fn assert_diverges_at(log: &Path, index: u64) {
-    let out = ftvmm(&[
-        "replay",
-        "--log",
-        path_str(log),
-        "--stop-at-exit",
-        &STOP.to_string(),
-    ]);
+    let out = ftvmm(&["replay", "--log", path_str(log), "--stop-at-exit", &STOP.to_string()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(DIVERGENCE), "stderr: {err}");
-    assert!(
-        err.contains(&format!("diverged at exit {index}:")),
-        "expected divergence at {index}; stderr: {err}"
-    );
+    assert!(err.contains(&format!("diverged at exit {index}:")), "expected divergence at {index}; stderr: {err}");
 }
 
 #[test]
@@ -97,11 +78,7 @@ fn interrupt_moved_one_exit_earlier_is_reported_at_that_exit() {
 fn a_different_final_state_is_reported_as_divergence() {
     let dir = TempDir::new("digest");
     let (_, header, mut records) = recorded_log(&dir);
-    let Some(Record::End {
-        state_digest: Some(d),
-        ..
-    }) = records.last_mut()
-    else {
+    let Some(Record::End { state_digest: Some(d), .. }) = records.last_mut() else {
         panic!("a recording stopped at an exit ends with its state digest");
     };
     d[0] ^= 1;

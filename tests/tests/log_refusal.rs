@@ -6,15 +6,7 @@ const BAD_LOG: i32 = 4;
 
 fn record(dir: &TempDir) -> std::path::PathBuf {
     let log = dir.path("orig.ftlog");
-    ok_digest(&ftvmm(&[
-        "record",
-        "--log",
-        path_str(&log),
-        "--stop-at-exit",
-        "8000",
-        "--tick-hz",
-        "500",
-    ]));
+    ok_digest(&ftvmm(&["record", "--log", path_str(&log), "--stop-at-exit", "8000", "--tick-hz", "500"]));
     log
 }
 
@@ -24,15 +16,9 @@ fn replay_refused(log: &Path, extra: &[&str], expect_in_error: &str) {
     let out = ftvmm(&args);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(BAD_LOG), "stderr: {err}");
-    assert!(
-        err.contains(expect_in_error),
-        "expected {expect_in_error:?} in: {err}"
-    );
+    assert!(err.contains(expect_in_error), "expected {expect_in_error:?} in: {err}");
     assert!(!err.contains("panicked"), "ftvmm panicked: {err}");
-    assert!(
-        !stdout(&out).contains("state digest"),
-        "a refused log must not produce a digest"
-    );
+    assert!(!stdout(&out).contains("state digest"), "a refused log must not produce a digest");
 }
 
 #[test]

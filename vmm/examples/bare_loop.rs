@@ -9,7 +9,8 @@ use vmm::machine::{Machine, MachineConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exits: u64 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(200_000);
-    let config = MachineConfig { mem_size: 64 << 20, tick_hz: 0, workload: Workload::ExitStorm };
+    let config =
+        MachineConfig { mem_size: 64 << 20, tick_hz: 0, workload: Workload::ExitStorm, net: Default::default() };
     let mut machine = Machine::new(&config, vmm::guest_image::EMBEDDED)?;
     let mut counted = 0u64;
     let start = Instant::now();

@@ -104,6 +104,10 @@ impl LaunchError {
 }
 
 pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
+    // Before any thread exists, so that every thread inherits the mask and only
+    // `signals` ever takes SIGINT/SIGTERM (default delivery would kill the process
+    // without flushing the log).
+    block_stop_signals();
     let image = guest_image::load(opts.kernel.as_deref())?;
     let mut config =
         MachineConfig { mem_size: opts.mem_size, tick_hz: opts.tick_hz, workload: opts.workload, net: opts.net };
@@ -188,7 +192,6 @@ fn run_threads(
     tap: Option<Tap>,
     events: Sender<VmEvent>,
 ) -> Result<Outcome, LaunchError> {
-    block_stop_signals();
     install_kick_handler();
     let (output_tx, output_rx) = unbounded::<OutputItem>();
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,153 @@
+//! A running `ftvmm` process inside a test namespace, and code run from inside one.
+use crate::netns::Topology;
+use lines::LineReader;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod lines {
+    //! Lines of a child's stdout, collected by a thread so a test can wait for one with a deadline.
+    use std::sync::mpsc::{Receiver, RecvTimeoutError};
+    use std::time::Instant;
+
+    pub struct LineReader {
+        pub rx: Receiver<String>,
+        pub seen: Vec<String>,
+    }
+
+    impl LineReader {
+        pub fn wait_for(&mut self, needle: &str, deadline: Instant) -> Option<String> {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+                return Some(l.clone());
+            }
+            loop {
+                let left = deadline.checked_duration_since(Instant::now())?;
+                match self.rx.recv_timeout(left) {
+                    Ok(line) => {
+                        self.seen.push(line.clone());
+                        if line.contains(needle) {
+                            return Some(line);
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+                }
+            }
+        }
+    }
+}
+
+pub struct VmProcess {
+    child: Child,
+    stdout: LineReader,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl VmProcess {
+    /// Starts `ftvmm <args>` inside namespace `host`, logging at info level.
+    pub fn spawn(topo: &Topology, host: &str, args: &[&str]) -> VmProcess {
+        crate::require_kvm();
+        let mut child = topo
+            .command(host, crate::ftvmm_bin())
+            .args(args)
+            .env("FTVMM_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ftvmm");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        VmProcess { child, stdout: LineReader { rx, seen: Vec::new() }, stderr }
+    }
+
+    /// Waits for a console line containing `needle`; panics with the VM's output on timeout.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        match self.stdout.wait_for(needle, Instant::now() + timeout) {
+            Some(line) => line,
+            None => panic!(
+                "no line containing {needle:?} within {timeout:?}; stdout so far:\n{}\nstderr:\n{}",
+                self.stdout.seen.join("\n"),
+                self.stderr()
+            ),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits (up to 10 s) for a clean exit. Returns its status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.wait(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("ftvmm ignored SIGTERM; stderr:\n{}", self.stderr()))
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Console lines read so far, plus whatever arrives within `grace`.
+    pub fn stdout_lines(&mut self, grace: Duration) -> Vec<String> {
+        let _ = self.stdout.wait_for("\u{0}never", Instant::now() + grace);
+        self.stdout.seen.clone()
+    }
+}
+
+impl Drop for VmProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+/// Runs `f` on a thread that has joined namespace `host`: every socket it (and any
+/// thread it spawns) opens lives in that namespace.
+pub fn in_netns<T: Send + 'static>(topo: &Topology, host: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", topo.ns(host));
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
