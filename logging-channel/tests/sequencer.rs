@@ -102,12 +102,7 @@ fn entry_may_share_an_exit_with_an_earlier_digest() {
 
 #[test]
 fn marks_going_backwards_are_out_of_order() {
-    for late in [
-        progress(3),
-        digest(3),
-        Record::Released { exit_index: 3 },
-        end(3),
-    ] {
+    for late in [progress(3), digest(3), end(3)] {
         let mut seq = accept_all(&[entry(4)]);
 
         let err = seq.check(&late).unwrap_err();
@@ -156,4 +151,21 @@ fn out_of_order_message_names_record_and_exits() {
         msg.contains("entry at exit 9") && msg.contains("exit 10"),
         "{msg}"
     );
+}
+
+#[test]
+fn released_marks_trail_the_log_in_their_own_order() {
+    let mut seq = accept_all(&[entry(4), progress(9), Record::Released { exit_index: 3 }, entry(12)]);
+
+    assert!(seq.check(&Record::Released { exit_index: 9 }).is_ok());
+    assert_eq!(rule_of(seq.check(&Record::Released { exit_index: 5 }).unwrap_err()), super_rule("backwards"));
+    assert_eq!(rule_of(seq.check(&Record::Released { exit_index: 13 }).unwrap_err()), super_rule("pass"));
+    assert_eq!(seq.highest(), Some(12));
+}
+
+fn super_rule(word: &str) -> &'static str {
+    match word {
+        "backwards" => "released marks must not go backwards",
+        _ => "a released mark may not pass the exits the log has covered",
+    }
 }

@@ -8,6 +8,8 @@ const RULE_PROGRESS_COVERS: &str =
     "a progress mark promised nothing more would happen up to its exit";
 const RULE_NO_GOING_BACK: &str = "no record may refer to an exit before the highest one seen";
 const RULE_END_IS_LAST: &str = "nothing may follow the end record";
+const RULE_RELEASED_INCREASES: &str = "released marks must not go backwards";
+const RULE_RELEASED_COVERED: &str = "a released mark may not pass the exits the log has covered";
 
 /// Checks that records arrive in an order a replayer can trust:
 ///
@@ -17,12 +19,16 @@ const RULE_END_IS_LAST: &str = "nothing may follow the end record";
 /// - no record refers to an exit before the highest exit index seen so far
 ///   (equal is fine: a digest, progress or released mark may share an exit
 ///   with an entry);
-/// - nothing follows `End`.
+/// - nothing follows `End`;
+/// - released marks are a stream of their own: they trail the log (the primary
+///   releases output only after the backup acked it), never go backwards, and
+///   never pass the highest exit covered by entries or progress.
 ///
 /// A rejected record leaves the state unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sequencer {
     last_entry: Option<u64>,
+    last_released: Option<u64>,
     /// Highest exit covered by an entry or progress mark.
     covered: Option<u64>,
     highest: Option<u64>,
@@ -45,6 +51,17 @@ impl Sequencer {
         };
         if let Some(end) = self.end {
             return Err(out_of_order(end, RULE_END_IS_LAST));
+        }
+        if let Record::Released { .. } = record {
+            if let Some(last) = self.last_released.filter(|&last| index < last) {
+                return Err(out_of_order(last, RULE_RELEASED_INCREASES));
+            }
+            let covered = self.covered.unwrap_or(0);
+            if index > covered {
+                return Err(out_of_order(covered, RULE_RELEASED_COVERED));
+            }
+            self.last_released = Some(index);
+            return Ok(());
         }
         if let Record::Entry { .. } = record {
             if let Some(last) = self.last_entry.filter(|&last| index <= last) {

@@ -73,15 +73,27 @@ pub fn arb_record() -> impl Strategy<Value = Record> {
     ]
 }
 
-/// Rewrites exit indices to strictly increase and keeps `End` only last, so
+/// Rewrites exit indices to strictly increase (released marks to trail them) and keeps `End` only last, so
 /// the list obeys every ordering rule.
 pub fn in_log_order(records: Vec<Record>, first_index: u64) -> Vec<Record> {
     let mut out: Vec<Record> = records
         .into_iter()
         .filter(|r| !matches!(r, Record::End { .. }))
         .collect();
+    let mut covered = None;
     for (i, record) in out.iter_mut().enumerate() {
-        set_exit_index(record, first_index + 3 * i as u64);
+        let index = first_index + 3 * i as u64;
+        match record {
+            // Released marks trail the log: they release what entries or progress covered.
+            Record::Released { exit_index } => match covered {
+                Some(c) => *exit_index = c,
+                None => *record = Record::Progress { exit_index: index },
+            },
+            _ => set_exit_index(record, index),
+        }
+        if let Record::Entry { exit_index, .. } | Record::Progress { exit_index } = record {
+            covered = Some(*exit_index);
+        }
     }
     out
 }
@@ -106,7 +118,7 @@ pub fn arb_log() -> impl Strategy<Value = Vec<Record>> {
         .prop_map(|(records, first, end)| {
             let mut log = in_log_order(records, first);
             if let Some(reason) = end {
-                let exit_index = log.last().map_or(first, |r| r.exit_index() + 1);
+                let exit_index = log.iter().map(|r| r.exit_index() + 1).max().unwrap_or(first);
                 log.push(Record::End {
                     exit_index,
                     reason,
