@@ -10,7 +10,7 @@ use crate::live::{LiveDriver, VmEvent};
 use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::recorder::{RecordError, Recorder};
 use crate::replay_driver::ReplayDriver;
-use crate::replayer::{ReplayError, Replayer};
+use crate::replayer::ReplayError;
 use crate::runner::{Driver, Finish, Outcome, OutputItem, RunError, Runner};
 use crate::tap::{Tap, TapError};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
@@ -126,11 +126,11 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             recorded
                 .check_matches(&machine.header)
                 .map_err(|source| LaunchError::BadLog { path: path.display().to_string(), source })?;
-            Driver::Replay(ReplayDriver::new(Replayer::new(reader)))
+            Driver::Replay(ReplayDriver::new(Box::new(reader)))
         }
         (Mode::Record(path), _) => {
             let recorder = Recorder::create(path, &machine.header)?;
-            Driver::Live(LiveDriver::new(config.tick_hz, Some(recorder), events_rx))
+            Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx))
         }
         _ => Driver::Live(LiveDriver::new(config.tick_hz, None, events_rx)),
     };

@@ -3,7 +3,7 @@
 //! recorder, each injection is logged with that exit's index and signature.
 use crate::clock::TickClock;
 use crate::digest;
-use crate::recorder::Recorder;
+use crate::recorder::LogSink;
 use crate::runner::{ExitContext, Finish, RunError, Step, DIGEST_EVERY};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use guest_abi::{nic, vector};
@@ -13,6 +13,8 @@ use std::time::Instant;
 
 /// Frames delivered at one exit, at most: bounds the time one exit can take.
 const FRAMES_PER_EXIT: usize = 32;
+/// A busy guest with no events still tells its backup how far it got this often.
+const PROGRESS_EVERY: u64 = 4096;
 
 /// What reaches a live VM from outside.
 #[derive(Debug)]
@@ -23,15 +25,15 @@ pub enum VmEvent {
 
 pub struct LiveDriver {
     clock: TickClock,
-    recorder: Option<Recorder>,
+    sink: Option<Box<dyn LogSink>>,
     events: Receiver<VmEvent>,
     frames: VecDeque<Vec<u8>>,
     stopping: bool,
 }
 
 impl LiveDriver {
-    pub fn new(tick_hz: u32, recorder: Option<Recorder>, events: Receiver<VmEvent>) -> LiveDriver {
-        LiveDriver { clock: TickClock::new(tick_hz), recorder, events, frames: VecDeque::new(), stopping: false }
+    pub fn new(tick_hz: u32, sink: Option<Box<dyn LogSink>>, events: Receiver<VmEvent>) -> LiveDriver {
+        LiveDriver { clock: TickClock::new(tick_hz), sink, events, frames: VecDeque::new(), stopping: false }
     }
 
     pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
@@ -45,16 +47,25 @@ impl LiveDriver {
         if self.stopping {
             return Ok(Step::Finish(Finish::Shutdown));
         }
+        if let Some(sink) = &mut self.sink {
+            sink.throttle(ctx.index);
+        }
+        // Within one exit the entry comes first, then digest, then progress: a reader
+        // knows an exit is complete when it sees progress for it or any later exit.
         if ctx.can_inject() {
             let events = self.deliver(ctx)?;
-            if let (Some(rec), false) = (&self.recorder, events.is_empty()) {
-                rec.send(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events })?;
+            if let (Some(sink), false) = (&mut self.sink, events.is_empty()) {
+                sink.send(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events })?;
             }
         }
-        if let Some(rec) = &self.recorder {
+        if let Some(sink) = &mut self.sink {
             if ctx.index.is_multiple_of(DIGEST_EVERY) {
                 let hash = digest::regs_digest(ctx.vcpu)?;
-                rec.send(Record::Digest { exit_index: ctx.index, scope: DigestScope::Registers, hash })?;
+                sink.send(Record::Digest { exit_index: ctx.index, scope: DigestScope::Registers, hash })?;
+            }
+            // Output produced here can be released only once the backup holds this exit.
+            if ctx.produced_output || ctx.index.is_multiple_of(PROGRESS_EVERY) {
+                sink.send(Record::Progress { exit_index: ctx.index })?;
             }
         }
         Ok(Step::Continue)
@@ -125,14 +136,14 @@ impl LiveDriver {
 
     /// Ends the log with the final state, and flushes it.
     pub fn finish(self, index: u64, finish: Finish, digest: Hash) -> Result<(), RunError> {
-        let Some(rec) = self.recorder else { return Ok(()) };
+        let Some(mut sink) = self.sink else { return Ok(()) };
         let reason = match finish {
             Finish::StopAtExit => EndReason::StopAtExit,
             Finish::PowerOff(_) => EndReason::GuestExit,
             Finish::Shutdown | Finish::EndOfLog(_) => EndReason::Shutdown,
         };
-        rec.send(Record::End { exit_index: index, reason, state_digest: Some(digest) })?;
-        rec.finish()?;
+        sink.send(Record::End { exit_index: index, reason, state_digest: Some(digest) })?;
+        sink.finish()?;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
-//! Writing the log of a live run to a file, on its own thread (`log-tx`).
-//!
-//! The vCPU thread only hands records to a channel; file I/O never stalls the guest.
+//! Where a live VM's log goes: the [`LogSink`] trait, and its file
+//! implementation (`ftvmm record`), which writes on its own thread (`log-tx`)
+//! so that file I/O never stalls the guest.
 use crossbeam_channel::{unbounded, Sender};
 use logging_channel::{FileError, LogHeader, LogWriter, Record};
 use std::fs::File;
@@ -22,6 +22,16 @@ pub enum RecordError {
     Io(#[from] std::io::Error),
     #[error("the log writer thread died")]
     WriterGone,
+}
+
+/// Receives the records a live VM produces, in order.
+pub trait LogSink: Send {
+    fn send(&mut self, record: Record) -> Result<(), RecordError>;
+    /// Called at every counted exit before anything is logged for it; a sink may
+    /// block here to keep its reader from falling too far behind (flow control).
+    fn throttle(&mut self, _exit_index: u64) {}
+    /// Flushes everything; called once, after the final record.
+    fn finish(self: Box<Self>) -> Result<(), RecordError>;
 }
 
 pub struct Recorder {
@@ -48,14 +58,16 @@ impl Recorder {
             .map_err(RecordError::Io)?;
         Ok(Recorder { tx: Some(tx), writer: Some(writer) })
     }
+}
 
-    pub fn send(&self, record: Record) -> Result<(), RecordError> {
+impl LogSink for Recorder {
+    fn send(&mut self, record: Record) -> Result<(), RecordError> {
         let tx = self.tx.as_ref().ok_or(RecordError::WriterGone)?;
         tx.send(record).map_err(|_| RecordError::WriterGone)
     }
 
-    /// Flushes everything to disk; call once, after the final record.
-    pub fn finish(mut self) -> Result<(), RecordError> {
+    /// Flushes everything to disk.
+    fn finish(mut self: Box<Self>) -> Result<(), RecordError> {
         self.tx.take();
         match self.writer.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,

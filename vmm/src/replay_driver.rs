@@ -1,25 +1,43 @@
 //! The replay driver: at each counted exit, apply exactly what the log holds
-//! for it, after checking the guest is where the log says it was.
+//! for it, after checking the guest is where the log says it was. A backup's
+//! replay driver also knows how to take over when the primary's log ends.
 use crate::digest;
-use crate::replayer::{check_sig, AtExit, ReplayError, Replayer};
+use crate::live::LiveDriver;
+use crate::replayer::{check_sig, AtExit, RecordSource, ReplayError, Replayer};
 use crate::runner::{ExitContext, Finish, RunError, Step};
 use logging_channel::{DigestScope, Event, Hash};
-use std::fs::File;
-use std::io::BufReader;
+
+/// Turns a backup into a live VM when the primary's log ends: given the exit
+/// index of the last replayed exit and the primary's last released mark.
+pub type Takeover = Box<dyn FnOnce(u64, u64) -> Result<LiveDriver, RunError> + Send>;
 
 pub struct ReplayDriver {
-    log: Replayer<BufReader<File>>,
+    log: Replayer<Box<dyn RecordSource + Send>>,
     /// The state digest of the log's end record, once replay reaches it.
     end_digest: Option<Hash>,
+    takeover: Option<Takeover>,
 }
 
 impl ReplayDriver {
-    pub fn new(log: Replayer<BufReader<File>>) -> ReplayDriver {
-        ReplayDriver { log, end_digest: None }
+    /// Replays a log that must end with an end record (a file).
+    pub fn new(source: Box<dyn RecordSource + Send>) -> ReplayDriver {
+        ReplayDriver { log: Replayer::new(source), end_digest: None, takeover: None }
+    }
+
+    /// Replays a primary's stream; when it ends without an end record, `takeover` runs.
+    pub fn with_takeover(source: Box<dyn RecordSource + Send>, takeover: Takeover) -> ReplayDriver {
+        ReplayDriver { log: Replayer::new(source), end_digest: None, takeover: Some(takeover) }
     }
 
     pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
         let at = self.log.at_exit(ctx.index)?;
+        if at.stream_ended && at.entry.is_none() {
+            // Everything the primary sent has been replayed: from this exit on, this VM is live.
+            return match self.takeover.take() {
+                Some(takeover) => Ok(Step::GoLive(Box::new(takeover(ctx.index - 1, self.log.released)?))),
+                None => Err(ReplayError::NoEnd { last: self.log.last_index() }.into()),
+            };
+        }
         // The recording stopped here (its end record is the only thing at this exit),
         // so stop too, and compare the state it ended in.
         if let Some((reason, digest)) = at.end {

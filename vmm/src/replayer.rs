@@ -1,5 +1,5 @@
-//! Feeding a recorded log back to a fresh VM, and noticing the first place it
-//! does something else.
+//! Reading a log back, exit by exit, from a file or from the primary's stream,
+//! and noticing the first place the guest does something else.
 use logging_channel::{DigestScope, EndReason, Event, ExitSig, FileError, Hash, LogReader, Record};
 use std::io::Read;
 
@@ -15,46 +15,73 @@ pub enum ReplayError {
     NoEnd { last: u64 },
 }
 
+/// Where records come from. `Ok(None)`: the stream has ended (and nothing more will come).
+pub trait RecordSource {
+    fn next_record(&mut self) -> Result<Option<Record>, ReplayError>;
+}
+
+impl<R: Read> RecordSource for LogReader<R> {
+    fn next_record(&mut self) -> Result<Option<Record>, ReplayError> {
+        Ok(LogReader::next_record(self)?)
+    }
+}
+
+impl<S: RecordSource + ?Sized> RecordSource for Box<S> {
+    fn next_record(&mut self) -> Result<Option<Record>, ReplayError> {
+        (**self).next_record()
+    }
+}
+
 /// What the log says about one exit.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AtExit {
     pub entry: Option<(ExitSig, Vec<Event>)>,
     pub digests: Vec<(DigestScope, Hash)>,
     pub end: Option<(EndReason, Option<Hash>)>,
+    /// The source ran dry before this exit was known complete: the log ends here.
+    pub stream_ended: bool,
 }
 
-pub struct Replayer<R: Read> {
-    reader: LogReader<R>,
+pub struct Replayer<S: RecordSource> {
+    source: S,
     peeked: Option<Record>,
+    ended: bool,
     last_index: u64,
+    /// The primary's latest released mark: output up to here has left the primary.
+    pub released: u64,
 }
 
-impl<R: Read> Replayer<R> {
-    pub fn new(reader: LogReader<R>) -> Self {
-        Replayer { reader, peeked: None, last_index: 0 }
+impl<S: RecordSource> Replayer<S> {
+    pub fn new(source: S) -> Self {
+        Replayer { source, peeked: None, ended: false, last_index: 0, released: 0 }
     }
 
     fn peek(&mut self) -> Result<Option<&Record>, ReplayError> {
-        if self.peeked.is_none() {
-            self.peeked = self.reader.next_record()?;
+        if self.peeked.is_none() && !self.ended {
+            self.peeked = self.source.next_record()?;
             match &self.peeked {
-                Some(r) => self.last_index = r.exit_index(),
-                None => return Err(ReplayError::NoEnd { last: self.last_index }),
+                Some(r) => self.last_index = self.last_index.max(r.exit_index()),
+                None => self.ended = true,
             }
         }
         Ok(self.peeked.as_ref())
     }
 
-    /// Everything the log holds for exit `index`. Records for earlier exits would mean
-    /// the log skipped backwards, which the reader already refuses.
+    /// Everything the log holds for exit `index`. Blocks (on a live stream) until the
+    /// exit is known complete: a record for a later exit, or progress for this one.
     pub fn at_exit(&mut self, index: u64) -> Result<AtExit, ReplayError> {
         let mut at = AtExit::default();
-        while let Some(record) = self.peek()? {
+        loop {
+            let Some(record) = self.peek()? else {
+                at.stream_ended = true;
+                return Ok(at);
+            };
             let rec_index = record.exit_index();
-            if rec_index > index {
-                break;
+            let stale_mark = matches!(record, Record::Progress { .. } | Record::Released { .. }) && rec_index < index;
+            if rec_index > index && !matches!(record, Record::Released { .. }) {
+                return Ok(at);
             }
-            if rec_index < index {
+            if rec_index < index && !stale_mark {
                 return Err(ReplayError::Divergence {
                     index: rec_index,
                     what: format!(
@@ -63,20 +90,24 @@ impl<R: Read> Replayer<R> {
                     ),
                 });
             }
-            let Some(record) = self.peeked.take() else {
-                break;
-            };
+            let Some(record) = self.peeked.take() else { continue };
             match record {
                 Record::Entry { sig, events, .. } => at.entry = Some((sig, events)),
                 Record::Digest { scope, hash, .. } => at.digests.push((scope, hash)),
+                Record::Released { exit_index } => self.released = self.released.max(exit_index),
+                Record::Progress { exit_index } if exit_index == index => return Ok(at),
+                Record::Progress { .. } => {}
                 Record::End { reason, state_digest, .. } => {
                     at.end = Some((reason, state_digest));
-                    break;
+                    return Ok(at);
                 }
-                Record::Progress { .. } | Record::Released { .. } => {}
             }
         }
-        Ok(at)
+    }
+
+    /// The highest exit index any record so far referred to.
+    pub fn last_index(&self) -> u64 {
+        self.last_index
     }
 }
 

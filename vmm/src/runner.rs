@@ -83,6 +83,8 @@ pub struct Outcome {
 pub enum Step {
     Continue,
     Finish(Finish),
+    /// A backup's log has ended: this exit and all later ones are live.
+    GoLive(Box<LiveDriver>),
 }
 
 /// The VM as a driver sees it at one counted exit.
@@ -90,6 +92,8 @@ pub struct ExitContext<'a> {
     pub index: u64,
     pub exit: &'a CountedExit,
     pub wants_wait: bool,
+    /// The exit produced output (which the Output Rule will hold until the backup acks it).
+    pub produced_output: bool,
     pub vcpu: &'a mut VcpuFd,
     pub bus: &'a mut Bus,
     pub mem: &'a GuestMemoryMmap,
@@ -156,8 +160,13 @@ impl Runner {
                 ExitAction::Fatal(exit) => return Err(RunError::Fatal { index, exit }),
             };
             index += 1;
-            if let Step::Finish(f) = self.on_counted_exit(index, exit, &mut interrupts)? {
-                break f;
+            match self.on_counted_exit(index, exit, &mut interrupts)? {
+                Step::Continue => {}
+                Step::Finish(f) => break f,
+                Step::GoLive(live) => {
+                    tracing::info!(exit = index, "replayed the whole log: this VM is live from here on");
+                    self.driver = Driver::Live(*live);
+                }
             }
         };
         let elapsed = started.elapsed();
@@ -186,6 +195,7 @@ impl Runner {
             index,
             exit: &exit,
             wants_wait,
+            produced_output: matches!(exit.effect, DeviceEffect::Output(_)),
             vcpu: &mut self.machine.vcpu,
             bus: &mut self.machine.buses.mmio,
             mem: &self.machine.mem,
