@@ -46,6 +46,11 @@ pub mod system {
     pub const FAULT_ERROR: u64 = 0x20;
     pub const FAULT_RIP: u64 = 0x28;
     pub const FAULT_CR2: u64 = 0x30;
+    /// Read: replication status, [`REPL_PROTECTED`] set while a backup is in lockstep.
+    /// It changes only when no backup replays this VM (backup lost, or backup gone live),
+    /// so reading it never needs to be logged.
+    pub const REPL_STATUS: u64 = 0x38;
+    pub const REPL_PROTECTED: u64 = 1;
     pub const ID_VALUE: u64 = 0x4654_564D; // "FTVM"
 }
 

@@ -94,7 +94,7 @@ mod tests {
     use vm_memory::GuestAddress;
 
     fn setup() -> (Buses, GuestMemoryMmap) {
-        let buses = Buses { mmio: standard_bus().expect("bus"), pio: Bus::default() };
+        let buses = Buses { mmio: standard_bus(Default::default()).expect("bus"), pio: Bus::default() };
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000)]).expect("memory");
         (buses, mem)
     }

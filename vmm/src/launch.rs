@@ -1,27 +1,25 @@
-//! Putting a VM together for one command: machine, driver, threads, signals.
-//!
-//! Threads: `vcpu0` runs the loop; `console-out` writes the guest's console to
-//! stdout; `log-tx` writes the log when recording; `signals` turns SIGINT and
-//! SIGTERM into a clean stop, kicking `vcpu0` out of `KVM_RUN` until it stops.
-use crate::bus::Output;
+//! Putting a VM together for one command: machine, driver, output policy, and
+//! (for a pair) the replication channel; then `threads` runs it.
 use crate::digest;
 use crate::guest_image::{self, ImageError};
 use crate::live::{LiveDriver, VmEvent};
 use crate::machine::{Machine, MachineConfig, MachineError};
+use crate::pair::{self, TakeoverPlan};
 use crate::recorder::{RecordError, Recorder};
+use crate::release::{Control, HeldTimes, Policy};
 use crate::replay_driver::ReplayDriver;
 use crate::replayer::ReplayError;
-use crate::runner::{Driver, Finish, Outcome, OutputItem, RunError, Runner};
+use crate::replication::{ReplicationError, Timing};
+use crate::runner::{Driver, Finish, Outcome, RunError};
 use crate::tap::{Tap, TapError};
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crate::threads::{self, OutputPlan};
+use crossbeam_channel::bounded;
 use guest_abi::{NetConfig, Workload};
 use logging_channel::{FileError, LogReader};
-use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use std::fs::File;
-use std::io::{BufReader, Write};
-use std::os::unix::thread::JoinHandleExt;
+use std::io::BufReader;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +38,17 @@ pub enum Mode {
     Run,
     Record(PathBuf),
     Replay(PathBuf),
+    /// Wait for a backup on `listen`, then run with it in lockstep.
+    Primary {
+        listen: String,
+        timing: Timing,
+    },
+    /// Pair with the primary at `primary`, replay its log, go live if it dies.
+    Backup {
+        primary: String,
+        timing: Timing,
+        connect_within: Duration,
+    },
 }
 
 /// What the command prints last and how the process exits.
@@ -76,6 +85,8 @@ pub enum LaunchError {
     Run(#[from] RunError),
     #[error("could not start thread {0}: {1}")]
     Thread(&'static str, std::io::Error),
+    #[error(transparent)]
+    Replication(ReplicationError),
     #[error("the vCPU thread panicked; this is a bug in ftvmm")]
     VcpuPanicked,
 }
@@ -88,6 +99,8 @@ pub mod exit_code {
     pub const BAD_LOG: u8 = 4;
     pub const GUEST_FAILED: u8 = 5;
     pub const NO_KVM: u8 = 6;
+    /// A backup refused to go live (corrupt stream) or a pairing was refused.
+    pub const STOOD_DOWN: u8 = 7;
 }
 
 impl LaunchError {
@@ -98,6 +111,10 @@ impl LaunchError {
             LaunchError::Run(RunError::Replay(ReplayError::NoEnd { .. })) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(_)) => exit_code::DIVERGENCE,
             LaunchError::Run(RunError::GuestFault { .. }) => exit_code::GUEST_FAILED,
+            LaunchError::Run(RunError::StandDown(_)) => exit_code::STOOD_DOWN,
+            LaunchError::Replication(ReplicationError::RefusedPrimary(_) | ReplicationError::Refused(_)) => {
+                exit_code::STOOD_DOWN
+            }
             _ => exit_code::ERROR,
         }
     }
@@ -107,7 +124,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     // Before any thread exists, so that every thread inherits the mask and only
     // `signals` ever takes SIGINT/SIGTERM (default delivery would kill the process
     // without flushing the log).
-    block_stop_signals();
+    threads::block_stop_signals();
     let image = guest_image::load(opts.kernel.as_deref())?;
     let mut config =
         MachineConfig { mem_size: opts.mem_size, tick_hz: opts.tick_hz, workload: opts.workload, net: opts.net };
@@ -119,20 +136,45 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         return Err(LaunchError::TapInReplay);
     }
     let machine = Machine::new(&config, &image)?;
-    let tap = opts.tap.as_deref().map(Tap::open).transpose()?;
     let (events_tx, events_rx) = bounded::<VmEvent>(4096);
-    let driver = match (mode, replay_log) {
+    let (control_tx, control_rx) = bounded::<Control>(64);
+    // A backup opens its TAP only when it goes live.
+    let tap = match mode {
+        Mode::Backup { .. } => None,
+        _ => opts.tap.as_deref().map(Tap::open).transpose()?,
+    };
+    let (driver, policy, pair) = match (mode, replay_log) {
         (Mode::Replay(path), Some((reader, recorded))) => {
             recorded
                 .check_matches(&machine.header)
                 .map_err(|source| LaunchError::BadLog { path: path.display().to_string(), source })?;
-            Driver::Replay(ReplayDriver::new(Box::new(reader)))
+            (Driver::Replay(ReplayDriver::new(Box::new(reader))), Policy::Immediate, None)
         }
         (Mode::Record(path), _) => {
             let recorder = Recorder::create(path, &machine.header)?;
-            Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx))
+            (
+                Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx)),
+                Policy::Immediate,
+                None,
+            )
         }
-        _ => Driver::Live(LiveDriver::new(config.tick_hz, None, events_rx)),
+        (Mode::Primary { listen, timing }, _) => {
+            let p = pair::primary(&machine, listen, *timing, events_rx, control_tx.clone())?;
+            (p.driver, p.policy, Some(p.state))
+        }
+        (Mode::Backup { primary, timing, connect_within }, _) => {
+            let plan = TakeoverPlan {
+                tap: opts.tap.clone(),
+                net: config.net,
+                tick_hz: config.tick_hz,
+                events: events_rx,
+                events_tx: events_tx.clone(),
+                control: control_tx.clone(),
+            };
+            let p = pair::backup(&machine, primary, *timing, *connect_within, plan)?;
+            (p.driver, p.policy, Some(p.state))
+        }
+        _ => (Driver::Live(LiveDriver::new(config.tick_hz, None, events_rx)), Policy::Immediate, None),
     };
     if let Some(tap) = &tap {
         tap.spawn_reader(events_tx.clone(), VmEvent::Frame).map_err(|e| LaunchError::Thread("nic-rx", e))?;
@@ -144,8 +186,32 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         image = %logging_channel::short_hex(&machine.header.guest_image_digest),
         "booting guest"
     );
-    let outcome = run_threads(machine, driver, opts.stop_at_exit, tap, events_tx)?;
+    let held_times = Arc::new(Mutex::new(HeldTimes::default()));
+    let output = OutputPlan { policy, tap, control: control_rx, held_times: held_times.clone() };
+    let outcome = threads::run_threads(machine, driver, opts.stop_at_exit, output, events_tx)?;
+    report_held_times(&held_times, pair.is_some());
+    if let Some(state) = pair {
+        if state.clean_end.load(Ordering::SeqCst) {
+            tracing::info!("the primary stopped cleanly, so this backup stops too (it did not go live)");
+        }
+    }
     Ok(report(&outcome, opts.stop_at_exit))
+}
+
+fn report_held_times(held: &Mutex<HeldTimes>, paired: bool) {
+    if !paired {
+        return;
+    }
+    if let Some((n, p50, p90, p99, max)) = held.lock().ok().and_then(|h| h.summary()) {
+        tracing::info!(
+            outputs = n,
+            p50_us = p50,
+            p90_us = p90,
+            p99_us = p99,
+            max_us = max,
+            "output held by the Output Rule"
+        );
+    }
 }
 
 type OpenedLog = (LogReader<BufReader<File>>, logging_channel::LogHeader);
@@ -183,114 +249,4 @@ fn report(outcome: &Outcome, stop_at: Option<u64>) -> Report {
         }
     };
     Report { digest_line, exit_code }
-}
-
-fn run_threads(
-    machine: Machine,
-    driver: Driver,
-    stop_at: Option<u64>,
-    tap: Option<Tap>,
-    events: Sender<VmEvent>,
-) -> Result<Outcome, LaunchError> {
-    install_kick_handler();
-    let (output_tx, output_rx) = unbounded::<OutputItem>();
-    let stop = Arc::new(AtomicBool::new(false));
-    let output = spawn_output_thread(output_rx, tap)?;
-    let runner = Runner::new(machine, driver, stop_at, output_tx, stop.clone());
-    // True while vcpu0 may still be in KVM_RUN. The signal thread kicks only while holding
-    // this lock, so the thread it kicks cannot have exited (and its id been reused).
-    let alive = Arc::new(Mutex::new(true));
-    let vcpu_alive = alive.clone();
-    let vcpu = std::thread::Builder::new()
-        .name("vcpu0".into())
-        .spawn(move || {
-            let result = runner.run();
-            *vcpu_alive.lock().unwrap_or_else(|p| p.into_inner()) = false;
-            result
-        })
-        .map_err(|e| LaunchError::Thread("vcpu0", e))?;
-    spawn_signal_thread(vcpu.as_pthread_t(), stop, events, alive)?;
-    let result = vcpu.join().map_err(|_| LaunchError::VcpuPanicked)?;
-    // The runner dropped its output sender; the output thread drains and ends.
-    let _ = output.join();
-    Ok(result?)
-}
-
-/// `output`: the guest's console to stdout, its frames to the TAP (dropped without one).
-fn spawn_output_thread(
-    items: Receiver<OutputItem>,
-    tap: Option<Tap>,
-) -> Result<std::thread::JoinHandle<()>, LaunchError> {
-    std::thread::Builder::new()
-        .name("output".into())
-        .spawn(move || {
-            let mut out = std::io::stdout().lock();
-            for item in items {
-                match item.output {
-                    Output::Console(bytes) => {
-                        let _ = out.write_all(&bytes).and_then(|()| out.flush());
-                    }
-                    Output::Frames(frames) => {
-                        if let Some(tap) = &tap {
-                            frames.iter().for_each(|f| tap.send(f));
-                        }
-                    }
-                }
-            }
-        })
-        .map_err(|e| LaunchError::Thread("output", e))
-}
-
-/// SIGINT/SIGTERM are taken by the `signals` thread alone (threads inherit the mask).
-fn block_stop_signals() {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    if let Err(e) = set.thread_block() {
-        tracing::warn!("cannot block SIGINT/SIGTERM ({e}); Ctrl-C will kill the VM without a clean stop");
-    }
-}
-
-extern "C" fn on_kick(_: libc::c_int) {}
-
-/// SIGUSR1 only has to interrupt `KVM_RUN`; its handler does nothing.
-fn install_kick_handler() {
-    let action = signal::SigAction::new(SigHandler::Handler(on_kick), signal::SaFlags::empty(), SigSet::empty());
-    // SAFETY: the handler is async-signal-safe (it does nothing), and replacing SIGUSR1's
-    // disposition affects only this process, which uses SIGUSR1 for nothing else.
-    if let Err(e) = unsafe { signal::sigaction(Signal::SIGUSR1, &action) } {
-        tracing::warn!("cannot install the vCPU kick handler ({e}); stopping may wait for the guest's next exit");
-    }
-}
-
-fn spawn_signal_thread(
-    vcpu: libc::pthread_t,
-    stop: Arc<AtomicBool>,
-    events: Sender<VmEvent>,
-    alive: Arc<Mutex<bool>>,
-) -> Result<(), LaunchError> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut set = SigSet::empty();
-            set.add(Signal::SIGINT);
-            set.add(Signal::SIGTERM);
-            let Ok(sig) = set.wait() else { return };
-            tracing::info!("{sig:?}: stopping the VM");
-            stop.store(true, Ordering::Relaxed);
-            let _ = events.send(VmEvent::Stop);
-            // The vCPU may be between its stop check and KVM_RUN; kick until it is out.
-            loop {
-                {
-                    let alive = alive.lock().unwrap_or_else(|p| p.into_inner());
-                    if !*alive {
-                        return;
-                    }
-                    let _ = nix::sys::pthread::pthread_kill(vcpu, Signal::SIGUSR1);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-        .map_err(|e| LaunchError::Thread("signals", e))?;
-    Ok(())
 }

@@ -8,6 +8,8 @@ use guest_abi::{BootInfo, NetConfig, Workload};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use logging_channel::{Hash, LogHeader};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub struct Machine {
     pub mem: GuestMemoryMmap,
     pub buses: Buses,
     pub header: LogHeader,
+    /// The guest-visible replication status (`guest_abi::system::REPL_STATUS`).
+    pub repl_status: Arc<AtomicU64>,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
@@ -71,8 +75,9 @@ impl Machine {
             cpuid_digest: cpuid::cpuid_digest(&cpuid),
             tick_hz: config.tick_hz,
         };
-        let buses = Buses { mmio: standard_bus()?, pio: Bus::default() };
-        Ok(Machine { _kvm: kvm, _vm: vm, vcpu, mem, buses, header })
+        let repl_status = Arc::new(AtomicU64::new(0));
+        let buses = Buses { mmio: standard_bus(repl_status.clone())?, pio: Bus::default() };
+        Ok(Machine { _kvm: kvm, _vm: vm, vcpu, mem, buses, header, repl_status })
     }
 }
 

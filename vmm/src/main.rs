@@ -3,8 +3,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use guest_abi::Workload;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use vmm::launch::{self, LaunchError, Mode, VmOptions};
 use vmm::netcfg::{self, NetConfigError};
+use vmm::replication::{self, Timing};
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +34,31 @@ enum Command {
         #[arg(long = "log", value_name = "FILE")]
         log_file: PathBuf,
     },
+    /// Wait for a backup to pair, then run in lockstep with it: the log streams to the backup,
+    /// and output leaves only once the backup holds the log up to it (the Output Rule).
+    Primary {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Where backups connect, e.g. 10.77.0.1:7000.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: String,
+        #[command(flatten)]
+        timing: TimingArgs,
+    },
+    /// Pair with a primary and replay its log (dropping all output); if the primary dies,
+    /// go live in its place. Same guest and flags as the primary.
+    Backup {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// The primary's --listen address.
+        #[arg(long, value_name = "ADDR:PORT")]
+        primary: String,
+        /// How long to keep trying to reach the primary at start.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        connect_timeout_secs: u64,
+        #[command(flatten)]
+        timing: TimingArgs,
+    },
     /// Run a fresh VM from a log alone (no timer, no device input) and check it does what was recorded.
     Replay {
         #[command(flatten)]
@@ -40,6 +67,31 @@ enum Command {
         #[arg(long = "log", value_name = "FILE")]
         log_file: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct TimingArgs {
+    /// How often the primary sends a heartbeat when it has nothing else to send.
+    #[arg(long, default_value_t = replication::DEFAULT_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    heartbeat_ms: u64,
+    /// Silence on the logging channel for this long means the peer is dead.
+    #[arg(long, default_value_t = replication::DEFAULT_FAILOVER_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    failover_timeout_ms: u64,
+}
+
+impl TimingArgs {
+    fn timing(&self) -> Result<Timing, String> {
+        if self.failover_timeout_ms < 2 * self.heartbeat_ms {
+            return Err(format!(
+                "--failover-timeout-ms ({}) must be at least twice --heartbeat-ms ({}), or a healthy peer looks dead",
+                self.failover_timeout_ms, self.heartbeat_ms
+            ));
+        }
+        Ok(Timing {
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            failover_timeout: Duration::from_millis(self.failover_timeout_ms),
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,13 +168,21 @@ fn main() -> ExitCode {
         Command::Run(vm) => (vm, Mode::Run),
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file)),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file)),
+        Command::Primary { vm, listen, timing } => match timing.timing() {
+            Ok(timing) => (vm, Mode::Primary { listen, timing }),
+            Err(e) => return usage_error(&e),
+        },
+        Command::Backup { vm, primary, connect_timeout_secs, timing } => match timing.timing() {
+            Ok(timing) => {
+                let connect_within = Duration::from_secs(connect_timeout_secs);
+                (vm, Mode::Backup { primary, timing, connect_within })
+            }
+            Err(e) => return usage_error(&e),
+        },
     };
     let options = match vm.options() {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e.to_string()),
     };
     let result = launch::launch(&options, &mode).map_err(anyhow::Error::from);
     match result {
@@ -138,6 +198,11 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
 }
 
 /// The error and its causes, skipping a cause whose text the message already includes.

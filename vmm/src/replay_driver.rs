@@ -4,8 +4,11 @@
 use crate::digest;
 use crate::live::LiveDriver;
 use crate::replayer::{check_sig, AtExit, RecordSource, ReplayError, Replayer};
+use crate::replication::PairState;
 use crate::runner::{ExitContext, Finish, RunError, Step};
 use logging_channel::{DigestScope, Event, Hash};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Turns a backup into a live VM when the primary's log ends: given the exit
 /// index of the last replayed exit and the primary's last released mark.
@@ -16,20 +19,29 @@ pub struct ReplayDriver {
     /// The state digest of the log's end record, once replay reaches it.
     end_digest: Option<Hash>,
     takeover: Option<Takeover>,
+    /// A backup publishes how far it has replayed, for its acks.
+    pair: Option<Arc<PairState>>,
 }
 
 impl ReplayDriver {
     /// Replays a log that must end with an end record (a file).
     pub fn new(source: Box<dyn RecordSource + Send>) -> ReplayDriver {
-        ReplayDriver { log: Replayer::new(source), end_digest: None, takeover: None }
+        ReplayDriver { log: Replayer::new(source), end_digest: None, takeover: None, pair: None }
     }
 
     /// Replays a primary's stream; when it ends without an end record, `takeover` runs.
-    pub fn with_takeover(source: Box<dyn RecordSource + Send>, takeover: Takeover) -> ReplayDriver {
-        ReplayDriver { log: Replayer::new(source), end_digest: None, takeover: Some(takeover) }
+    pub fn with_takeover(
+        source: Box<dyn RecordSource + Send>,
+        takeover: Takeover,
+        pair: Arc<PairState>,
+    ) -> ReplayDriver {
+        ReplayDriver { log: Replayer::new(source), end_digest: None, takeover: Some(takeover), pair: Some(pair) }
     }
 
     pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
+        if let Some(pair) = &self.pair {
+            pair.replayed_through.store(ctx.index - 1, Ordering::Relaxed);
+        }
         let at = self.log.at_exit(ctx.index)?;
         if at.stream_ended && at.entry.is_none() {
             // Everything the primary sent has been replayed: from this exit on, this VM is live.

@@ -47,6 +47,8 @@ pub enum RunError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Digest(#[from] DigestError),
+    #[error("standing down: {0}")]
+    StandDown(String),
 }
 
 /// Output produced at a counted exit; the Output Rule releases it by that index.

@@ -140,9 +140,35 @@ fn set_link_up(name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A gratuitous ARP request announcing that `ip` is at `mac`: after a failover,
+/// switches learn the guest's new port and neighbours refresh their caches.
+pub fn gratuitous_arp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0xff; 6]); // broadcast
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06]); // ARP
+    f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]); // Ethernet/IPv4, request
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip);
+    f.resize(60, 0);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gratuitous_arp_names_the_same_address_as_sender_and_target() {
+        let f = gratuitous_arp([0x52, 0x54, 0, 1, 2, 3], [10, 0, 0, 7]);
+        assert_eq!(f.len(), 60);
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert_eq!(&f[28..32], &[10, 0, 0, 7]);
+        assert_eq!(&f[38..42], &[10, 0, 0, 7]);
+        assert_eq!(&f[22..28], &[0x52, 0x54, 0, 1, 2, 3]);
+    }
 
     #[test]
     fn interface_names_are_checked_before_any_syscall() {

@@ -8,7 +8,7 @@ use super::nic::Nic;
 use crate::{mmio, println, ring0};
 use alloc::vec;
 use alloc::vec::Vec;
-use guest_abi::BootInfo;
+use guest_abi::{system, BootInfo};
 use resp_kv::{Conn, ConnStatus, Limits, ServerInfo, Store};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
@@ -35,6 +35,24 @@ impl Client {
         self.out.clear();
         self.sent = 0;
         self.closing = false;
+    }
+}
+
+/// Whether a backup protects this VM, read from the monitor at most once a tick
+/// (each read is an exit).
+struct ReplicationStatus {
+    read_at_tick: u64,
+    protected: bool,
+}
+
+impl ReplicationStatus {
+    fn protected(&mut self) -> bool {
+        let now = ring0::ticks();
+        if now != self.read_at_tick {
+            self.read_at_tick = now;
+            self.protected = mmio::read(system::BASE + system::REPL_STATUS) & system::REPL_PROTECTED != 0;
+        }
+        self.protected
     }
 }
 
@@ -98,6 +116,7 @@ pub fn serve(boot: &BootInfo) -> ! {
         heap >> 20
     );
     let mut waits = 0u64;
+    let mut status = ReplicationStatus { read_at_tick: u64::MAX, protected: false };
     loop {
         let now = clock.now();
         iface.poll(now, &mut nic, &mut sockets);
@@ -105,7 +124,7 @@ pub fn serve(boot: &BootInfo) -> ! {
             clients.iter().filter(|c| sockets.get::<tcp::Socket>(c.handle).state() == tcp::State::Established).count();
         let info = ServerInfo {
             role: "master",
-            protected: false,
+            protected: status.protected(),
             uptime_ms: clock.now_ms(),
             connected_clients: established,
             extra: "",

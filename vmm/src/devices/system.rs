@@ -1,11 +1,21 @@
 //! The system device: identity, wait-for-event, power-off and fault reports.
 use crate::bus::{fill_le, le_value, Device, DeviceEffect, GuestFault};
-use guest_abi::system::{EXIT, FAULT_CR2, FAULT_ERROR, FAULT_RIP, FAULT_VECTOR, ID, ID_VALUE, WAIT};
+use guest_abi::system::{EXIT, FAULT_CR2, FAULT_ERROR, FAULT_RIP, FAULT_VECTOR, ID, ID_VALUE, REPL_STATUS, WAIT};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
 #[derive(Default)]
 pub struct SystemDevice {
     fault: GuestFault,
+    /// Shared with the replication threads; see `guest_abi::system::REPL_STATUS`.
+    repl_status: Arc<AtomicU64>,
+}
+
+impl SystemDevice {
+    pub fn new(repl_status: Arc<AtomicU64>) -> Self {
+        SystemDevice { fault: GuestFault::default(), repl_status }
+    }
 }
 
 impl Device for SystemDevice {
@@ -14,7 +24,12 @@ impl Device for SystemDevice {
     }
 
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        fill_le(data, if offset == ID { ID_VALUE } else { 0 });
+        let value = match offset {
+            ID => ID_VALUE,
+            REPL_STATUS => self.repl_status.load(Ordering::Relaxed),
+            _ => 0,
+        };
+        fill_le(data, value);
     }
 
     fn write(&mut self, offset: u64, data: &[u8], _mem: &GuestMemoryMmap) -> DeviceEffect {

@@ -1,0 +1,109 @@
+//! The backup's side of the logging channel: `log-rx` reads the primary's
+//! records, checks their order, hands them to the replaying vCPU and acks them
+//! on receipt. Its end — silence past the failover timeout, a closed
+//! connection, or a clean end record — ends the record stream; a corrupt
+//! stream ends it too but forbids going live.
+use super::{PairState, ReplicationError, Timing};
+use crate::replayer::{RecordSource, ReplayError};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use logging_channel::channel::{self, Ack, Message};
+use logging_channel::codec::{self, Sequencer};
+use logging_channel::Record;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The replaying vCPU's end of the stream.
+pub struct StreamSource {
+    rx: Receiver<Record>,
+}
+
+impl RecordSource for StreamSource {
+    fn next_record(&mut self) -> Result<Option<Record>, ReplayError> {
+        Ok(self.rx.recv().ok())
+    }
+}
+
+pub fn start(stream: TcpStream, timing: Timing, state: Arc<PairState>) -> Result<StreamSource, ReplicationError> {
+    let (tx, rx) = unbounded();
+    std::thread::Builder::new()
+        .name("log-rx".into())
+        .spawn(move || {
+            let why = receive_loop(&stream, timing, &state, &tx);
+            state.protected.store(false, Ordering::SeqCst);
+            let _ = stream.shutdown(Shutdown::Both);
+            if state.clean_end.load(Ordering::SeqCst) {
+                tracing::info!("the primary ended its log cleanly");
+            } else if state.corrupt.load(Ordering::SeqCst) {
+                tracing::error!("{why}: the log stream is corrupt; this backup will not go live on it");
+            } else {
+                tracing::warn!("primary lost: {why}");
+            }
+        })
+        .map_err(|e| ReplicationError::Thread("log-rx", e))?;
+    Ok(StreamSource { rx })
+}
+
+/// Runs until the stream ends; returns why.
+fn receive_loop(mut stream: &TcpStream, timing: Timing, state: &PairState, tx: &Sender<Record>) -> String {
+    if let Err(e) = stream.set_read_timeout(Some(timing.failover_timeout)) {
+        return format!("cannot set the failover timeout: {e}");
+    }
+    let mut seq = Sequencer::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return "the primary closed the connection".into(),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return format!("no log traffic for {} ms", timing.failover_timeout.as_millis())
+            }
+            Err(e) => return format!("reading the log failed: {e}"),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Err(why) = drain_frames(&mut buf, &mut seq, state, tx) {
+            state.corrupt.store(true, Ordering::SeqCst);
+            return why;
+        }
+        let ack = Ack {
+            received_through: seq.covered_through().unwrap_or(0),
+            replayed_through: state.replayed_through.load(Ordering::Relaxed).min(seq.covered_through().unwrap_or(0)),
+        };
+        let mut out = Vec::with_capacity(24);
+        channel::encode(&Message::Ack(ack), &mut out);
+        if let Err(e) = stream.write_all(&out) {
+            return format!("sending an ack failed: {e}");
+        }
+        if seq.is_ended() {
+            state.clean_end.store(true, Ordering::SeqCst);
+            return "the primary ended its log".into();
+        }
+    }
+}
+
+/// Decodes every complete frame in `buf`, in order, and passes the records on.
+/// A malformed or out-of-order frame is an error: nothing after it reaches the VM.
+fn drain_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &PairState, tx: &Sender<Record>) -> Result<(), String> {
+    let mut used = 0;
+    loop {
+        match codec::decode(&buf[used..]) {
+            Ok(Some((record, n))) => {
+                seq.check(&record).map_err(|e| format!("log stream out of order: {e}"))?;
+                used += n;
+                if let Record::Released { exit_index } = record {
+                    state.released.fetch_max(exit_index, Ordering::SeqCst);
+                }
+                if tx.send(record).is_err() {
+                    break; // the VM stopped; nothing more to replay
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err(format!("log stream undecodable: {e}")),
+        }
+    }
+    buf.drain(..used);
+    Ok(())
+}

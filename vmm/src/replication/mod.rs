@@ -1,0 +1,78 @@
+//! Primary/backup replication over TCP: the handshake, the primary's log
+//! stream and ack reader, the backup's log reader and ack writer.
+//!
+//! ```text
+//!   primary                                  backup
+//!   vcpu0 --records--> log-tx ==TCP==> log-rx --records--> vcpu0 (replay)
+//!   output <--wake-- ack-rx <==TCP== (acks, sent on receipt)
+//! ```
+//! One TCP connection carries both directions: records (and heartbeats, as
+//! progress marks) down, acks up. Silence for the failover timeout on either
+//! side means the peer is gone.
+pub mod backup;
+pub mod handshake;
+pub mod primary;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Defaults chosen by measurement; see README ("Choosing the timeouts").
+pub const DEFAULT_HEARTBEAT_MS: u64 = 20;
+pub const DEFAULT_FAILOVER_TIMEOUT_MS: u64 = 200;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub failover_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("cannot listen for a backup on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach the primary at {addr} within {secs} s: {source}")]
+    Connect {
+        addr: String,
+        secs: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the primary refused this backup: {0}")]
+    Refused(String),
+    #[error("this backup refused the primary: {0}")]
+    RefusedPrimary(String),
+    #[error("the pairing handshake failed: {0}")]
+    Handshake(String),
+    #[error("could not start thread {0}: {1}")]
+    Thread(&'static str, std::io::Error),
+}
+
+/// What the replication threads and the vCPU and output threads share.
+#[derive(Debug, Default)]
+pub struct PairState {
+    /// A backup is in lockstep (primary), or the primary is (backup, before go-live).
+    pub protected: AtomicBool,
+    /// Primary: the backup's latest `received_through`.
+    pub acked_through: AtomicU64,
+    /// Primary: the backup's latest `replayed_through`. Backup: its own.
+    pub replayed_through: AtomicU64,
+    /// Backup: the primary's latest released mark (its output up to here has left it).
+    pub released: AtomicU64,
+    /// Backup: the log stream broke in a way that forbids going live (corruption).
+    pub corrupt: AtomicBool,
+    /// Backup: the primary ended its log cleanly (SIGTERM), so the backup stops too.
+    pub clean_end: AtomicBool,
+}
+
+impl PairState {
+    pub fn new_protected() -> Arc<PairState> {
+        let s = PairState::default();
+        s.protected.store(true, Ordering::SeqCst);
+        Arc::new(s)
+    }
+}

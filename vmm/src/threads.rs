@@ -1,0 +1,112 @@
+//! The threads of a running VM and how it is stopped.
+//!
+//! `vcpu0` runs the loop; `output` releases the guest's output (the Output
+//! Rule lives there); `signals` turns SIGINT and SIGTERM into a clean stop,
+//! kicking `vcpu0` out of `KVM_RUN` until it has stopped. Recording and
+//! replication add `log-tx`, `ack-rx`, `log-rx`; a NIC adds `nic-rx`.
+use crate::launch::LaunchError;
+use crate::live::VmEvent;
+use crate::machine::Machine;
+use crate::release::{self, Control, HeldTimes, Policy};
+use crate::runner::{Driver, Outcome, OutputItem, Runner};
+use crate::tap::Tap;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use nix::sys::signal::{self, SigHandler, SigSet, Signal};
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the guest's output leaves: the policy, the TAP (if any) and the control channel.
+pub struct OutputPlan {
+    pub policy: Policy,
+    pub tap: Option<Tap>,
+    pub control: Receiver<Control>,
+    pub held_times: Arc<Mutex<HeldTimes>>,
+}
+
+pub fn run_threads(
+    machine: Machine,
+    driver: Driver,
+    stop_at: Option<u64>,
+    output: OutputPlan,
+    events: Sender<VmEvent>,
+) -> Result<Outcome, LaunchError> {
+    install_kick_handler();
+    let (output_tx, output_rx) = unbounded::<OutputItem>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let output = release::spawn(output_rx, output.control, output.policy, output.tap, output.held_times)
+        .map_err(|e| LaunchError::Thread("output", e))?;
+    let runner = Runner::new(machine, driver, stop_at, output_tx, stop.clone());
+    // True while vcpu0 may still be in KVM_RUN. The signal thread kicks only while holding
+    // this lock, so the thread it kicks cannot have exited (and its id been reused).
+    let alive = Arc::new(Mutex::new(true));
+    let vcpu_alive = alive.clone();
+    let vcpu = std::thread::Builder::new()
+        .name("vcpu0".into())
+        .spawn(move || {
+            let result = runner.run();
+            *vcpu_alive.lock().unwrap_or_else(|p| p.into_inner()) = false;
+            result
+        })
+        .map_err(|e| LaunchError::Thread("vcpu0", e))?;
+    spawn_signal_thread(vcpu.as_pthread_t(), stop, events, alive)?;
+    let result = vcpu.join().map_err(|_| LaunchError::VcpuPanicked)?;
+    // The runner dropped its output sender; the output thread drains and ends.
+    let _ = output.join();
+    Ok(result?)
+}
+
+/// SIGINT/SIGTERM are taken by the `signals` thread alone (threads inherit the mask).
+pub fn block_stop_signals() {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if let Err(e) = set.thread_block() {
+        tracing::warn!("cannot block SIGINT/SIGTERM ({e}); Ctrl-C will kill the VM without a clean stop");
+    }
+}
+
+extern "C" fn on_kick(_: libc::c_int) {}
+
+/// SIGUSR1 only has to interrupt `KVM_RUN`; its handler does nothing.
+fn install_kick_handler() {
+    let action = signal::SigAction::new(SigHandler::Handler(on_kick), signal::SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler is async-signal-safe (it does nothing), and replacing SIGUSR1's
+    // disposition affects only this process, which uses SIGUSR1 for nothing else.
+    if let Err(e) = unsafe { signal::sigaction(Signal::SIGUSR1, &action) } {
+        tracing::warn!("cannot install the vCPU kick handler ({e}); stopping may wait for the guest's next exit");
+    }
+}
+
+fn spawn_signal_thread(
+    vcpu: libc::pthread_t,
+    stop: Arc<AtomicBool>,
+    events: Sender<VmEvent>,
+    alive: Arc<Mutex<bool>>,
+) -> Result<(), LaunchError> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGINT);
+            set.add(Signal::SIGTERM);
+            let Ok(sig) = set.wait() else { return };
+            tracing::info!("{sig:?}: stopping the VM");
+            stop.store(true, Ordering::Relaxed);
+            let _ = events.send(VmEvent::Stop);
+            // The vCPU may be between its stop check and KVM_RUN; kick until it is out.
+            loop {
+                {
+                    let alive = alive.lock().unwrap_or_else(|p| p.into_inner());
+                    if !*alive {
+                        return;
+                    }
+                    let _ = nix::sys::pthread::pthread_kill(vcpu, Signal::SIGUSR1);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+        .map_err(|e| LaunchError::Thread("signals", e))?;
+    Ok(())
+}
