@@ -86,4 +86,6 @@ impl Drop for TempDir {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
+pub mod load;
+pub mod pair;
 pub mod vm;

@@ -92,6 +92,18 @@ impl VmProcess {
         }
     }
 
+    /// Waits until the VMM's diagnostics (stderr) contain `needle`.
+    pub fn wait_for_line_in_stderr(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.stderr().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ftvmm never logged {needle:?} within {timeout:?}; stderr:\n{}", self.stderr());
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -142,12 +154,19 @@ impl Drop for VmProcess {
 /// Runs `f` on a thread that has joined namespace `host`: every socket it (and any
 /// thread it spawns) opens lives in that namespace.
 pub fn in_netns<T: Send + 'static>(topo: &Topology, host: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_netns(topo, host, f).join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Like [`in_netns`], but returns at once; join the handle for the result.
+pub fn spawn_in_netns<T: Send + 'static>(
+    topo: &Topology,
+    host: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{}", topo.ns(host));
     std::thread::spawn(move || {
         let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
         f()
     })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }

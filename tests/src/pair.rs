@@ -1,0 +1,68 @@
+//! A primary and a backup VMM on two test hosts, serving the guest's KV store.
+use crate::netns::Topology;
+use crate::vm::VmProcess;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+pub const GUEST_CIDR: &str = "10.77.0.10/24";
+pub const PRIMARY_LISTEN: &str = "10.77.0.1:7000";
+/// Where a relay in host-b listens when a test puts one on the logging channel.
+pub const RELAY_LISTEN: &str = "127.0.0.1:7001";
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Tests that measure timing take turns: two pairs of VMs on two cores would
+/// measure each other.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub struct Pair {
+    pub primary: VmProcess,
+    pub backup: VmProcess,
+    pub relay: Option<Relay>,
+}
+
+/// Boots a primary in host-a and a backup in host-b; `relay_args` (if any) puts an
+/// `ftvmm-relay` with those extra flags between them, in host-b.
+pub fn start(topo: &Topology, extra: &[&str], relay_args: Option<&[&str]>) -> Pair {
+    let mut primary_args = vec!["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
+    primary_args.extend_from_slice(extra);
+    let mut primary = VmProcess::spawn(topo, "host-a", &primary_args);
+    let relay = relay_args.map(|args| Relay::start(topo, args));
+    let target = if relay.is_some() { RELAY_LISTEN } else { PRIMARY_LISTEN };
+    let mut backup_args = vec!["backup", "--primary", target, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
+    backup_args.extend_from_slice(extra);
+    let mut backup = VmProcess::spawn(topo, "host-b", &backup_args);
+    primary.wait_for_line("kv-server: listening", Duration::from_secs(15));
+    // A backup's console is output too: it stays silent until it goes live.
+    backup.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
+    Pair { primary, backup, relay }
+}
+
+/// `ftvmm-relay` in host-b between the backup and the primary.
+pub struct Relay {
+    child: Child,
+}
+
+impl Relay {
+    fn start(topo: &Topology, args: &[&str]) -> Relay {
+        let bin = crate::ftvmm_bin().with_file_name("ftvmm-relay");
+        let mut cmd: Command = topo.command("host-b", bin);
+        cmd.args(["--listen", RELAY_LISTEN, "--connect", PRIMARY_LISTEN]).args(args);
+        let mut child = cmd.env("FTVMM_LOG", "warn").stdout(Stdio::piped()).spawn().expect("spawn ftvmm-relay");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("relay stdout"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).expect("relay banner");
+        assert!(line.contains("relay listening"), "relay did not start: {line:?}");
+        Relay { child }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

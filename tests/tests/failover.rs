@@ -1,0 +1,189 @@
+//! A primary and a backup on two hosts; the primary dies; the backup goes live
+//! with the same state and the same TCP connections. Real processes, `kill -9`.
+use ftvmm_tests::load::{run_incr_load, ConnReport};
+use ftvmm_tests::netns::Topology;
+use ftvmm_tests::pair::{self, serial};
+use ftvmm_tests::vm::{in_netns, spawn_in_netns};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const GUEST: &str = "10.77.0.10:6379";
+
+fn command(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, cmd: &str) -> String {
+    stream.write_all(format!("{cmd}\r\n").as_bytes()).expect("send");
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("reply");
+    line.trim_end().to_string()
+}
+
+fn get(key: &str) -> String {
+    let mut s = TcpStream::connect(GUEST).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    command(&mut s, &mut r, &format!("GET {key}"));
+    let mut value = String::new();
+    r.read_line(&mut value).expect("value");
+    value.trim_end().to_string()
+}
+
+#[test]
+fn incr_on_the_same_connection_survives_the_primary_host_being_killed() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut pair = pair::start(&topo, &[], None);
+
+    let (first, second, gap) = {
+        let topo_ns = topo.ns("host-a");
+        in_netns(&topo, "client", move || {
+            let mut s = TcpStream::connect(GUEST).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            assert_eq!(command(&mut s, &mut r, "SET x 10"), "+OK");
+            let first = command(&mut s, &mut r, "INCR x");
+            // The whole primary host dies: every process in its namespace, kill -9.
+            let killed = std::process::Command::new("sh")
+                .args(["-c", &format!("ip netns pids {topo_ns} | xargs -r kill -9")])
+                .status()
+                .expect("kill");
+            assert!(killed.success());
+            let t0 = Instant::now();
+            let second = command(&mut s, &mut r, "INCR x");
+            (first, second, t0.elapsed())
+        })
+    };
+    println!("client saw a {} ms gap across the failover", gap.as_millis());
+
+    assert_eq!(first, ":11");
+    assert_eq!(second, ":12", "the backup must carry on with the same state on the same connection");
+    pair.backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
+    assert!(pair.primary.wait(Duration::from_secs(5)).is_some(), "the primary was killed");
+}
+
+fn totals(reports: &[ConnReport]) -> (u64, u64, Duration) {
+    let acked = reports.iter().map(|r| r.acked).sum();
+    let in_flight = reports.iter().filter(|r| r.in_flight).count() as u64;
+    let gap = reports.iter().map(|r| r.max_gap).max().unwrap_or_default();
+    (acked, in_flight, gap)
+}
+
+#[test]
+fn steady_incr_load_across_a_primary_kill_loses_no_acknowledged_write() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut pair = pair::start(&topo, &[], None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let load = spawn_in_netns(&topo, "client", move || run_incr_load(GUEST, "counter", 8, s));
+
+    std::thread::sleep(Duration::from_millis(1500));
+    topo.kill_all("host-a");
+    let killed_at = Instant::now();
+    pair.backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let reports = load.join().expect("load");
+    let final_value: i64 = in_netns(&topo, "client", || get("counter")).parse().expect("integer");
+
+    for r in &reports {
+        assert!(r.error.is_none(), "a client connection failed across the failover: {r:?}");
+    }
+    let (acked, in_flight, gap) = totals(&reports);
+    println!(
+        "acked {acked}, final {final_value}, in flight {in_flight}; longest client wait {} ms (kill at +0, wait ended +{} ms)",
+        gap.as_millis(),
+        reports.iter().filter_map(|r| r.max_gap_end).max().map_or(0, |t| t.saturating_duration_since(killed_at).as_millis())
+    );
+    assert!(acked > 100, "the load did not run: {acked} acked");
+    let final_value = final_value as u64;
+    assert!(final_value >= acked, "acknowledged writes were lost: final {final_value} < acked {acked}");
+    assert!(final_value <= acked + in_flight, "final {final_value} exceeds acked {acked} + in flight {in_flight}");
+}
+
+#[test]
+fn killing_the_backup_under_load_leaves_the_primary_serving_unprotected() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let timeout_ms = 200;
+    let mut pair = pair::start(&topo, &["--failover-timeout-ms", &timeout_ms.to_string()], None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let load = spawn_in_netns(&topo, "client", move || run_incr_load(GUEST, "counter", 4, s));
+
+    std::thread::sleep(Duration::from_millis(1000));
+    topo.kill_all("host-b");
+    pair.primary.wait_for_line_in_stderr("UNPROTECTED", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let reports = load.join().expect("load");
+    let info = in_netns(&topo, "client", || {
+        let mut s = TcpStream::connect(GUEST).expect("connect");
+        s.write_all(b"INFO replication\r\n").expect("send");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut s, &mut buf).expect("info");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+
+    for r in &reports {
+        assert!(r.error.is_none(), "a client connection failed: {r:?}");
+    }
+    let (acked, _, gap) = totals(&reports);
+    println!("acked {acked}; longest client wait {} ms with a {timeout_ms} ms failover timeout", gap.as_millis());
+    // Output waits for acks until the timeout declares the backup dead; then all is released.
+    assert!(gap < Duration::from_millis(timeout_ms + 400), "the primary stalled {} ms", gap.as_millis());
+    assert!(info.contains("ftvmm_protected:no"), "INFO must say the primary is unprotected: {info}");
+}
+
+#[test]
+fn output_waits_for_the_backups_ack() {
+    let _turn = serial();
+    let topo = Topology::up();
+    // Acks from the backup reach the primary 300 ms late; the log itself is not delayed.
+    let delay = Duration::from_millis(300);
+    let pair = pair::start(&topo, &["--failover-timeout-ms", "3000"], Some(&["--delay-up-ms", "300"]));
+
+    let latencies: Vec<Duration> = in_netns(&topo, "client", || {
+        let mut s = TcpStream::connect(GUEST).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                assert!(command(&mut s, &mut r, "INCR held").starts_with(':'));
+                t.elapsed()
+            })
+            .collect()
+    });
+    drop(pair);
+
+    println!("request latencies with acks delayed by {delay:?}: {latencies:?}");
+    for l in &latencies {
+        assert!(*l >= delay, "a reply left the primary after {l:?}, before the backup's ack could arrive");
+        assert!(*l < delay * 4, "a reply took {l:?}: more than the ack delay explains");
+    }
+}
+
+#[test]
+fn a_corrupt_log_frame_ends_the_channel_and_the_backup_stands_down() {
+    let _turn = serial();
+    let topo = Topology::up();
+    // Flip one byte well past the handshake, inside the record stream.
+    let mut pair = pair::start(&topo, &["--failover-timeout-ms", "1000"], Some(&["--corrupt-down-after", "6000"]));
+    let replies: Vec<String> = in_netns(&topo, "client", || {
+        let mut s = TcpStream::connect(GUEST).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        (0..200).map(|_| command(&mut s, &mut r, "INCR c")).collect()
+    });
+
+    let status = pair.backup.wait(Duration::from_secs(10)).expect("the backup must stop");
+    let err = pair.backup.stderr();
+    assert_eq!(status.code(), Some(7), "stderr: {err}");
+    assert!(err.contains("undecodable") || err.contains("checksum"), "stderr: {err}");
+    assert!(!err.contains("GOING LIVE"), "a backup fed a corrupt stream must not go live: {err}");
+    pair.primary.wait_for_line_in_stderr("UNPROTECTED", Duration::from_secs(5));
+    assert_eq!(replies.last().map(String::as_str), Some(":200"), "the primary keeps serving");
+}
