@@ -6,11 +6,12 @@ use crate::live::{LiveDriver, VmEvent};
 use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::pair::{self, TakeoverPlan};
 use crate::recorder::{RecordError, Recorder};
-use crate::release::{Control, HeldTimes, Policy};
+use crate::release::{Control, Policy, SharedReleaser};
 use crate::replay_driver::ReplayDriver;
 use crate::replayer::ReplayError;
 use crate::replication::{ReplicationError, Timing};
 use crate::runner::{Driver, Finish, Outcome, RunError};
+use crate::status::{self, Role, Stats};
 use crate::tap::{Tap, TapError};
 use crate::threads::{self, OutputPlan};
 use crossbeam_channel::bounded;
@@ -20,7 +21,6 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct VmOptions {
@@ -30,8 +30,10 @@ pub struct VmOptions {
     pub kernel: Option<PathBuf>,
     pub stop_at_exit: Option<u64>,
     pub net: NetConfig,
-    /// The TAP device that backs the NIC (run and record only).
+    /// The TAP device that backs the NIC.
     pub tap: Option<String>,
+    /// Serve `ftvmm status` here.
+    pub status: Option<String>,
 }
 
 pub enum Mode {
@@ -87,6 +89,12 @@ pub enum LaunchError {
     Thread(&'static str, std::io::Error),
     #[error(transparent)]
     Replication(ReplicationError),
+    #[error("cannot serve status on {addr}: {source}")]
+    Status {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the vCPU thread panicked; this is a bug in ftvmm")]
     VcpuPanicked,
 }
@@ -136,6 +144,16 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         return Err(LaunchError::TapInReplay);
     }
     let machine = Machine::new(&config, &image)?;
+    let stats = Stats::new(match mode {
+        Mode::Run => Role::Standalone,
+        Mode::Record(_) => Role::Recording,
+        Mode::Replay(_) => Role::Replaying,
+        Mode::Primary { .. } => Role::Primary,
+        Mode::Backup { .. } => Role::Backup,
+    });
+    if let Some(addr) = &opts.status {
+        status::serve(addr, stats.clone()).map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
+    }
     let (events_tx, events_rx) = bounded::<VmEvent>(4096);
     let (control_tx, control_rx) = bounded::<Control>(64);
     // A backup opens its TAP only when it goes live.
@@ -143,24 +161,21 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Mode::Backup { .. } => None,
         _ => opts.tap.as_deref().map(Tap::open).transpose()?,
     };
-    let (driver, policy, pair) = match (mode, replay_log) {
+    let releaser = SharedReleaser::new(Policy::Immediate, None, stats.clone());
+    let (driver, pair) = match (mode, replay_log) {
         (Mode::Replay(path), Some((reader, recorded))) => {
             recorded
                 .check_matches(&machine.header)
                 .map_err(|source| LaunchError::BadLog { path: path.display().to_string(), source })?;
-            (Driver::Replay(ReplayDriver::new(Box::new(reader))), Policy::Immediate, None)
+            (Driver::Replay(ReplayDriver::new(Box::new(reader))), None)
         }
         (Mode::Record(path), _) => {
             let recorder = Recorder::create(path, &machine.header)?;
-            (
-                Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx)),
-                Policy::Immediate,
-                None,
-            )
+            (Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx)), None)
         }
         (Mode::Primary { listen, timing }, _) => {
-            let p = pair::primary(&machine, listen, *timing, events_rx, control_tx.clone())?;
-            (p.driver, p.policy, Some(p.state))
+            let p = pair::primary(&machine, listen, *timing, events_rx, &releaser, stats.clone())?;
+            (p.driver, Some(p.state))
         }
         (Mode::Backup { primary, timing, connect_within }, _) => {
             let plan = TakeoverPlan {
@@ -171,10 +186,11 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
                 events_tx: events_tx.clone(),
                 control: control_tx.clone(),
             };
-            let p = pair::backup(&machine, primary, *timing, *connect_within, plan)?;
-            (p.driver, p.policy, Some(p.state))
+            let p = pair::backup(&machine, primary, *timing, *connect_within, plan, stats.clone())?;
+            releaser.set_policy(Policy::Backup { state: p.state.clone() });
+            (p.driver, Some(p.state))
         }
-        _ => (Driver::Live(LiveDriver::new(config.tick_hz, None, events_rx)), Policy::Immediate, None),
+        _ => (Driver::Live(LiveDriver::new(config.tick_hz, None, events_rx)), None),
     };
     if let Some(tap) = &tap {
         tap.spawn_reader(events_tx.clone(), VmEvent::Frame).map_err(|e| LaunchError::Thread("nic-rx", e))?;
@@ -186,10 +202,11 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         image = %logging_channel::short_hex(&machine.header.guest_image_digest),
         "booting guest"
     );
-    let held_times = Arc::new(Mutex::new(HeldTimes::default()));
-    let output = OutputPlan { policy, tap, control: control_rx, held_times: held_times.clone() };
+    releaser.set_tap(tap);
+    let output = OutputPlan { stats: stats.clone(), releaser: releaser.clone(), control: control_rx };
     let outcome = threads::run_threads(machine, driver, opts.stop_at_exit, output, events_tx)?;
-    report_held_times(&held_times, pair.is_some());
+    report_held_times(&releaser, pair.is_some());
+    tracing::info!("final status: {}", stats.snapshot());
     if let Some(state) = pair {
         if state.clean_end.load(Ordering::SeqCst) {
             tracing::info!("the primary stopped cleanly, so this backup stops too (it did not go live)");
@@ -198,11 +215,11 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     Ok(report(&outcome, opts.stop_at_exit))
 }
 
-fn report_held_times(held: &Mutex<HeldTimes>, paired: bool) {
+fn report_held_times(releaser: &SharedReleaser, paired: bool) {
     if !paired {
         return;
     }
-    if let Some((n, p50, p90, p99, max)) = held.lock().ok().and_then(|h| h.summary()) {
+    if let Some((n, p50, p90, p99, max)) = releaser.held_summary() {
         tracing::info!(
             outputs = n,
             p50_us = p50,

@@ -20,5 +20,6 @@ pub mod replay_driver;
 pub mod replayer;
 pub mod replication;
 pub mod runner;
+pub mod status;
 pub mod tap;
 pub mod threads;

@@ -59,6 +59,11 @@ enum Command {
         #[command(flatten)]
         timing: TimingArgs,
     },
+    /// Print the status of a running ftvmm (started with --status ADDR) as one JSON object.
+    Status {
+        /// The address given to --status.
+        addr: String,
+    },
     /// Run a fresh VM from a log alone (no timer, no device input) and check it does what was recorded.
     Replay {
         #[command(flatten)]
@@ -133,6 +138,9 @@ struct VmArgs {
     /// The guest's MAC (default: 52:54:00 and the last three bytes of --guest-ip).
     #[arg(long, value_name = "MAC", requires = "guest_ip")]
     mac: Option<String>,
+    /// Serve a JSON status snapshot here (read it with `ftvmm status ADDR`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    status: Option<String>,
 }
 
 impl VmArgs {
@@ -156,6 +164,7 @@ impl VmArgs {
             stop_at_exit: self.stop_at_exit,
             net,
             tap: self.tap.clone(),
+            status: self.status.clone(),
         })
     }
 }
@@ -165,6 +174,7 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let (vm, mode) = match cli.command {
+        Command::Status { addr } => return print_status(&addr),
         Command::Run(vm) => (vm, Mode::Run),
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file)),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file)),
@@ -196,6 +206,19 @@ fn main() -> ExitCode {
             eprintln!("error: {}", error_chain(&e));
             let code = e.downcast_ref::<LaunchError>().map_or(1, LaunchError::exit_code);
             ExitCode::from(code)
+        }
+    }
+}
+
+fn print_status(addr: &str) -> ExitCode {
+    match vmm::status::fetch(addr, Duration::from_secs(2)) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot read the status of an ftvmm at {addr}: {e}");
+            ExitCode::from(1)
         }
     }
 }

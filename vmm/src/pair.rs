@@ -2,10 +2,11 @@
 use crate::launch::LaunchError;
 use crate::live::{LiveDriver, VmEvent};
 use crate::machine::Machine;
-use crate::release::{Control, Policy};
+use crate::release::{Control, Policy, SharedReleaser};
 use crate::replay_driver::{ReplayDriver, Takeover};
 use crate::replication::{backup, handshake, primary, PairState, ReplicationError, Timing};
 use crate::runner::{Driver, RunError};
+use crate::status::Stats;
 use crate::tap::{gratuitous_arp, Tap};
 use crossbeam_channel::{Receiver, Sender};
 use guest_abi::NetConfig;
@@ -20,7 +21,6 @@ pub const FIRST_EPOCH: u64 = 1;
 /// What a paired VM needs besides its driver.
 pub struct Paired {
     pub driver: Driver,
-    pub policy: Policy,
     pub state: Arc<PairState>,
 }
 
@@ -30,7 +30,8 @@ pub fn primary(
     listen: &str,
     timing: Timing,
     events: Receiver<VmEvent>,
-    control: Sender<Control>,
+    releaser: &SharedReleaser,
+    stats: Arc<Stats>,
 ) -> Result<Paired, LaunchError> {
     let listener = handshake::listen(listen)?;
     tracing::info!(%listen, "primary waiting for a backup");
@@ -38,9 +39,22 @@ pub fn primary(
     let stream = handshake::accept_backup(&listener, &local)?;
     let state = PairState::new_protected();
     machine.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
-    let (sink, log) = primary::start(stream, timing, state.clone(), machine.repl_status.clone(), control)?;
+    if let Ok(peer) = stream.peer_addr() {
+        stats.set_peer(&peer.to_string());
+    }
+    stats.epoch.store(FIRST_EPOCH, Ordering::SeqCst);
+    stats.set_pair(state.clone());
+    let poke = releaser.clone();
+    let shared = primary::Shared {
+        state: state.clone(),
+        repl_status: machine.repl_status.clone(),
+        stats,
+        on_change: Arc::new(move || poke.poke()),
+    };
+    let (sink, wire) = primary::start(stream, timing, shared)?;
+    releaser.set_policy(Policy::Primary { state: state.clone(), wire });
     let driver = Driver::Live(LiveDriver::new(machine.header.tick_hz, Some(Box::new(sink)), events));
-    Ok(Paired { driver, policy: Policy::Primary { state: state.clone(), log }, state })
+    Ok(Paired { driver, state })
 }
 
 /// Everything a backup needs to go live, gathered before boot.
@@ -60,16 +74,20 @@ pub fn backup(
     timing: Timing,
     connect_within: Duration,
     plan: TakeoverPlan,
+    stats: Arc<Stats>,
 ) -> Result<Paired, LaunchError> {
     let local = hello(Role::Backup, &machine.header, FIRST_EPOCH);
     let stream = handshake::connect_primary(primary_addr, &local, connect_within)?;
     tracing::info!(primary = %primary_addr, "backup paired; replaying the primary's log");
     let state = PairState::new_protected();
     machine.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
+    stats.set_peer(primary_addr);
+    stats.epoch.store(FIRST_EPOCH, Ordering::SeqCst);
+    stats.set_pair(state.clone());
     let source = backup::start(stream, timing, state.clone())?;
     let takeover = takeover(plan, state.clone(), machine.repl_status.clone());
     let driver = Driver::Replay(ReplayDriver::with_takeover(Box::new(source), takeover, state.clone()));
-    Ok(Paired { driver, policy: Policy::Backup { state: state.clone() }, state })
+    Ok(Paired { driver, state })
 }
 
 fn takeover(plan: TakeoverPlan, state: Arc<PairState>, repl_status: Arc<std::sync::atomic::AtomicU64>) -> Takeover {

@@ -1,20 +1,26 @@
-//! The output thread: where the Output Rule lives.
+//! Where the Output Rule lives.
 //!
 //! Output produced at exit N leaves the VM only when the policy allows:
 //! at once (no backup), once the backup has acked `received_through >= N`
 //! (primary), or not at all until go-live (backup), when everything the
 //! primary may not have sent — output after its last released mark — is sent.
-//! The guest never waits for this thread; only its output does.
+//! The guest never waits for this; only its output does.
+//!
+//! The `output` thread queues what the vCPU produces; whoever learns that
+//! output may go (the output thread, or `ack-rx` the moment an ack arrives)
+//! releases it, so an ack costs no extra thread hop.
 use crate::bus::Output;
+use crate::replication::primary::LogWire;
 use crate::replication::PairState;
 use crate::runner::OutputItem;
+use crate::status::Stats;
 use crate::tap::Tap;
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 use logging_channel::Record;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A backup holds at most this many outputs for re-sending at go-live.
@@ -22,10 +28,10 @@ const MAX_HELD_ON_BACKUP: usize = 1 << 16;
 
 pub enum Policy {
     Immediate,
-    /// Hold until acked; `log` carries released marks to the backup.
+    /// Hold until acked; released marks go to the backup on `wire`.
     Primary {
         state: Arc<PairState>,
-        log: Sender<Record>,
+        wire: LogWire,
     },
     /// Hold everything until go-live, dropping what the primary marked released.
     Backup {
@@ -34,8 +40,6 @@ pub enum Policy {
 }
 
 pub enum Control {
-    /// Acks moved or the backup was lost: look again.
-    Wake,
     /// This backup is live: send what the primary may not have, then pass output through.
     GoLive { tap: Option<Tap>, released: u64 },
 }
@@ -73,48 +77,88 @@ struct Held {
 }
 
 pub struct Releaser {
+    stats: Arc<Stats>,
     policy: Policy,
     tap: Option<Tap>,
     queue: VecDeque<Held>,
-    held_times: Arc<Mutex<HeldTimes>>,
+    held_times: HeldTimes,
     last_released: u64,
 }
 
-pub fn spawn(
-    items: Receiver<OutputItem>,
-    control: Receiver<Control>,
-    policy: Policy,
-    tap: Option<Tap>,
-    held_times: Arc<Mutex<HeldTimes>>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let mut r = Releaser { policy, tap, queue: VecDeque::new(), held_times, last_released: 0 };
-    std::thread::Builder::new().name("output".into()).spawn(move || r.run(&items, &control))
-}
+/// The releaser, shared between the output thread and `ack-rx`.
+#[derive(Clone)]
+pub struct SharedReleaser(Arc<Mutex<Releaser>>);
 
-impl Releaser {
-    fn run(&mut self, items: &Receiver<OutputItem>, control: &Receiver<Control>) {
+impl SharedReleaser {
+    pub fn new(policy: Policy, tap: Option<Tap>, stats: Arc<Stats>) -> SharedReleaser {
+        let r =
+            Releaser { stats, policy, tap, queue: VecDeque::new(), held_times: HeldTimes::default(), last_released: 0 };
+        SharedReleaser(Arc::new(Mutex::new(r)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Releaser> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Acks moved, or the backup was lost: release what may go now.
+    pub fn poke(&self) {
+        self.lock().release_ready();
+    }
+
+    pub fn set_tap(&self, tap: Option<Tap>) {
+        self.lock().tap = tap;
+    }
+
+    /// Swaps the policy once the pairing exists (the wire is made after the releaser).
+    pub fn set_policy(&self, policy: Policy) {
+        self.lock().policy = policy;
+    }
+
+    pub fn held_summary(&self) -> Option<(usize, u32, u32, u32, u32)> {
+        self.lock().held_times.summary()
+    }
+
+    /// Starts the `output` thread, which queues what the vCPU produces.
+    pub fn spawn(
+        &self,
+        items: Receiver<OutputItem>,
+        control: Receiver<Control>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new().name("output".into()).spawn(move || me.run(&items, &control))
+    }
+
+    fn run(&self, items: &Receiver<OutputItem>, control: &Receiver<Control>) {
         loop {
             select! {
                 recv(items) -> item => match item {
-                    Ok(item) => self.queue.push_back(Held { item, produced: Instant::now() }),
+                    Ok(item) => {
+                        let mut r = self.lock();
+                        r.queue.push_back(Held { item, produced: Instant::now() });
+                        // Take whatever else is already queued under the same lock.
+                        while let Ok(item) = items.try_recv() {
+                            r.queue.push_back(Held { item, produced: Instant::now() });
+                        }
+                        r.release_ready();
+                    }
                     Err(_) => break,
                 },
-                recv(control) -> c => match c {
-                    Ok(Control::Wake) => {}
-                    Ok(Control::GoLive { tap, released }) => self.go_live(tap, released),
-                    Err(_) => {}
+                recv(control) -> c => if let Ok(Control::GoLive { tap, released }) = c {
+                    self.lock().go_live(tap, released);
                 },
             }
-            self.release_ready();
         }
-        // The VM has stopped: whatever it said last still goes out (or is dropped on a backup).
-        if !matches!(self.policy, Policy::Backup { .. }) {
-            while let Some(h) = self.queue.pop_front() {
-                self.emit(h);
+        // The VM has stopped: whatever it said last still goes out (a backup drops it).
+        let mut r = self.lock();
+        if !matches!(r.policy, Policy::Backup { .. }) {
+            while let Some(h) = r.queue.pop_front() {
+                r.emit(h);
             }
         }
     }
+}
 
+impl Releaser {
     fn release_ready(&mut self) {
         let limit = match &self.policy {
             Policy::Immediate => u64::MAX,
@@ -127,6 +171,7 @@ impl Releaser {
                 {
                     self.queue.pop_front();
                 }
+                self.stats.held_outputs.store(self.queue.len() as u64, Ordering::Relaxed);
                 return;
             }
         };
@@ -137,9 +182,10 @@ impl Releaser {
             self.emit(h);
             released_any = true;
         }
-        if let (true, Policy::Primary { state, log }) = (released_any, &self.policy) {
+        self.stats.held_outputs.store(self.queue.len() as u64, Ordering::Relaxed);
+        if let (true, Policy::Primary { state, wire }) = (released_any, &self.policy) {
             if state.protected.load(Ordering::SeqCst) {
-                let _ = log.try_send(Record::Released { exit_index: self.last_released });
+                wire.append(&Record::Released { exit_index: self.last_released }, false);
             }
         }
     }
@@ -149,12 +195,13 @@ impl Releaser {
         self.queue.retain(|h| h.item.exit_index > released);
         tracing::info!(resent = self.queue.len(), released, "live: re-sending output the primary may not have sent");
         self.policy = Policy::Immediate;
+        self.release_ready();
     }
 
     fn emit(&mut self, h: Held) {
-        if let Ok(mut t) = self.held_times.lock() {
-            t.add(h.produced.elapsed());
-        }
+        let held = h.produced.elapsed();
+        self.held_times.add(held);
+        self.stats.note_held(held);
         match h.item.output {
             Output::Console(bytes) => {
                 let mut out = std::io::stdout().lock();

@@ -11,6 +11,7 @@ use crate::machine::Machine;
 use crate::recorder::RecordError;
 use crate::replay_driver::ReplayDriver;
 use crate::replayer::ReplayError;
+use crate::status::{Role, Stats};
 use crossbeam_channel::Sender;
 use kvm_ioctls::VcpuFd;
 use logging_channel::{EndReason, ExitSig, Hash};
@@ -127,6 +128,7 @@ impl ExitContext<'_> {
 }
 
 pub struct Runner {
+    stats: Arc<Stats>,
     machine: Machine,
     driver: Driver,
     stop_at: Option<u64>,
@@ -141,8 +143,9 @@ impl Runner {
         stop_at: Option<u64>,
         output: Sender<OutputItem>,
         stop: Arc<AtomicBool>,
+        stats: Arc<Stats>,
     ) -> Runner {
-        Runner { machine, driver, stop_at, output, stop }
+        Runner { stats, machine, driver, stop_at, output, stop }
     }
 
     pub fn run(mut self) -> Result<Outcome, RunError> {
@@ -162,10 +165,13 @@ impl Runner {
                 ExitAction::Fatal(exit) => return Err(RunError::Fatal { index, exit }),
             };
             index += 1;
+            self.stats.exit_index.store(index, Ordering::Relaxed);
             match self.on_counted_exit(index, exit, &mut interrupts)? {
                 Step::Continue => {}
                 Step::Finish(f) => break f,
                 Step::GoLive(live) => {
+                    self.stats.set_role(Role::Live);
+                    self.stats.epoch.fetch_add(1, Ordering::SeqCst);
                     tracing::info!(exit = index, "replayed the whole log: this VM is live from here on");
                     self.driver = Driver::Live(*live);
                 }

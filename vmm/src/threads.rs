@@ -7,9 +7,9 @@
 use crate::launch::LaunchError;
 use crate::live::VmEvent;
 use crate::machine::Machine;
-use crate::release::{self, Control, HeldTimes, Policy};
+use crate::release::{Control, SharedReleaser};
 use crate::runner::{Driver, Outcome, OutputItem, Runner};
-use crate::tap::Tap;
+use crate::status::Stats;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use std::os::unix::thread::JoinHandleExt;
@@ -17,12 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How the guest's output leaves: the policy, the TAP (if any) and the control channel.
+/// How the guest's output leaves: the releaser (policy, TAP) and its control channel.
 pub struct OutputPlan {
-    pub policy: Policy,
-    pub tap: Option<Tap>,
+    pub stats: Arc<Stats>,
+    pub releaser: SharedReleaser,
     pub control: Receiver<Control>,
-    pub held_times: Arc<Mutex<HeldTimes>>,
 }
 
 pub fn run_threads(
@@ -35,9 +34,9 @@ pub fn run_threads(
     install_kick_handler();
     let (output_tx, output_rx) = unbounded::<OutputItem>();
     let stop = Arc::new(AtomicBool::new(false));
-    let output = release::spawn(output_rx, output.control, output.policy, output.tap, output.held_times)
-        .map_err(|e| LaunchError::Thread("output", e))?;
-    let runner = Runner::new(machine, driver, stop_at, output_tx, stop.clone());
+    let stats = output.stats.clone();
+    let output = output.releaser.spawn(output_rx, output.control).map_err(|e| LaunchError::Thread("output", e))?;
+    let runner = Runner::new(machine, driver, stop_at, output_tx, stop.clone(), stats);
     // True while vcpu0 may still be in KVM_RUN. The signal thread kicks only while holding
     // this lock, so the thread it kicks cannot have exited (and its id been reused).
     let alive = Arc::new(Mutex::new(true));

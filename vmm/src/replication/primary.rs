@@ -1,152 +1,209 @@
-//! The primary's side of the logging channel: `log-tx` streams records (and a
-//! heartbeat) to the backup; `ack-rx` reads its acks. If the backup goes
-//! silent, closes, or the stream fails, the primary drops it and runs
-//! unprotected: held output is released and nothing more is logged.
+//! The primary's side of the logging channel.
+//!
+//! Records are appended to a shared [`LogWire`] by the vCPU (and released
+//! marks by whoever releases output). The wire is written to the socket when
+//! the vCPU produced output (the backup must ack it before it can leave), when
+//! the buffer fills, and by `log-tx` when the heartbeat is due. `ack-rx` reads
+//! acks and calls back at once, so held output leaves without another thread
+//! hop. If the backup goes silent, closes, or the stream fails, the primary
+//! drops it and runs unprotected: held output is released, nothing more logged.
 use super::{PairState, ReplicationError, Timing};
 use crate::recorder::{LogSink, RecordError};
-use crate::release::Control;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crate::status::Stats;
 use logging_channel::channel::{Message, MessageReader};
 use logging_channel::{codec, Record};
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-/// Records in flight between the vCPU and `log-tx`; a full queue stalls the vCPU.
-const QUEUE_RECORDS: usize = 16 * 1024;
 /// How far the backup's replay may trail the primary, in exits, before the vCPU waits.
 const MAX_REPLAY_LAG: u64 = 256 * 1024;
-/// Bytes `log-tx` gathers into one write.
-const BATCH_BYTES: usize = 256 * 1024;
+/// Buffered log bytes that force a write even without output.
+const FLUSH_BYTES: usize = 64 * 1024;
 
-/// Drops the backup: everything held is released and the VM runs unprotected.
-pub fn lose_backup(state: &PairState, repl_status: &AtomicU64, wake: &Sender<Control>, why: &str) {
-    if state.protected.swap(false, Ordering::SeqCst) {
-        repl_status.store(0, Ordering::SeqCst);
-        tracing::warn!("backup lost ({why}): this primary now runs UNPROTECTED");
-        let _ = wake.try_send(Control::Wake);
+/// Called when acks move or the backup is lost: held output may go now.
+pub type OnChange = Arc<dyn Fn() + Send + Sync>;
+
+/// Everything the primary's threads share about the pairing.
+pub struct Shared {
+    pub state: Arc<PairState>,
+    pub repl_status: Arc<AtomicU64>,
+    pub stats: Arc<Stats>,
+    pub on_change: OnChange,
+}
+
+impl Shared {
+    /// Drops the backup: everything held is released and the VM runs unprotected.
+    pub fn lose_backup(&self, why: &str) {
+        if self.state.protected.swap(false, Ordering::SeqCst) {
+            self.repl_status.store(0, Ordering::SeqCst);
+            tracing::warn!("backup lost ({why}): this primary now runs UNPROTECTED");
+            (self.on_change)();
+        }
+    }
+}
+
+struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Highest exit index appended (released marks aside): a heartbeat repeats it.
+    highest: u64,
+    last_write: Instant,
+}
+
+/// The log's way to the backup, shared by the vCPU, the releaser and `log-tx`.
+#[derive(Clone)]
+pub struct LogWire {
+    wire: Arc<Mutex<Wire>>,
+    shared: Arc<Shared>,
+}
+
+impl LogWire {
+    fn lock(&self) -> MutexGuard<'_, Wire> {
+        self.wire.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `record`; writes everything buffered if `flush` or the buffer is full.
+    pub fn append(&self, record: &Record, flush: bool) {
+        if !self.shared.state.protected.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut w = self.lock();
+        if !matches!(record, Record::Released { .. }) {
+            w.highest = w.highest.max(record.exit_index());
+        }
+        codec::encode(record, &mut w.buf);
+        self.shared.stats.log_records.fetch_add(1, Ordering::Relaxed);
+        if flush || w.buf.len() >= FLUSH_BYTES {
+            let result = self.write_out(&mut w);
+            drop(w);
+            self.check(result);
+        }
+    }
+
+    /// Writes the buffer. Must not drop the backup itself: the caller holds the wire,
+    /// and dropping the backup releases output, which may append to the wire.
+    fn write_out(&self, w: &mut Wire) -> std::io::Result<()> {
+        if w.buf.is_empty() || !self.shared.state.protected.load(Ordering::Relaxed) {
+            w.buf.clear();
+            return Ok(());
+        }
+        self.shared.stats.log_bytes.fetch_add(w.buf.len() as u64, Ordering::Relaxed);
+        let Wire { stream, buf, .. } = w;
+        let result = stream.write_all(buf);
+        buf.clear();
+        w.last_write = Instant::now();
+        result
+    }
+
+    fn check(&self, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            self.shared.lose_backup(&format!("sending the log failed: {e}"));
+        }
+    }
+
+    /// The heartbeat: if nothing went out for `period`, send what is buffered plus a
+    /// progress mark repeating the highest exit sent, so the backup knows we live.
+    fn heartbeat(&self, period: Duration) {
+        let mut w = self.lock();
+        if w.last_write.elapsed() < period {
+            return;
+        }
+        let mark = Record::Progress { exit_index: w.highest };
+        codec::encode(&mark, &mut w.buf);
+        let result = self.write_out(&mut w);
+        drop(w);
+        self.check(result);
     }
 }
 
 /// The vCPU's end of the stream.
 pub struct StreamSink {
-    tx: Option<Sender<Record>>,
-    state: Arc<PairState>,
-    log_tx: Option<JoinHandle<()>>,
+    wire: LogWire,
+    stopped: Arc<AtomicBool>,
 }
 
-/// Starts `log-tx` and `ack-rx` on a paired connection. `wake` tells the output
-/// thread that acks moved (or that the backup is gone).
-pub fn start(
-    stream: TcpStream,
-    timing: Timing,
-    state: Arc<PairState>,
-    repl_status: Arc<AtomicU64>,
-    wake: Sender<Control>,
-) -> Result<(StreamSink, Sender<Record>), ReplicationError> {
-    let (tx, rx) = bounded::<Record>(QUEUE_RECORDS);
-    let write_half = stream.try_clone().map_err(|e| ReplicationError::Thread("log-tx", e))?;
-    let (st, rs, wk) = (state.clone(), repl_status.clone(), wake.clone());
-    let log_tx = std::thread::Builder::new()
+/// Starts `log-tx` (heartbeat) and `ack-rx` on a paired connection.
+pub fn start(stream: TcpStream, timing: Timing, shared: Shared) -> Result<(StreamSink, LogWire), ReplicationError> {
+    // A dead-but-silent backup must not block the vCPU in write() for minutes.
+    stream
+        .set_write_timeout(Some(timing.failover_timeout))
+        .map_err(|e| ReplicationError::Handshake(format!("cannot set the send timeout: {e}")))?;
+    let read_half = stream.try_clone().map_err(|e| ReplicationError::Thread("ack-rx", e))?;
+    let shared = Arc::new(shared);
+    let wire = LogWire {
+        wire: Arc::new(Mutex::new(Wire {
+            stream,
+            buf: Vec::with_capacity(FLUSH_BYTES),
+            highest: 0,
+            last_write: Instant::now(),
+        })),
+        shared: shared.clone(),
+    };
+    let stopped = Arc::new(AtomicBool::new(false));
+    let (w, stop) = (wire.clone(), stopped.clone());
+    std::thread::Builder::new()
         .name("log-tx".into())
-        .spawn(move || send_loop(write_half, &rx, timing.heartbeat, &st, &rs, &wk))
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) && w.shared.state.protected.load(Ordering::Relaxed) {
+                std::thread::sleep(timing.heartbeat / 2);
+                w.heartbeat(timing.heartbeat);
+            }
+        })
         .map_err(|e| ReplicationError::Thread("log-tx", e))?;
-    let st = state.clone();
     std::thread::Builder::new()
         .name("ack-rx".into())
-        .spawn(move || ack_loop(stream, timing.failover_timeout, &st, &repl_status, &wake))
+        .spawn(move || ack_loop(read_half, timing.failover_timeout, &shared))
         .map_err(|e| ReplicationError::Thread("ack-rx", e))?;
-    let sink = StreamSink { tx: Some(tx.clone()), state, log_tx: Some(log_tx) };
-    Ok((sink, tx))
+    Ok((StreamSink { wire: wire.clone(), stopped }, wire))
 }
 
 impl LogSink for StreamSink {
     fn send(&mut self, record: Record) -> Result<(), RecordError> {
-        if !self.state.protected.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        if let Some(tx) = &self.tx {
-            // A full queue blocks here: the backup is behind and the guest waits for it.
-            let _ = tx.send(record);
-        }
+        // Progress is what the vCPU sends when it produced output (and the end record
+        // ends the log): write at once, the output is waiting for the backup's ack.
+        let flush = matches!(record, Record::Progress { .. } | Record::End { .. });
+        self.wire.append(&record, flush);
         Ok(())
     }
 
     fn throttle(&mut self, exit_index: u64) {
-        while self.state.protected.load(Ordering::Relaxed)
-            && exit_index.saturating_sub(self.state.replayed_through.load(Ordering::Relaxed)) > MAX_REPLAY_LAG
+        let state = &self.wire.shared.state;
+        while state.protected.load(Ordering::Relaxed)
+            && exit_index.saturating_sub(state.replayed_through.load(Ordering::Relaxed)) > MAX_REPLAY_LAG
         {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
 
-    fn finish(mut self: Box<Self>) -> Result<(), RecordError> {
-        self.tx.take();
-        if let Some(h) = self.log_tx.take() {
-            let _ = h.join();
-        }
+    fn finish(self: Box<Self>) -> Result<(), RecordError> {
+        self.stopped.store(true, Ordering::SeqCst);
+        let mut w = self.wire.lock();
+        let result = self.wire.write_out(&mut w);
+        let _ = w.stream.shutdown(Shutdown::Write);
+        drop(w);
+        self.wire.check(result);
         Ok(())
     }
 }
 
-fn send_loop(
-    mut stream: TcpStream,
-    rx: &Receiver<Record>,
-    heartbeat: Duration,
-    state: &PairState,
-    repl_status: &AtomicU64,
-    wake: &Sender<Control>,
-) {
-    let mut buf = Vec::with_capacity(BATCH_BYTES);
-    let mut highest = 0u64;
-    loop {
-        buf.clear();
-        match rx.recv_timeout(heartbeat) {
-            Ok(record) => {
-                note(&record, &mut highest);
-                codec::encode(&record, &mut buf);
-                while buf.len() < BATCH_BYTES {
-                    let Ok(more) = rx.try_recv() else { break };
-                    note(&more, &mut highest);
-                    codec::encode(&more, &mut buf);
-                }
-            }
-            // Nothing to say: a progress mark for the last exit sent is the heartbeat.
-            Err(RecvTimeoutError::Timeout) => codec::encode(&Record::Progress { exit_index: highest }, &mut buf),
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if !state.protected.load(Ordering::Relaxed) {
-            continue; // keep draining so the vCPU never blocks on a dead backup
-        }
-        if let Err(e) = stream.write_all(&buf) {
-            lose_backup(state, repl_status, wake, &format!("sending the log failed: {e}"));
-        }
-    }
-    let _ = stream.flush();
-    let _ = stream.shutdown(Shutdown::Write);
-}
-
-fn note(record: &Record, highest: &mut u64) {
-    if !matches!(record, Record::Released { .. }) {
-        *highest = (*highest).max(record.exit_index());
-    }
-}
-
-fn ack_loop(stream: TcpStream, timeout: Duration, state: &PairState, repl_status: &AtomicU64, wake: &Sender<Control>) {
+fn ack_loop(stream: TcpStream, timeout: Duration, shared: &Shared) {
     if let Err(e) = stream.set_read_timeout(Some(timeout)) {
-        lose_backup(state, repl_status, wake, &format!("cannot set the ack timeout: {e}"));
+        shared.lose_backup(&format!("cannot set the ack timeout: {e}"));
         return;
     }
+    let state = &shared.state;
     let mut reader = MessageReader::new(&stream);
     loop {
         let why = match reader.next_message() {
             Ok(Some(Message::Ack(ack))) => {
-                state.acked_through.fetch_max(ack.received_through, Ordering::SeqCst);
+                let before = state.acked_through.fetch_max(ack.received_through, Ordering::SeqCst);
                 state.replayed_through.fetch_max(ack.replayed_through, Ordering::SeqCst);
-                let _ = wake.try_send(Control::Wake);
+                if ack.received_through > before {
+                    (shared.on_change)();
+                }
                 continue;
             }
             Ok(Some(other)) => format!("the backup sent {other:?} where acks were expected"),
@@ -158,7 +215,7 @@ fn ack_loop(stream: TcpStream, timeout: Duration, state: &PairState, repl_status
             }
             Err(e) => format!("reading acks failed: {e}"),
         };
-        lose_backup(state, repl_status, wake, &why);
+        shared.lose_backup(&why);
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }

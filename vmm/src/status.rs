@@ -1,0 +1,201 @@
+//! What a running VMM reports about itself: counters shared by its threads,
+//! served as one JSON object per connection on `--status ADDR` and printed by
+//! `ftvmm status ADDR`, for scripts and people.
+use crate::replication::PairState;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Role {
+    Standalone = 0,
+    Recording = 1,
+    Replaying = 2,
+    Primary = 3,
+    Backup = 4,
+    /// A backup that went live.
+    Live = 5,
+}
+
+impl Role {
+    fn name(v: u8) -> &'static str {
+        match v {
+            1 => "recording",
+            2 => "replaying",
+            3 => "primary",
+            4 => "backup",
+            5 => "live",
+            _ => "standalone",
+        }
+    }
+}
+
+/// Recent held times, for percentiles that describe now rather than all time.
+#[derive(Debug, Default)]
+struct Recent {
+    ring: Vec<u32>,
+    next: usize,
+}
+
+impl Recent {
+    const LEN: usize = 4096;
+
+    fn push(&mut self, v: u32) {
+        if self.ring.len() < Self::LEN {
+            self.ring.push(v);
+        } else {
+            self.ring[self.next] = v;
+        }
+        self.next = (self.next + 1) % Self::LEN;
+    }
+
+    fn percentiles(&self) -> (u32, u32, u32) {
+        let mut s = self.ring.clone();
+        if s.is_empty() {
+            return (0, 0, 0);
+        }
+        s.sort_unstable();
+        let at = |p: usize| s[(s.len() - 1) * p / 100];
+        (at(50), at(99), s[s.len() - 1])
+    }
+}
+
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    role: AtomicU8,
+    pub epoch: AtomicU64,
+    pub exit_index: AtomicU64,
+    pub log_bytes: AtomicU64,
+    pub log_records: AtomicU64,
+    pub held_outputs: AtomicU64,
+    pub outputs_released: AtomicU64,
+    peer: Mutex<String>,
+    recent_held: Mutex<Recent>,
+    pair: Mutex<Option<Arc<PairState>>>,
+}
+
+impl Stats {
+    pub fn new(role: Role) -> Arc<Stats> {
+        Arc::new(Stats {
+            started: Instant::now(),
+            role: AtomicU8::new(role as u8),
+            epoch: AtomicU64::new(0),
+            exit_index: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            log_records: AtomicU64::new(0),
+            held_outputs: AtomicU64::new(0),
+            outputs_released: AtomicU64::new(0),
+            peer: Mutex::new(String::new()),
+            recent_held: Mutex::new(Recent::default()),
+            pair: Mutex::new(None),
+        })
+    }
+
+    pub fn set_role(&self, role: Role) {
+        self.role.store(role as u8, Ordering::SeqCst);
+    }
+
+    pub fn set_peer(&self, peer: &str) {
+        *self.peer.lock().unwrap_or_else(|p| p.into_inner()) = peer.to_string();
+    }
+
+    pub fn set_pair(&self, pair: Arc<PairState>) {
+        *self.pair.lock().unwrap_or_else(|p| p.into_inner()) = Some(pair);
+    }
+
+    pub fn note_held(&self, held: Duration) {
+        let us = held.as_micros().min(u128::from(u32::MAX)) as u32;
+        self.recent_held.lock().unwrap_or_else(|p| p.into_inner()).push(us);
+        self.outputs_released.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One JSON object describing this VMM now.
+    pub fn snapshot(&self) -> String {
+        let (p50, p99, max) = self.recent_held.lock().unwrap_or_else(|p| p.into_inner()).percentiles();
+        let pair = self.pair.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (protected, acked, replayed) = match &pair {
+            Some(p) => (
+                p.protected.load(Ordering::SeqCst),
+                p.acked_through.load(Ordering::SeqCst),
+                p.replayed_through.load(Ordering::SeqCst),
+            ),
+            None => (false, 0, 0),
+        };
+        let exit_index = self.exit_index.load(Ordering::Relaxed);
+        let role = self.role.load(Ordering::SeqCst);
+        let lag = if role == Role::Primary as u8 && protected { exit_index.saturating_sub(replayed) } else { 0 };
+        let peer = self.peer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        format!(
+            concat!(
+                "{{\"role\":\"{}\",\"epoch\":{},\"protected\":{},\"peer\":\"{}\",\"exit_index\":{},",
+                "\"acked_through\":{},\"replayed_through\":{},\"lag_exits\":{},\"held_outputs\":{},",
+                "\"outputs_released\":{},\"held_p50_us\":{},\"held_p99_us\":{},\"held_max_us\":{},",
+                "\"log_bytes\":{},\"log_records\":{},\"uptime_ms\":{}}}"
+            ),
+            Role::name(role),
+            self.epoch.load(Ordering::SeqCst),
+            protected,
+            peer.escape_default(),
+            exit_index,
+            acked,
+            replayed,
+            lag,
+            self.held_outputs.load(Ordering::Relaxed),
+            self.outputs_released.load(Ordering::Relaxed),
+            p50,
+            p99,
+            max,
+            self.log_bytes.load(Ordering::Relaxed),
+            self.log_records.load(Ordering::Relaxed),
+            self.started.elapsed().as_millis(),
+        )
+    }
+}
+
+/// Serves `stats` on `addr`: every connection gets one JSON line, then is closed.
+pub fn serve(addr: &str, stats: Arc<Stats>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    std::thread::Builder::new().name("status".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.write_all(format!("{}\n", stats.snapshot()).as_bytes());
+        }
+    })?;
+    Ok(())
+}
+
+/// `ftvmm status ADDR`: fetches one snapshot.
+pub fn fetch(addr: &str, timeout: Duration) -> std::io::Result<String> {
+    let sock = addr
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr:?} is not IP:PORT")))?;
+    let conn = TcpStream::connect_timeout(&sock, timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    let mut out = String::new();
+    conn.take(64 * 1024).read_to_string(&mut out)?;
+    Ok(out.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_is_one_json_object_with_the_role_and_recent_held_times() {
+        let s = Stats::new(Role::Primary);
+        s.set_peer("10.0.0.2:1234");
+        for us in [100u64, 200, 300] {
+            s.note_held(Duration::from_micros(us));
+        }
+        let j = s.snapshot();
+        assert!(j.starts_with('{') && j.ends_with('}'), "{j}");
+        assert!(j.contains("\"role\":\"primary\""), "{j}");
+        assert!(j.contains("\"held_p50_us\":200"), "{j}");
+        assert!(j.contains("\"outputs_released\":3"), "{j}");
+        assert!(j.contains("\"peer\":\"10.0.0.2:1234\""), "{j}");
+    }
+}
