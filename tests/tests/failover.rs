@@ -187,3 +187,33 @@ fn a_corrupt_log_frame_ends_the_channel_and_the_backup_stands_down() {
     pair.primary.wait_for_line_in_stderr("UNPROTECTED", Duration::from_secs(5));
     assert_eq!(replies.last().map(String::as_str), Some(":200"), "the primary keeps serving");
 }
+
+#[test]
+fn a_clean_primary_stop_stops_the_backup_without_it_going_live() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut pair = pair::start(&topo, &[], None);
+    let info = in_netns(&topo, "client", || {
+        let mut s = TcpStream::connect(GUEST).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        for _ in 0..50 {
+            assert!(command(&mut s, &mut r, "INCR k").starts_with(':'));
+        }
+        s.write_all(b"INFO replication\r\n").expect("send");
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut r, &mut buf).expect("info");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    assert!(info.contains("ftvmm_protected:yes"), "a paired primary reports protection: {info}");
+
+    assert!(pair.primary.terminate().success(), "primary: {}", pair.primary.stderr());
+    let status = pair.backup.wait(Duration::from_secs(10)).expect("the backup stops when the primary does");
+
+    let err = pair.backup.stderr();
+    assert!(status.success(), "backup: {err}");
+    assert!(err.contains("ended its log cleanly"), "{err}");
+    assert!(!err.contains("GOING LIVE"), "a clean stop is not a failure: {err}");
+    // The end record carries the primary's final state digest; the backup reached the same one.
+    assert!(err.contains("EndOfLog(Shutdown)"), "{err}");
+}

@@ -107,3 +107,57 @@ fn drain_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &PairState, tx: &
     buf.drain(..used);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            codec::encode(r, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_frame_cut_short_stays_buffered_and_never_reaches_the_vm() {
+        let bytes = frames(&[Record::Progress { exit_index: 5 }, Record::Progress { exit_index: 9 }]);
+        let mut buf = bytes[..bytes.len() - 3].to_vec();
+        let (tx, rx) = unbounded();
+        let mut seq = Sequencer::new();
+
+        drain_frames(&mut buf, &mut seq, &PairState::default(), &tx).expect("a partial frame is not an error yet");
+
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![Record::Progress { exit_index: 5 }]);
+        assert_eq!(buf.len(), bytes.len() / 2 - 3, "the partial frame waits for its remaining bytes");
+        assert_eq!(seq.covered_through(), Some(5), "acks cover only complete records");
+    }
+
+    #[test]
+    fn a_corrupt_frame_is_an_error_and_nothing_from_it_on_is_passed() {
+        let mut buf = frames(&[
+            Record::Progress { exit_index: 5 },
+            Record::Progress { exit_index: 9 },
+            Record::Progress { exit_index: 12 },
+        ]);
+        let second = buf.len() / 3;
+        buf[second + 6] ^= 0xff;
+        let (tx, rx) = unbounded();
+
+        let err = drain_frames(&mut buf, &mut Sequencer::new(), &PairState::default(), &tx).unwrap_err();
+
+        assert!(err.contains("undecodable"), "{err}");
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![Record::Progress { exit_index: 5 }]);
+    }
+
+    #[test]
+    fn records_out_of_order_are_refused() {
+        let mut buf = frames(&[Record::Progress { exit_index: 9 }, Record::Progress { exit_index: 5 }]);
+        let (tx, _rx) = unbounded();
+
+        let err = drain_frames(&mut buf, &mut Sequencer::new(), &PairState::default(), &tx).unwrap_err();
+
+        assert!(err.contains("out of order"), "{err}");
+    }
+}
