@@ -166,10 +166,7 @@ impl Hello {
         if self.role == Role::Invalid || self.role == local.role {
             return refuse(
                 RefuseCode::RoleConflict,
-                format!(
-                    "peer wants to be {}, and this node is {}",
-                    self.role, local.role
-                ),
+                format!("peer wants to be {}, and this node is {}", self.role, local.role),
             );
         }
         if let Err(mismatch) = self.machine().check_matches(&local.machine()) {
@@ -214,9 +211,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             b.extend_from_slice(&h.tick_hz.to_le_bytes());
             b.extend_from_slice(&h.epoch.to_le_bytes());
         }
-        Message::HelloReply(HelloReply::Accept) => {
-            b.extend_from_slice(&[tag::HELLO_REPLY, tag::ACCEPT])
-        }
+        Message::HelloReply(HelloReply::Accept) => b.extend_from_slice(&[tag::HELLO_REPLY, tag::ACCEPT]),
         Message::HelloReply(HelloReply::Refuse { code, reason }) => {
             b.extend_from_slice(&[tag::HELLO_REPLY, tag::REFUSE, *code as u8]);
             // Saturation only for texts far beyond MAX_FRAME_LEN, which the
@@ -258,18 +253,10 @@ fn decode_body(body: &[u8]) -> Result<Message, CodecError> {
                     ),
                 });
             }
-            let ack = Ack {
-                received_through,
-                replayed_through,
-            };
+            let ack = Ack { received_through, replayed_through };
             (Message::Ack(ack), "ack")
         }
-        other => {
-            return Err(CodecError::UnknownTag {
-                what: "channel message",
-                tag: other,
-            })
-        }
+        other => return Err(CodecError::UnknownTag { what: "channel message", tag: other }),
     };
     c.finish(name)?;
     Ok(message)
@@ -278,10 +265,7 @@ fn decode_body(body: &[u8]) -> Result<Message, CodecError> {
 fn decode_hello(c: &mut Cursor<'_>) -> Result<Hello, CodecError> {
     let protocol_version = c.u16("hello protocol version")?;
     let raw_role = c.u8("hello role")?;
-    let role = Role::from_u8(raw_role).ok_or(CodecError::UnknownTag {
-        what: "role",
-        tag: raw_role,
-    })?;
+    let role = Role::from_u8(raw_role).ok_or(CodecError::UnknownTag { what: "role", tag: raw_role })?;
     Ok(Hello {
         protocol_version,
         role,
@@ -298,22 +282,15 @@ fn decode_reply(c: &mut Cursor<'_>) -> Result<HelloReply, CodecError> {
         tag::ACCEPT => Ok(HelloReply::Accept),
         tag::REFUSE => {
             let raw_code = c.u8("refuse code")?;
-            let code = RefuseCode::from_u8(raw_code).ok_or(CodecError::UnknownTag {
-                what: "refuse code",
-                tag: raw_code,
-            })?;
+            let code =
+                RefuseCode::from_u8(raw_code).ok_or(CodecError::UnknownTag { what: "refuse code", tag: raw_code })?;
             let len = c.count("refuse reason length", 1)?;
             let reason = std::str::from_utf8(c.bytes(len, "refuse reason")?)
-                .map_err(|e| CodecError::Malformed {
-                    what: format!("refuse reason is not UTF-8: {e}"),
-                })?
+                .map_err(|e| CodecError::Malformed { what: format!("refuse reason is not UTF-8: {e}") })?
                 .to_owned();
             Ok(HelloReply::Refuse { code, reason })
         }
-        other => Err(CodecError::UnknownTag {
-            what: "hello reply verdict",
-            tag: other,
-        }),
+        other => Err(CodecError::UnknownTag { what: "hello reply verdict", tag: other }),
     }
 }
 
@@ -327,10 +304,7 @@ pub struct MessageReader<R: Read> {
 
 impl<R: Read> MessageReader<R> {
     pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            body: Vec::new(),
-        }
+        Self { inner, body: Vec::new() }
     }
 
     /// The next message, or `Ok(None)` at a clean end of stream between

@@ -36,12 +36,7 @@ pub enum CodecError {
     #[error("malformed frame: {what}")]
     Malformed { what: String },
     #[error("out-of-order log: {record} at exit {exit_index} after exit {previous}: {rule}")]
-    OutOfOrder {
-        record: &'static str,
-        exit_index: u64,
-        previous: u64,
-        rule: &'static str,
-    },
+    OutOfOrder { record: &'static str, exit_index: u64, previous: u64, rule: &'static str },
     #[error("I/O error on log stream: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -81,11 +76,7 @@ fn put_u32_len(out: &mut Vec<u8>, n: usize) {
 
 fn encode_body(record: &Record, out: &mut Vec<u8>) {
     match record {
-        Record::Entry {
-            exit_index,
-            sig,
-            events,
-        } => {
+        Record::Entry { exit_index, sig, events } => {
             out.push(tag::ENTRY);
             out.extend_from_slice(&exit_index.to_le_bytes());
             out.push(sig.kind as u8);
@@ -101,11 +92,7 @@ fn encode_body(record: &Record, out: &mut Vec<u8>) {
             out.push(tag::PROGRESS);
             out.extend_from_slice(&exit_index.to_le_bytes());
         }
-        Record::Digest {
-            exit_index,
-            scope,
-            hash,
-        } => {
+        Record::Digest { exit_index, scope, hash } => {
             out.push(tag::DIGEST);
             out.extend_from_slice(&exit_index.to_le_bytes());
             out.push(*scope as u8);
@@ -115,11 +102,7 @@ fn encode_body(record: &Record, out: &mut Vec<u8>) {
             out.push(tag::RELEASED);
             out.extend_from_slice(&exit_index.to_le_bytes());
         }
-        Record::End {
-            exit_index,
-            reason,
-            state_digest,
-        } => {
+        Record::End { exit_index, reason, state_digest } => {
             out.push(tag::END);
             out.extend_from_slice(&exit_index.to_le_bytes());
             out.push(*reason as u8);
@@ -172,11 +155,7 @@ pub fn validate(record: &Record) -> Result<(), CodecError> {
             check_discriminant("digest scope", *scope as u8, *scope == DigestScope::Invalid)?;
             1 + 8 + 1 + 32
         }
-        Record::End {
-            reason,
-            state_digest,
-            ..
-        } => {
+        Record::End { reason, state_digest, .. } => {
             check_discriminant("end reason", *reason as u8, *reason == EndReason::Invalid)?;
             1 + 8 + 1 + 1 + if state_digest.is_some() { 32 } else { 0 }
         }
@@ -197,8 +176,7 @@ fn check_discriminant(what: &'static str, tag: u8, invalid: bool) -> Result<(), 
 
 fn empty_entry() -> CodecError {
     CodecError::Malformed {
-        what: "entry carries no events (an exit where nothing happened is covered by progress)"
-            .into(),
+        what: "entry carries no events (an exit where nothing happened is covered by progress)".into(),
     }
 }
 
@@ -231,55 +209,25 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<Record, CodecError> {
             for _ in 0..count {
                 events.push(decode_event(&mut c)?);
             }
-            Record::Entry {
-                exit_index,
-                sig,
-                events,
-            }
+            Record::Entry { exit_index, sig, events }
         }
-        tag::PROGRESS => Record::Progress {
-            exit_index: c.u64("progress exit index")?,
-        },
+        tag::PROGRESS => Record::Progress { exit_index: c.u64("progress exit index")? },
         tag::DIGEST => {
             let exit_index = c.u64("digest exit index")?;
             let raw = c.u8("digest scope")?;
-            let scope = DigestScope::from_u8(raw).ok_or(CodecError::UnknownTag {
-                what: "digest scope",
-                tag: raw,
-            })?;
-            Record::Digest {
-                exit_index,
-                scope,
-                hash: c.hash("digest hash")?,
-            }
+            let scope = DigestScope::from_u8(raw).ok_or(CodecError::UnknownTag { what: "digest scope", tag: raw })?;
+            Record::Digest { exit_index, scope, hash: c.hash("digest hash")? }
         }
-        tag::RELEASED => Record::Released {
-            exit_index: c.u64("released exit index")?,
-        },
+        tag::RELEASED => Record::Released { exit_index: c.u64("released exit index")? },
         tag::END => {
             let exit_index = c.u64("end exit index")?;
             let raw = c.u8("end reason")?;
-            let reason = EndReason::from_u8(raw).ok_or(CodecError::UnknownTag {
-                what: "end reason",
-                tag: raw,
-            })?;
-            let state_digest = if c.bool("end state digest present")? {
-                Some(c.hash("end state digest")?)
-            } else {
-                None
-            };
-            Record::End {
-                exit_index,
-                reason,
-                state_digest,
-            }
+            let reason = EndReason::from_u8(raw).ok_or(CodecError::UnknownTag { what: "end reason", tag: raw })?;
+            let state_digest =
+                if c.bool("end state digest present")? { Some(c.hash("end state digest")?) } else { None };
+            Record::End { exit_index, reason, state_digest }
         }
-        other => {
-            return Err(CodecError::UnknownTag {
-                what: "record",
-                tag: other,
-            })
-        }
+        other => return Err(CodecError::UnknownTag { what: "record", tag: other }),
     };
     c.finish(record.name())?;
     Ok(record)
@@ -287,10 +235,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<Record, CodecError> {
 
 fn decode_sig(c: &mut Cursor<'_>) -> Result<ExitSig, CodecError> {
     let raw = c.u8("exit kind")?;
-    let kind = ExitKind::from_u8(raw).ok_or(CodecError::UnknownTag {
-        what: "exit kind",
-        tag: raw,
-    })?;
+    let kind = ExitKind::from_u8(raw).ok_or(CodecError::UnknownTag { what: "exit kind", tag: raw })?;
     Ok(ExitSig {
         kind,
         addr: c.u64("exit address")?,
@@ -301,21 +246,13 @@ fn decode_sig(c: &mut Cursor<'_>) -> Result<ExitSig, CodecError> {
 
 fn decode_event(c: &mut Cursor<'_>) -> Result<Event, CodecError> {
     match c.u8("event tag")? {
-        tag::EVENT_INTERRUPT => Ok(Event::Interrupt {
-            vector: c.u8("interrupt vector")?,
-        }),
+        tag::EVENT_INTERRUPT => Ok(Event::Interrupt { vector: c.u8("interrupt vector")? }),
         tag::EVENT_DEVICE_INPUT => {
             let device = c.u16("device id")?;
             let len = c.count("device input length", 1)?;
-            Ok(Event::DeviceInput {
-                device,
-                bytes: c.bytes(len, "device input bytes")?.to_vec(),
-            })
+            Ok(Event::DeviceInput { device, bytes: c.bytes(len, "device input bytes")?.to_vec() })
         }
-        other => Err(CodecError::UnknownTag {
-            what: "event",
-            tag: other,
-        }),
+        other => Err(CodecError::UnknownTag { what: "event", tag: other }),
     }
 }
 
@@ -332,10 +269,7 @@ pub struct RecordReader<R: Read> {
 
 impl<R: Read> RecordReader<R> {
     pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            body: Vec::new(),
-        }
+        Self { inner, body: Vec::new() }
     }
 
     /// The next record, or `Ok(None)` at a clean end of stream between frames.

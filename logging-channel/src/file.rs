@@ -45,15 +45,8 @@ pub enum FileError {
     /// ends inside its last frame.
     #[error("log file is truncated: it ends in the middle of its {part}")]
     Truncated { part: &'static str },
-    #[error(
-        "log was recorded with another {field} ({recorded} vs {expected}); {}",
-        mismatch_hint(field)
-    )]
-    Mismatch {
-        field: &'static str,
-        recorded: String,
-        expected: String,
-    },
+    #[error("log was recorded with another {field} ({recorded} vs {expected}); {}", mismatch_hint(field))]
+    Mismatch { field: &'static str, recorded: String, expected: String },
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("I/O error on log file: {0}")]
@@ -81,10 +74,7 @@ fn digest_pair(recorded: &Hash, expected: &Hash) -> (String, String) {
     if r != e {
         (r, e)
     } else {
-        (
-            crate::record::full_hex(recorded),
-            crate::record::full_hex(expected),
-        )
+        (crate::record::full_hex(recorded), crate::record::full_hex(expected))
     }
 }
 
@@ -92,20 +82,14 @@ impl LogHeader {
     /// Checks that a log recorded with `self` can be replayed on a machine set
     /// up as `expected`; the error names the first field that differs.
     pub fn check_matches(&self, expected: &LogHeader) -> Result<(), FileError> {
-        let mismatch = |field, (recorded, expected): (String, String)| FileError::Mismatch {
-            field,
-            recorded,
-            expected,
-        };
+        let mismatch =
+            |field, (recorded, expected): (String, String)| FileError::Mismatch { field, recorded, expected };
         if self.guest_image_digest != expected.guest_image_digest {
             let pair = digest_pair(&self.guest_image_digest, &expected.guest_image_digest);
             return Err(mismatch(FIELD_GUEST_IMAGE, pair));
         }
         if self.mem_size != expected.mem_size {
-            let pair = (
-                format!("{} bytes", self.mem_size),
-                format!("{} bytes", expected.mem_size),
-            );
+            let pair = (format!("{} bytes", self.mem_size), format!("{} bytes", expected.mem_size));
             return Err(mismatch(FIELD_MEM_SIZE, pair));
         }
         if self.cpuid_digest != expected.cpuid_digest {
@@ -113,10 +97,7 @@ impl LogHeader {
             return Err(mismatch(FIELD_CPUID, pair));
         }
         if self.tick_hz != expected.tick_hz {
-            let pair = (
-                format!("{} Hz", self.tick_hz),
-                format!("{} Hz", expected.tick_hz),
-            );
+            let pair = (format!("{} Hz", self.tick_hz), format!("{} Hz", expected.tick_hz));
             return Err(mismatch(FIELD_TICK_HZ, pair));
         }
         Ok(())
@@ -145,10 +126,7 @@ impl LogHeader {
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
         if version != PROTOCOL_VERSION {
-            return Err(FileError::UnsupportedVersion {
-                found: version,
-                supported: PROTOCOL_VERSION,
-            });
+            return Err(FileError::UnsupportedVersion { found: version, supported: PROTOCOL_VERSION });
         }
         let (body, crc) = bytes.split_at(HEADER_LEN - 4);
         if crc32fast::hash(body).to_le_bytes() != crc {
@@ -186,11 +164,7 @@ impl<W: Write> LogWriter<W> {
     /// Writes the header to `inner`.
     pub fn new(mut inner: W, header: &LogHeader) -> io::Result<Self> {
         inner.write_all(&header.to_bytes())?;
-        Ok(Self {
-            inner,
-            sequencer: Sequencer::new(),
-            scratch: Vec::new(),
-        })
+        Ok(Self { inner, sequencer: Sequencer::new(), scratch: Vec::new() })
     }
 
     /// Appends `record`, or rejects it (writing nothing) if it is invalid or
@@ -244,10 +218,7 @@ impl<R: Read> LogReader<R> {
             return Err(FileError::Truncated { part: "header" });
         }
         let header = LogHeader::from_bytes(&bytes)?;
-        let reader = Self {
-            records: RecordReader::new(inner),
-            sequencer: Sequencer::new(),
-        };
+        let reader = Self { records: RecordReader::new(inner), sequencer: Sequencer::new() };
         Ok((reader, header))
     }
 
@@ -280,9 +251,7 @@ impl<R: Read> LogReader<R> {
 impl FileError {
     fn from_codec(e: CodecError) -> Self {
         match e {
-            CodecError::Truncated => FileError::Truncated {
-                part: "last record",
-            },
+            CodecError::Truncated => FileError::Truncated { part: "last record" },
             CodecError::Io(io) => FileError::Io(io),
             other => FileError::Codec(other),
         }

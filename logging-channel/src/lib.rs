@@ -58,12 +58,11 @@ pub mod channel;
 pub mod codec;
 pub mod file;
 mod record;
+pub mod state;
 
 pub use codec::{CodecError, RecordReader, Sequencer};
 pub use file::{FileError, LogHeader, LogReader, LogWriter};
-pub use record::{
-    full_hex, short_hex, DigestScope, EndReason, Event, ExitKind, ExitSig, Hash, Record,
-};
+pub use record::{full_hex, short_hex, DigestScope, EndReason, Event, ExitKind, ExitSig, Hash, Record};
 
 /// Version of the frame format, the record file and the handshake.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -24,13 +24,8 @@ pub enum ExitKind {
 
 impl ExitKind {
     /// All kinds a log may carry (everything but `Invalid`).
-    pub const VALID: [ExitKind; 5] = [
-        ExitKind::IoIn,
-        ExitKind::IoOut,
-        ExitKind::MmioRead,
-        ExitKind::MmioWrite,
-        ExitKind::Hlt,
-    ];
+    pub const VALID: [ExitKind; 5] =
+        [ExitKind::IoIn, ExitKind::IoOut, ExitKind::MmioRead, ExitKind::MmioWrite, ExitKind::Hlt];
 
     /// The wire discriminant; `None` for 0 and unknown values.
     pub fn from_u8(value: u8) -> Option<Self> {
@@ -118,11 +113,7 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    pub const VALID: [EndReason; 3] = [
-        EndReason::StopAtExit,
-        EndReason::GuestExit,
-        EndReason::Shutdown,
-    ];
+    pub const VALID: [EndReason; 3] = [EndReason::StopAtExit, EndReason::GuestExit, EndReason::Shutdown];
 
     pub fn from_u8(value: u8) -> Option<Self> {
         Self::VALID.into_iter().find(|k| *k as u8 == value)
@@ -147,28 +138,16 @@ impl fmt::Display for EndReason {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Record {
     /// What happened at exit `exit_index`. Carries at least one event.
-    Entry {
-        exit_index: u64,
-        sig: ExitSig,
-        events: Vec<Event>,
-    },
+    Entry { exit_index: u64, sig: ExitSig, events: Vec<Event> },
     /// Nothing happened at any exit up to `exit_index` that was not already
     /// sent; doubles as the heartbeat.
     Progress { exit_index: u64 },
     /// A hash of machine state at `exit_index`, for divergence detection.
-    Digest {
-        exit_index: u64,
-        scope: DigestScope,
-        hash: Hash,
-    },
+    Digest { exit_index: u64, scope: DigestScope, hash: Hash },
     /// The highest exit whose output the primary has put on the wire.
     Released { exit_index: u64 },
     /// The log is complete; nothing follows.
-    End {
-        exit_index: u64,
-        reason: EndReason,
-        state_digest: Option<Hash>,
-    },
+    End { exit_index: u64, reason: EndReason, state_digest: Option<Hash> },
 }
 
 impl Record {

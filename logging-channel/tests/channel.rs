@@ -10,16 +10,8 @@ use logging_channel::{codec, CodecError, Record, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 fn arb_hello() -> impl Strategy<Value = Hello> {
-    (
-        any::<u16>(),
-        prop::sample::select(Role::VALID.to_vec()),
-        arb_header(),
-        any::<u64>(),
-    )
-        .prop_map(|(protocol_version, role, machine, epoch)| Hello {
-            protocol_version,
-            ..hello(role, &machine, epoch)
-        })
+    (any::<u16>(), prop::sample::select(Role::VALID.to_vec()), arb_header(), any::<u64>())
+        .prop_map(|(protocol_version, role, machine, epoch)| Hello { protocol_version, ..hello(role, &machine, epoch) })
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
@@ -28,10 +20,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
         Just(Message::HelloReply(HelloReply::Accept)),
         (prop::sample::select(RefuseCode::VALID.to_vec()), ".{0,40}")
             .prop_map(|(code, reason)| Message::HelloReply(HelloReply::Refuse { code, reason })),
-        (any::<u64>(), any::<u64>()).prop_map(|(a, b)| Message::Ack(Ack {
-            received_through: a.max(b),
-            replayed_through: a.min(b),
-        })),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(a, b)| Message::Ack(Ack { received_through: a.max(b), replayed_through: a.min(b) })),
     ]
 }
 
@@ -80,28 +70,13 @@ fn refusal_with_text_round_trips() {
 fn record_frame_is_not_a_channel_message_and_vice_versa() {
     let mut record_frame = Vec::new();
     codec::encode(&Record::Progress { exit_index: 1 }, &mut record_frame);
-    let ack_frame = encoded(&Message::Ack(Ack {
-        received_through: 1,
-        replayed_through: 1,
-    }));
+    let ack_frame = encoded(&Message::Ack(Ack { received_through: 1, replayed_through: 1 }));
 
     let as_message = decode_err(&record_frame);
     let as_record = codec::decode(&ack_frame).unwrap_err();
 
-    assert!(matches!(
-        as_message,
-        CodecError::UnknownTag {
-            what: "channel message",
-            tag: 2
-        }
-    ));
-    assert!(matches!(
-        as_record,
-        CodecError::UnknownTag {
-            what: "record",
-            tag: 0x83
-        }
-    ));
+    assert!(matches!(as_message, CodecError::UnknownTag { what: "channel message", tag: 2 }));
+    assert!(matches!(as_record, CodecError::UnknownTag { what: "record", tag: 0x83 }));
 }
 
 #[test]
@@ -113,13 +88,7 @@ fn invalid_role_is_rejected() {
 
     let err = decode_err(&frame_with_body(&body));
 
-    assert!(matches!(
-        err,
-        CodecError::UnknownTag {
-            what: "role",
-            tag: 0
-        }
-    ));
+    assert!(matches!(err, CodecError::UnknownTag { what: "role", tag: 0 }));
 }
 
 #[test]
@@ -127,37 +96,20 @@ fn invalid_refuse_code_and_verdict_are_rejected() {
     let bad_code = frame_with_body(&[0x82, 2, 0, 0, 0, 0, 0]);
     let bad_verdict = frame_with_body(&[0x82, 0]);
 
-    assert!(matches!(
-        decode_err(&bad_code),
-        CodecError::UnknownTag {
-            what: "refuse code",
-            tag: 0
-        }
-    ));
-    assert!(matches!(
-        decode_err(&bad_verdict),
-        CodecError::UnknownTag {
-            what: "hello reply verdict",
-            tag: 0
-        }
-    ));
+    assert!(matches!(decode_err(&bad_code), CodecError::UnknownTag { what: "refuse code", tag: 0 }));
+    assert!(matches!(decode_err(&bad_verdict), CodecError::UnknownTag { what: "hello reply verdict", tag: 0 }));
 }
 
 #[test]
 fn refusal_text_that_is_not_utf8_is_malformed() {
     let err = decode_err(&frame_with_body(&[0x82, 2, 1, 2, 0, 0, 0, 0xff, 0xfe]));
 
-    assert!(
-        matches!(&err, CodecError::Malformed { what } if what.contains("UTF-8")),
-        "{err}"
-    );
+    assert!(matches!(&err, CodecError::Malformed { what } if what.contains("UTF-8")), "{err}");
 }
 
 #[test]
 fn refusal_text_longer_than_the_frame_is_malformed() {
-    let err = decode_err(&frame_with_body(&[
-        0x82, 2, 1, 0xff, 0xff, 0xff, 0xff, b'x',
-    ]));
+    let err = decode_err(&frame_with_body(&[0x82, 2, 1, 0xff, 0xff, 0xff, 0xff, b'x']));
 
     assert!(matches!(err, CodecError::Malformed { .. }));
 }
@@ -175,27 +127,16 @@ fn ack_replaying_past_what_was_received_is_malformed() {
 
 #[test]
 fn message_reader_reads_a_handshake_then_acks() {
-    let conversation = [
-        Message::HelloReply(HelloReply::Accept),
-        Message::Ack(Ack {
-            received_through: 9,
-            replayed_through: 4,
-        }),
-    ];
+    let conversation =
+        [Message::HelloReply(HelloReply::Accept), Message::Ack(Ack { received_through: 9, replayed_through: 4 })];
     let mut bytes = Vec::new();
     for m in &conversation {
         encode(m, &mut bytes);
     }
     let mut reader = MessageReader::new(Cursor::new(bytes));
 
-    assert_eq!(
-        reader.next_message().unwrap().as_ref(),
-        Some(&conversation[0])
-    );
-    assert_eq!(
-        reader.next_message().unwrap().as_ref(),
-        Some(&conversation[1])
-    );
+    assert_eq!(reader.next_message().unwrap().as_ref(), Some(&conversation[0]));
+    assert_eq!(reader.next_message().unwrap().as_ref(), Some(&conversation[1]));
     assert!(reader.next_message().unwrap().is_none());
 }
 
@@ -207,31 +148,19 @@ fn matching_primary_and_backup_pair() {
 
 #[test]
 fn other_protocol_version_is_refused() {
-    let peer = Hello {
-        protocol_version: PROTOCOL_VERSION + 1,
-        ..primary()
-    };
+    let peer = Hello { protocol_version: PROTOCOL_VERSION + 1, ..primary() };
 
-    assert_eq!(
-        refuse_code(peer.evaluate(&backup())),
-        RefuseCode::VersionMismatch
-    );
+    assert_eq!(refuse_code(peer.evaluate(&backup())), RefuseCode::VersionMismatch);
 }
 
 #[test]
 fn two_primaries_are_refused() {
-    assert_eq!(
-        refuse_code(primary().evaluate(&primary())),
-        RefuseCode::RoleConflict
-    );
+    assert_eq!(refuse_code(primary().evaluate(&primary())), RefuseCode::RoleConflict);
 }
 
 #[test]
 fn different_machine_is_refused_naming_the_field() {
-    let peer = Hello {
-        mem_size: 1 << 30,
-        ..primary()
-    };
+    let peer = Hello { mem_size: 1 << 30, ..primary() };
 
     let reply = peer.evaluate(&backup());
 
@@ -244,14 +173,8 @@ fn different_machine_is_refused_naming_the_field() {
 
 #[test]
 fn peer_from_an_older_epoch_is_refused_and_a_newer_one_accepted() {
-    let old = Hello {
-        epoch: 2,
-        ..primary()
-    };
-    let new = Hello {
-        epoch: 4,
-        ..primary()
-    };
+    let old = Hello { epoch: 2, ..primary() };
+    let new = Hello { epoch: 4, ..primary() };
 
     assert_eq!(refuse_code(old.evaluate(&backup())), RefuseCode::StaleEpoch);
     assert_eq!(new.evaluate(&backup()), HelloReply::Accept);

@@ -4,9 +4,7 @@ use std::io::Cursor;
 
 use common::*;
 use logging_channel::codec::{decode, encode, validate};
-use logging_channel::{
-    CodecError, DigestScope, EndReason, ExitKind, ExitSig, Record, RecordReader, MAX_FRAME_LEN,
-};
+use logging_channel::{CodecError, DigestScope, EndReason, ExitKind, ExitSig, Record, RecordReader, MAX_FRAME_LEN};
 use proptest::prelude::*;
 
 fn decode_err(buf: &[u8]) -> CodecError {
@@ -87,10 +85,7 @@ fn record_tag_zero_and_unknown_tags_are_rejected() {
     for tag in [0u8, 6, 255] {
         let err = decode_err(&frame_with_body(&[tag, 0, 0, 0, 0, 0, 0, 0, 0]));
 
-        assert!(
-            matches!(err, CodecError::UnknownTag { what: "record", tag: t } if t == tag),
-            "tag {tag}: {err}"
-        );
+        assert!(matches!(err, CodecError::UnknownTag { what: "record", tag: t } if t == tag), "tag {tag}: {err}");
     }
 }
 
@@ -124,9 +119,7 @@ fn invalid_digest_scope_is_rejected() {
 
         let err = decode_err(&frame_with_body(&body));
 
-        assert!(
-            matches!(err, CodecError::UnknownTag { what: "digest scope", tag } if tag == scope)
-        );
+        assert!(matches!(err, CodecError::UnknownTag { what: "digest scope", tag } if tag == scope));
     }
 }
 
@@ -139,17 +132,8 @@ fn invalid_end_reason_and_bad_digest_flag_are_rejected() {
         frame_with_body(&body)
     };
 
-    assert!(matches!(
-        decode_err(&end(0, 0)),
-        CodecError::UnknownTag {
-            what: "end reason",
-            tag: 0
-        }
-    ));
-    assert!(matches!(
-        decode_err(&end(1, 2)),
-        CodecError::Malformed { .. }
-    ));
+    assert!(matches!(decode_err(&end(0, 0)), CodecError::UnknownTag { what: "end reason", tag: 0 }));
+    assert!(matches!(decode_err(&end(1, 2)), CodecError::Malformed { .. }));
 }
 
 #[test]
@@ -159,10 +143,7 @@ fn trailing_bytes_inside_a_frame_are_malformed() {
 
     let err = decode_err(&frame_with_body(&body));
 
-    assert!(
-        matches!(&err, CodecError::Malformed { what } if what.contains("trailing")),
-        "{err}"
-    );
+    assert!(matches!(&err, CodecError::Malformed { what } if what.contains("trailing")), "{err}");
 }
 
 #[test]
@@ -178,10 +159,7 @@ fn event_count_beyond_the_frame_is_malformed() {
 
     let err = decode_err(&frame_with_body(&body));
 
-    assert!(
-        matches!(&err, CodecError::Malformed { what } if what.contains("event count")),
-        "{err}"
-    );
+    assert!(matches!(&err, CodecError::Malformed { what } if what.contains("event count")), "{err}");
 }
 
 #[test]
@@ -197,18 +175,11 @@ fn device_input_length_beyond_the_frame_is_malformed() {
 
 #[test]
 fn entry_without_events_is_rejected_by_validate_and_decode() {
-    let record = Record::Entry {
-        exit_index: 1,
-        sig: sample_sig(),
-        events: vec![],
-    };
+    let record = Record::Entry { exit_index: 1, sig: sample_sig(), events: vec![] };
     let mut buf = Vec::new();
     encode(&record, &mut buf);
 
-    assert!(matches!(
-        validate(&record),
-        Err(CodecError::Malformed { .. })
-    ));
+    assert!(matches!(validate(&record), Err(CodecError::Malformed { .. })));
     assert!(matches!(decode_err(&buf), CodecError::Malformed { .. }));
 }
 
@@ -216,22 +187,11 @@ fn entry_without_events_is_rejected_by_validate_and_decode() {
 fn invalid_discriminants_are_rejected_by_validate_as_decode_would() {
     let bad_sig = Record::Entry {
         exit_index: 1,
-        sig: ExitSig {
-            kind: ExitKind::Invalid,
-            ..sample_sig()
-        },
+        sig: ExitSig { kind: ExitKind::Invalid, ..sample_sig() },
         events: vec![logging_channel::Event::Interrupt { vector: 1 }],
     };
-    let bad_scope = Record::Digest {
-        exit_index: 1,
-        scope: DigestScope::Invalid,
-        hash: [0; 32],
-    };
-    let bad_reason = Record::End {
-        exit_index: 1,
-        reason: EndReason::Invalid,
-        state_digest: None,
-    };
+    let bad_scope = Record::Digest { exit_index: 1, scope: DigestScope::Invalid, hash: [0; 32] };
+    let bad_reason = Record::End { exit_index: 1, reason: EndReason::Invalid, state_digest: None };
 
     for record in [bad_sig, bad_scope, bad_reason] {
         let mut buf = Vec::new();
@@ -246,18 +206,12 @@ fn oversized_record_is_rejected_by_validate_and_decode() {
     let record = Record::Entry {
         exit_index: 1,
         sig: sample_sig(),
-        events: vec![logging_channel::Event::DeviceInput {
-            device: 0,
-            bytes: vec![0; MAX_FRAME_LEN],
-        }],
+        events: vec![logging_channel::Event::DeviceInput { device: 0, bytes: vec![0; MAX_FRAME_LEN] }],
     };
     let mut buf = Vec::new();
     encode(&record, &mut buf);
 
-    assert!(matches!(
-        validate(&record),
-        Err(CodecError::FrameTooLarge { .. })
-    ));
+    assert!(matches!(validate(&record), Err(CodecError::FrameTooLarge { .. })));
     assert!(matches!(decode_err(&buf), CodecError::FrameTooLarge { .. }));
 }
 
@@ -271,25 +225,13 @@ fn stream_ending_mid_frame_is_truncated_and_between_frames_is_clean() {
 
     assert_eq!(reader.next_record().unwrap(), Some(entry(1)));
     assert!(matches!(reader.next_record(), Err(CodecError::Truncated)));
-    assert_eq!(
-        RecordReader::new(Cursor::new(&buf[..whole]))
-            .next_record()
-            .unwrap(),
-        Some(entry(1))
-    );
-    assert!(RecordReader::new(Cursor::new(&[][..]))
-        .next_record()
-        .unwrap()
-        .is_none());
+    assert_eq!(RecordReader::new(Cursor::new(&buf[..whole])).next_record().unwrap(), Some(entry(1)));
+    assert!(RecordReader::new(Cursor::new(&[][..])).next_record().unwrap().is_none());
 }
 
 #[test]
 fn error_messages_say_what_is_wrong() {
-    let msg = CodecError::UnknownTag {
-        what: "exit kind",
-        tag: 0,
-    }
-    .to_string();
+    let msg = CodecError::UnknownTag { what: "exit kind", tag: 0 }.to_string();
 
     assert!(msg.contains("exit kind") && msg.contains('0'), "{msg}");
     assert!(CodecError::Truncated.to_string().contains("truncated"));

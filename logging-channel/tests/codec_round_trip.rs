@@ -19,19 +19,8 @@ fn round_trip(record: &Record) -> Record {
 fn entry_with_device_input_round_trips() {
     let record = Record::Entry {
         exit_index: 42,
-        sig: ExitSig {
-            kind: ExitKind::MmioRead,
-            addr: 0xfeb0_0000,
-            data: 7,
-            regs_hash: 99,
-        },
-        events: vec![
-            Event::DeviceInput {
-                device: 1,
-                bytes: vec![0xff; 1514],
-            },
-            Event::Interrupt { vector: 33 },
-        ],
+        sig: ExitSig { kind: ExitKind::MmioRead, addr: 0xfeb0_0000, data: 7, regs_hash: 99 },
+        events: vec![Event::DeviceInput { device: 1, bytes: vec![0xff; 1514] }, Event::Interrupt { vector: 33 }],
     };
 
     let decoded = round_trip(&record);
@@ -41,11 +30,7 @@ fn entry_with_device_input_round_trips() {
 
 #[test]
 fn end_without_state_digest_round_trips() {
-    let record = Record::End {
-        exit_index: u64::MAX,
-        reason: EndReason::GuestExit,
-        state_digest: None,
-    };
+    let record = Record::End { exit_index: u64::MAX, reason: EndReason::GuestExit, state_digest: None };
 
     assert_eq!(round_trip(&record), record);
 }
@@ -70,10 +55,7 @@ fn device_input_at_the_frame_limit_round_trips() {
     let record = Record::Entry {
         exit_index: 1,
         sig: sample_sig(),
-        events: vec![Event::DeviceInput {
-            device: 0,
-            bytes: vec![7; logging_channel::MAX_FRAME_LEN - overhead],
-        }],
+        events: vec![Event::DeviceInput { device: 0, bytes: vec![7; logging_channel::MAX_FRAME_LEN - overhead] }],
     };
 
     assert!(validate(&record).is_ok());

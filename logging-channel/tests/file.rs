@@ -5,9 +5,7 @@ use std::io::Cursor;
 use common::*;
 use logging_channel::codec::encode;
 use logging_channel::file::HEADER_LEN;
-use logging_channel::{
-    CodecError, Event, FileError, LogHeader, LogReader, LogWriter, Record, PROTOCOL_VERSION,
-};
+use logging_channel::{CodecError, Event, FileError, LogHeader, LogReader, LogWriter, Record, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 fn write_log(header: &LogHeader, records: &[Record]) -> Vec<u8> {
@@ -64,10 +62,7 @@ fn log_with_network_frames_round_trips() {
         Record::Entry {
             exit_index: 10,
             sig: sample_sig(),
-            events: vec![Event::DeviceInput {
-                device: 1,
-                bytes: b"\x00\x11\x22 frame".to_vec(),
-            }],
+            events: vec![Event::DeviceInput { device: 1, bytes: b"\x00\x11\x22 frame".to_vec() }],
         },
         Record::Progress { exit_index: 12 },
     ];
@@ -86,9 +81,7 @@ fn bad_magic_is_not_a_log() {
 
     assert!(matches!(open_err(&bytes), FileError::NotALog));
     assert!(matches!(open_err(b"hello"), FileError::NotALog));
-    assert!(open_err(b"#!/bin/sh\n")
-        .to_string()
-        .contains("not an ftvmm log"));
+    assert!(open_err(b"#!/bin/sh\n").to_string().contains("not an ftvmm log"));
 }
 
 #[test]
@@ -98,13 +91,7 @@ fn other_version_is_unsupported() {
 
     let err = open_err(&with_valid_crc(bytes));
 
-    assert!(matches!(
-        err,
-        FileError::UnsupportedVersion {
-            found: 2,
-            supported: 1
-        }
-    ));
+    assert!(matches!(err, FileError::UnsupportedVersion { found: 2, supported: 1 }));
 }
 
 #[test]
@@ -136,10 +123,7 @@ fn short_header_is_truncated() {
     for len in 0..HEADER_LEN {
         let err = open_err(&bytes[..len]);
 
-        assert!(
-            matches!(err, FileError::Truncated { part: "header" }),
-            "len {len}: {err}"
-        );
+        assert!(matches!(err, FileError::Truncated { part: "header" }), "len {len}: {err}");
     }
 }
 
@@ -157,15 +141,7 @@ fn log_ending_inside_its_last_record_is_truncated() {
 
     let err = read_log(&bytes[..bytes.len() - 1]).unwrap_err();
 
-    assert!(
-        matches!(
-            err,
-            FileError::Truncated {
-                part: "last record"
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, FileError::Truncated { part: "last record" }), "{err}");
 }
 
 #[test]
@@ -176,10 +152,7 @@ fn out_of_order_entries_in_a_file_are_rejected() {
 
     let err = read_log(&bytes).unwrap_err();
 
-    assert!(matches!(
-        err,
-        FileError::Codec(CodecError::OutOfOrder { exit_index: 4, .. })
-    ));
+    assert!(matches!(err, FileError::Codec(CodecError::OutOfOrder { exit_index: 4, .. })));
 }
 
 #[test]
@@ -187,23 +160,13 @@ fn writer_refuses_out_of_order_and_invalid_records_without_writing() {
     let mut writer = LogWriter::new(Vec::new(), &sample_header()).unwrap();
     writer.write(&entry(5)).unwrap();
     let len_before = writer.get_ref().len();
-    let empty_entry = Record::Entry {
-        exit_index: 9,
-        sig: sample_sig(),
-        events: vec![],
-    };
+    let empty_entry = Record::Entry { exit_index: 9, sig: sample_sig(), events: vec![] };
 
     let backwards = writer.write(&entry(3));
     let empty = writer.write(&empty_entry);
 
-    assert!(matches!(
-        backwards,
-        Err(FileError::Codec(CodecError::OutOfOrder { .. }))
-    ));
-    assert!(matches!(
-        empty,
-        Err(FileError::Codec(CodecError::Malformed { .. }))
-    ));
+    assert!(matches!(backwards, Err(FileError::Codec(CodecError::OutOfOrder { .. }))));
+    assert!(matches!(empty, Err(FileError::Codec(CodecError::Malformed { .. }))));
     assert_eq!(writer.get_ref().len(), len_before);
 }
 
@@ -216,62 +179,25 @@ fn matching_headers_check_ok() {
 fn each_mismatched_field_is_named() {
     let recorded = sample_header();
     let cases: [(LogHeader, &str, &str); 4] = [
-        (
-            LogHeader {
-                guest_image_digest: [0xef; 32],
-                ..recorded
-            },
-            "guest image digest",
-            "--kernel",
-        ),
-        (
-            LogHeader {
-                mem_size: 128 << 20,
-                ..recorded
-            },
-            "memory size",
-            "memory size",
-        ),
-        (
-            LogHeader {
-                cpuid_digest: [0; 32],
-                ..recorded
-            },
-            "CPUID table digest",
-            "CPUID",
-        ),
-        (
-            LogHeader {
-                tick_hz: 1000,
-                ..recorded
-            },
-            "tick rate",
-            "tick rate",
-        ),
+        (LogHeader { guest_image_digest: [0xef; 32], ..recorded }, "guest image digest", "--kernel"),
+        (LogHeader { mem_size: 128 << 20, ..recorded }, "memory size", "memory size"),
+        (LogHeader { cpuid_digest: [0; 32], ..recorded }, "CPUID table digest", "CPUID"),
+        (LogHeader { tick_hz: 1000, ..recorded }, "tick rate", "tick rate"),
     ];
     for (expected, field, hint) in cases {
         let err = recorded.check_matches(&expected).unwrap_err();
 
         let msg = err.to_string();
-        assert!(
-            matches!(err, FileError::Mismatch { field: f, .. } if f == field),
-            "{msg}"
-        );
+        assert!(matches!(err, FileError::Mismatch { field: f, .. } if f == field), "{msg}");
         assert!(msg.contains(hint), "{msg}");
     }
 }
 
 #[test]
 fn digest_mismatch_message_shows_shortened_digests() {
-    let expected = LogHeader {
-        guest_image_digest: [0xef; 32],
-        ..sample_header()
-    };
+    let expected = LogHeader { guest_image_digest: [0xef; 32], ..sample_header() };
 
-    let msg = sample_header()
-        .check_matches(&expected)
-        .unwrap_err()
-        .to_string();
+    let msg = sample_header().check_matches(&expected).unwrap_err().to_string();
 
     assert_eq!(
         msg,

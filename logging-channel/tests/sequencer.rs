@@ -8,26 +8,17 @@ fn progress(exit_index: u64) -> Record {
 }
 
 fn digest(exit_index: u64) -> Record {
-    Record::Digest {
-        exit_index,
-        scope: DigestScope::Registers,
-        hash: [1; 32],
-    }
+    Record::Digest { exit_index, scope: DigestScope::Registers, hash: [1; 32] }
 }
 
 fn end(exit_index: u64) -> Record {
-    Record::End {
-        exit_index,
-        reason: EndReason::Shutdown,
-        state_digest: None,
-    }
+    Record::End { exit_index, reason: EndReason::Shutdown, state_digest: None }
 }
 
 fn accept_all(records: &[Record]) -> Sequencer {
     let mut seq = Sequencer::new();
     for r in records {
-        seq.check(r)
-            .unwrap_or_else(|e| panic!("{r:?} rejected: {e}"));
+        seq.check(r).unwrap_or_else(|e| panic!("{r:?} rejected: {e}"));
     }
     seq
 }
@@ -66,15 +57,7 @@ fn entry_at_the_same_index_is_out_of_order() {
 
     let err = seq.check(&entry(5)).unwrap_err();
 
-    assert!(matches!(
-        err,
-        CodecError::OutOfOrder {
-            record: "entry",
-            exit_index: 5,
-            previous: 5,
-            ..
-        }
-    ));
+    assert!(matches!(err, CodecError::OutOfOrder { record: "entry", exit_index: 5, previous: 5, .. }));
 }
 
 #[test]
@@ -107,17 +90,7 @@ fn marks_going_backwards_are_out_of_order() {
 
         let err = seq.check(&late).unwrap_err();
 
-        assert!(
-            matches!(
-                err,
-                CodecError::OutOfOrder {
-                    exit_index: 3,
-                    previous: 4,
-                    ..
-                }
-            ),
-            "{late:?}"
-        );
+        assert!(matches!(err, CodecError::OutOfOrder { exit_index: 3, previous: 4, .. }), "{late:?}");
     }
 }
 
@@ -147,10 +120,7 @@ fn out_of_order_message_names_record_and_exits() {
 
     let msg = seq.check(&entry(9)).unwrap_err().to_string();
 
-    assert!(
-        msg.contains("entry at exit 9") && msg.contains("exit 10"),
-        "{msg}"
-    );
+    assert!(msg.contains("entry at exit 9") && msg.contains("exit 10"), "{msg}");
 }
 
 #[test]

@@ -65,6 +65,18 @@ pub trait Device: Send {
     fn input(&mut self, _bytes: &[u8], _mem: &GuestMemoryMmap) -> Result<(), InputRefused> {
         Err(InputRefused::NotAccepted)
     }
+    /// The device's state, for a new backup (little-endian, the device's own layout).
+    fn save(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Takes the state `save` produced on the primary.
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} has no state to restore, got {} bytes", self.name(), state.len()))
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,6 +158,33 @@ impl Bus {
 
     pub fn input(&mut self, id: u16, bytes: &[u8], mem: &GuestMemoryMmap) -> Result<(), InputRefused> {
         self.by_input_id(id).ok_or(InputRefused::NoSuchDevice(id))?.input(bytes, mem)
+    }
+
+    /// Every device's state, in address order: `len u32 LE | bytes` per device.
+    pub fn save(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            let state = slot.device.save();
+            out.extend_from_slice(&(state.len() as u32).to_le_bytes());
+            out.extend_from_slice(&state);
+        }
+        out
+    }
+
+    /// Restores what [`Bus::save`] produced on an identical bus.
+    pub fn restore(&mut self, mut state: &[u8]) -> Result<(), String> {
+        for slot in &mut self.slots {
+            let (len, rest) = state.split_first_chunk::<4>().ok_or("device state cut short")?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let bytes = rest.get(..len).ok_or("device state cut short")?;
+            slot.device.restore(bytes)?;
+            state = &rest[len..];
+        }
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} bytes of device state left over: the buses differ", state.len()))
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use crate::digest;
 use crate::guest_image::{self, ImageError};
 use crate::live::{LiveDriver, VmEvent};
 use crate::machine::{Machine, MachineConfig, MachineError};
-use crate::pair::{self, TakeoverPlan};
+use crate::pair::{self, Services, TakeoverPlan};
 use crate::recorder::{RecordError, Recorder};
 use crate::release::{Control, Policy, SharedReleaser};
 use crate::replay_driver::ReplayDriver;
@@ -45,11 +45,13 @@ pub enum Mode {
         listen: String,
         timing: Timing,
     },
-    /// Pair with the primary at `primary`, replay its log, go live if it dies.
+    /// Pair with the primary at `primary`, replay its log, go live if it dies
+    /// (and then take on backups at `listen`, if given).
     Backup {
         primary: String,
         timing: Timing,
         connect_within: Duration,
+        listen: Option<String>,
     },
 }
 
@@ -89,6 +91,8 @@ pub enum LaunchError {
     Thread(&'static str, std::io::Error),
     #[error(transparent)]
     Replication(ReplicationError),
+    #[error("state transfer failed: {0}")]
+    Snapshot(#[source] crate::snapshot::SnapshotError),
     #[error("cannot serve status on {addr}: {source}")]
     Status {
         addr: String,
@@ -143,7 +147,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     if replay_log.is_some() && opts.tap.is_some() {
         return Err(LaunchError::TapInReplay);
     }
-    let machine = Machine::new(&config, &image)?;
+    let mut machine = Machine::new(&config, &image)?;
     let stats = Stats::new(match mode {
         Mode::Run => Role::Standalone,
         Mode::Record(_) => Role::Recording,
@@ -162,6 +166,14 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         _ => opts.tap.as_deref().map(Tap::open).transpose()?,
     };
     let releaser = SharedReleaser::new(Policy::Immediate, None, stats.clone());
+    let services = |events| Services {
+        releaser: releaser.clone(),
+        stats: stats.clone(),
+        events,
+        events_tx: events_tx.clone(),
+        timing: Timing { heartbeat: Duration::ZERO, failover_timeout: Duration::ZERO },
+    };
+    let mut first_index = 0;
     let (driver, pair) = match (mode, replay_log) {
         (Mode::Replay(path), Some((reader, recorded))) => {
             recorded
@@ -174,20 +186,19 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             (Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx)), None)
         }
         (Mode::Primary { listen, timing }, _) => {
-            let p = pair::primary(&machine, listen, *timing, events_rx, &releaser, stats.clone())?;
+            let p = pair::primary(&mut machine, listen, Services { timing: *timing, ..services(events_rx) })?;
             (p.driver, Some(p.state))
         }
-        (Mode::Backup { primary, timing, connect_within }, _) => {
+        (Mode::Backup { primary, timing, connect_within, listen }, _) => {
             let plan = TakeoverPlan {
                 tap: opts.tap.clone(),
                 net: config.net,
-                tick_hz: config.tick_hz,
-                events: events_rx,
-                events_tx: events_tx.clone(),
+                listen: listen.clone(),
                 control: control_tx.clone(),
             };
-            let p = pair::backup(&machine, primary, *timing, *connect_within, plan, stats.clone())?;
-            releaser.set_policy(Policy::Backup { state: p.state.clone() });
+            let s = Services { timing: *timing, ..services(events_rx) };
+            let p = pair::backup(&mut machine, primary, *connect_within, plan, s)?;
+            first_index = p.first_index;
             (p.driver, Some(p.state))
         }
         _ => (Driver::Live(LiveDriver::new(config.tick_hz, None, events_rx)), None),
@@ -204,7 +215,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     );
     releaser.set_tap(tap);
     let output = OutputPlan { stats: stats.clone(), releaser: releaser.clone(), control: control_rx };
-    let outcome = threads::run_threads(machine, driver, opts.stop_at_exit, output, events_tx)?;
+    let outcome = threads::run_threads(machine, driver, first_index, opts.stop_at_exit, output, events_tx)?;
     report_held_times(&releaser, pair.is_some());
     tracing::info!("final status: {}", stats.snapshot());
     if let Some(state) = pair {

@@ -3,12 +3,14 @@
 //! recorder, each injection is logged with that exit's index and signature.
 use crate::clock::TickClock;
 use crate::digest;
+use crate::join::Joiner;
 use crate::recorder::LogSink;
 use crate::runner::{ExitContext, Finish, RunError, Step, DIGEST_EVERY};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use guest_abi::{nic, vector};
 use logging_channel::{DigestScope, EndReason, Event, Hash, Record};
 use std::collections::VecDeque;
+use std::net::TcpStream;
 use std::time::Instant;
 
 /// Frames delivered at one exit, at most: bounds the time one exit can take.
@@ -21,6 +23,8 @@ const PROGRESS_EVERY: u64 = 4096;
 pub enum VmEvent {
     Frame(Vec<u8>),
     Stop,
+    /// A paired backup wants the VM's state (see `join`).
+    Join(TcpStream),
 }
 
 pub struct LiveDriver {
@@ -29,11 +33,27 @@ pub struct LiveDriver {
     events: Receiver<VmEvent>,
     frames: VecDeque<Vec<u8>>,
     stopping: bool,
+    joiner: Option<Joiner>,
+    join: Option<TcpStream>,
 }
 
 impl LiveDriver {
     pub fn new(tick_hz: u32, sink: Option<Box<dyn LogSink>>, events: Receiver<VmEvent>) -> LiveDriver {
-        LiveDriver { clock: TickClock::new(tick_hz), sink, events, frames: VecDeque::new(), stopping: false }
+        LiveDriver {
+            clock: TickClock::new(tick_hz),
+            sink,
+            events,
+            frames: VecDeque::new(),
+            stopping: false,
+            joiner: None,
+            join: None,
+        }
+    }
+
+    /// Lets backups join this VM while it runs.
+    pub fn with_joiner(mut self, joiner: Joiner) -> LiveDriver {
+        self.joiner = Some(joiner);
+        self
     }
 
     pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
@@ -46,6 +66,18 @@ impl LiveDriver {
         }
         if self.stopping {
             return Ok(Step::Finish(Finish::Shutdown));
+        }
+        if let (Some(stream), Some(joiner)) = (self.join.take(), &self.joiner) {
+            // Nothing else happens at this exit: the backup's log starts at the next one.
+            match joiner.join(stream, ctx) {
+                Ok(sink) => {
+                    if let Some(old) = self.sink.replace(Box::new(sink)) {
+                        let _ = old.finish();
+                    }
+                }
+                Err(e) => tracing::warn!("a backup could not join: {e}; still unprotected"),
+            }
+            return Ok(Step::Continue);
         }
         if let Some(sink) = &mut self.sink {
             sink.throttle(ctx.index);
@@ -111,13 +143,14 @@ impl LiveDriver {
         match event {
             VmEvent::Frame(f) => self.frames.push_back(f),
             VmEvent::Stop => self.stopping = true,
+            VmEvent::Join(stream) => self.join = Some(stream),
         }
     }
 
     /// Blocks a waiting guest until a tick is due, a frame arrives or the VM must stop.
     /// An event that is already due returns at once: no wake-up is lost.
     fn wait_for_event(&mut self) {
-        if self.stopping || !self.frames.is_empty() || self.clock.pending(Instant::now()) {
+        if self.stopping || self.join.is_some() || !self.frames.is_empty() || self.clock.pending(Instant::now()) {
             return;
         }
         let received = match self.clock.next_deadline() {

@@ -56,6 +56,9 @@ enum Command {
         /// How long to keep trying to reach the primary at start.
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         connect_timeout_secs: u64,
+        /// Once live, take on new backups here (like the primary's --listen).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<String>,
         #[command(flatten)]
         timing: TimingArgs,
     },
@@ -182,10 +185,10 @@ fn main() -> ExitCode {
             Ok(timing) => (vm, Mode::Primary { listen, timing }),
             Err(e) => return usage_error(&e),
         },
-        Command::Backup { vm, primary, connect_timeout_secs, timing } => match timing.timing() {
+        Command::Backup { vm, primary, connect_timeout_secs, listen, timing } => match timing.timing() {
             Ok(timing) => {
                 let connect_within = Duration::from_secs(connect_timeout_secs);
-                (vm, Mode::Backup { primary, timing, connect_within })
+                (vm, Mode::Backup { primary, timing, connect_within, listen })
             }
             Err(e) => return usage_error(&e),
         },

@@ -1,4 +1,11 @@
 //! Setting up one side of a primary/backup pair before the guest boots.
+//!
+//! The primary waits for its first backup, sends it the boot state (so the
+//! backup verifies it starts from the very same state) and keeps listening:
+//! when that backup is lost, a new one can join the running VM. The backup
+//! receives the state, replays the log, and if the primary dies goes live —
+//! and, given `--listen`, takes on backups of its own.
+use crate::join::{self, Joiner};
 use crate::launch::LaunchError;
 use crate::live::{LiveDriver, VmEvent};
 use crate::machine::Machine;
@@ -6,118 +13,143 @@ use crate::release::{Control, Policy, SharedReleaser};
 use crate::replay_driver::{ReplayDriver, Takeover};
 use crate::replication::{backup, handshake, primary, PairState, ReplicationError, Timing};
 use crate::runner::{Driver, RunError};
+use crate::snapshot::{self, SnapshotError};
 use crate::status::Stats;
 use crate::tap::{gratuitous_arp, Tap};
 use crossbeam_channel::{Receiver, Sender};
 use guest_abi::NetConfig;
 use logging_channel::channel::{hello, Role};
-use std::sync::atomic::Ordering;
+use logging_channel::LogHeader;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The replication epoch a fresh pair starts in; every go-live moves to the next.
+/// The replication epoch a fresh pair starts in; every go-live and every join moves on.
 pub const FIRST_EPOCH: u64 = 1;
 
-/// What a paired VM needs besides its driver.
+/// What a paired VM needs besides its machine.
 pub struct Paired {
     pub driver: Driver,
     pub state: Arc<PairState>,
+    /// The exit the VM's state was taken at: the first exit it runs is the next one.
+    pub first_index: u64,
 }
 
-/// Waits for a backup on `listen`, pairs, and returns the primary's driver.
-pub fn primary(
-    machine: &Machine,
-    listen: &str,
-    timing: Timing,
-    events: Receiver<VmEvent>,
-    releaser: &SharedReleaser,
-    stats: Arc<Stats>,
-) -> Result<Paired, LaunchError> {
+/// What both sides hand to the pairing code.
+pub struct Services {
+    pub releaser: SharedReleaser,
+    pub stats: Arc<Stats>,
+    pub events: Receiver<VmEvent>,
+    pub events_tx: Sender<VmEvent>,
+    pub timing: Timing,
+}
+
+/// Waits for a backup on `listen`, pairs, sends it the boot state, and keeps
+/// listening for later backups.
+pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Paired, LaunchError> {
     let listener = handshake::listen(listen)?;
     tracing::info!(%listen, "primary waiting for a backup");
-    let local = hello(Role::Primary, &machine.header, FIRST_EPOCH);
-    let stream = handshake::accept_backup(&listener, &local)?;
+    let header = machine.header;
+    let local = || hello(Role::Primary, &header, FIRST_EPOCH);
+    let mut stream = handshake::accept_backup(&listener, &local, &|| false)?;
+    snapshot::send(&mut stream, &mut machine.vcpu, &machine.mem, &machine.buses.mmio, 0, FIRST_EPOCH)
+        .map_err(LaunchError::Snapshot)?;
     let state = PairState::new_protected();
     machine.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
     if let Ok(peer) = stream.peer_addr() {
-        stats.set_peer(&peer.to_string());
+        s.stats.set_peer(&peer.to_string());
     }
-    stats.epoch.store(FIRST_EPOCH, Ordering::SeqCst);
-    stats.set_pair(state.clone());
-    let poke = releaser.clone();
+    s.stats.epoch.store(FIRST_EPOCH, Ordering::SeqCst);
+    s.stats.set_pair(state.clone());
+    let poke = s.releaser.clone();
     let shared = primary::Shared {
         state: state.clone(),
         repl_status: machine.repl_status.clone(),
-        stats,
+        stats: s.stats.clone(),
         on_change: Arc::new(move || poke.poke()),
     };
-    let (sink, wire) = primary::start(stream, timing, shared)?;
-    releaser.set_policy(Policy::Primary { state: state.clone(), wire });
-    let driver = Driver::Live(LiveDriver::new(machine.header.tick_hz, Some(Box::new(sink)), events));
-    Ok(Paired { driver, state })
+    let (sink, wire) = primary::start(stream, s.timing, shared)?;
+    s.releaser.set_policy(Policy::Primary { state: state.clone(), wire });
+    join::spawn_listener(listener, header, s.stats.clone(), s.events_tx)
+        .map_err(|e| LaunchError::Thread("join-listen", e))?;
+    let joiner =
+        Joiner { releaser: s.releaser, repl_status: machine.repl_status.clone(), stats: s.stats, timing: s.timing };
+    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events).with_joiner(joiner);
+    Ok(Paired { driver: Driver::Live(live), state, first_index: 0 })
 }
 
 /// Everything a backup needs to go live, gathered before boot.
 pub struct TakeoverPlan {
     pub tap: Option<String>,
     pub net: NetConfig,
-    pub tick_hz: u32,
-    pub events: Receiver<VmEvent>,
-    pub events_tx: Sender<VmEvent>,
+    /// Where to take on backups of its own once live.
+    pub listen: Option<String>,
     pub control: Sender<Control>,
 }
 
-/// Connects to the primary, pairs, and returns the backup's replaying driver.
+/// Connects to the primary, pairs, receives its state, and returns the replaying driver.
 pub fn backup(
-    machine: &Machine,
+    machine: &mut Machine,
     primary_addr: &str,
-    timing: Timing,
     connect_within: Duration,
     plan: TakeoverPlan,
-    stats: Arc<Stats>,
+    s: Services,
 ) -> Result<Paired, LaunchError> {
-    let local = hello(Role::Backup, &machine.header, FIRST_EPOCH);
-    let stream = handshake::connect_primary(primary_addr, &local, connect_within)?;
-    tracing::info!(primary = %primary_addr, "backup paired; replaying the primary's log");
+    let local = hello(Role::Backup, &machine.header, 0);
+    let mut stream = handshake::connect_primary(primary_addr, &local, connect_within)?;
+    let (first_index, epoch) = snapshot::receive(&mut stream, &mut machine.vcpu, &machine.mem, &mut machine.buses.mmio)
+        .map_err(LaunchError::Snapshot)?;
+    tracing::info!(primary = %primary_addr, exit = first_index, epoch, "backup paired; replaying the primary's log");
     let state = PairState::new_protected();
     machine.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
-    stats.set_peer(primary_addr);
-    stats.epoch.store(FIRST_EPOCH, Ordering::SeqCst);
-    stats.set_pair(state.clone());
-    let source = backup::start(stream, timing, state.clone())?;
-    let takeover = takeover(plan, state.clone(), machine.repl_status.clone());
+    s.stats.set_peer(primary_addr);
+    s.stats.epoch.store(epoch, Ordering::SeqCst);
+    s.stats.set_pair(state.clone());
+    s.releaser.set_policy(Policy::Backup { state: state.clone() });
+    let source = backup::start(stream, s.timing, state.clone())?;
+    let takeover = takeover(plan, state.clone(), machine.repl_status.clone(), machine.header, s);
     let driver = Driver::Replay(ReplayDriver::with_takeover(Box::new(source), takeover, state.clone()));
-    Ok(Paired { driver, state })
+    Ok(Paired { driver, state, first_index })
 }
 
-fn takeover(plan: TakeoverPlan, state: Arc<PairState>, repl_status: Arc<std::sync::atomic::AtomicU64>) -> Takeover {
+fn takeover(
+    plan: TakeoverPlan,
+    state: Arc<PairState>,
+    repl_status: Arc<AtomicU64>,
+    header: LogHeader,
+    s: Services,
+) -> Takeover {
     Box::new(move |last_replayed, released| {
         if state.corrupt.load(Ordering::SeqCst) {
             return Err(RunError::StandDown("the primary's log stream was corrupt; not going live on it".into()));
         }
         tracing::warn!(exit = last_replayed + 1, released, "GOING LIVE: this backup is now the primary (unprotected)");
         repl_status.store(0, Ordering::SeqCst);
-        let tap = match plan.tap.as_deref().map(Tap::open).transpose() {
-            Ok(t) => t,
-            Err(e) => return Err(RunError::StandDown(format!("cannot open the NIC to go live: {e}"))),
-        };
+        let stand_down = |what: String| RunError::StandDown(what);
+        let tap = plan
+            .tap
+            .as_deref()
+            .map(Tap::open)
+            .transpose()
+            .map_err(|e| stand_down(format!("cannot open the NIC: {e}")))?;
         if let Some(tap) = &tap {
-            if let Err(e) = tap.spawn_reader(plan.events_tx.clone(), VmEvent::Frame) {
-                return Err(RunError::StandDown(format!("cannot start the NIC reader: {e}")));
-            }
+            tap.spawn_reader(s.events_tx.clone(), VmEvent::Frame)
+                .map_err(|e| stand_down(format!("cannot start the NIC reader: {e}")))?;
             if plan.net.present != 0 {
                 announce(tap.clone(), plan.net);
             }
         }
         let _ = plan.control.send(Control::GoLive { tap, released });
-        Ok(LiveDriver::new(plan.tick_hz, None, plan.events))
+        let mut live = LiveDriver::new(header.tick_hz, None, s.events);
+        if let Some(addr) = &plan.listen {
+            let listener = handshake::listen(addr).map_err(|e| stand_down(format!("cannot take on backups: {e}")))?;
+            join::spawn_listener(listener, header, s.stats.clone(), s.events_tx)
+                .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
+            tracing::info!(listen = %addr, "live: new backups may join here");
+            live = live.with_joiner(Joiner { releaser: s.releaser, repl_status, stats: s.stats, timing: s.timing });
+        }
+        Ok(live)
     })
-}
-
-impl From<ReplicationError> for LaunchError {
-    fn from(e: ReplicationError) -> Self {
-        LaunchError::Replication(e)
-    }
 }
 
 /// Sends gratuitous ARPs over the next half second. A TAP port that has just come up
@@ -133,5 +165,17 @@ fn announce(tap: Tap, net: NetConfig) {
     });
     if let Err(e) = spawned {
         tracing::warn!("cannot announce the guest's address after going live: {e}");
+    }
+}
+
+impl From<ReplicationError> for LaunchError {
+    fn from(e: ReplicationError) -> Self {
+        LaunchError::Replication(e)
+    }
+}
+
+impl From<SnapshotError> for RunError {
+    fn from(e: SnapshotError) -> Self {
+        RunError::StandDown(format!("state transfer failed: {e}"))
     }
 }

@@ -128,6 +128,7 @@ impl ExitContext<'_> {
 }
 
 pub struct Runner {
+    first_index: u64,
     stats: Arc<Stats>,
     machine: Machine,
     driver: Driver,
@@ -145,11 +146,17 @@ impl Runner {
         stop: Arc<AtomicBool>,
         stats: Arc<Stats>,
     ) -> Runner {
-        Runner { stats, machine, driver, stop_at, output, stop }
+        Runner { first_index: 0, stats, machine, driver, stop_at, output, stop }
+    }
+
+    /// A VM restored from a state taken at exit `index` counts on from there.
+    pub fn starting_after(mut self, index: u64) -> Runner {
+        self.first_index = index;
+        self
     }
 
     pub fn run(mut self) -> Result<Outcome, RunError> {
-        let mut index = 0u64;
+        let mut index = self.first_index;
         let mut interrupts = 0u64;
         let started = Instant::now();
         let finish = loop {

@@ -107,6 +107,12 @@ impl Stats {
         *self.pair.lock().unwrap_or_else(|p| p.into_inner()) = Some(pair);
     }
 
+    /// Whether a backup is in lockstep with this VM now.
+    pub fn protected(&self) -> bool {
+        let pair = self.pair.lock().unwrap_or_else(|p| p.into_inner());
+        pair.as_ref().is_some_and(|p| p.protected.load(Ordering::SeqCst))
+    }
+
     pub fn note_held(&self, held: Duration) {
         let us = held.as_micros().min(u128::from(u32::MAX)) as u32;
         self.recent_held.lock().unwrap_or_else(|p| p.into_inner()).push(us);

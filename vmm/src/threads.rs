@@ -27,6 +27,7 @@ pub struct OutputPlan {
 pub fn run_threads(
     machine: Machine,
     driver: Driver,
+    first_index: u64,
     stop_at: Option<u64>,
     output: OutputPlan,
     events: Sender<VmEvent>,
@@ -36,7 +37,7 @@ pub fn run_threads(
     let stop = Arc::new(AtomicBool::new(false));
     let stats = output.stats.clone();
     let output = output.releaser.spawn(output_rx, output.control).map_err(|e| LaunchError::Thread("output", e))?;
-    let runner = Runner::new(machine, driver, stop_at, output_tx, stop.clone(), stats);
+    let runner = Runner::new(machine, driver, stop_at, output_tx, stop.clone(), stats).starting_after(first_index);
     // True while vcpu0 may still be in KVM_RUN. The signal thread kicks only while holding
     // this lock, so the thread it kicks cannot have exited (and its id been reused).
     let alive = Arc::new(Mutex::new(true));

@@ -124,10 +124,7 @@ impl<'a> Cursor<'a> {
     pub(crate) fn bytes(&mut self, n: usize, field: &str) -> Result<&'a [u8], CodecError> {
         if n > self.buf.len() {
             return Err(CodecError::Malformed {
-                what: format!(
-                    "{field} needs {n} bytes but only {} remain in the frame",
-                    self.buf.len()
-                ),
+                what: format!("{field} needs {n} bytes but only {} remain in the frame", self.buf.len()),
             });
         }
         let (head, tail) = self.buf.split_at(n);
@@ -163,9 +160,7 @@ impl<'a> Cursor<'a> {
         match self.u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
-            other => Err(CodecError::Malformed {
-                what: format!("{field} flag is {other}, expected 0 or 1"),
-            }),
+            other => Err(CodecError::Malformed { what: format!("{field} flag is {other}, expected 0 or 1") }),
         }
     }
 
@@ -177,10 +172,7 @@ impl<'a> Cursor<'a> {
         let count_usize = usize::try_from(count).unwrap_or(usize::MAX);
         if count_usize.saturating_mul(min_item_len) > self.buf.len() {
             return Err(CodecError::Malformed {
-                what: format!(
-                    "{field} is {count} but only {} bytes remain in the frame",
-                    self.buf.len()
-                ),
+                what: format!("{field} is {count} but only {} bytes remain in the frame", self.buf.len()),
             });
         }
         Ok(count_usize)
@@ -191,9 +183,7 @@ impl<'a> Cursor<'a> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(CodecError::Malformed {
-                what: format!("{} trailing bytes after {what}", self.buf.len()),
-            })
+            Err(CodecError::Malformed { what: format!("{} trailing bytes after {what}", self.buf.len()) })
         }
     }
 }

@@ -4,8 +4,7 @@ use super::CodecError;
 use crate::record::Record;
 
 const RULE_ENTRIES_INCREASE: &str = "entry exit indices must strictly increase";
-const RULE_PROGRESS_COVERS: &str =
-    "a progress mark promised nothing more would happen up to its exit";
+const RULE_PROGRESS_COVERS: &str = "a progress mark promised nothing more would happen up to its exit";
 const RULE_NO_GOING_BACK: &str = "no record may refer to an exit before the highest one seen";
 const RULE_END_IS_LAST: &str = "nothing may follow the end record";
 const RULE_RELEASED_INCREASES: &str = "released marks must not go backwards";

@@ -14,14 +14,12 @@ pub fn arb_exit_kind() -> impl Strategy<Value = ExitKind> {
 }
 
 pub fn arb_sig() -> impl Strategy<Value = ExitSig> {
-    (arb_exit_kind(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-        |(kind, addr, data, regs_hash)| ExitSig {
-            kind,
-            addr,
-            data,
-            regs_hash,
-        },
-    )
+    (arb_exit_kind(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(kind, addr, data, regs_hash)| ExitSig {
+        kind,
+        addr,
+        data,
+        regs_hash,
+    })
 }
 
 pub fn arb_event() -> impl Strategy<Value = Event> {
@@ -33,53 +31,26 @@ pub fn arb_event() -> impl Strategy<Value = Event> {
 }
 
 pub fn arb_entry() -> impl Strategy<Value = Record> {
-    (
-        any::<u64>(),
-        arb_sig(),
-        prop::collection::vec(arb_event(), 1..5),
-    )
-        .prop_map(|(exit_index, sig, events)| Record::Entry {
-            exit_index,
-            sig,
-            events,
-        })
+    (any::<u64>(), arb_sig(), prop::collection::vec(arb_event(), 1..5))
+        .prop_map(|(exit_index, sig, events)| Record::Entry { exit_index, sig, events })
 }
 
 pub fn arb_record() -> impl Strategy<Value = Record> {
     prop_oneof![
         arb_entry(),
         any::<u64>().prop_map(|exit_index| Record::Progress { exit_index }),
-        (
-            any::<u64>(),
-            prop::sample::select(DigestScope::VALID.to_vec()),
-            arb_hash()
-        )
-            .prop_map(|(exit_index, scope, hash)| Record::Digest {
-                exit_index,
-                scope,
-                hash
-            }),
+        (any::<u64>(), prop::sample::select(DigestScope::VALID.to_vec()), arb_hash())
+            .prop_map(|(exit_index, scope, hash)| Record::Digest { exit_index, scope, hash }),
         any::<u64>().prop_map(|exit_index| Record::Released { exit_index }),
-        (
-            any::<u64>(),
-            prop::sample::select(EndReason::VALID.to_vec()),
-            prop::option::of(arb_hash())
-        )
-            .prop_map(|(exit_index, reason, state_digest)| Record::End {
-                exit_index,
-                reason,
-                state_digest
-            }),
+        (any::<u64>(), prop::sample::select(EndReason::VALID.to_vec()), prop::option::of(arb_hash()))
+            .prop_map(|(exit_index, reason, state_digest)| Record::End { exit_index, reason, state_digest }),
     ]
 }
 
 /// Rewrites exit indices to strictly increase (released marks to trail them) and keeps `End` only last, so
 /// the list obeys every ordering rule.
 pub fn in_log_order(records: Vec<Record>, first_index: u64) -> Vec<Record> {
-    let mut out: Vec<Record> = records
-        .into_iter()
-        .filter(|r| !matches!(r, Record::End { .. }))
-        .collect();
+    let mut out: Vec<Record> = records.into_iter().filter(|r| !matches!(r, Record::End { .. })).collect();
     let mut covered = None;
     for (i, record) in out.iter_mut().enumerate() {
         let index = first_index + 3 * i as u64;
@@ -119,11 +90,7 @@ pub fn arb_log() -> impl Strategy<Value = Vec<Record>> {
             let mut log = in_log_order(records, first);
             if let Some(reason) = end {
                 let exit_index = log.iter().map(|r| r.exit_index() + 1).max().unwrap_or(first);
-                log.push(Record::End {
-                    exit_index,
-                    reason,
-                    state_digest: None,
-                });
+                log.push(Record::End { exit_index, reason, state_digest: None });
             }
             log
         })
@@ -159,27 +126,13 @@ pub fn frame_with_body(body: &[u8]) -> Vec<u8> {
 }
 
 pub fn sample_sig() -> ExitSig {
-    ExitSig {
-        kind: ExitKind::IoIn,
-        addr: 0x3f8,
-        data: 0x41,
-        regs_hash: 0xdead_beef,
-    }
+    ExitSig { kind: ExitKind::IoIn, addr: 0x3f8, data: 0x41, regs_hash: 0xdead_beef }
 }
 
 pub fn entry(exit_index: u64) -> Record {
-    Record::Entry {
-        exit_index,
-        sig: sample_sig(),
-        events: vec![Event::Interrupt { vector: 32 }],
-    }
+    Record::Entry { exit_index, sig: sample_sig(), events: vec![Event::Interrupt { vector: 32 }] }
 }
 
 pub fn sample_header() -> LogHeader {
-    LogHeader {
-        guest_image_digest: [0xab; 32],
-        mem_size: 256 << 20,
-        cpuid_digest: [0xcd; 32],
-        tick_hz: 100,
-    }
+    LogHeader { guest_image_digest: [0xab; 32], mem_size: 256 << 20, cpuid_digest: [0xcd; 32], tick_hz: 100 }
 }

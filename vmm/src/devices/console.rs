@@ -33,9 +33,23 @@ impl Device for Console {
             _ => DeviceEffect::None,
         }
     }
+
+    fn save(&self) -> Vec<u8> {
+        self.save_state()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let b: [u8; 8] = state.try_into().map_err(|_| format!("console state is {} bytes, not 8", state.len()))?;
+        self.tx_addr = u64::from_le_bytes(b);
+        Ok(())
+    }
 }
 
 impl Console {
+    fn save_state(&self) -> Vec<u8> {
+        self.tx_addr.to_le_bytes().to_vec()
+    }
+
     fn transmit(&self, len: u64, mem: &GuestMemoryMmap) -> DeviceEffect {
         if len > MAX_TX {
             tracing::warn!(len, "guest console write longer than {MAX_TX} bytes dropped");

@@ -8,6 +8,18 @@ use guest_abi::DEVICE_PAGE;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+/// `N` little-endian u64s, if `bytes` is exactly that long.
+pub fn u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    if bytes.len() != N * 8 {
+        return None;
+    }
+    let mut out = [0u64; N];
+    for (v, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *v = u64::from_le_bytes(chunk.try_into().ok()?);
+    }
+    Some(out)
+}
+
 /// The standard device set every ftvmm VM gets, at the addresses of `guest_abi`.
 pub fn standard_bus(repl_status: Arc<AtomicU64>) -> Result<Bus, BusError> {
     let mut bus = Bus::default();

@@ -68,6 +68,44 @@ impl Device for Nic {
         }
     }
 
+    fn save(&self) -> Vec<u8> {
+        let a = self.active.unwrap_or_default();
+        let p = self.pending;
+        let words = [
+            p.rx_ring,
+            p.tx_ring,
+            p.shared,
+            p.slots,
+            u64::from(self.active.is_some()),
+            a.rx_ring,
+            a.tx_ring,
+            a.shared,
+            a.slots,
+            u64::from(self.rx_prod),
+            u64::from(self.tx_cons),
+            self.dropped_tx,
+        ];
+        words.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let w = crate::devices::u64s::<12>(state).ok_or("NIC state must be 96 bytes")?;
+        self.pending = Config { rx_ring: w[0], tx_ring: w[1], shared: w[2], slots: w[3] };
+        let active = Config { rx_ring: w[5], tx_ring: w[6], shared: w[7], slots: w[8] };
+        // Only a configuration ENABLE accepted can be active: never trust a peer's bytes more
+        // than the guest's own register writes.
+        self.active = (w[4] == 1).then_some(active);
+        if let Some(cfg) = self.active {
+            if !cfg.slots.is_power_of_two() || cfg.slots > MAX_SLOTS {
+                return Err(format!("NIC state has an invalid ring size {}", cfg.slots));
+            }
+        }
+        self.rx_prod = w[9] as u32;
+        self.tx_cons = w[10] as u32;
+        self.dropped_tx = w[11];
+        Ok(())
+    }
+
     fn input(&mut self, frame: &[u8], mem: &GuestMemoryMmap) -> Result<(), InputRefused> {
         let cfg = self.active.ok_or(InputRefused::NotReady)?;
         if frame.len() as u64 > MAX_FRAME {

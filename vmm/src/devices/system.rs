@@ -56,6 +56,17 @@ impl Device for SystemDevice {
             _ => DeviceEffect::None,
         }
     }
+
+    fn save(&self) -> Vec<u8> {
+        let f = &self.fault;
+        [f.vector, f.error, f.rip, f.cr2].iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let v = crate::devices::u64s::<4>(state).ok_or("system device state must be 32 bytes")?;
+        self.fault = GuestFault { vector: v[0], error: v[1], rip: v[2], cr2: v[3] };
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,16 @@
-//! Pairing: the primary sends its `Hello`, the backup checks it against its own
-//! machine and answers. A mismatch in protocol, roles, guest image, memory,
-//! CPUID, tick rate or a stale epoch refuses the pair.
+//! Pairing. The primary sends its `Hello`; the backup checks it against its own
+//! machine and answers with its verdict and (if it accepts) its own `Hello`;
+//! the primary answers with its verdict: it refuses a second backup while it
+//! has one (busy), and a peer that is not a backup of the same machine.
+//!
+//! ```text
+//!   primary                      backup
+//!     | -- Hello(primary) ----------> |  checks version, roles, machine, epoch
+//!     | <-- HelloReply, Hello(backup) |
+//!     | -- HelloReply --------------> |  then the state, then the log
+//! ```
 use super::ReplicationError;
-use logging_channel::channel::{self, Hello, HelloReply, Message, MessageReader};
+use logging_channel::channel::{self, Hello, HelloReply, Message, MessageReader, RefuseCode};
 use std::io::Write;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -28,32 +36,62 @@ pub fn listen(addr: &str) -> Result<TcpListener, ReplicationError> {
     TcpListener::bind(addr).map_err(|source| ReplicationError::Listen { addr: addr.to_string(), source })
 }
 
-/// Waits for a backup that accepts this primary's `Hello`; refused ones are logged and dropped.
-pub fn accept_backup(listener: &TcpListener, local: &Hello) -> Result<TcpStream, ReplicationError> {
+/// Waits for a backup that accepts this primary's `Hello` and that `busy` does not
+/// turn away; refused ones are logged and dropped.
+pub fn accept_backup(
+    listener: &TcpListener,
+    local: &dyn Fn() -> Hello,
+    busy: &dyn Fn() -> bool,
+) -> Result<TcpStream, ReplicationError> {
     loop {
-        let (mut stream, peer) = match listener.accept() {
+        let (stream, peer) = match listener.accept() {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!("accepting a backup failed: {e}");
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let attempt = send(&mut stream, &Message::Hello(*local))
-            .map_err(|e| ReplicationError::Handshake(e.to_string()))
-            .and_then(|()| receive(&stream));
-        match attempt {
-            Ok(Message::HelloReply(HelloReply::Accept)) => {
+        match pair_with(stream, &local(), busy()) {
+            Ok(stream) => {
                 tracing::info!(%peer, "backup paired");
                 return Ok(stream);
             }
-            Ok(Message::HelloReply(HelloReply::Refuse { code, reason })) => {
-                tracing::warn!(%peer, ?code, "backup refused to pair: {reason}")
-            }
-            Ok(other) => tracing::warn!(%peer, "backup sent {other:?} instead of a reply"),
-            Err(e) => tracing::warn!(%peer, "handshake with a backup failed: {e}"),
+            Err(e) => tracing::warn!(%peer, "did not pair: {e}"),
         }
     }
+}
+
+fn pair_with(mut stream: TcpStream, local: &Hello, busy: bool) -> Result<TcpStream, ReplicationError> {
+    let _ = stream.set_nodelay(true);
+    let io = |e: std::io::Error| ReplicationError::Handshake(e.to_string());
+    send(&mut stream, &Message::Hello(*local)).map_err(io)?;
+    match receive(&stream)? {
+        Message::HelloReply(HelloReply::Accept) => {}
+        Message::HelloReply(HelloReply::Refuse { reason, .. }) => {
+            return Err(ReplicationError::Handshake(format!("the backup refused this primary: {reason}")))
+        }
+        other => return Err(ReplicationError::Handshake(format!("expected a reply, got {other:?}"))),
+    }
+    let Message::Hello(peer) = receive(&stream)? else {
+        return Err(ReplicationError::Handshake("the backup did not introduce itself".into()));
+    };
+    let verdict = verdict_on_backup(&peer, local, busy);
+    send(&mut stream, &Message::HelloReply(verdict.clone())).map_err(io)?;
+    match verdict {
+        HelloReply::Accept => Ok(stream),
+        HelloReply::Refuse { reason, .. } => Err(ReplicationError::Handshake(format!("refused the backup: {reason}"))),
+    }
+}
+
+/// A backup joins with no state of its own, so its epoch does not matter; it must
+/// be a backup of the very same machine, and it must be the only one.
+fn verdict_on_backup(peer: &Hello, local: &Hello, busy: bool) -> HelloReply {
+    if busy {
+        let reason = "this primary already has a backup in lockstep".to_string();
+        return HelloReply::Refuse { code: RefuseCode::Busy, reason };
+    }
+    let as_if_same_epoch = Hello { epoch: local.epoch, ..*peer };
+    as_if_same_epoch.evaluate(local)
 }
 
 /// Connects to the primary (retrying until `within` has passed), checks its `Hello`, answers.
@@ -65,10 +103,16 @@ pub fn connect_primary(addr: &str, local: &Hello, within: Duration) -> Result<Tc
         other => return Err(ReplicationError::Handshake(format!("expected the primary's hello, got {other:?}"))),
     };
     let reply = primary.evaluate(local);
-    send(&mut stream, &Message::HelloReply(reply.clone())).map_err(|e| ReplicationError::Handshake(e.to_string()))?;
-    match reply {
-        HelloReply::Accept => Ok(stream),
-        HelloReply::Refuse { reason, .. } => Err(ReplicationError::RefusedPrimary(reason)),
+    let io = |e: std::io::Error| ReplicationError::Handshake(e.to_string());
+    send(&mut stream, &Message::HelloReply(reply.clone())).map_err(io)?;
+    if let HelloReply::Refuse { reason, .. } = reply {
+        return Err(ReplicationError::RefusedPrimary(reason));
+    }
+    send(&mut stream, &Message::Hello(*local)).map_err(io)?;
+    match receive(&stream)? {
+        Message::HelloReply(HelloReply::Accept) => Ok(stream),
+        Message::HelloReply(HelloReply::Refuse { reason, .. }) => Err(ReplicationError::Refused(reason)),
+        other => Err(ReplicationError::Handshake(format!("expected the primary's verdict, got {other:?}"))),
     }
 }
 

@@ -1,0 +1,190 @@
+//! Transferring a running VM's state to a new backup (DESIGN.md, "New backup").
+//!
+//! After the handshake, a primary that takes on a backup pauses at a counted
+//! exit and sends its state; the log then continues from the next exit. The
+//! frames are the crate's usual frame, with tags in their own range (0x91..):
+//!
+//! ```text
+//!  0x91 Begin  exit_index u64 | epoch u64 | mem_size u64
+//!  0x92 Pages  first_page u64 | count u32 (1..=MAX_PAGES) | count x PAGE_SIZE bytes
+//!  0x93 Blob   kind u8 | len u32 | len bytes        (vCPU registers, device state)
+//!  0x94 End    exit_index u64 | state_digest [32]
+//!
+//!  Begin, then Pages (only pages that are not all zero: a fresh VM's memory
+//!  is zero), then one Blob of each kind, then End. The receiver restores,
+//!  hashes its state and must reach End's digest.
+//! ```
+use crate::codec::frame::{self, Cursor};
+use crate::codec::CodecError;
+use crate::Hash;
+use std::io::Read;
+
+mod tag {
+    pub const BEGIN: u8 = 0x91;
+    pub const PAGES: u8 = 0x92;
+    pub const BLOB: u8 = 0x93;
+    pub const END: u8 = 0x94;
+}
+
+pub const PAGE_SIZE: usize = 4096;
+/// Pages in one frame: keeps a frame under `MAX_FRAME_LEN`.
+pub const MAX_PAGES: usize = 255;
+
+/// What a blob holds. The vCPU blobs are the raw KVM structures: sender and
+/// receiver have passed the handshake, so they run the same build on the same CPU model.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlobKind {
+    Invalid = 0,
+    Regs = 1,
+    Sregs = 2,
+    Fpu = 3,
+    VcpuEvents = 4,
+    Devices = 5,
+}
+
+impl BlobKind {
+    pub const VALID: [BlobKind; 5] =
+        [BlobKind::Regs, BlobKind::Sregs, BlobKind::Fpu, BlobKind::VcpuEvents, BlobKind::Devices];
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::VALID.into_iter().find(|k| *k as u8 == v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateMessage {
+    Begin { exit_index: u64, epoch: u64, mem_size: u64 },
+    Pages { first_page: u64, data: Vec<u8> },
+    Blob { kind: BlobKind, bytes: Vec<u8> },
+    End { exit_index: u64, state_digest: Hash },
+}
+
+pub fn encode(message: &StateMessage, out: &mut Vec<u8>) {
+    frame::write_frame(out, |b| match message {
+        StateMessage::Begin { exit_index, epoch, mem_size } => {
+            b.push(tag::BEGIN);
+            for v in [exit_index, epoch, mem_size] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        StateMessage::Pages { first_page, data } => {
+            b.push(tag::PAGES);
+            b.extend_from_slice(&first_page.to_le_bytes());
+            b.extend_from_slice(&((data.len() / PAGE_SIZE) as u32).to_le_bytes());
+            b.extend_from_slice(data);
+        }
+        StateMessage::Blob { kind, bytes } => {
+            b.push(tag::BLOB);
+            b.push(*kind as u8);
+            b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            b.extend_from_slice(bytes);
+        }
+        StateMessage::End { exit_index, state_digest } => {
+            b.push(tag::END);
+            b.extend_from_slice(&exit_index.to_le_bytes());
+            b.extend_from_slice(state_digest);
+        }
+    });
+}
+
+pub fn decode(buf: &[u8]) -> Result<Option<(StateMessage, usize)>, CodecError> {
+    let Some((body, consumed)) = frame::split_frame(buf)? else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(body)?, consumed)))
+}
+
+fn decode_body(body: &[u8]) -> Result<StateMessage, CodecError> {
+    let mut c = Cursor::new(body);
+    let message = match c.u8("state message tag")? {
+        tag::BEGIN => StateMessage::Begin {
+            exit_index: c.u64("begin exit index")?,
+            epoch: c.u64("begin epoch")?,
+            mem_size: c.u64("begin memory size")?,
+        },
+        tag::PAGES => {
+            let first_page = c.u64("pages first page")?;
+            let count = c.u32("pages count")? as usize;
+            if count == 0 || count > MAX_PAGES {
+                return Err(CodecError::Malformed {
+                    what: format!("pages frame with {count} pages (1..={MAX_PAGES})"),
+                });
+            }
+            let data = c.bytes(count * PAGE_SIZE, "page data")?.to_vec();
+            StateMessage::Pages { first_page, data }
+        }
+        tag::BLOB => {
+            let raw = c.u8("blob kind")?;
+            let kind = BlobKind::from_u8(raw).ok_or(CodecError::UnknownTag { what: "blob kind", tag: raw })?;
+            let len = c.count("blob length", 1)?;
+            StateMessage::Blob { kind, bytes: c.bytes(len, "blob bytes")?.to_vec() }
+        }
+        tag::END => StateMessage::End { exit_index: c.u64("end exit index")?, state_digest: c.hash("end digest")? },
+        other => return Err(CodecError::UnknownTag { what: "state message", tag: other }),
+    };
+    c.finish("state message")?;
+    Ok(message)
+}
+
+/// Reads state messages one frame at a time.
+pub struct StateReader<R: Read> {
+    inner: R,
+    body: Vec<u8>,
+}
+
+impl<R: Read> StateReader<R> {
+    pub fn new(inner: R) -> Self {
+        StateReader { inner, body: Vec::new() }
+    }
+
+    /// `Ok(None)` at a clean end of stream.
+    pub fn next_message(&mut self) -> Result<Option<StateMessage>, CodecError> {
+        if !frame::read_frame(&mut self.inner, &mut self.body)? {
+            return Ok(None);
+        }
+        decode_body(&self.body).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(m: StateMessage) {
+        let mut buf = Vec::new();
+        encode(&m, &mut buf);
+        let (back, used) = decode(&buf).expect("decodes").expect("complete");
+        assert_eq!((back, used), (m, buf.len()));
+    }
+
+    #[test]
+    fn every_state_message_round_trips() {
+        round_trip(StateMessage::Begin { exit_index: 7, epoch: 3, mem_size: 64 << 20 });
+        round_trip(StateMessage::Pages { first_page: 9, data: vec![0xab; 3 * PAGE_SIZE] });
+        round_trip(StateMessage::Blob { kind: BlobKind::Sregs, bytes: vec![1, 2, 3] });
+        round_trip(StateMessage::End { exit_index: 7, state_digest: [5; 32] });
+    }
+
+    #[test]
+    fn hostile_page_counts_and_kinds_are_refused() {
+        let mut buf = Vec::new();
+        frame::write_frame(&mut buf, |b| {
+            b.push(tag::PAGES);
+            b.extend_from_slice(&0u64.to_le_bytes());
+            b.extend_from_slice(&1000u32.to_le_bytes());
+        });
+        assert!(matches!(decode(&buf), Err(CodecError::Malformed { .. })));
+        let mut buf = Vec::new();
+        frame::write_frame(&mut buf, |b| b.extend_from_slice(&[tag::BLOB, 0, 0, 0, 0, 0]));
+        assert!(matches!(decode(&buf), Err(CodecError::UnknownTag { what: "blob kind", .. })));
+        let mut buf = Vec::new();
+        frame::write_frame(&mut buf, |b| {
+            b.push(tag::PAGES);
+            b.extend_from_slice(&0u64.to_le_bytes());
+            b.extend_from_slice(&2u32.to_le_bytes());
+            b.extend_from_slice(&[0; PAGE_SIZE]);
+        });
+        assert!(decode(&buf).is_err(), "fewer bytes than the count promises");
+    }
+}

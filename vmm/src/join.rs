@@ -1,0 +1,85 @@
+//! A new backup joining a running primary (DESIGN.md, "New backup").
+//!
+//! `join-listen` accepts and pairs backups and hands each to the vCPU as a
+//! [`VmEvent::Join`]; at its next counted exit the vCPU stops, sends the VM's
+//! state, and from the next exit on logs to the new backup. The guest notices
+//! nothing but the pause, which is measured.
+use crate::live::VmEvent;
+use crate::release::{Policy, SharedReleaser};
+use crate::replication::primary::{self, StreamSink};
+use crate::replication::{handshake, PairState, Timing};
+use crate::runner::ExitContext;
+use crate::snapshot;
+use crate::status::Stats;
+use crossbeam_channel::Sender;
+use logging_channel::channel::{hello, Role};
+use logging_channel::LogHeader;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What the vCPU needs to take on a backup.
+pub struct Joiner {
+    pub releaser: SharedReleaser,
+    pub repl_status: Arc<AtomicU64>,
+    pub stats: Arc<Stats>,
+    pub timing: Timing,
+}
+
+impl Joiner {
+    /// At the current exit: sends the state and starts streaming the log. The
+    /// backup replays from the next exit on.
+    pub fn join(&self, mut stream: TcpStream, ctx: &mut ExitContext<'_>) -> Result<StreamSink, String> {
+        let epoch = self.stats.epoch.load(Ordering::SeqCst) + 1;
+        let sent = snapshot::send(&mut stream, ctx.vcpu, ctx.mem, ctx.bus, ctx.index, epoch)
+            .map_err(|e| format!("sending the state failed: {e}"))?;
+        let state = PairState::new_protected();
+        self.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
+        if let Ok(peer) = stream.peer_addr() {
+            self.stats.set_peer(&peer.to_string());
+        }
+        let poke = self.releaser.clone();
+        let shared = primary::Shared {
+            state: state.clone(),
+            repl_status: self.repl_status.clone(),
+            stats: self.stats.clone(),
+            on_change: Arc::new(move || poke.poke()),
+        };
+        let (sink, wire) = primary::start(stream, self.timing, shared).map_err(|e| e.to_string())?;
+        self.releaser.set_policy(Policy::Primary { state: state.clone(), wire });
+        self.stats.set_pair(state);
+        self.stats.epoch.store(epoch, Ordering::SeqCst);
+        tracing::info!(
+            exit = ctx.index,
+            epoch,
+            pages = sent.pages,
+            bytes = sent.bytes,
+            pause_ms = format!("{:.1}", sent.pause.as_secs_f64() * 1e3),
+            "new backup joined: state sent, protected again"
+        );
+        Ok(sink)
+    }
+}
+
+/// Starts `join-listen` on `listener`: pairs backups (refusing a second one while
+/// one is in lockstep) and hands them to the vCPU.
+pub fn spawn_listener(
+    listener: TcpListener,
+    machine: LogHeader,
+    stats: Arc<Stats>,
+    events: Sender<VmEvent>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new().name("join-listen".into()).spawn(move || loop {
+        let local = || hello(Role::Primary, &machine, stats.epoch.load(Ordering::SeqCst));
+        let busy = || stats.protected();
+        match handshake::accept_backup(&listener, &local, &busy) {
+            Ok(stream) => {
+                if events.send(VmEvent::Join(stream)).is_err() {
+                    return; // the VM has stopped
+                }
+            }
+            Err(e) => tracing::warn!("join: {e}"),
+        }
+    })?;
+    Ok(())
+}

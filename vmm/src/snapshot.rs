@@ -1,0 +1,252 @@
+//! Moving a running VM's state to a new backup: the primary pauses at a
+//! counted exit, completes the instruction in flight, and sends memory (only
+//! pages that are not zero), the vCPU's registers and every device's state,
+//! then the state digest; the backup restores it into a freshly booted VM and
+//! must reach the same digest before it replays a single record.
+use crate::bus::Bus;
+use crate::digest::{self, DigestError};
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, kvm_vcpu_events};
+use kvm_ioctls::VcpuFd;
+use logging_channel::state::{self, BlobKind, StateMessage, StateReader, MAX_PAGES, PAGE_SIZE};
+use logging_channel::{CodecError, Hash};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use zerocopy::{FromBytes, IntoBytes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("reading vCPU {what} failed: {source}")]
+    Vcpu {
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("guest memory access failed: {0}")]
+    Memory(#[from] vm_memory::guest_memory::Error),
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    #[error("sending the state failed: {0}")]
+    Send(#[source] std::io::Error),
+    #[error("the state stream is unreadable: {0}")]
+    Codec(#[from] CodecError),
+    #[error("the state stream is wrong: {0}")]
+    Protocol(String),
+    #[error("restored state digest {restored} differs from the primary's {sent}: the VMs are not identical")]
+    Mismatch { restored: String, sent: String },
+}
+
+/// What a transfer cost.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferStats {
+    pub pages: u64,
+    pub bytes: u64,
+    pub pause: Duration,
+}
+
+fn vcpu_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SnapshotError {
+    move |source| SnapshotError::Vcpu { what, source }
+}
+
+/// Lets KVM finish the MMIO or port instruction of the last exit without running
+/// further, so the state read next is the state right after that exit.
+pub fn complete_pending_instruction(vcpu: &mut VcpuFd) {
+    vcpu.set_kvm_immediate_exit(1);
+    let _ = vcpu.run();
+    vcpu.set_kvm_immediate_exit(0);
+}
+
+/// Sends the VM's state as of counted exit `exit_index`. The caller has stopped the vCPU there.
+pub fn send(
+    out: &mut impl Write,
+    vcpu: &mut VcpuFd,
+    mem: &GuestMemoryMmap,
+    bus: &Bus,
+    exit_index: u64,
+    epoch: u64,
+) -> Result<TransferStats, SnapshotError> {
+    let started = Instant::now();
+    complete_pending_instruction(vcpu);
+    let mem_size: u64 = mem.iter().map(|r| r.len()).sum();
+    let mut buf = Vec::with_capacity(2 << 20);
+    state::encode(&StateMessage::Begin { exit_index, epoch, mem_size }, &mut buf);
+    let (pages, bytes) = send_pages(out, &mut buf, mem)?;
+    let blobs = [
+        (BlobKind::Regs, vcpu.get_regs().map_err(vcpu_err("registers"))?.as_bytes().to_vec()),
+        (BlobKind::Sregs, vcpu.get_sregs().map_err(vcpu_err("special registers"))?.as_bytes().to_vec()),
+        (BlobKind::Fpu, fpu_bytes(&vcpu.get_fpu().map_err(vcpu_err("FPU state"))?)),
+        (BlobKind::VcpuEvents, vcpu.get_vcpu_events().map_err(vcpu_err("events"))?.as_bytes().to_vec()),
+        (BlobKind::Devices, bus.save()),
+    ];
+    for (kind, bytes) in blobs {
+        state::encode(&StateMessage::Blob { kind, bytes }, &mut buf);
+    }
+    let state_digest = digest::state_digest(vcpu, mem)?;
+    state::encode(&StateMessage::End { exit_index, state_digest }, &mut buf);
+    out.write_all(&buf).and_then(|()| out.flush()).map_err(SnapshotError::Send)?;
+    Ok(TransferStats { pages, bytes: bytes + buf.len() as u64, pause: started.elapsed() })
+}
+
+/// Sends every run of non-zero pages; returns (pages, bytes).
+fn send_pages(out: &mut impl Write, buf: &mut Vec<u8>, mem: &GuestMemoryMmap) -> Result<(u64, u64), SnapshotError> {
+    let mut page = vec![0u8; PAGE_SIZE];
+    let mut run: Vec<u8> = Vec::with_capacity(MAX_PAGES * PAGE_SIZE);
+    let mut run_start = 0u64;
+    let (mut pages, mut bytes) = (0u64, 0u64);
+    let mut flush_run = |run: &mut Vec<u8>, start: u64, buf: &mut Vec<u8>| -> Result<(), SnapshotError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        state::encode(&StateMessage::Pages { first_page: start, data: std::mem::take(run) }, buf);
+        if buf.len() >= 1 << 20 {
+            out.write_all(buf).map_err(SnapshotError::Send)?;
+            bytes += buf.len() as u64;
+            buf.clear();
+        }
+        Ok(())
+    };
+    for region in mem.iter() {
+        let first = region.start_addr().0 / PAGE_SIZE as u64;
+        for i in 0..region.len() / PAGE_SIZE as u64 {
+            let n = first + i;
+            mem.read_slice(&mut page, GuestAddress(n * PAGE_SIZE as u64))?;
+            let zero = page.iter().all(|b| *b == 0);
+            let contiguous = run_start + (run.len() / PAGE_SIZE) as u64 == n;
+            if zero || !contiguous || run.len() == MAX_PAGES * PAGE_SIZE {
+                flush_run(&mut run, run_start, buf)?;
+            }
+            if !zero {
+                if run.is_empty() {
+                    run_start = n;
+                }
+                run.extend_from_slice(&page);
+                pages += 1;
+            }
+        }
+    }
+    flush_run(&mut run, run_start, buf)?;
+    Ok((pages, bytes))
+}
+
+fn blob<T: FromBytes>(bytes: &[u8], what: &str) -> Result<T, SnapshotError> {
+    T::read_from_bytes(bytes).map_err(|_| SnapshotError::Protocol(format!("{what} blob has the wrong size")))
+}
+
+/// Receives a state into `mem`/`vcpu`/`bus` (a freshly booted VM of the same shape).
+/// Returns (exit_index, epoch) of the primary at the snapshot.
+pub fn receive(
+    input: &mut impl Read,
+    vcpu: &mut VcpuFd,
+    mem: &GuestMemoryMmap,
+    bus: &mut Bus,
+) -> Result<(u64, u64), SnapshotError> {
+    let mut reader = StateReader::new(input);
+    let mut next = || -> Result<StateMessage, SnapshotError> {
+        reader
+            .next_message()?
+            .ok_or_else(|| SnapshotError::Protocol("the primary closed the connection mid-state".into()))
+    };
+    let StateMessage::Begin { exit_index, epoch, mem_size } = next()? else {
+        return Err(SnapshotError::Protocol("the state does not start with Begin".into()));
+    };
+    let ours: u64 = mem.iter().map(|r| r.len()).sum();
+    if mem_size != ours {
+        return Err(SnapshotError::Protocol(format!("the primary has {mem_size} bytes of memory, this VM {ours}")));
+    }
+    zero_memory(mem)?;
+    loop {
+        match next()? {
+            StateMessage::Pages { first_page, data } => {
+                let addr =
+                    first_page.checked_mul(PAGE_SIZE as u64).filter(|a| a.saturating_add(data.len() as u64) <= ours);
+                let addr =
+                    addr.ok_or_else(|| SnapshotError::Protocol(format!("pages at {first_page} lie outside memory")))?;
+                mem.write_slice(&data, GuestAddress(addr))?;
+            }
+            StateMessage::Blob { kind, bytes } => restore_blob(kind, &bytes, vcpu, bus)?,
+            StateMessage::End { exit_index: end_index, state_digest } => {
+                if end_index != exit_index {
+                    return Err(SnapshotError::Protocol("Begin and End name different exits".into()));
+                }
+                check_digest(vcpu, mem, &state_digest)?;
+                return Ok((exit_index, epoch));
+            }
+            StateMessage::Begin { .. } => return Err(SnapshotError::Protocol("a second Begin".into())),
+        }
+    }
+}
+
+fn restore_blob(kind: BlobKind, bytes: &[u8], vcpu: &mut VcpuFd, bus: &mut Bus) -> Result<(), SnapshotError> {
+    let set = |what| move |source| SnapshotError::Vcpu { what, source };
+    match kind {
+        BlobKind::Regs => vcpu.set_regs(&blob::<kvm_regs>(bytes, "registers")?).map_err(set("registers")),
+        BlobKind::Sregs => vcpu.set_sregs(&blob::<kvm_sregs>(bytes, "special registers")?).map_err(set("sregs")),
+        BlobKind::Fpu => vcpu.set_fpu(&fpu_from(bytes)?).map_err(set("FPU state")),
+        BlobKind::VcpuEvents => vcpu.set_vcpu_events(&blob::<kvm_vcpu_events>(bytes, "events")?).map_err(set("events")),
+        BlobKind::Devices => bus.restore(bytes).map_err(SnapshotError::Protocol),
+        BlobKind::Invalid => Err(SnapshotError::Protocol("invalid blob".into())),
+    }
+}
+
+const FPU_BYTES: usize = 8 * 16 + 2 + 2 + 1 + 2 + 8 + 8 + 16 * 16 + 4;
+
+/// `kvm_fpu` has padding, so it is written field by field, little-endian.
+fn fpu_bytes(f: &kvm_fpu) -> Vec<u8> {
+    let mut b = Vec::with_capacity(FPU_BYTES);
+    f.fpr.iter().for_each(|r| b.extend_from_slice(r));
+    b.extend_from_slice(&f.fcw.to_le_bytes());
+    b.extend_from_slice(&f.fsw.to_le_bytes());
+    b.push(f.ftwx);
+    b.extend_from_slice(&f.last_opcode.to_le_bytes());
+    b.extend_from_slice(&f.last_ip.to_le_bytes());
+    b.extend_from_slice(&f.last_dp.to_le_bytes());
+    f.xmm.iter().for_each(|r| b.extend_from_slice(r));
+    b.extend_from_slice(&f.mxcsr.to_le_bytes());
+    b
+}
+
+fn fpu_from(bytes: &[u8]) -> Result<kvm_fpu, SnapshotError> {
+    if bytes.len() != FPU_BYTES {
+        return Err(SnapshotError::Protocol(format!("FPU blob is {} bytes, not {FPU_BYTES}", bytes.len())));
+    }
+    let mut f = kvm_fpu::default();
+    let (fpr, rest) = bytes.split_at(8 * 16);
+    for (r, chunk) in f.fpr.iter_mut().zip(fpr.chunks_exact(16)) {
+        r.copy_from_slice(chunk);
+    }
+    let le16 = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
+    let le64 = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+    f.fcw = le16(&rest[0..2]);
+    f.fsw = le16(&rest[2..4]);
+    f.ftwx = rest[4];
+    f.last_opcode = le16(&rest[5..7]);
+    f.last_ip = le64(&rest[7..15]);
+    f.last_dp = le64(&rest[15..23]);
+    let (xmm, tail) = rest[23..].split_at(16 * 16);
+    for (r, chunk) in f.xmm.iter_mut().zip(xmm.chunks_exact(16)) {
+        r.copy_from_slice(chunk);
+    }
+    f.mxcsr = u32::from_le_bytes(tail[..4].try_into().unwrap_or_default());
+    Ok(f)
+}
+
+fn check_digest(vcpu: &VcpuFd, mem: &GuestMemoryMmap, sent: &Hash) -> Result<(), SnapshotError> {
+    let restored = digest::state_digest(vcpu, mem)?;
+    if &restored != sent {
+        return Err(SnapshotError::Mismatch { restored: digest::hex(&restored), sent: digest::hex(sent) });
+    }
+    Ok(())
+}
+
+fn zero_memory(mem: &GuestMemoryMmap) -> Result<(), SnapshotError> {
+    let zeros = vec![0u8; 1 << 20];
+    for region in mem.iter() {
+        let mut off = 0;
+        while off < region.len() {
+            let n = (region.len() - off).min(zeros.len() as u64) as usize;
+            mem.write_slice(&zeros[..n], GuestAddress(region.start_addr().0 + off))?;
+            off += n as u64;
+        }
+    }
+    Ok(())
+}
