@@ -47,7 +47,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    fn start(topo: &Topology, args: &[&str]) -> Relay {
+    pub fn start(topo: &Topology, args: &[&str]) -> Relay {
         let bin = crate::ftvmm_bin().with_file_name("ftvmm-relay");
         let mut cmd: Command = topo.command("host-b", bin);
         cmd.args(["--listen", RELAY_LISTEN, "--connect", PRIMARY_LISTEN]).args(args);

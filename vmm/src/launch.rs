@@ -123,7 +123,7 @@ impl LaunchError {
             LaunchError::Run(RunError::Replay(ReplayError::NoEnd { .. })) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(_)) => exit_code::DIVERGENCE,
             LaunchError::Run(RunError::GuestFault { .. }) => exit_code::GUEST_FAILED,
-            LaunchError::Run(RunError::StandDown(_)) => exit_code::STOOD_DOWN,
+            LaunchError::Run(RunError::StandDown(_)) | LaunchError::Snapshot(_) => exit_code::STOOD_DOWN,
             LaunchError::Replication(ReplicationError::RefusedPrimary(_) | ReplicationError::Refused(_)) => {
                 exit_code::STOOD_DOWN
             }
