@@ -27,6 +27,14 @@ pub struct Pair {
 /// Boots a primary in host-a and a backup in host-b; `relay_args` (if any) puts an
 /// `ftvmm-relay` with those extra flags between them, in host-b.
 pub fn start(topo: &Topology, extra: &[&str], relay_args: Option<&[&str]>) -> Pair {
+    start_with(topo, extra, &[], relay_args)
+}
+
+/// Where a backup in host-b takes on backups of its own once it is live.
+pub const BACKUP_LISTEN: &str = "10.77.0.2:7000";
+
+/// Like [`start`], with flags for the backup only (such as `--listen`).
+pub fn start_with(topo: &Topology, extra: &[&str], backup_only: &[&str], relay_args: Option<&[&str]>) -> Pair {
     let mut primary_args = vec!["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
     primary_args.extend_from_slice(extra);
     let mut primary = VmProcess::spawn(topo, "host-a", &primary_args);
@@ -34,11 +42,22 @@ pub fn start(topo: &Topology, extra: &[&str], relay_args: Option<&[&str]>) -> Pa
     let target = if relay.is_some() { RELAY_LISTEN } else { PRIMARY_LISTEN };
     let mut backup_args = vec!["backup", "--primary", target, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
     backup_args.extend_from_slice(extra);
+    backup_args.extend_from_slice(backup_only);
     let mut backup = VmProcess::spawn(topo, "host-b", &backup_args);
     primary.wait_for_line("kv-server: listening", Duration::from_secs(15));
     // A backup's console is output too: it stays silent until it goes live.
     backup.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
     Pair { primary, backup, relay }
+}
+
+/// Starts a backup in `host` that joins the running primary at `primary`, and waits
+/// until it holds the primary's state.
+pub fn join(topo: &Topology, host: &str, primary: &str, extra: &[&str]) -> VmProcess {
+    let mut args = vec!["backup", "--primary", primary, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
+    args.extend_from_slice(extra);
+    let mut backup = VmProcess::spawn(topo, host, &args);
+    backup.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
+    backup
 }
 
 /// `ftvmm-relay` in host-b between the backup and the primary.
