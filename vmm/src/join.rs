@@ -4,6 +4,7 @@
 //! [`VmEvent::Join`]; at its next counted exit the vCPU stops, sends the VM's
 //! state, and from the next exit on logs to the new backup. The guest notices
 //! nothing but the pause, which is measured.
+use crate::arbiter::Arbiter;
 use crate::live::VmEvent;
 use crate::release::{Policy, SharedReleaser};
 use crate::replication::primary::{self, StreamSink};
@@ -24,6 +25,8 @@ pub struct Joiner {
     pub repl_status: Arc<AtomicU64>,
     pub stats: Arc<Stats>,
     pub timing: Timing,
+    pub arbiter: Option<Arc<dyn Arbiter>>,
+    pub events: Sender<VmEvent>,
 }
 
 impl Joiner {
@@ -44,6 +47,8 @@ impl Joiner {
             repl_status: self.repl_status.clone(),
             stats: self.stats.clone(),
             on_change: Arc::new(move || poke.poke()),
+            arbiter: self.arbiter.clone(),
+            events: self.events.clone(),
         };
         let (sink, wire) = primary::start(stream, self.timing, shared).map_err(|e| e.to_string())?;
         self.releaser.set_policy(Policy::Primary { state: state.clone(), wire });

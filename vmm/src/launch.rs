@@ -1,5 +1,6 @@
 //! Putting a VM together for one command: machine, driver, output policy, and
 //! (for a pair) the replication channel; then `threads` runs it.
+use crate::arbiter::{self, Arbiter};
 use crate::digest;
 use crate::guest_image::{self, ImageError};
 use crate::live::{LiveDriver, VmEvent};
@@ -21,6 +22,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct VmOptions {
@@ -34,6 +36,8 @@ pub struct VmOptions {
     pub tap: Option<String>,
     /// Serve `ftvmm status` here.
     pub status: Option<String>,
+    /// Who decides which side goes on alone (primary and backup only).
+    pub arbiter: Option<String>,
 }
 
 pub enum Mode {
@@ -91,6 +95,10 @@ pub enum LaunchError {
     Thread(&'static str, std::io::Error),
     #[error(transparent)]
     Replication(ReplicationError),
+    #[error(transparent)]
+    Arbiter(crate::arbiter::ArbiterError),
+    #[error("refusing to start: {0}")]
+    Stale(String),
     #[error("state transfer failed: {0}")]
     Snapshot(#[source] crate::snapshot::SnapshotError),
     #[error("cannot serve status on {addr}: {source}")]
@@ -123,7 +131,9 @@ impl LaunchError {
             LaunchError::Run(RunError::Replay(ReplayError::NoEnd { .. })) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(_)) => exit_code::DIVERGENCE,
             LaunchError::Run(RunError::GuestFault { .. }) => exit_code::GUEST_FAILED,
-            LaunchError::Run(RunError::StandDown(_)) | LaunchError::Snapshot(_) => exit_code::STOOD_DOWN,
+            LaunchError::Run(RunError::StandDown(_)) | LaunchError::Snapshot(_) | LaunchError::Stale(_) => {
+                exit_code::STOOD_DOWN
+            }
             LaunchError::Replication(ReplicationError::RefusedPrimary(_) | ReplicationError::Refused(_)) => {
                 exit_code::STOOD_DOWN
             }
@@ -166,12 +176,18 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         _ => opts.tap.as_deref().map(Tap::open).transpose()?,
     };
     let releaser = SharedReleaser::new(Policy::Immediate, None, stats.clone());
+    let service = std::net::Ipv4Addr::from(config.net.ip).to_string();
+    let arbiter: Option<Arc<dyn Arbiter>> = match &opts.arbiter {
+        Some(spec) => Some(Arc::from(arbiter::from_spec(spec, &service).map_err(LaunchError::Arbiter)?)),
+        None => None,
+    };
     let services = |events| Services {
         releaser: releaser.clone(),
         stats: stats.clone(),
         events,
         events_tx: events_tx.clone(),
         timing: Timing { heartbeat: Duration::ZERO, failover_timeout: Duration::ZERO },
+        arbiter: arbiter.clone(),
     };
     let mut first_index = 0;
     let (driver, pair) = match (mode, replay_log) {
@@ -205,6 +221,9 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     };
     if let Some(tap) = &tap {
         tap.spawn_reader(events_tx.clone(), VmEvent::Frame).map_err(|e| LaunchError::Thread("nic-rx", e))?;
+        // Switches may remember the guest's MAC on another port (a backup that was live
+        // there before); announcing it, as a NIC coming up would, puts it where it is now.
+        pair::announce(tap.clone(), config.net);
         tracing::info!(tap = tap.name(), "NIC attached to TAP");
     }
     tracing::info!(

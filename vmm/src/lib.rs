@@ -1,5 +1,6 @@
 //! ftvmm: a small KVM monitor that keeps a backup VM in lockstep with a primary
 //! by deterministic record/replay. See DESIGN.md for the determinism contract.
+pub mod arbiter;
 pub mod boot;
 pub mod bus;
 pub mod clock;

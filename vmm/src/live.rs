@@ -25,6 +25,8 @@ pub enum VmEvent {
     Stop,
     /// A paired backup wants the VM's state (see `join`).
     Join(TcpStream),
+    /// Another node won the right to go on alone: stop at once, release nothing.
+    Halt(String),
 }
 
 pub struct LiveDriver {
@@ -35,6 +37,7 @@ pub struct LiveDriver {
     stopping: bool,
     joiner: Option<Joiner>,
     join: Option<TcpStream>,
+    halt: Option<String>,
 }
 
 impl LiveDriver {
@@ -47,6 +50,7 @@ impl LiveDriver {
             stopping: false,
             joiner: None,
             join: None,
+            halt: None,
         }
     }
 
@@ -63,6 +67,9 @@ impl LiveDriver {
         self.drain_events();
         if ctx.wants_wait {
             self.wait_for_event();
+        }
+        if let Some(why) = self.halt.take() {
+            return Err(RunError::StandDown(why));
         }
         if self.stopping {
             return Ok(Step::Finish(Finish::Shutdown));
@@ -144,13 +151,19 @@ impl LiveDriver {
             VmEvent::Frame(f) => self.frames.push_back(f),
             VmEvent::Stop => self.stopping = true,
             VmEvent::Join(stream) => self.join = Some(stream),
+            VmEvent::Halt(why) => self.halt = Some(why),
         }
     }
 
     /// Blocks a waiting guest until a tick is due, a frame arrives or the VM must stop.
     /// An event that is already due returns at once: no wake-up is lost.
     fn wait_for_event(&mut self) {
-        if self.stopping || self.join.is_some() || !self.frames.is_empty() || self.clock.pending(Instant::now()) {
+        if self.stopping
+            || self.halt.is_some()
+            || self.join.is_some()
+            || !self.frames.is_empty()
+            || self.clock.pending(Instant::now())
+        {
             return;
         }
         let received = match self.clock.next_deadline() {

@@ -79,6 +79,11 @@ enum Command {
 
 #[derive(Args)]
 struct TimingArgs {
+    /// Who decides which side goes on alone when the link breaks: file:DIR (a directory
+    /// both hosts share) or etcd:http://HOST:PORT[,...]. Without one, a partition can
+    /// leave both sides serving.
+    #[arg(long, value_name = "SPEC")]
+    arbiter: Option<String>,
     /// How often the primary sends a heartbeat when it has nothing else to send.
     #[arg(long, default_value_t = replication::DEFAULT_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     heartbeat_ms: u64,
@@ -168,6 +173,7 @@ impl VmArgs {
             net,
             tap: self.tap.clone(),
             status: self.status.clone(),
+            arbiter: None,
         })
     }
 }
@@ -176,25 +182,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let (vm, mode) = match cli.command {
+    let (vm, mode, arbiter) = match cli.command {
         Command::Status { addr } => return print_status(&addr),
-        Command::Run(vm) => (vm, Mode::Run),
-        Command::Record { vm, log_file } => (vm, Mode::Record(log_file)),
-        Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file)),
-        Command::Primary { vm, listen, timing } => match timing.timing() {
-            Ok(timing) => (vm, Mode::Primary { listen, timing }),
+        Command::Run(vm) => (vm, Mode::Run, None),
+        Command::Record { vm, log_file } => (vm, Mode::Record(log_file), None),
+        Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file), None),
+        Command::Primary { vm, listen, timing: pair } => match pair.timing() {
+            Ok(timing) => (vm, Mode::Primary { listen, timing }, pair.arbiter),
             Err(e) => return usage_error(&e),
         },
-        Command::Backup { vm, primary, connect_timeout_secs, listen, timing } => match timing.timing() {
+        Command::Backup { vm, primary, connect_timeout_secs, listen, timing: pair } => match pair.timing() {
             Ok(timing) => {
                 let connect_within = Duration::from_secs(connect_timeout_secs);
-                (vm, Mode::Backup { primary, timing, connect_within, listen })
+                (vm, Mode::Backup { primary, timing, connect_within, listen }, pair.arbiter)
             }
             Err(e) => return usage_error(&e),
         },
     };
     let options = match vm.options() {
-        Ok(o) => o,
+        Ok(o) => VmOptions { arbiter, ..o },
         Err(e) => return usage_error(&e.to_string()),
     };
     let result = launch::launch(&options, &mode).map_err(anyhow::Error::from);

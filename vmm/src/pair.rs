@@ -5,6 +5,7 @@
 //! when that backup is lost, a new one can join the running VM. The backup
 //! receives the state, replays the log, and if the primary dies goes live —
 //! and, given `--listen`, takes on backups of its own.
+use crate::arbiter::Arbiter;
 use crate::join::{self, Joiner};
 use crate::launch::LaunchError;
 use crate::live::{LiveDriver, VmEvent};
@@ -42,11 +43,27 @@ pub struct Services {
     pub events: Receiver<VmEvent>,
     pub events_tx: Sender<VmEvent>,
     pub timing: Timing,
+    pub arbiter: Option<Arc<dyn Arbiter>>,
+}
+
+impl Services {
+    fn joiner(self, repl_status: Arc<AtomicU64>) -> (Joiner, Receiver<VmEvent>) {
+        let joiner = Joiner {
+            releaser: self.releaser,
+            repl_status,
+            stats: self.stats,
+            timing: self.timing,
+            arbiter: self.arbiter,
+            events: self.events_tx,
+        };
+        (joiner, self.events)
+    }
 }
 
 /// Waits for a backup on `listen`, pairs, sends it the boot state, and keeps
 /// listening for later backups.
 pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Paired, LaunchError> {
+    refuse_if_stale(s.arbiter.as_deref())?;
     let listener = handshake::listen(listen)?;
     tracing::info!(%listen, "primary waiting for a backup");
     let header = machine.header;
@@ -67,14 +84,15 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Paire
         repl_status: machine.repl_status.clone(),
         stats: s.stats.clone(),
         on_change: Arc::new(move || poke.poke()),
+        arbiter: s.arbiter.clone(),
+        events: s.events_tx.clone(),
     };
     let (sink, wire) = primary::start(stream, s.timing, shared)?;
     s.releaser.set_policy(Policy::Primary { state: state.clone(), wire });
-    join::spawn_listener(listener, header, s.stats.clone(), s.events_tx)
+    join::spawn_listener(listener, header, s.stats.clone(), s.events_tx.clone())
         .map_err(|e| LaunchError::Thread("join-listen", e))?;
-    let joiner =
-        Joiner { releaser: s.releaser, repl_status: machine.repl_status.clone(), stats: s.stats, timing: s.timing };
-    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events).with_joiner(joiner);
+    let (joiner, events) = s.joiner(machine.repl_status.clone());
+    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), events).with_joiner(joiner);
     Ok(Paired { driver: Driver::Live(live), state, first_index: 0 })
 }
 
@@ -123,6 +141,18 @@ fn takeover(
         if state.corrupt.load(Ordering::SeqCst) {
             return Err(RunError::StandDown("the primary's log stream was corrupt; not going live on it".into()));
         }
+        if let Some(arbiter) = &s.arbiter {
+            let epoch = s.stats.epoch.load(Ordering::SeqCst);
+            match arbiter.claim(epoch, "backup") {
+                Ok(true) => tracing::info!(epoch, arbiter = %arbiter.describe(), "won the arbiter"),
+                Ok(false) => {
+                    return Err(RunError::StandDown(format!(
+                        "the primary won the arbiter for epoch {epoch}: it is alive and serving, this backup halts"
+                    )))
+                }
+                Err(e) => return Err(RunError::StandDown(format!("cannot reach the arbiter ({e}); not going live"))),
+            }
+        }
         tracing::warn!(exit = last_replayed + 1, released, "GOING LIVE: this backup is now the primary (unprotected)");
         repl_status.store(0, Ordering::SeqCst);
         let stand_down = |what: String| RunError::StandDown(what);
@@ -140,22 +170,26 @@ fn takeover(
             }
         }
         let _ = plan.control.send(Control::GoLive { tap, released });
-        let mut live = LiveDriver::new(header.tick_hz, None, s.events);
-        if let Some(addr) = &plan.listen {
-            let listener = handshake::listen(addr).map_err(|e| stand_down(format!("cannot take on backups: {e}")))?;
-            join::spawn_listener(listener, header, s.stats.clone(), s.events_tx)
+        let listen = plan.listen.as_deref().map(handshake::listen).transpose();
+        let listener = listen.map_err(|e| stand_down(format!("cannot take on backups: {e}")))?;
+        if let Some(listener) = listener {
+            join::spawn_listener(listener, header, s.stats.clone(), s.events_tx.clone())
                 .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
-            tracing::info!(listen = %addr, "live: new backups may join here");
-            live = live.with_joiner(Joiner { releaser: s.releaser, repl_status, stats: s.stats, timing: s.timing });
+            tracing::info!(listen = ?plan.listen, "live: new backups may join here");
+            let (joiner, events) = s.joiner(repl_status);
+            return Ok(LiveDriver::new(header.tick_hz, None, events).with_joiner(joiner));
         }
-        Ok(live)
+        Ok(LiveDriver::new(header.tick_hz, None, s.events))
     })
 }
 
 /// Sends gratuitous ARPs over the next half second. A TAP port that has just come up
 /// may not forward yet (the bridge moves it to forwarding asynchronously), so one
 /// announcement can be lost; several, spread out, reach the switch.
-fn announce(tap: Tap, net: NetConfig) {
+pub fn announce(tap: Tap, net: NetConfig) {
+    if net.present == 0 {
+        return;
+    }
     let arp = gratuitous_arp(net.mac, net.ip);
     let spawned = std::thread::Builder::new().name("announce".into()).spawn(move || {
         for delay_ms in [0u64, 10, 40, 100, 250] {
@@ -165,6 +199,26 @@ fn announce(tap: Tap, net: NetConfig) {
     });
     if let Err(e) = spawned {
         tracing::warn!("cannot announce the guest's address after going live: {e}");
+    }
+}
+
+/// A primary must not start in an epoch that another node already went on alone in:
+/// it would be a second primary for the same service.
+fn refuse_if_stale(arbiter: Option<&dyn Arbiter>) -> Result<(), LaunchError> {
+    let Some(arbiter) = arbiter else {
+        tracing::warn!(
+            "no --arbiter: if the link between primary and backup is cut, both may go on alone (split brain)"
+        );
+        return Ok(());
+    };
+    match arbiter.latest_claim() {
+        Ok(Some(epoch)) if epoch >= FIRST_EPOCH => Err(LaunchError::Stale(format!(
+            "the arbiter ({}) records that a node went on alone in epoch {epoch}: this primary's state is stale \
+             and it must not serve. Join the current primary as a backup instead, or clear the arbiter for a new deployment.",
+            arbiter.describe()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(LaunchError::Stale(format!("cannot consult the arbiter: {e}"))),
     }
 }
 

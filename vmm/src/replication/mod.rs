@@ -67,6 +67,8 @@ pub struct PairState {
     pub corrupt: AtomicBool,
     /// Backup: the primary ended its log cleanly (SIGTERM), so the backup stops too.
     pub clean_end: AtomicBool,
+    /// Primary: the decision to go on without this backup has been taken (once).
+    pub deciding: AtomicBool,
 }
 
 impl PairState {

@@ -8,8 +8,11 @@
 //! hop. If the backup goes silent, closes, or the stream fails, the primary
 //! drops it and runs unprotected: held output is released, nothing more logged.
 use super::{PairState, ReplicationError, Timing};
+use crate::arbiter::Arbiter;
+use crate::live::VmEvent;
 use crate::recorder::{LogSink, RecordError};
 use crate::status::Stats;
+use crossbeam_channel::Sender;
 use logging_channel::channel::{Message, MessageReader};
 use logging_channel::{codec, Record};
 use std::io::Write;
@@ -32,16 +35,38 @@ pub struct Shared {
     pub repl_status: Arc<AtomicU64>,
     pub stats: Arc<Stats>,
     pub on_change: OnChange,
+    /// Decides who goes on alone; without one, a partition can cause split brain.
+    pub arbiter: Option<Arc<dyn Arbiter>>,
+    /// Where to tell the vCPU to halt when the arbiter says the backup went live.
+    pub events: Sender<VmEvent>,
 }
 
 impl Shared {
-    /// Drops the backup: everything held is released and the VM runs unprotected.
+    /// Drops the backup: everything held is released and the VM runs unprotected —
+    /// unless an arbiter says the backup won this epoch, in which case this VM halts
+    /// and releases nothing.
     pub fn lose_backup(&self, why: &str) {
-        if self.state.protected.swap(false, Ordering::SeqCst) {
-            self.repl_status.store(0, Ordering::SeqCst);
-            tracing::warn!("backup lost ({why}): this primary now runs UNPROTECTED");
-            (self.on_change)();
+        if !self.state.protected.load(Ordering::SeqCst) || self.state.deciding.swap(true, Ordering::SeqCst) {
+            return;
         }
+        tracing::warn!("backup lost ({why})");
+        if let Some(arbiter) = &self.arbiter {
+            let epoch = self.stats.epoch.load(Ordering::SeqCst);
+            match arbiter.claim(epoch, "primary") {
+                Ok(true) => tracing::info!(epoch, arbiter = %arbiter.describe(), "won the arbiter: going on alone"),
+                Ok(false) => return self.halt(format!("the backup won the arbiter for epoch {epoch} and is live")),
+                Err(e) => return self.halt(format!("cannot reach the arbiter ({e})")),
+            }
+        }
+        self.state.protected.store(false, Ordering::SeqCst);
+        self.repl_status.store(0, Ordering::SeqCst);
+        tracing::warn!("this primary now runs UNPROTECTED");
+        (self.on_change)();
+    }
+
+    fn halt(&self, why: String) {
+        tracing::error!("{why}: this primary HALTS without releasing held output");
+        let _ = self.events.send(VmEvent::Halt(why));
     }
 }
 
