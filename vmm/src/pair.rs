@@ -124,7 +124,7 @@ pub fn backup(
     s.stats.epoch.store(epoch, Ordering::SeqCst);
     s.stats.set_pair(state.clone());
     s.releaser.set_policy(Policy::Backup { state: state.clone() });
-    let source = backup::start(stream, s.timing, state.clone())?;
+    let source = backup::start(stream, s.timing, state.clone(), s.stats.clone())?;
     let takeover = takeover(plan, state.clone(), machine.repl_status.clone(), machine.header, s);
     let driver = Driver::Replay(ReplayDriver::with_takeover(Box::new(source), takeover, state.clone()));
     Ok(Paired { driver, state, first_index })

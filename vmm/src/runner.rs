@@ -194,23 +194,23 @@ impl Runner {
         Ok(Outcome { finish, exit_index: index, digest, interrupts, elapsed })
     }
 
-    fn on_counted_exit(&mut self, index: u64, exit: CountedExit, interrupts: &mut u64) -> Result<Step, RunError> {
-        let wants_wait = match &exit.effect {
-            DeviceEffect::None => false,
-            DeviceEffect::Wait => true,
+    fn on_counted_exit(&mut self, index: u64, mut exit: CountedExit, interrupts: &mut u64) -> Result<Step, RunError> {
+        let (wants_wait, produced_output) = match std::mem::replace(&mut exit.effect, DeviceEffect::None) {
+            DeviceEffect::None => (false, false),
+            DeviceEffect::Wait => (true, false),
             DeviceEffect::Output(output) => {
                 // The output thread may be gone at shutdown; the VM must not care.
-                let _ = self.output.send(OutputItem { exit_index: index, output: output.clone() });
-                false
+                let _ = self.output.send(OutputItem { exit_index: index, output });
+                (false, true)
             }
-            DeviceEffect::PowerOff(code) => return Ok(Step::Finish(Finish::PowerOff(*code))),
-            DeviceEffect::GuestFault(fault) => return Err(RunError::GuestFault { index, fault: *fault }),
+            DeviceEffect::PowerOff(code) => return Ok(Step::Finish(Finish::PowerOff(code))),
+            DeviceEffect::GuestFault(fault) => return Err(RunError::GuestFault { index, fault }),
         };
         let mut ctx = ExitContext {
             index,
             exit: &exit,
             wants_wait,
-            produced_output: matches!(exit.effect, DeviceEffect::Output(_)),
+            produced_output,
             vcpu: &mut self.machine.vcpu,
             bus: &mut self.machine.buses.mmio,
             mem: &self.machine.mem,

@@ -72,6 +72,9 @@ pub struct Stats {
     pub log_bytes: AtomicU64,
     pub log_records: AtomicU64,
     pub held_outputs: AtomicU64,
+    /// Longest time the peer was silent on the logging channel (µs), over this pairing:
+    /// what the failover timeout must stay above.
+    pub max_peer_silence_us: AtomicU64,
     pub outputs_released: AtomicU64,
     peer: Mutex<String>,
     recent_held: Mutex<Recent>,
@@ -88,6 +91,7 @@ impl Stats {
             log_bytes: AtomicU64::new(0),
             log_records: AtomicU64::new(0),
             held_outputs: AtomicU64::new(0),
+            max_peer_silence_us: AtomicU64::new(0),
             outputs_released: AtomicU64::new(0),
             peer: Mutex::new(String::new()),
             recent_held: Mutex::new(Recent::default()),
@@ -111,6 +115,11 @@ impl Stats {
     pub fn protected(&self) -> bool {
         let pair = self.pair.lock().unwrap_or_else(|p| p.into_inner());
         pair.as_ref().is_some_and(|p| p.protected.load(Ordering::SeqCst))
+    }
+
+    /// The peer was last heard `silence` ago; keeps the maximum.
+    pub fn note_silence(&self, silence: Duration) {
+        self.max_peer_silence_us.fetch_max(silence.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub fn note_held(&self, held: Duration) {
@@ -140,7 +149,7 @@ impl Stats {
                 "{{\"role\":\"{}\",\"epoch\":{},\"protected\":{},\"peer\":\"{}\",\"exit_index\":{},",
                 "\"acked_through\":{},\"replayed_through\":{},\"lag_exits\":{},\"held_outputs\":{},",
                 "\"outputs_released\":{},\"held_p50_us\":{},\"held_p99_us\":{},\"held_max_us\":{},",
-                "\"log_bytes\":{},\"log_records\":{},\"uptime_ms\":{}}}"
+                "\"log_bytes\":{},\"log_records\":{},\"max_peer_silence_us\":{},\"uptime_ms\":{}}}"
             ),
             Role::name(role),
             self.epoch.load(Ordering::SeqCst),
@@ -157,6 +166,7 @@ impl Stats {
             max,
             self.log_bytes.load(Ordering::Relaxed),
             self.log_records.load(Ordering::Relaxed),
+            self.max_peer_silence_us.load(Ordering::Relaxed),
             self.started.elapsed().as_millis(),
         )
     }

@@ -5,6 +5,7 @@
 //! stream ends it too but forbids going live.
 use super::{PairState, ReplicationError, Timing};
 use crate::replayer::{RecordSource, ReplayError};
+use crate::status::Stats;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use logging_channel::channel::{self, Ack, Message};
 use logging_channel::codec::{self, Sequencer};
@@ -13,6 +14,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The replaying vCPU's end of the stream.
 pub struct StreamSource {
@@ -25,12 +27,17 @@ impl RecordSource for StreamSource {
     }
 }
 
-pub fn start(stream: TcpStream, timing: Timing, state: Arc<PairState>) -> Result<StreamSource, ReplicationError> {
+pub fn start(
+    stream: TcpStream,
+    timing: Timing,
+    state: Arc<PairState>,
+    stats: Arc<Stats>,
+) -> Result<StreamSource, ReplicationError> {
     let (tx, rx) = unbounded();
     std::thread::Builder::new()
         .name("log-rx".into())
         .spawn(move || {
-            let why = receive_loop(&stream, timing, &state, &tx);
+            let why = receive_loop(&stream, timing, &state, &stats, &tx);
             state.protected.store(false, Ordering::SeqCst);
             let _ = stream.shutdown(Shutdown::Both);
             if state.clean_end.load(Ordering::SeqCst) {
@@ -46,17 +53,28 @@ pub fn start(stream: TcpStream, timing: Timing, state: Arc<PairState>) -> Result
 }
 
 /// Runs until the stream ends; returns why.
-fn receive_loop(mut stream: &TcpStream, timing: Timing, state: &PairState, tx: &Sender<Record>) -> String {
+fn receive_loop(
+    mut stream: &TcpStream,
+    timing: Timing,
+    state: &PairState,
+    stats: &Stats,
+    tx: &Sender<Record>,
+) -> String {
     if let Err(e) = stream.set_read_timeout(Some(timing.failover_timeout)) {
         return format!("cannot set the failover timeout: {e}");
     }
     let mut seq = Sequencer::new();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut chunk = vec![0u8; 256 * 1024];
+    let mut last_heard = Instant::now();
     loop {
         let n = match stream.read(&mut chunk) {
             Ok(0) => return "the primary closed the connection".into(),
-            Ok(n) => n,
+            Ok(n) => {
+                stats.note_silence(last_heard.elapsed());
+                last_heard = Instant::now();
+                n
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return format!("no log traffic for {} ms", timing.failover_timeout.as_millis())

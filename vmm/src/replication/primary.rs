@@ -221,9 +221,12 @@ fn ack_loop(stream: TcpStream, timeout: Duration, shared: &Shared) {
     }
     let state = &shared.state;
     let mut reader = MessageReader::new(&stream);
+    let mut last_heard = Instant::now();
     loop {
         let why = match reader.next_message() {
             Ok(Some(Message::Ack(ack))) => {
+                shared.stats.note_silence(last_heard.elapsed());
+                last_heard = Instant::now();
                 let before = state.acked_through.fetch_max(ack.received_through, Ordering::SeqCst);
                 state.replayed_through.fetch_max(ack.replayed_through, Ordering::SeqCst);
                 if ack.received_through > before {
