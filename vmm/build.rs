@@ -11,8 +11,10 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let guest_dir = manifest_dir.join("../guest");
     let abi_dir = manifest_dir.join("../guest-abi");
+    // The guest links resp-kv too: a change there must rebuild the embedded guest.
+    let kv_dir = manifest_dir.join("../resp-kv");
     let target_dir = manifest_dir.join("../target/guest");
-    for dir in [&guest_dir, &abi_dir] {
+    for dir in [&guest_dir, &abi_dir, &kv_dir] {
         for sub in ["src", "Cargo.toml", "Cargo.lock", "build.rs", "linker.ld", ".cargo"] {
             let p = dir.join(sub);
             if p.exists() {

@@ -243,3 +243,26 @@ fn a_clean_primary_stop_stops_the_backup_without_it_going_live() {
     // The end record carries the primary's final state digest; the backup reached the same one.
     assert!(err.contains("EndOfLog(Shutdown)"), "{err}");
 }
+
+#[test]
+fn a_clean_primary_stop_under_load_leaves_the_backup_in_the_same_final_state() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut pair = pair::start(&topo, &[], None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let load = spawn_in_netns(&topo, "client", move || run_incr_load(GUEST, "busy", 4, s));
+    std::thread::sleep(Duration::from_millis(700));
+
+    // SIGTERM mid-load: the primary stops at a counted exit and ends the log there,
+    // with its state digest; the backup must reach that very digest.
+    assert!(pair.primary.terminate().success(), "{}", pair.primary.stderr());
+    let status = pair.backup.wait(Duration::from_secs(15)).expect("the backup stops with the primary");
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+
+    let err = pair.backup.stderr();
+    assert!(status.success(), "the backup's final state must match the primary's: {err}");
+    assert!(err.contains("EndOfLog(Shutdown)"), "{err}");
+    assert!(!err.contains("GOING LIVE"), "{err}");
+}

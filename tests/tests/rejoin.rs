@@ -94,3 +94,32 @@ fn state_transferred_under_load_replays_to_the_primarys_final_digest() {
         assert!(r.error.is_none(), "{r:?}");
     }
 }
+
+#[test]
+fn a_second_backup_is_refused_while_one_is_in_lockstep() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut first = pair::start(&topo, &[], None);
+
+    let out = topo
+        .command("host-b", ftvmm_tests::ftvmm_bin())
+        .args(["backup", "--primary", PRIMARY_LISTEN, "--guest-ip", pair::GUEST_CIDR, "--connect-timeout-secs", "2"])
+        .env("FTVMM_LOG", "warn")
+        .output()
+        .expect("run a second backup");
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("already has a backup"), "{err}");
+    assert_eq!(in_netns(&topo, "client", || incr_once("r")), 1, "the pair keeps serving");
+    assert!(first.backup.wait(Duration::from_millis(200)).is_none(), "the first backup is undisturbed");
+}
+
+fn incr_once(key: &str) -> i64 {
+    let mut s = TcpStream::connect(GUEST).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(format!("INCR {key}\r\n").as_bytes()).expect("send");
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("reply");
+    line.trim_end().trim_start_matches(':').parse().expect("integer")
+}

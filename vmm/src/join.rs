@@ -33,6 +33,11 @@ impl Joiner {
     /// At the current exit: sends the state and starts streaming the log. The
     /// backup replays from the next exit on.
     pub fn join(&self, mut stream: TcpStream, ctx: &mut ExitContext<'_>) -> Result<StreamSink, String> {
+        // Two backups can pass the handshake before either is applied; the second must
+        // not replace the first (closing its stream would make it go live).
+        if self.stats.protected() {
+            return Err("a backup is already in lockstep; refusing a second".into());
+        }
         let epoch = self.stats.epoch.load(Ordering::SeqCst) + 1;
         let sent = snapshot::send(&mut stream, ctx.vcpu, ctx.mem, ctx.bus, ctx.index, epoch)
             .map_err(|e| format!("sending the state failed: {e}"))?;

@@ -89,23 +89,26 @@ impl LiveDriver {
         if let Some(sink) = &mut self.sink {
             sink.throttle(ctx.index);
         }
-        // Within one exit the entry comes first, then digest, then progress: a reader
-        // knows an exit is complete when it sees progress for it or any later exit.
+        // Within one exit the entry comes first, then digest, then progress, sent as one
+        // batch: a reader knows an exit is complete when it sees progress for it or any
+        // later exit, so nothing (a heartbeat) may come between them.
+        let mut records = Vec::new();
         if ctx.can_inject() {
             let events = self.deliver(ctx)?;
-            if let (Some(sink), false) = (&mut self.sink, events.is_empty()) {
-                sink.send(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events })?;
+            if self.sink.is_some() && !events.is_empty() {
+                records.push(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events });
             }
         }
         if let Some(sink) = &mut self.sink {
             if ctx.index.is_multiple_of(DIGEST_EVERY) {
                 let hash = digest::regs_digest(ctx.vcpu)?;
-                sink.send(Record::Digest { exit_index: ctx.index, scope: DigestScope::Registers, hash })?;
+                records.push(Record::Digest { exit_index: ctx.index, scope: DigestScope::Registers, hash });
             }
             // Output produced here can be released only once the backup holds this exit.
             if ctx.produced_output || ctx.index.is_multiple_of(PROGRESS_EVERY) {
-                sink.send(Record::Progress { exit_index: ctx.index })?;
+                records.push(Record::Progress { exit_index: ctx.index });
             }
+            sink.send_batch(records)?;
         }
         Ok(Step::Continue)
     }

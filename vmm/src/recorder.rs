@@ -27,6 +27,10 @@ pub enum RecordError {
 /// Receives the records a live VM produces, in order.
 pub trait LogSink: Send {
     fn send(&mut self, record: Record) -> Result<(), RecordError>;
+    /// Sends the records of one exit together: nothing (a heartbeat) may come between them.
+    fn send_batch(&mut self, records: Vec<Record>) -> Result<(), RecordError> {
+        records.into_iter().try_for_each(|r| self.send(r))
+    }
     /// Called at every counted exit before anything is logged for it; a sink may
     /// block here to keep its reader from falling too far behind (flow control).
     fn throttle(&mut self, _exit_index: u64) {}

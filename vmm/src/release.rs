@@ -148,9 +148,12 @@ impl SharedReleaser {
                 },
             }
         }
-        // The VM has stopped: whatever it said last still goes out (a backup drops it).
+        // The VM has stopped: whatever it said last still goes out, unless this is a backup
+        // (its primary sent it) or a primary that lost the arbiter (the live backup owns
+        // the conversation now, and never produced these outputs).
         let mut r = self.lock();
-        if !matches!(r.policy, Policy::Backup { .. }) {
+        let halted = matches!(&r.policy, Policy::Primary { state, .. } if state.halted.load(Ordering::SeqCst));
+        if !halted && !matches!(r.policy, Policy::Backup { .. }) {
             while let Some(h) = r.queue.pop_front() {
                 r.emit(h);
             }

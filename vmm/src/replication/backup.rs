@@ -82,17 +82,26 @@ fn receive_loop(
             Err(e) => return format!("reading the log failed: {e}"),
         };
         buf.extend_from_slice(&chunk[..n]);
-        if let Err(why) = drain_frames(&mut buf, &mut seq, state, tx) {
-            state.corrupt.store(true, Ordering::SeqCst);
-            return why;
-        }
+        let (records, decoded) = decode_frames(&mut buf, &mut seq, state);
+        // Ack first: handing records to the vCPU wakes it, and on a busy host it could
+        // run before this thread gets to the ack the primary's output is waiting for.
         let ack = Ack {
             received_through: seq.covered_through().unwrap_or(0),
             replayed_through: state.replayed_through.load(Ordering::Relaxed).min(seq.covered_through().unwrap_or(0)),
         };
         let mut out = Vec::with_capacity(24);
         channel::encode(&Message::Ack(ack), &mut out);
-        if let Err(e) = stream.write_all(&out) {
+        let acked = stream.write_all(&out);
+        for record in records {
+            if tx.send(record).is_err() {
+                return "the VM stopped".into();
+            }
+        }
+        if let Err(why) = decoded {
+            state.corrupt.store(true, Ordering::SeqCst);
+            return why;
+        }
+        if let Err(e) = acked {
             return format!("sending an ack failed: {e}");
         }
         if seq.is_ended() {
@@ -102,28 +111,30 @@ fn receive_loop(
     }
 }
 
-/// Decodes every complete frame in `buf`, in order, and passes the records on.
-/// A malformed or out-of-order frame is an error: nothing after it reaches the VM.
-fn drain_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &PairState, tx: &Sender<Record>) -> Result<(), String> {
+/// Decodes every complete frame in `buf`, in order, checking their order. A
+/// malformed or out-of-order frame is an error: the records before it are
+/// returned, nothing from it on ever reaches the VM.
+fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &PairState) -> (Vec<Record>, Result<(), String>) {
     let mut used = 0;
-    loop {
+    let mut records = Vec::new();
+    let result = loop {
         match codec::decode(&buf[used..]) {
             Ok(Some((record, n))) => {
-                seq.check(&record).map_err(|e| format!("log stream out of order: {e}"))?;
+                if let Err(e) = seq.check(&record) {
+                    break Err(format!("log stream out of order: {e}"));
+                }
                 used += n;
                 if let Record::Released { exit_index } = record {
                     state.released.fetch_max(exit_index, Ordering::SeqCst);
                 }
-                if tx.send(record).is_err() {
-                    break; // the VM stopped; nothing more to replay
-                }
+                records.push(record);
             }
-            Ok(None) => break,
-            Err(e) => return Err(format!("log stream undecodable: {e}")),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(format!("log stream undecodable: {e}")),
         }
-    }
+    };
     buf.drain(..used);
-    Ok(())
+    (records, result)
 }
 
 #[cfg(test)]
@@ -142,12 +153,12 @@ mod tests {
     fn a_frame_cut_short_stays_buffered_and_never_reaches_the_vm() {
         let bytes = frames(&[Record::Progress { exit_index: 5 }, Record::Progress { exit_index: 9 }]);
         let mut buf = bytes[..bytes.len() - 3].to_vec();
-        let (tx, rx) = unbounded();
         let mut seq = Sequencer::new();
 
-        drain_frames(&mut buf, &mut seq, &PairState::default(), &tx).expect("a partial frame is not an error yet");
+        let (records, result) = decode_frames(&mut buf, &mut seq, &PairState::default());
 
-        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![Record::Progress { exit_index: 5 }]);
+        assert!(result.is_ok(), "a partial frame is not an error yet");
+        assert_eq!(records, vec![Record::Progress { exit_index: 5 }]);
         assert_eq!(buf.len(), bytes.len() / 2 - 3, "the partial frame waits for its remaining bytes");
         assert_eq!(seq.covered_through(), Some(5), "acks cover only complete records");
     }
@@ -161,21 +172,19 @@ mod tests {
         ]);
         let second = buf.len() / 3;
         buf[second + 6] ^= 0xff;
-        let (tx, rx) = unbounded();
+        let (records, result) = decode_frames(&mut buf, &mut Sequencer::new(), &PairState::default());
 
-        let err = drain_frames(&mut buf, &mut Sequencer::new(), &PairState::default(), &tx).unwrap_err();
-
+        let err = result.unwrap_err();
         assert!(err.contains("undecodable"), "{err}");
-        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![Record::Progress { exit_index: 5 }]);
+        assert_eq!(records, vec![Record::Progress { exit_index: 5 }]);
     }
 
     #[test]
     fn records_out_of_order_are_refused() {
         let mut buf = frames(&[Record::Progress { exit_index: 9 }, Record::Progress { exit_index: 5 }]);
-        let (tx, _rx) = unbounded();
+        let (records, result) = decode_frames(&mut buf, &mut Sequencer::new(), &PairState::default());
 
-        let err = drain_frames(&mut buf, &mut Sequencer::new(), &PairState::default(), &tx).unwrap_err();
-
-        assert!(err.contains("out of order"), "{err}");
+        assert!(result.unwrap_err().contains("out of order"));
+        assert_eq!(records, vec![Record::Progress { exit_index: 9 }]);
     }
 }

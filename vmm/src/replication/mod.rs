@@ -69,6 +69,8 @@ pub struct PairState {
     pub clean_end: AtomicBool,
     /// Primary: the decision to go on without this backup has been taken (once).
     pub deciding: AtomicBool,
+    /// Primary: the arbiter gave this epoch to the backup; nothing held may leave.
+    pub halted: AtomicBool,
 }
 
 impl PairState {

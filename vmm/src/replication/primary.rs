@@ -65,6 +65,7 @@ impl Shared {
     }
 
     fn halt(&self, why: String) {
+        self.state.halted.store(true, Ordering::SeqCst);
         tracing::error!("{why}: this primary HALTS without releasing held output");
         let _ = self.events.send(VmEvent::Halt(why));
     }
@@ -92,15 +93,22 @@ impl LogWire {
 
     /// Appends `record`; writes everything buffered if `flush` or the buffer is full.
     pub fn append(&self, record: &Record, flush: bool) {
-        if !self.shared.state.protected.load(Ordering::Relaxed) {
+        self.append_all(std::slice::from_ref(record), flush)
+    }
+
+    /// Appends `records` under one lock, so no heartbeat lands between them.
+    pub fn append_all(&self, records: &[Record], flush: bool) {
+        if records.is_empty() || !self.shared.state.protected.load(Ordering::Relaxed) {
             return;
         }
         let mut w = self.lock();
-        if !matches!(record, Record::Released { .. }) {
-            w.highest = w.highest.max(record.exit_index());
+        for record in records {
+            if !matches!(record, Record::Released { .. }) {
+                w.highest = w.highest.max(record.exit_index());
+            }
+            codec::encode(record, &mut w.buf);
         }
-        codec::encode(record, &mut w.buf);
-        self.shared.stats.log_records.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.log_records.fetch_add(records.len() as u64, Ordering::Relaxed);
         if flush || w.buf.len() >= FLUSH_BYTES {
             let result = self.write_out(&mut w);
             drop(w);
@@ -191,6 +199,12 @@ impl LogSink for StreamSink {
         // ends the log): write at once, the output is waiting for the backup's ack.
         let flush = matches!(record, Record::Progress { .. } | Record::End { .. });
         self.wire.append(&record, flush);
+        Ok(())
+    }
+
+    fn send_batch(&mut self, records: Vec<Record>) -> Result<(), RecordError> {
+        let flush = records.iter().any(|r| matches!(r, Record::Progress { .. } | Record::End { .. }));
+        self.wire.append_all(&records, flush);
         Ok(())
     }
 
