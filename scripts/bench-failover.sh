@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Failover gap seen by a client, over KILLS kills: each cycle boots a primary (host-a) and a backup
+# (host-b) in a fresh topology, starts a client in the client namespace that INCRs in a loop on one
+# connection timestamping every reply, and ~1 s in (plus up to 0.2 s of jitter, so the kill lands
+# anywhere in a request) kill -9s everything in host-a. Gap = kill -> the client's first reply after
+# it: here, to the first reply to a request sent after the kill (a reply to an earlier request can
+# still arrive from the primary just after the kill; that one is reported too). The counter must be exact: the first value after the failover = the last before + 1, on the
+# same connection, and every value = the one before + 1.
+#
+#   usage: scripts/bench-failover.sh [KILLS]     (default 20)
+#   env:   FAILOVER_TIMEOUT_MS, HEARTBEAT_MS     passed to both VMMs if set (else their defaults)
+#
+# Also split each gap into kill -> the backup's "GOING LIVE" log line (wall clocks of the same
+# machine) and the rest, and reads the client socket's TCP_INFO: retransmissions during the
+# failover and the RTO before the kill, to show what dominates.
+# Writes bench/failover.md, bench/failover.csv and bench/failover.png (scripts/bench-plot.py).
+set -euo pipefail
+# shellcheck source=lib/bench-common.sh
+source "$(dirname "$0")/lib/bench-common.sh"
+bench_init bench-failover.sh "$@"
+
+KILLS="${1:-20}"
+[[ "$KILLS" =~ ^[0-9]+$ ]] && [ "$KILLS" -gt 0 ] || bench_die "KILLS must be a positive number (got '$KILLS')"
+EXTRA=()
+[ -n "${FAILOVER_TIMEOUT_MS:-}" ] && EXTRA+=(--failover-timeout-ms "$FAILOVER_TIMEOUT_MS")
+[ -n "${HEARTBEAT_MS:-}" ] && EXTRA+=(--heartbeat-ms "$HEARTBEAT_MS")
+bench_need_redis_tools
+
+CSV="$BENCH_OUT/failover.csv"
+{
+    echo "# command: $BENCH_CMDLINE${EXTRA[*]:+ (vmm flags: ${EXTRA[*]})}"
+    echo "# date: $(date -u '+%Y-%m-%dT%H:%M:%SZ') nproc: $(nproc)"
+    echo "kill,ok,gap_ms,first_reply_ms,stall_ms,golive_ms,inflight_wait_ms,client_retrans,rto_us_before,last_before,first_after,exact,prekill_p50_us,postkill_p50_us,resent,error"
+} >"$CSV"
+
+# Unix time of the first log line of FILE matching REGEX (tracing's RFC 3339 UTC timestamps).
+log_time() { # file regex
+    local line
+    line="$(grep -m1 -E "$2" "$1" || true)"
+    [ -n "$line" ] || return 0
+    python3 -c 'import sys,datetime; print(datetime.datetime.fromisoformat(sys.argv[1].replace("Z","+00:00")).timestamp())' "${line%% *}"
+}
+
+for ((k = 1; k <= KILLS; k++)); do
+    bench_topology_up
+    PAIR_PRIMARY_ARGS=("${EXTRA[@]}")
+    PAIR_BACKUP_ARGS=("${EXTRA[@]}")
+    BENCH_SETTLE_S=0.5 bench_start_pair "$HOST_A_IP:7000"
+
+    js="$(ip netns exec "$NS_C" timeout 60 python3 "$BENCH_LIB/benchtools.py" failover "$GUEST_IP:6379" \
+        --kill-ns "$NS_A" --kill-after 1 --jitter 0.2 --after 20 --timeout 15 || true)"
+    bench_stop primary 1 # killed by the client: just reap it
+    bench_poll "$BENCH_WORK/backup.err" 'GOING LIVE' 10 || true
+    sleep 0.2
+    f() { bench_json "$js" "$1"; }
+    golive=""
+    t_live="$(log_time "$BENCH_WORK/backup.err" 'GOING LIVE')"
+    if [ -n "$t_live" ] && [ -n "$(f kill_wall)" ]; then
+        golive=$(awk -v a="$t_live" -v b="$(f kill_wall)" 'BEGIN { printf "%.1f", (a - b) * 1000 }')
+    fi
+    resent="$(grep -o 'resent=[0-9]*' "$BENCH_WORK/backup.err" | head -1 | cut -d= -f2 || true)"
+    ok=no
+    [ "$(f ok)" = True ] && [ -n "$(f gap_ms)" ] && ok=yes
+    # A backup that went live before the kill measured nothing (the pair had come apart).
+    if [ -n "$golive" ] && awk -v g="$golive" 'BEGIN { exit !(g < 0) }'; then
+        ok=no
+        js="$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); j["error"]="the backup went live before the kill"; print(json.dumps(j))' "$js")"
+    fi
+    exact=no
+    [ "$(f exact)" = True ] && exact=yes
+    err="$(f error | tr ',' ';')"
+    echo "$k,$ok,$(f gap_ms),$(f first_reply_ms),$(f stall_ms),$golive,$(f inflight_wait_ms),$(f client_retrans),$(f rto_us_before),$(f last_before),$(f first_after),$exact,$(f prekill_p50_us),$(f postkill_p50_us),$resent,$err" >>"$CSV"
+    bench_log "kill $k/$KILLS: ok=$ok gap $(f gap_ms) ms (kill -> GOING LIVE ${golive:-?} ms), client retransmissions $(f client_retrans), value ${js:+$(f last_before) -> $(f first_after)}${err:+ error: $err}"
+    if [ "$ok" != yes ]; then
+        bench_warn "kill $k failed the check: $js"
+        for n in primary backup; do cp "$BENCH_WORK/$n.err" "$BENCH_WORK/$n-kill$k.err" 2>/dev/null || true; done
+    fi
+    bench_stop backup 5
+done
+bench_topology_down
+
+# ------------------------------------------------------------------ report
+MD="$BENCH_OUT/failover.md"
+python3 - "$CSV" "$KILLS" >"$MD.body" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(l for l in open(sys.argv[1]) if not l.startswith("#")))
+kills = int(sys.argv[2])
+def num(r, k):
+    try:
+        return float(r[k])
+    except (TypeError, ValueError):
+        return None
+def stats(v):
+    v = sorted(x for x in v if x is not None)
+    if not v:
+        return "-", "-", "-"
+    n = len(v)
+    med = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    return f"{v[0]:.1f}", f"{med:.1f}", f"{v[-1]:.1f}"
+ok = [r for r in rows if r["ok"] == "yes"]
+gaps = [num(r, "gap_ms") for r in rows]
+print(f"{len(ok)} of {kills} kills passed (reply after the failover on the same connection, counter exact).")
+print()
+print("| | min | median | max |")
+print("|---|---:|---:|---:|")
+print("| **gap: kill -> reply to the first request sent after it (ms)** | %s | %s | %s |" % stats(gaps))
+print("| kill -> first reply of any request (ms) | %s | %s | %s |" % stats(num(r, "first_reply_ms") for r in rows))
+print("| longest silence between two replies (ms) | %s | %s | %s |" % stats(num(r, "stall_ms") for r in rows))
+print("| kill -> backup logs GOING LIVE (ms) | %s | %s | %s |" % stats(num(r, "golive_ms") for r in rows))
+print("| GOING LIVE -> first reply (ms) | %s | %s | %s |" % stats(
+    (num(r, "gap_ms") - num(r, "golive_ms")) if num(r, "gap_ms") is not None and num(r, "golive_ms") is not None else None for r in rows))
+print("| client's RTO before the kill (ms) | %s | %s | %s |" % stats((num(r, "rto_us_before") or 0) / 1000 if num(r, "rto_us_before") is not None else None for r in rows))
+med = stats(gaps)[1]
+if med != "-":
+    print()
+    print(f"Target median gap < 250 ms: **{'met' if float(med) < 250 else 'missed'}** (median {med} ms).")
+rt = [r for r in rows if (num(r, "client_retrans") or 0) > 0]
+nrt = [r for r in rows if num(r, "client_retrans") == 0]
+print()
+print("By whether the client's TCP had to retransmit during the failover:")
+print()
+print("| client retransmitted | kills | gap min | median | max (ms) |")
+print("|---|---:|---:|---:|---:|")
+for name, sub in (("yes", rt), ("no", nrt)):
+    print(f"| {name} | {len(sub)} | %s | %s | %s |" % stats(num(r, "gap_ms") for r in sub))
+print()
+print("## Per kill")
+print()
+print("| kill | ok | gap ms | first reply ms | longest silence ms | kill->GOING LIVE ms | in-flight request waited ms | client retrans | RTO before ms | value before -> after | outputs re-sent | error |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
+for r in rows:
+    rto = num(r, "rto_us_before")
+    print(f"| {r['kill']} | {r['ok']} | {r['gap_ms']} | {r['first_reply_ms']} | {r['stall_ms']} | {r['golive_ms']} | {r['inflight_wait_ms']} | {r['client_retrans']} | {'' if rto is None else rto / 1000:} | {r['last_before']} -> {r['first_after']} | {r['resent']} | {r['error']} |")
+EOF
+{
+    echo "# Failover gap seen by a client"
+    echo
+    bench_provenance
+    echo "- per kill: fresh topology, \`ftvmm primary\` in host-a + \`ftvmm backup\` in host-b${EXTRA[*]:+ (${EXTRA[*]})}; a python3 client in the client namespace INCRs in a loop on one connection; after 1 s + U(0, 0.2 s) every process in host-a gets SIGKILL"
+    echo "- gap = kill -> the reply to the client's first request sent after the kill (service restored); also shown: kill -> first reply of any request (may be the dying primary's last), and the longest silence between replies; GOING LIVE from the backup's log timestamp (same machine clock); retransmissions and RTO from the client socket's TCP_INFO"
+    if [ "$BENCH_PAIR_RETRIES" -gt 0 ]; then
+        echo "- pairs that came apart right after boot (before any kill) and were restarted: $BENCH_PAIR_RETRIES"
+    fi
+    echo
+    cat "$MD.body"
+} >"$MD"
+rm -f "$MD.body"
+
+bench_plot
+echo
+cat "$MD"
+echo
+echo "(written to bench/failover.md, bench/failover.csv, bench/failover.png)"
+BENCH_OK=1
