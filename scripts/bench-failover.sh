@@ -26,7 +26,7 @@ EXTRA=()
 [ -n "${HEARTBEAT_MS:-}" ] && EXTRA+=(--heartbeat-ms "$HEARTBEAT_MS")
 bench_need_redis_tools
 
-CSV="$BENCH_OUT/failover.csv"
+CSV="$BENCH_RESULTS/failover.csv"
 {
     echo "# command: $BENCH_CMDLINE${EXTRA[*]:+ (vmm flags: ${EXTRA[*]})}"
     echo "# date: $(date -u '+%Y-%m-%dT%H:%M:%SZ') nproc: $(nproc)"
@@ -80,7 +80,7 @@ done
 bench_topology_down
 
 # ------------------------------------------------------------------ report
-MD="$BENCH_OUT/failover.md"
+MD="$BENCH_RESULTS/failover.md"
 python3 - "$CSV" "$KILLS" >"$MD.body" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(l for l in open(sys.argv[1]) if not l.startswith("#")))
@@ -146,6 +146,8 @@ EOF
 } >"$MD"
 rm -f "$MD.body"
 
+bench_publish
+MD="$BENCH_OUT/$(basename "$MD")"
 bench_plot
 echo
 cat "$MD"

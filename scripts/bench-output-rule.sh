@@ -62,9 +62,9 @@ bench_wait_guest a "$GUEST2_IP"
 bench_spawn ppserver "$NS_A" python3 "$BENCH_LIB/benchtools.py" pp-server "$HOST_A_IP:$PORT_PP"
 bench_wait_for ppserver out 'listening' 10
 
-CSV="$BENCH_OUT/output-rule.csv"
-SET_CSV="$BENCH_OUT/output-rule-settings.csv"
-SAMP_CSV="$BENCH_OUT/latency-samples.csv"
+CSV="$BENCH_RESULTS/output-rule.csv"
+SET_CSV="$BENCH_RESULTS/output-rule-settings.csv"
+SAMP_CSV="$BENCH_RESULTS/latency-samples.csv"
 for f in "$CSV" "$SET_CSV" "$SAMP_CSV"; do
     {
         echo "# command: $BENCH_CMDLINE"
@@ -231,7 +231,7 @@ bench_stop a
 bench_stop ppserver
 
 # ------------------------------------------------------------------ report
-MD="$BENCH_OUT/output-rule.md"
+MD="$BENCH_RESULTS/output-rule.md"
 us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else printf "%.0f", v * 1000 }'; } # ms -> us
 {
     echo "# The Output Rule: unreplicated (a) vs primary + backup (b)"
@@ -319,6 +319,8 @@ us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else printf "%
     fi
 } >"$MD"
 
+bench_publish
+MD="$BENCH_OUT/$(basename "$MD")"
 bench_plot
 echo
 cat "$MD"

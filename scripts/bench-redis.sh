@@ -31,8 +31,12 @@ bench_wait_guest run "$GUEST_IP"
 bench_wait_guest record "$GUEST2_IP"
 bench_log "both VMs answer PING; benchmarking ($N requests per test)"
 
-CSV="$BENCH_OUT/redis.csv"
-echo "config,test,clients,requests,rps,avg_ms,p50_ms,p95_ms,p99_ms,max_ms" >"$CSV"
+CSV="$BENCH_RESULTS/redis.csv"
+{
+    echo "# command: $BENCH_CMDLINE"
+    echo "# date: $(date -u '+%Y-%m-%dT%H:%M:%SZ') nproc: $(nproc)"
+    echo "config,test,clients,requests,rps,avg_ms,p50_ms,p95_ms,p99_ms,max_ms"
+} >"$CSV"
 declare -A R=()
 i=0
 for c in "${CLIENTS[@]}"; do
@@ -56,7 +60,7 @@ bench_stop record
 log_bytes=$(stat -c %s "$REC_LOG" 2>/dev/null || echo 0)
 total_req=$((N * ${#TESTS[@]} * ${#CLIENTS[@]}))
 
-MD="$BENCH_OUT/redis.md"
+MD="$BENCH_RESULTS/redis.md"
 {
     echo "# redis-benchmark: ftvmm run vs ftvmm record"
     echo
@@ -76,6 +80,8 @@ MD="$BENCH_OUT/redis.md"
     echo "Record log: $log_bytes bytes for $total_req benchmark requests (plus PINGs and timer ticks): $(awk -v a="$log_bytes" -v b="$total_req" 'BEGIN { printf "%.0f", a / b }') bytes/request."
 } >"$MD"
 
+bench_publish
+MD="$BENCH_OUT/$(basename "$MD")"
 echo
 cat "$MD"
 echo

@@ -13,11 +13,12 @@
 #   FTVMM_TARGET_DIR  cargo target dir holding release/ftvmm (default: target, the repo's own)
 #   FTVMM_BUILD=0     do not run cargo build (use the binaries as they are)
 #   BENCH_KEEP=1      keep the work dir (VM stdout/stderr) even on success
+#   BENCH_OUT_DIR     where results go (default: bench/ in the repo)
 #   FTVMM_SOURCE_REV  what to name as the binaries' source in the results (default: the repo's HEAD)
 
 BENCH_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BENCH_LIB="$BENCH_REPO/scripts/lib"
-BENCH_OUT="$BENCH_REPO/bench"
+BENCH_OUT="${BENCH_OUT_DIR:-$BENCH_REPO/bench}"
 export NETNS_PREFIX="${NETNS_PREFIX:-bench-}"
 NS_A="${NETNS_PREFIX}host-a"
 NS_B="${NETNS_PREFIX}host-b"
@@ -78,6 +79,8 @@ bench_init() {
     trap 'bench_log "interrupted"; exit 130' INT
     trap 'bench_log "terminated"; exit 143' TERM
     mkdir -p "$BENCH_OUT"
+    BENCH_RESULTS="$BENCH_WORK/results"
+    mkdir -p "$BENCH_RESULTS"
     bench_find_binaries
 }
 
@@ -369,6 +372,16 @@ bench_provenance() {
         src="$(git -C "$BENCH_REPO" rev-parse --short HEAD)$(git -C "$BENCH_REPO" diff --quiet HEAD -- vmm guest logging-channel resp-kv 2>/dev/null || echo ' + uncommitted changes')"
     fi
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores ($(uname -r)), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); ftvmm built from $src"
+}
+
+# Results are written to $BENCH_RESULTS (in the work dir) and only moved to bench/ by
+# bench_publish at the end of a complete run, so an interrupted run leaves bench/ as it was.
+bench_publish() {
+    local f
+    for f in "$BENCH_RESULTS"/*; do
+        [ -e "$f" ] || continue
+        mv -f "$f" "$BENCH_OUT/"
+    done
 }
 
 # Draw the plots from whatever CSVs exist under bench/ (best effort: a plot is not a result).
