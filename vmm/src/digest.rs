@@ -47,6 +47,14 @@ pub fn regs_hash64(vcpu: &VcpuFd) -> Result<u64, DigestError> {
 
 /// Digest of the whole machine: registers, control and segment state, FPU/SSE, all of RAM.
 pub fn state_digest(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<Hash, DigestError> {
+    let mut h = cpu_hasher(vcpu)?;
+    hash_memory(&mut h, mem)?;
+    Ok(*h.finalize().as_bytes())
+}
+
+/// The state digest's hasher after the vCPU state, before memory: feed it all of
+/// guest memory in address order (in any chunking) and finalize to get [`state_digest`].
+pub fn cpu_hasher(vcpu: &VcpuFd) -> Result<blake3::Hasher, DigestError> {
     let err = |what| move |source| DigestError::Vcpu { what, source };
     let regs = vcpu.get_regs().map_err(err("registers"))?;
     let sregs = vcpu.get_sregs().map_err(err("special registers"))?;
@@ -64,8 +72,7 @@ pub fn state_digest(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<Hash, Digest
     for reg in fpu.fpr.iter().chain(fpu.xmm.iter()) {
         h.update(reg);
     }
-    hash_memory(&mut h, mem)?;
-    Ok(*h.finalize().as_bytes())
+    Ok(h)
 }
 
 fn hash_memory(h: &mut blake3::Hasher, mem: &GuestMemoryMmap) -> Result<(), DigestError> {

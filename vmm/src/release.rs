@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A backup holds at most this many outputs for re-sending at go-live.
 const MAX_HELD_ON_BACKUP: usize = 1 << 16;
@@ -71,16 +71,11 @@ impl HeldTimes {
     }
 }
 
-struct Held {
-    item: OutputItem,
-    produced: Instant,
-}
-
 pub struct Releaser {
     stats: Arc<Stats>,
     policy: Policy,
     tap: Option<Tap>,
-    queue: VecDeque<Held>,
+    queue: VecDeque<OutputItem>,
     held_times: HeldTimes,
     last_released: u64,
 }
@@ -134,11 +129,9 @@ impl SharedReleaser {
                 recv(items) -> item => match item {
                     Ok(item) => {
                         let mut r = self.lock();
-                        r.queue.push_back(Held { item, produced: Instant::now() });
+                        r.queue.push_back(item);
                         // Take whatever else is already queued under the same lock.
-                        while let Ok(item) = items.try_recv() {
-                            r.queue.push_back(Held { item, produced: Instant::now() });
-                        }
+                        r.queue.extend(items.try_iter());
                         r.release_ready();
                     }
                     Err(_) => break,
@@ -169,9 +162,7 @@ impl Releaser {
             Policy::Primary { state, .. } => state.acked_through.load(Ordering::SeqCst),
             Policy::Backup { state } => {
                 let r = state.released.load(Ordering::SeqCst);
-                while self.queue.front().is_some_and(|h| h.item.exit_index <= r)
-                    || self.queue.len() > MAX_HELD_ON_BACKUP
-                {
+                while self.queue.front().is_some_and(|h| h.exit_index <= r) || self.queue.len() > MAX_HELD_ON_BACKUP {
                     self.queue.pop_front();
                 }
                 self.stats.held_outputs.store(self.queue.len() as u64, Ordering::Relaxed);
@@ -179,9 +170,9 @@ impl Releaser {
             }
         };
         let mut released_any = false;
-        while self.queue.front().is_some_and(|h| h.item.exit_index <= limit) {
+        while self.queue.front().is_some_and(|h| h.exit_index <= limit) {
             let Some(h) = self.queue.pop_front() else { break };
-            self.last_released = h.item.exit_index;
+            self.last_released = h.exit_index;
             self.emit(h);
             released_any = true;
         }
@@ -195,17 +186,17 @@ impl Releaser {
 
     fn go_live(&mut self, tap: Option<Tap>, released: u64) {
         self.tap = tap;
-        self.queue.retain(|h| h.item.exit_index > released);
+        self.queue.retain(|h| h.exit_index > released);
         tracing::info!(resent = self.queue.len(), released, "live: re-sending output the primary may not have sent");
         self.policy = Policy::Immediate;
         self.release_ready();
     }
 
-    fn emit(&mut self, h: Held) {
+    fn emit(&mut self, h: OutputItem) {
         let held = h.produced.elapsed();
         self.held_times.add(held);
         self.stats.note_held(held);
-        match h.item.output {
+        match h.output {
             Output::Console(bytes) => {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(&bytes).and_then(|()| out.flush());

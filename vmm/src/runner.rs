@@ -60,6 +60,8 @@ pub enum RunError {
 pub struct OutputItem {
     pub exit_index: u64,
     pub output: Output,
+    /// When the guest produced it: held time is measured from here.
+    pub produced: Instant,
 }
 
 pub enum Driver {
@@ -234,7 +236,7 @@ impl Runner {
         // starts the backup's ack is the critical path, and waking the output thread first
         // could delay it. (The output thread may be gone at shutdown; the VM must not care.)
         if let Some(output) = output {
-            let _ = self.output.send(OutputItem { exit_index: index, output });
+            let _ = self.output.send(OutputItem { exit_index: index, output, produced: Instant::now() });
         }
         step
     }

@@ -57,6 +57,8 @@ pub fn complete_pending_instruction(vcpu: &mut VcpuFd) {
 }
 
 /// Sends the VM's state as of counted exit `exit_index`. The caller has stopped the vCPU there.
+/// Memory is read once: each page is hashed into the state digest and, unless it is all
+/// zero, sent.
 pub fn send(
     out: &mut impl Write,
     vcpu: &mut VcpuFd,
@@ -68,9 +70,10 @@ pub fn send(
     let started = Instant::now();
     complete_pending_instruction(vcpu);
     let mem_size: u64 = mem.iter().map(|r| r.len()).sum();
-    let mut buf = Vec::with_capacity(2 << 20);
-    state::encode(&StateMessage::Begin { exit_index, epoch, mem_size }, &mut buf);
-    let (pages, bytes) = send_pages(out, &mut buf, mem)?;
+    let mut hasher = digest::cpu_hasher(vcpu)?;
+    let mut wire = Wire { out, buf: Vec::with_capacity(2 << 20), bytes: 0 };
+    wire.put(&StateMessage::Begin { exit_index, epoch, mem_size })?;
+    let pages = send_pages(&mut wire, &mut hasher, mem)?;
     let blobs = [
         (BlobKind::Regs, vcpu.get_regs().map_err(vcpu_err("registers"))?.as_bytes().to_vec()),
         (BlobKind::Sregs, vcpu.get_sregs().map_err(vcpu_err("special registers"))?.as_bytes().to_vec()),
@@ -79,53 +82,82 @@ pub fn send(
         (BlobKind::Devices, bus.save()),
     ];
     for (kind, bytes) in blobs {
-        state::encode(&StateMessage::Blob { kind, bytes }, &mut buf);
+        wire.put(&StateMessage::Blob { kind, bytes })?;
     }
-    let state_digest = digest::state_digest(vcpu, mem)?;
-    state::encode(&StateMessage::End { exit_index, state_digest }, &mut buf);
-    out.write_all(&buf).and_then(|()| out.flush()).map_err(SnapshotError::Send)?;
-    Ok(TransferStats { pages, bytes: bytes + buf.len() as u64, pause: started.elapsed() })
+    let state_digest = *hasher.finalize().as_bytes();
+    wire.put(&StateMessage::End { exit_index, state_digest })?;
+    wire.flush()?;
+    Ok(TransferStats { pages, bytes: wire.bytes, pause: started.elapsed() })
 }
 
-/// Sends every run of non-zero pages; returns (pages, bytes).
-fn send_pages(out: &mut impl Write, buf: &mut Vec<u8>, mem: &GuestMemoryMmap) -> Result<(u64, u64), SnapshotError> {
-    let mut page = vec![0u8; PAGE_SIZE];
-    let mut run: Vec<u8> = Vec::with_capacity(MAX_PAGES * PAGE_SIZE);
-    let mut run_start = 0u64;
-    let (mut pages, mut bytes) = (0u64, 0u64);
-    let mut flush_run = |run: &mut Vec<u8>, start: u64, buf: &mut Vec<u8>| -> Result<(), SnapshotError> {
-        if run.is_empty() {
-            return Ok(());
-        }
-        state::encode(&StateMessage::Pages { first_page: start, data: std::mem::take(run) }, buf);
-        if buf.len() >= 1 << 20 {
-            out.write_all(buf).map_err(SnapshotError::Send)?;
-            bytes += buf.len() as u64;
-            buf.clear();
+/// Frames buffered and written in large writes.
+struct Wire<'a, W: Write> {
+    out: &'a mut W,
+    buf: Vec<u8>,
+    bytes: u64,
+}
+
+impl<W: Write> Wire<'_, W> {
+    fn put(&mut self, m: &StateMessage) -> Result<(), SnapshotError> {
+        state::encode(m, &mut self.buf);
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
         }
         Ok(())
-    };
+    }
+
+    fn flush(&mut self) -> Result<(), SnapshotError> {
+        self.out.write_all(&self.buf).and_then(|()| self.out.flush()).map_err(SnapshotError::Send)?;
+        self.bytes += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Hashes all of memory and sends every run of non-zero pages; returns the pages sent.
+fn send_pages<W: Write>(
+    wire: &mut Wire<'_, W>,
+    hasher: &mut blake3::Hasher,
+    mem: &GuestMemoryMmap,
+) -> Result<u64, SnapshotError> {
+    const CHUNK_PAGES: usize = 256;
+    let mut chunk = vec![0u8; CHUNK_PAGES * PAGE_SIZE];
+    let mut run: Vec<u8> = Vec::with_capacity(MAX_PAGES * PAGE_SIZE);
+    let mut run_start = 0u64;
+    let mut pages = 0u64;
     for region in mem.iter() {
-        let first = region.start_addr().0 / PAGE_SIZE as u64;
-        for i in 0..region.len() / PAGE_SIZE as u64 {
-            let n = first + i;
-            mem.read_slice(&mut page, GuestAddress(n * PAGE_SIZE as u64))?;
-            let zero = page.iter().all(|b| *b == 0);
-            let contiguous = run_start + (run.len() / PAGE_SIZE) as u64 == n;
-            if zero || !contiguous || run.len() == MAX_PAGES * PAGE_SIZE {
-                flush_run(&mut run, run_start, buf)?;
-            }
-            if !zero {
-                if run.is_empty() {
-                    run_start = n;
+        let base = region.start_addr().0;
+        let mut off = 0u64;
+        while off < region.len() {
+            let n = ((region.len() - off) as usize).min(chunk.len());
+            mem.read_slice(&mut chunk[..n], GuestAddress(base + off))?;
+            hasher.update(&chunk[..n]);
+            for (i, page) in chunk[..n].chunks(PAGE_SIZE).enumerate() {
+                let number = (base + off) / PAGE_SIZE as u64 + i as u64;
+                let zero = is_zero(page);
+                let contiguous = run_start + (run.len() / PAGE_SIZE) as u64 == number;
+                if !run.is_empty() && (zero || !contiguous || run.len() == MAX_PAGES * PAGE_SIZE) {
+                    wire.put(&StateMessage::Pages { first_page: run_start, data: std::mem::take(&mut run) })?;
                 }
-                run.extend_from_slice(&page);
-                pages += 1;
+                if !zero {
+                    if run.is_empty() {
+                        run_start = number;
+                    }
+                    run.extend_from_slice(page);
+                    pages += 1;
+                }
             }
+            off += n as u64;
         }
     }
-    flush_run(&mut run, run_start, buf)?;
-    Ok((pages, bytes))
+    if !run.is_empty() {
+        wire.put(&StateMessage::Pages { first_page: run_start, data: run })?;
+    }
+    Ok(pages)
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(8).all(|w| w == [0u8; 8])
 }
 
 fn blob<T: FromBytes>(bytes: &[u8], what: &str) -> Result<T, SnapshotError> {

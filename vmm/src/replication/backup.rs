@@ -66,6 +66,12 @@ fn receive_loop(
     let mut seq = Sequencer::new();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut chunk = vec![0u8; 256 * 1024];
+    // An ack at once: the state is restored, and the primary can tighten its timeout.
+    let mut out = Vec::with_capacity(24);
+    channel::encode(&Message::Ack(Ack { received_through: 0, replayed_through: 0 }), &mut out);
+    if let Err(e) = stream.write_all(&out) {
+        return format!("sending the first ack failed: {e}");
+    }
     let mut last_heard = Instant::now();
     loop {
         let n = match stream.read(&mut chunk) {

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// How far the backup's replay may trail the primary, in exits, before the vCPU waits.
 const MAX_REPLAY_LAG: u64 = 256 * 1024;
+/// How long a new backup may take to restore the state before its first ack.
+const FIRST_ACK_GRACE: Duration = Duration::from_secs(10);
 /// Buffered log bytes that force a write even without output.
 const FLUSH_BYTES: usize = 64 * 1024;
 
@@ -160,9 +162,10 @@ pub struct StreamSink {
 
 /// Starts `log-tx` (heartbeat) and `ack-rx` on a paired connection.
 pub fn start(stream: TcpStream, timing: Timing, shared: Shared) -> Result<(StreamSink, LogWire), ReplicationError> {
-    // A dead-but-silent backup must not block the vCPU in write() for minutes.
+    // A dead-but-silent backup must not block the vCPU in write() for minutes; until
+    // its first ack the backup is still restoring the state, so it gets longer.
     stream
-        .set_write_timeout(Some(timing.failover_timeout))
+        .set_write_timeout(Some(FIRST_ACK_GRACE.max(timing.failover_timeout)))
         .map_err(|e| ReplicationError::Handshake(format!("cannot set the send timeout: {e}")))?;
     let read_half = stream.try_clone().map_err(|e| ReplicationError::Thread("ack-rx", e))?;
     let shared = Arc::new(shared);
@@ -229,17 +232,27 @@ impl LogSink for StreamSink {
 }
 
 fn ack_loop(stream: TcpStream, timeout: Duration, shared: &Shared) {
-    if let Err(e) = stream.set_read_timeout(Some(timeout)) {
+    // The first ack comes once the backup has restored the state it was just sent.
+    if let Err(e) = stream.set_read_timeout(Some(FIRST_ACK_GRACE.max(timeout))) {
         shared.lose_backup(&format!("cannot set the ack timeout: {e}"));
         return;
     }
+    let mut first = true;
     let state = &shared.state;
     let mut reader = MessageReader::new(&stream);
     let mut last_heard = Instant::now();
     loop {
         let why = match reader.next_message() {
             Ok(Some(Message::Ack(ack))) => {
-                shared.stats.note_silence(last_heard.elapsed());
+                if std::mem::take(&mut first) {
+                    let tightened = stream.set_read_timeout(Some(timeout)).and(stream.set_write_timeout(Some(timeout)));
+                    if let Err(e) = tightened {
+                        shared.lose_backup(&format!("cannot set the failover timeout: {e}"));
+                        return;
+                    }
+                } else {
+                    shared.stats.note_silence(last_heard.elapsed());
+                }
                 last_heard = Instant::now();
                 let before = state.acked_through.fetch_max(ack.received_through, Ordering::SeqCst);
                 state.replayed_through.fetch_max(ack.replayed_through, Ordering::SeqCst);
@@ -253,7 +266,7 @@ fn ack_loop(stream: TcpStream, timeout: Duration, shared: &Shared) {
             Err(logging_channel::CodecError::Io(e))
                 if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
             {
-                format!("no ack for {} ms", timeout.as_millis())
+                format!("no ack for {} ms", if first { FIRST_ACK_GRACE } else { timeout }.as_millis())
             }
             Err(e) => format!("reading acks failed: {e}"),
         };
