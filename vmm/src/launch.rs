@@ -147,6 +147,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     // `signals` ever takes SIGINT/SIGTERM (default delivery would kill the process
     // without flushing the log).
     threads::block_stop_signals();
+    let signals = threads::Signals::start()?;
     let image = guest_image::load(opts.kernel.as_deref())?;
     let mut config =
         MachineConfig { mem_size: opts.mem_size, tick_hz: opts.tick_hz, workload: opts.workload, net: opts.net };
@@ -234,7 +235,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     );
     releaser.set_tap(tap);
     let output = OutputPlan { stats: stats.clone(), releaser: releaser.clone(), control: control_rx };
-    let outcome = threads::run_threads(machine, driver, first_index, opts.stop_at_exit, output, events_tx)?;
+    let outcome = threads::run_threads(machine, driver, first_index, opts.stop_at_exit, output, events_tx, &signals)?;
     report_held_times(&releaser, pair.is_some());
     tracing::info!("final status: {}", stats.snapshot());
     if let Some(state) = pair {

@@ -31,6 +31,7 @@ pub fn run_threads(
     stop_at: Option<u64>,
     output: OutputPlan,
     events: Sender<VmEvent>,
+    signals: &Signals,
 ) -> Result<Outcome, LaunchError> {
     install_kick_handler();
     let (output_tx, output_rx) = unbounded::<OutputItem>();
@@ -38,8 +39,6 @@ pub fn run_threads(
     let stats = output.stats.clone();
     let output = output.releaser.spawn(output_rx, output.control).map_err(|e| LaunchError::Thread("output", e))?;
     let runner = Runner::new(machine, driver, stop_at, output_tx, stop.clone(), stats).starting_after(first_index);
-    // True while vcpu0 may still be in KVM_RUN. The signal thread kicks only while holding
-    // this lock, so the thread it kicks cannot have exited (and its id been reused).
     let alive = Arc::new(Mutex::new(true));
     let vcpu_alive = alive.clone();
     let vcpu = std::thread::Builder::new()
@@ -50,7 +49,7 @@ pub fn run_threads(
             result
         })
         .map_err(|e| LaunchError::Thread("vcpu0", e))?;
-    spawn_signal_thread(vcpu.as_pthread_t(), stop, events, alive)?;
+    signals.attach(Target { vcpu: vcpu.as_pthread_t(), stop, events, alive });
     let result = vcpu.join().map_err(|_| LaunchError::VcpuPanicked)?;
     // The runner dropped its output sender; the output thread drains and ends.
     let _ = output.join();
@@ -79,34 +78,64 @@ fn install_kick_handler() {
     }
 }
 
-fn spawn_signal_thread(
+/// The running VM the `signals` thread stops.
+struct Target {
     vcpu: libc::pthread_t,
     stop: Arc<AtomicBool>,
     events: Sender<VmEvent>,
+    /// True while vcpu0 may still be in KVM_RUN. Kicks happen only while holding this
+    /// lock, so the thread kicked cannot have exited (and its id been reused).
     alive: Arc<Mutex<bool>>,
-) -> Result<(), LaunchError> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut set = SigSet::empty();
-            set.add(Signal::SIGINT);
-            set.add(Signal::SIGTERM);
-            let Ok(sig) = set.wait() else { return };
-            tracing::info!("{sig:?}: stopping the VM");
-            stop.store(true, Ordering::Relaxed);
-            let _ = events.send(VmEvent::Stop);
-            // The vCPU may be between its stop check and KVM_RUN; kick until it is out.
-            loop {
-                {
-                    let alive = alive.lock().unwrap_or_else(|p| p.into_inner());
-                    if !*alive {
-                        return;
-                    }
-                    let _ = nix::sys::pthread::pthread_kill(vcpu, Signal::SIGUSR1);
+}
+
+/// SIGINT/SIGTERM handling, from before the guest boots (a primary waiting for its
+/// backup, a backup receiving state) to the end of the run.
+#[derive(Clone, Default)]
+pub struct Signals {
+    target: Arc<Mutex<Option<Target>>>,
+}
+
+impl Signals {
+    /// Starts the `signals` thread. Call after [`block_stop_signals`].
+    pub fn start() -> Result<Signals, LaunchError> {
+        let signals = Signals::default();
+        let me = signals.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || me.wait_and_stop())
+            .map_err(|e| LaunchError::Thread("signals", e))?;
+        Ok(signals)
+    }
+
+    fn attach(&self, target: Target) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+    }
+
+    fn wait_and_stop(&self) {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        let Ok(sig) = set.wait() else { return };
+        let guard = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = guard.as_ref() else {
+            // Nothing runs yet: nothing to flush, nobody to tell but the peer, which sees
+            // the connection close.
+            tracing::info!("{sig:?} before the guest started: exiting");
+            std::process::exit(0);
+        };
+        tracing::info!("{sig:?}: stopping the VM");
+        t.stop.store(true, Ordering::Relaxed);
+        let _ = t.events.send(VmEvent::Stop);
+        // The vCPU may be between its stop check and KVM_RUN; kick until it is out.
+        loop {
+            {
+                let alive = t.alive.lock().unwrap_or_else(|p| p.into_inner());
+                if !*alive {
+                    return;
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                let _ = nix::sys::pthread::pthread_kill(t.vcpu, Signal::SIGUSR1);
             }
-        })
-        .map_err(|e| LaunchError::Thread("signals", e))?;
-    Ok(())
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -100,6 +100,11 @@ pub fn serve(boot: &BootInfo) -> ! {
                 tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
                 tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             );
+            // Like Redis (TCP_NODELAY): a reply must not wait for the ACK of an earlier one.
+            // After a failover the new primary's guest may still count a reply the client
+            // already has as unacknowledged, and Nagle would hold every new reply behind
+            // its retransmission timer.
+            s.set_nagle_enabled(false);
             let _ = s.listen(PORT);
             Client { handle: sockets.add(s), conn: Conn::new(), out: Vec::new(), sent: 0, closing: false }
         })

@@ -96,6 +96,21 @@ fn verdict_on_backup(peer: &Hello, local: &Hello, busy: bool) -> HelloReply {
 
 /// Connects to the primary (retrying until `within` has passed), checks its `Hello`, answers.
 pub fn connect_primary(addr: &str, local: &Hello, within: Duration) -> Result<TcpStream, ReplicationError> {
+    let deadline = Instant::now() + within;
+    loop {
+        match try_pair(addr, local, deadline.saturating_duration_since(Instant::now())) {
+            // A connection that closes before the primary's hello (a relay whose primary is
+            // not up yet, a primary restarting) is worth another try; refusals are final.
+            Err(ReplicationError::Handshake(why)) if Instant::now() < deadline => {
+                tracing::debug!("pairing attempt failed ({why}); retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_pair(addr: &str, local: &Hello, within: Duration) -> Result<TcpStream, ReplicationError> {
     let mut stream = connect_retrying(addr, within)?;
     let _ = stream.set_nodelay(true);
     let primary = match receive(&stream)? {
