@@ -16,7 +16,12 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
 
 const PORT: u16 = 6379;
-const SOCKETS: usize = 80;
+/// smoltcp has no listen backlog: a SYN that finds no listening socket is reset. So the
+/// server keeps at least this many sockets listening, adding sockets as connections
+/// take them (a client such as redis-benchmark opens all its connections at once,
+/// while the previous ones are still closing), up to `MAX_SOCKETS`.
+const MIN_LISTENING: usize = 64;
+const MAX_SOCKETS: usize = 512;
 const SOCKET_BUFFER: usize = 16 * 1024;
 /// TCP sequence numbers and the like come from this seed: primary and backup must agree.
 const RANDOM_SEED: u64 = 0x6674_766d_6d5f_6b76;
@@ -94,30 +99,17 @@ pub fn serve(boot: &BootInfo) -> ! {
         let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
     }
     let mut sockets = SocketSet::new(Vec::new());
-    let mut clients: Vec<Client> = (0..SOCKETS)
-        .map(|_| {
-            let mut s = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
-                tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
-            );
-            // Like Redis (TCP_NODELAY): a reply must not wait for the ACK of an earlier one.
-            // After a failover the new primary's guest may still count a reply the client
-            // already has as unacknowledged, and Nagle would hold every new reply behind
-            // its retransmission timer.
-            s.set_nagle_enabled(false);
-            let _ = s.listen(PORT);
-            Client { handle: sockets.add(s), conn: Conn::new(), out: Vec::new(), sent: 0, closing: false }
-        })
-        .collect();
+    let mut clients: Vec<Client> = Vec::new();
+    keep_listening(&mut clients, &mut sockets);
     let limits = Limits { max_memory_bytes: heap / 2, ..Limits::default() };
     let mut store = Store::new(limits);
     println!(
-        "kv-server: listening on {}.{}.{}.{}:{PORT}, {} connections, {} MiB heap",
+        "kv-server: listening on {}.{}.{}.{}:{PORT}, up to {} connections, {} MiB heap",
         a,
         b,
         c,
         d,
-        SOCKETS,
+        MAX_SOCKETS - MIN_LISTENING,
         heap >> 20
     );
     let mut waits = 0u64;
@@ -138,6 +130,7 @@ pub fn serve(boot: &BootInfo) -> ! {
         for client in clients.iter_mut() {
             busy |= service(sockets.get_mut::<tcp::Socket>(client.handle), client, &mut store, &clock, &info);
         }
+        keep_listening(&mut clients, &mut sockets);
         if busy {
             iface.poll(clock.now(), &mut nic, &mut sockets);
         }
@@ -148,6 +141,27 @@ pub fn serve(boot: &BootInfo) -> ! {
             waits += 1;
             mmio::wait(waits);
         }
+    }
+}
+
+/// Adds listening sockets until `MIN_LISTENING` of them wait for connections.
+fn keep_listening(clients: &mut Vec<Client>, sockets: &mut SocketSet<'static>) {
+    let listening = clients.iter().filter(|c| sockets.get::<tcp::Socket>(c.handle).is_listening()).count();
+    for _ in listening..MIN_LISTENING {
+        if clients.len() >= MAX_SOCKETS {
+            return;
+        }
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+        );
+        // Like Redis (TCP_NODELAY): a reply must not wait for the ACK of an earlier one.
+        // After a failover the new primary's guest may still count a reply the client
+        // already has as unacknowledged, and Nagle would hold every new reply behind
+        // its retransmission timer.
+        s.set_nagle_enabled(false);
+        let _ = s.listen(PORT);
+        clients.push(Client { handle: sockets.add(s), conn: Conn::new(), out: Vec::new(), sent: 0, closing: false });
     }
 }
 
