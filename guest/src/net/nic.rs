@@ -123,7 +123,7 @@ impl phy::Device for Nic {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        (self.rx_pending() && self.tx_room()).then(|| (RxToken(self), TxToken(self)))
+        (self.rx_pending() && self.tx_room()).then_some((RxToken(self), TxToken(self)))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
