@@ -41,14 +41,14 @@ struct Cli {
     #[arg(long, value_name = "ADDR:PORT")]
     connect: SocketAddr,
     /// Delay, in milliseconds, added to both directions.
-    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = delay_parser())]
-    delay_ms: u64,
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = parse_delay)]
+    delay_ms: Duration,
     /// Delay for the up direction (--listen side to --connect side); overrides --delay-ms.
-    #[arg(long, value_name = "MS", value_parser = delay_parser())]
-    delay_up_ms: Option<u64>,
+    #[arg(long, value_name = "MS", value_parser = parse_delay)]
+    delay_up_ms: Option<Duration>,
     /// Delay for the down direction (--connect side to --listen side); overrides --delay-ms.
-    #[arg(long, value_name = "MS", value_parser = delay_parser())]
-    delay_down_ms: Option<u64>,
+    #[arg(long, value_name = "MS", value_parser = parse_delay)]
+    delay_down_ms: Option<Duration>,
     /// Flip (xor 0xff) the byte at this offset (from 0) of each connection's down stream.
     #[arg(long, value_name = "N")]
     corrupt_down_after: Option<u64>,
@@ -58,8 +58,13 @@ struct Cli {
     truncate_down_after: Option<u64>,
 }
 
-fn delay_parser() -> clap::builder::RangedU64ValueParser<u64> {
-    clap::value_parser!(u64).range(0..=MAX_DELAY_MS)
+/// Milliseconds, fractions allowed (0.5 is 500 µs), at most `MAX_DELAY_MS`.
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    let ms: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of milliseconds"))?;
+    if !(0.0..=MAX_DELAY_MS as f64).contains(&ms) {
+        return Err(format!("delay must be between 0 and {MAX_DELAY_MS} ms"));
+    }
+    Ok(Duration::from_secs_f64(ms / 1000.0))
 }
 
 /// Damage done to one direction of a connection, by stream offset.
@@ -107,8 +112,8 @@ fn main() -> ExitCode {
 
     let config = Config {
         connect: cli.connect,
-        up_delay: Duration::from_millis(cli.delay_up_ms.unwrap_or(cli.delay_ms)),
-        down_delay: Duration::from_millis(cli.delay_down_ms.unwrap_or(cli.delay_ms)),
+        up_delay: cli.delay_up_ms.unwrap_or(cli.delay_ms),
+        down_delay: cli.delay_down_ms.unwrap_or(cli.delay_ms),
         down_tamper: Tamper { corrupt_at: cli.corrupt_down_after, truncate_after: cli.truncate_down_after },
     };
     let listener = match TcpListener::bind(cli.listen) {
@@ -122,8 +127,8 @@ fn main() -> ExitCode {
     println!(
         "relay listening on {local} -> {} (up delay {} ms, down delay {} ms)",
         config.connect,
-        config.up_delay.as_millis(),
-        config.down_delay.as_millis()
+        config.up_delay.as_secs_f64() * 1e3,
+        config.down_delay.as_secs_f64() * 1e3
     );
     // Tests wait for that line; a failed flush means nobody is reading stdout, which is no reason to stop.
     let _ = std::io::stdout().flush();
