@@ -114,50 +114,36 @@ impl<W: Write> Wire<'_, W> {
     }
 }
 
-/// Hashes all of memory and sends every run of non-zero pages; returns the pages sent.
+/// Sends every run of non-zero pages, hashing them into the state digest as it goes;
+/// returns the pages sent.
 fn send_pages<W: Write>(
     wire: &mut Wire<'_, W>,
     hasher: &mut blake3::Hasher,
     mem: &GuestMemoryMmap,
 ) -> Result<u64, SnapshotError> {
-    const CHUNK_PAGES: usize = 256;
-    let mut chunk = vec![0u8; CHUNK_PAGES * PAGE_SIZE];
     let mut run: Vec<u8> = Vec::with_capacity(MAX_PAGES * PAGE_SIZE);
     let mut run_start = 0u64;
     let mut pages = 0u64;
-    for region in mem.iter() {
-        let base = region.start_addr().0;
-        let mut off = 0u64;
-        while off < region.len() {
-            let n = ((region.len() - off) as usize).min(chunk.len());
-            mem.read_slice(&mut chunk[..n], GuestAddress(base + off))?;
-            hasher.update(&chunk[..n]);
-            for (i, page) in chunk[..n].chunks(PAGE_SIZE).enumerate() {
-                let number = (base + off) / PAGE_SIZE as u64 + i as u64;
-                let zero = is_zero(page);
-                let contiguous = run_start + (run.len() / PAGE_SIZE) as u64 == number;
-                if !run.is_empty() && (zero || !contiguous || run.len() == MAX_PAGES * PAGE_SIZE) {
-                    wire.put(&StateMessage::Pages { first_page: run_start, data: std::mem::take(&mut run) })?;
-                }
-                if !zero {
-                    if run.is_empty() {
-                        run_start = number;
-                    }
-                    run.extend_from_slice(page);
-                    pages += 1;
-                }
-            }
-            off += n as u64;
+    digest::for_each_page(mem, |number, page| {
+        let zero = digest::is_zero(page);
+        let contiguous = run_start + (run.len() / PAGE_SIZE) as u64 == number;
+        if !run.is_empty() && (zero || !contiguous || run.len() == MAX_PAGES * PAGE_SIZE) {
+            wire.put(&StateMessage::Pages { first_page: run_start, data: std::mem::take(&mut run) })?;
         }
-    }
+        if !zero {
+            digest::hash_page(hasher, number, page);
+            if run.is_empty() {
+                run_start = number;
+            }
+            run.extend_from_slice(page);
+            pages += 1;
+        }
+        Ok::<(), SnapshotError>(())
+    })?;
     if !run.is_empty() {
         wire.put(&StateMessage::Pages { first_page: run_start, data: run })?;
     }
     Ok(pages)
-}
-
-fn is_zero(page: &[u8]) -> bool {
-    page.chunks_exact(8).all(|w| w == [0u8; 8])
 }
 
 fn blob<T: FromBytes>(bytes: &[u8], what: &str) -> Result<T, SnapshotError> {
@@ -282,3 +268,6 @@ fn zero_memory(mem: &GuestMemoryMmap) -> Result<(), SnapshotError> {
     }
     Ok(())
 }
+
+// The digest's pages and the transfer's pages must be the same unit.
+const _: () = assert!(PAGE_SIZE == digest::PAGE);
