@@ -17,9 +17,7 @@ struct Client {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:6390".into());
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6390".into());
     let listener = TcpListener::bind(&addr)?;
     listener.set_nonblocking(true)?;
     let started = Instant::now();
@@ -30,12 +28,7 @@ fn main() -> std::io::Result<()> {
         while let Ok((stream, _)) = listener.accept() {
             stream.set_nonblocking(true)?;
             stream.set_nodelay(true)?;
-            clients.push(Client {
-                stream,
-                conn: Conn::new(),
-                unsent: Vec::new(),
-                closing: false,
-            });
+            clients.push(Client { stream, conn: Conn::new(), unsent: Vec::new(), closing: false });
         }
         let now_ms = started.elapsed().as_millis() as u64;
         store.expire_some(now_ms, 32);
@@ -58,14 +51,7 @@ fn main() -> std::io::Result<()> {
 }
 
 /// One poll of one client; false once it should be dropped.
-fn service(
-    c: &mut Client,
-    store: &mut Store,
-    now_ms: u64,
-    info: &ServerInfo,
-    buf: &mut [u8],
-    busy: &mut bool,
-) -> bool {
+fn service(c: &mut Client, store: &mut Store, now_ms: u64, info: &ServerInfo, buf: &mut [u8], busy: &mut bool) -> bool {
     if c.conn.has_backlog() && c.unsent.is_empty() {
         *busy = true;
         if c.conn.feed(&[], store, now_ms, info, &mut c.unsent) == ConnStatus::Close {

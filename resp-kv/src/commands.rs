@@ -61,15 +61,7 @@ const fn spec(
     keys: (i64, i64, i64),
     run: Handler,
 ) -> Spec {
-    Spec {
-        name,
-        arity,
-        flags,
-        first_key: keys.0,
-        last_key: keys.1,
-        step: keys.2,
-        run,
-    }
+    Spec { name, arity, flags, first_key: keys.0, last_key: keys.1, step: keys.2, run }
 }
 
 const NO_KEYS: (i64, i64, i64) = (0, 0, 0);
@@ -121,9 +113,7 @@ pub(crate) static COMMANDS: &[Spec] = &[
 
 /// The spec for a command name, case-insensitively.
 pub(crate) fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    COMMANDS
-        .iter()
-        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+    COMMANDS.iter().find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Run one complete command (non-empty `args`), writing exactly one reply.
@@ -152,9 +142,7 @@ fn arity_ok(arity: i64, argc: usize) -> bool {
 /// Redis: `unknown command 'X', with args beginning with: 'a' 'b' ` — the quoted
 /// arguments are cut off once their text reaches 128 bytes.
 fn unknown_command(out: &mut Vec<u8>, args: &[Vec<u8>]) {
-    let (name, rest) = args
-        .split_first()
-        .map_or((&[][..], &[][..]), |(n, r)| (n.as_slice(), r));
+    let (name, rest) = args.split_first().map_or((&[][..], &[][..]), |(n, r)| (n.as_slice(), r));
     let mut text = Vec::from(&b"ERR unknown command '"[..]);
     text.extend_from_slice(name.get(..128).unwrap_or(name));
     text.extend_from_slice(b"', with args beginning with: ");
@@ -199,10 +187,7 @@ pub(crate) fn not_integer(out: &mut Vec<u8>) {
 }
 
 pub(crate) fn out_of_memory(out: &mut Vec<u8>) {
-    reply::error(
-        out,
-        b"OOM command not allowed when used memory > 'maxmemory'.",
-    );
+    reply::error(out, b"OOM command not allowed when used memory > 'maxmemory'.");
 }
 
 /// Parse an integer argument, replying the Redis error when it is not one.

@@ -65,19 +65,12 @@ impl Conn {
         }
         let ignored_backlog = self.backlog && !input.is_empty();
         let out_start = out.len();
-        let mut env = Env {
-            store,
-            now_ms,
-            info,
-            out,
-            out_start,
-        };
+        let mut env = Env { store, now_ms, info, out, out_start };
         if self.pending.is_empty() {
             // Common case: parse straight from the input, copy only the leftover.
             self.need = 0;
             let consumed = self.run(input, &mut env);
-            self.pending
-                .extend_from_slice(input.get(consumed..).unwrap_or(&[]));
+            self.pending.extend_from_slice(input.get(consumed..).unwrap_or(&[]));
         } else {
             self.pending.extend_from_slice(input);
             let pending = mem::take(&mut self.pending);

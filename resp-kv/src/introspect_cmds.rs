@@ -11,10 +11,7 @@ const SECTIONS: [&str; 5] = ["server", "clients", "memory", "replication", "keys
 
 pub(crate) fn info(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
     let wanted = args.get(1..).unwrap_or(&[]);
-    let every = wanted.is_empty()
-        || wanted
-            .iter()
-            .any(|w| is(w, "default") || is(w, "all") || is(w, "everything"));
+    let every = wanted.is_empty() || wanted.iter().any(|w| is(w, "default") || is(w, "all") || is(w, "everything"));
     let mut text = Vec::new();
     for section in SECTIONS {
         if every || wanted.iter().any(|w| is(w, section)) {
@@ -119,9 +116,7 @@ pub(crate) fn command(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
         }
     } else if is(sub, "LIST") && names.is_empty() {
         reply::array_header(ctx.out, COMMANDS.len());
-        COMMANDS
-            .iter()
-            .for_each(|spec| reply::bulk(ctx.out, spec.name.as_bytes()));
+        COMMANDS.iter().for_each(|spec| reply::bulk(ctx.out, spec.name.as_bytes()));
     } else {
         unknown_subcommand(ctx.out, sub, "COMMAND");
     }

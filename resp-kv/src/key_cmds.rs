@@ -12,20 +12,14 @@ fn count_reply(out: &mut Vec<u8>, n: usize) {
 
 pub(crate) fn del(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
     let keys = args.get(1..).unwrap_or(&[]);
-    let removed = keys
-        .iter()
-        .filter(|key| ctx.store.delete(key, ctx.now_ms))
-        .count();
+    let removed = keys.iter().filter(|key| ctx.store.delete(key, ctx.now_ms)).count();
     count_reply(ctx.out, removed);
 }
 
 /// Counts a key once per mention, as Redis does (`EXISTS k k` is 2).
 pub(crate) fn exists(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
     let keys = args.get(1..).unwrap_or(&[]);
-    let found = keys
-        .iter()
-        .filter(|key| ctx.store.contains(key, ctx.now_ms))
-        .count();
+    let found = keys.iter().filter(|key| ctx.store.contains(key, ctx.now_ms)).count();
     count_reply(ctx.out, found);
 }
 
@@ -43,8 +37,7 @@ pub(crate) fn ttl(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
         return wrong_args(ctx.out, "ttl");
     };
     // Rounded to the nearest second, like Redis.
-    let value = remaining_ms(ctx, key)
-        .map(|ms| i64::try_from(ms.saturating_add(500) / 1000).unwrap_or(i64::MAX));
+    let value = remaining_ms(ctx, key).map(|ms| i64::try_from(ms.saturating_add(500) / 1000).unwrap_or(i64::MAX));
     reply::int(ctx.out, value.unwrap_or_else(|code| code));
 }
 
@@ -83,17 +76,11 @@ fn parse_expire_condition(out: &mut Vec<u8>, opts: &[Vec<u8>]) -> Option<ExpireC
         *flag = true;
     }
     if c.nx && (c.xx || c.gt || c.lt) {
-        reply::error(
-            out,
-            b"ERR NX and XX, GT or LT options at the same time are not compatible",
-        );
+        reply::error(out, b"ERR NX and XX, GT or LT options at the same time are not compatible");
         return None;
     }
     if c.gt && c.lt {
-        reply::error(
-            out,
-            b"ERR GT and LT options at the same time are not compatible",
-        );
+        reply::error(out, b"ERR GT and LT options at the same time are not compatible");
         return None;
     }
     Some(c)
@@ -128,9 +115,7 @@ fn expire_in(ctx: &mut Ctx, args: &[Vec<u8>], unit_ms: i64, name: &str) {
     let Some(amount) = int_arg(ctx.out, amount) else {
         return;
     };
-    let at = amount
-        .checked_mul(unit_ms)
-        .and_then(|ms| ms.checked_add(now_i64(ctx.now_ms)));
+    let at = amount.checked_mul(unit_ms).and_then(|ms| ms.checked_add(now_i64(ctx.now_ms)));
     let Some(at) = at else {
         return invalid_expire(ctx.out, name);
     };

@@ -86,13 +86,7 @@ pub struct ServerInfo<'a> {
 
 impl Default for ServerInfo<'_> {
     fn default() -> Self {
-        ServerInfo {
-            role: "master",
-            protected: false,
-            uptime_ms: 0,
-            connected_clients: 1,
-            extra: "",
-        }
+        ServerInfo { role: "master", protected: false, uptime_ms: 0, connected_clients: 1, extra: "" }
     }
 }
 

@@ -57,19 +57,12 @@ fn header(buf: &[u8], start: usize) -> Header {
     let rest = buf.get(digits_start..).unwrap_or(&[]);
     let window = rest.get(..HEADER_MAX).unwrap_or(rest);
     let Some(cr) = window.iter().position(|&b| b == b'\r') else {
-        return if window.len() >= HEADER_MAX {
-            Header::TooLong
-        } else {
-            Header::Incomplete
-        };
+        return if window.len() >= HEADER_MAX { Header::TooLong } else { Header::Incomplete };
     };
     let lf_at = digits_start.saturating_add(cr).saturating_add(1);
     match buf.get(lf_at) {
         None => Header::Incomplete,
-        Some(b'\n') => Header::Value(
-            window.get(..cr).and_then(parse_i64),
-            lf_at.saturating_add(1),
-        ),
+        Some(b'\n') => Header::Value(window.get(..cr).and_then(parse_i64), lf_at.saturating_add(1)),
         Some(_) => Header::Value(None, lf_at),
     }
 }
@@ -99,24 +92,14 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Parsed {
             Err(parsed) => return parsed,
         }
     }
-    let args = spans
-        .iter()
-        .map(|&(from, to)| buf.get(from..to).unwrap_or(&[]).to_vec())
-        .collect();
-    Parsed::Command {
-        args,
-        consumed: pos,
-    }
+    let args = spans.iter().map(|&(from, to)| buf.get(from..to).unwrap_or(&[]).to_vec()).collect();
+    Parsed::Command { args, consumed: pos }
 }
 
 /// One `$len\r\ndata\r\n` at `pos`; returns the data span, or what to report instead.
 fn bulk(buf: &[u8], pos: usize, limits: &Limits) -> Result<(usize, usize), Parsed> {
     match buf.get(pos) {
-        None => {
-            return Err(Parsed::Incomplete {
-                need: pos.saturating_add(1),
-            })
-        }
+        None => return Err(Parsed::Incomplete { need: pos.saturating_add(1) }),
         Some(b'$') => {}
         Some(&other) => {
             let mut text = Vec::from(&b"ERR Protocol error: expected '$', got '"[..]);
@@ -148,20 +131,14 @@ fn bulk(buf: &[u8], pos: usize, limits: &Limits) -> Result<(usize, usize), Parse
 }
 
 fn need_more(buf: &[u8]) -> Parsed {
-    Parsed::Incomplete {
-        need: buf.len().saturating_add(1),
-    }
+    Parsed::Incomplete { need: buf.len().saturating_add(1) }
 }
 
 fn parse_inline(buf: &[u8], limits: &Limits) -> Parsed {
     let max = INLINE_MAX.min(limits.max_request_bytes);
     let window = buf.get(..max.saturating_add(1)).unwrap_or(buf);
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > max {
-            protocol_error("too big inline request")
-        } else {
-            need_more(buf)
-        };
+        return if buf.len() > max { protocol_error("too big inline request") } else { need_more(buf) };
     };
     let line = window.get(..lf).unwrap_or(&[]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -323,13 +300,7 @@ mod tests {
     #[test]
     fn array_request_parses_into_arguments() {
         let parsed = parse(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nrest", &limits());
-        assert_eq!(
-            parsed,
-            Parsed::Command {
-                args: words(&["GET", "k"]),
-                consumed: 20
-            }
-        );
+        assert_eq!(parsed, Parsed::Command { args: words(&["GET", "k"]), consumed: 20 });
     }
 
     #[test]
@@ -343,10 +314,7 @@ mod tests {
         let parsed = parse(b"SET  \"a b\\x41\" 'it\\'s'\r\n", &limits());
         assert_eq!(
             parsed,
-            Parsed::Command {
-                args: vec![b"SET".to_vec(), b"a bA".to_vec(), b"it's".to_vec()],
-                consumed: 24
-            }
+            Parsed::Command { args: vec![b"SET".to_vec(), b"a bA".to_vec(), b"it's".to_vec()], consumed: 24 }
         );
     }
 
@@ -358,50 +326,28 @@ mod tests {
 
     #[test]
     fn inline_unbalanced_quotes_is_protocol_error() {
-        assert!(matches!(
-            parse(b"GET \"abc\r\n", &limits()),
-            Parsed::Error(_)
-        ));
-        assert!(matches!(
-            parse(b"GET \"a\"b\r\n", &limits()),
-            Parsed::Error(_)
-        ));
+        assert!(matches!(parse(b"GET \"abc\r\n", &limits()), Parsed::Error(_)));
+        assert!(matches!(parse(b"GET \"a\"b\r\n", &limits()), Parsed::Error(_)));
     }
 
     #[test]
     fn empty_array_and_blank_line_are_skipped() {
         assert_eq!(parse(b"*0\r\n", &limits()), Parsed::Nothing { consumed: 4 });
-        assert_eq!(
-            parse(b"*-1\r\n", &limits()),
-            Parsed::Nothing { consumed: 5 }
-        );
+        assert_eq!(parse(b"*-1\r\n", &limits()), Parsed::Nothing { consumed: 5 });
         assert_eq!(parse(b"\r\n", &limits()), Parsed::Nothing { consumed: 2 });
     }
 
     #[test]
     fn bulk_length_over_request_limit_is_rejected_before_data_arrives() {
         let parsed = parse(b"*1\r\n$999999999\r\n", &limits());
-        assert_eq!(
-            parsed,
-            Parsed::Error(b"ERR Protocol error: invalid bulk length".to_vec())
-        );
+        assert_eq!(parsed, Parsed::Error(b"ERR Protocol error: invalid bulk length".to_vec()));
     }
 
     #[test]
     fn integer_parsing_matches_redis_strictness() {
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        for bad in [
-            &b""[..],
-            b"9223372036854775808",
-            b"-0",
-            b"01",
-            b"+1",
-            b" 1",
-            b"1 ",
-            b"-",
-            b"1a",
-        ] {
+        for bad in [&b""[..], b"9223372036854775808", b"-0", b"01", b"+1", b" 1", b"1 ", b"-", b"1a"] {
             assert_eq!(parse_i64(bad), None, "{:?}", bad);
         }
     }

@@ -19,10 +19,7 @@ pub(crate) fn ok(out: &mut Vec<u8>) {
 /// and a stray line break would desynchronise the client's parser.
 pub(crate) fn error(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'-');
-    out.extend(
-        text.iter()
-            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-    );
+    out.extend(text.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
     out.extend_from_slice(b"\r\n");
 }
 
@@ -99,10 +96,7 @@ mod tests {
         int(&mut out, -1);
         int(&mut out, i64::MAX);
         int(&mut out, i64::MIN);
-        assert_eq!(
-            out,
-            b":0\r\n:-1\r\n:9223372036854775807\r\n:-9223372036854775808\r\n"
-        );
+        assert_eq!(out, b":0\r\n:-1\r\n:9223372036854775807\r\n:-9223372036854775808\r\n");
     }
 
     #[test]

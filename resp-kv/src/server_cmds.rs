@@ -64,10 +64,7 @@ fn check_user(out: &mut Vec<u8>, user: &[u8], reply_ok: bool) -> bool {
         }
         true
     } else {
-        reply::error(
-            out,
-            b"WRONGPASS invalid username-password pair or user is disabled.",
-        );
+        reply::error(out, b"WRONGPASS invalid username-password pair or user is disabled.");
         false
     }
 }
@@ -78,12 +75,7 @@ pub(crate) fn hello(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
     let opts = args.get(1..).unwrap_or(&[]);
     if let Some((version, rest)) = opts.split_first() {
         match parse_i64(version) {
-            None => {
-                return reply::error(
-                    ctx.out,
-                    b"ERR Protocol version is not an integer or out of range",
-                )
-            }
+            None => return reply::error(ctx.out, b"ERR Protocol version is not an integer or out of range"),
             Some(2) => {}
             Some(_) => return reply::error(ctx.out, b"NOPROTO unsupported protocol version"),
         }
@@ -156,10 +148,7 @@ fn valid_client_name(name: &[u8]) -> bool {
 }
 
 fn client_name_error(out: &mut Vec<u8>) {
-    reply::error(
-        out,
-        b"ERR Client names cannot contain spaces, newlines or special characters.",
-    );
+    reply::error(out, b"ERR Client names cannot contain spaces, newlines or special characters.");
 }
 
 pub(crate) fn client(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
@@ -207,8 +196,7 @@ pub(crate) fn config(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
     } else if is(sub, "SET") {
         match args.get(2) {
             Some(param) if args.len() >= 4 => {
-                let mut text =
-                    Vec::from(&b"ERR Unknown option or number of arguments for CONFIG SET - '"[..]);
+                let mut text = Vec::from(&b"ERR Unknown option or number of arguments for CONFIG SET - '"[..]);
                 text.extend_from_slice(param);
                 text.push(b'\'');
                 reply::error(ctx.out, &text);
@@ -237,10 +225,8 @@ fn config_get(ctx: &mut Ctx, patterns: &[Vec<u8>]) {
         ("proto-max-bulk-len", &max_bulk),
         ("timeout", b"0"),
     ];
-    let matching: Vec<&(&str, &[u8])> = params
-        .iter()
-        .filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes())))
-        .collect();
+    let matching: Vec<&(&str, &[u8])> =
+        params.iter().filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes()))).collect();
     reply::array_header(ctx.out, matching.len().saturating_mul(2));
     for (name, value) in matching {
         reply::bulk(ctx.out, name.as_bytes());

@@ -36,15 +36,8 @@ pub struct Store {
 }
 
 fn cost(key_len: usize, value_len: usize, has_ttl: bool) -> usize {
-    let ttl_cost = if has_ttl {
-        key_len.saturating_add(EXPIRY_OVERHEAD)
-    } else {
-        0
-    };
-    key_len
-        .saturating_add(value_len)
-        .saturating_add(ENTRY_OVERHEAD)
-        .saturating_add(ttl_cost)
+    let ttl_cost = if has_ttl { key_len.saturating_add(EXPIRY_OVERHEAD) } else { 0 };
+    key_len.saturating_add(value_len).saturating_add(ENTRY_OVERHEAD).saturating_add(ttl_cost)
 }
 
 fn is_expired(entry: &Entry, now_ms: u64) -> bool {
@@ -55,13 +48,7 @@ fn is_expired(entry: &Entry, now_ms: u64) -> bool {
 impl Store {
     /// An empty keyspace bounded by `limits`.
     pub fn new(limits: Limits) -> Self {
-        Store {
-            limits,
-            entries: BTreeMap::new(),
-            expiry_index: BTreeSet::new(),
-            used_bytes: 0,
-            next_client_id: 1,
-        }
+        Store { limits, entries: BTreeMap::new(), expiry_index: BTreeSet::new(), used_bytes: 0, next_client_id: 1 }
     }
 
     /// Number of stored keys, including expired keys not yet swept (see
@@ -159,17 +146,13 @@ impl Store {
 
     /// Bytes `key` currently costs (0 if absent).
     fn cost_of(&self, key: &[u8]) -> usize {
-        self.entries.get(key).map_or(0, |e| {
-            cost(key.len(), e.value.len(), e.expires_at.is_some())
-        })
+        self.entries.get(key).map_or(0, |e| cost(key.len(), e.value.len(), e.expires_at.is_some()))
     }
 
     /// Would replacing `old` bytes with `new` bytes stay within the memory limit?
     /// Shrinking writes are always allowed.
     fn fits(&self, old: usize, new: usize) -> bool {
-        new <= old
-            || self.used_bytes.saturating_sub(old).saturating_add(new)
-                <= self.limits.max_memory_bytes
+        new <= old || self.used_bytes.saturating_sub(old).saturating_add(new) <= self.limits.max_memory_bytes
     }
 
     /// Store `value` under `key`. `expires_at: None` keeps the key's current TTL when
@@ -197,12 +180,7 @@ impl Store {
     }
 
     /// Change the TTL of a live key (`None` removes it); false if the key is absent.
-    pub(crate) fn set_expiry(
-        &mut self,
-        key: &[u8],
-        expires_at: Option<u64>,
-        now_ms: u64,
-    ) -> Result<bool, OutOfMemory> {
+    pub(crate) fn set_expiry(&mut self, key: &[u8], expires_at: Option<u64>, now_ms: u64) -> Result<bool, OutOfMemory> {
         self.purge_if_expired(key, now_ms);
         let Some(value_len) = self.entries.get(key).map(|e| e.value.len()) else {
             return Ok(false);
@@ -220,12 +198,7 @@ impl Store {
 
     /// Append `suffix` to the value at `key` (creating it), keeping any TTL; returns the
     /// new length. In place, so repeated appends stay linear rather than quadratic.
-    pub(crate) fn append(
-        &mut self,
-        key: &[u8],
-        suffix: &[u8],
-        now_ms: u64,
-    ) -> Result<usize, OutOfMemory> {
+    pub(crate) fn append(&mut self, key: &[u8], suffix: &[u8], now_ms: u64) -> Result<usize, OutOfMemory> {
         self.purge_if_expired(key, now_ms);
         if !self.entries.contains_key(key) {
             self.set(key, suffix.to_vec(), None, false, now_ms)?;
@@ -244,11 +217,7 @@ impl Store {
 
     /// Set several keys at once (clearing their TTLs), all or nothing: when the batch
     /// as a whole would not fit, nothing is written. Later duplicates win, as in MSET.
-    pub(crate) fn set_many(
-        &mut self,
-        pairs: Vec<(Vec<u8>, Vec<u8>)>,
-        now_ms: u64,
-    ) -> Result<(), OutOfMemory> {
+    pub(crate) fn set_many(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>, now_ms: u64) -> Result<(), OutOfMemory> {
         let mut last: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (key, value) in pairs {
             last.insert(key, value);
@@ -265,10 +234,7 @@ impl Store {
         }
         for (key, value) in last {
             self.remove(&key);
-            let entry = Entry {
-                value,
-                expires_at: None,
-            };
+            let entry = Entry { value, expires_at: None };
             self.insert(key, entry);
         }
         Ok(())
@@ -318,9 +284,7 @@ mod tests {
     fn expire_some_respects_budget_and_time() {
         let mut store = Store::new(Limits::default());
         for k in 0u8..5 {
-            store
-                .set(&[k], b"v".to_vec(), Some(u64::from(k)), false, 0)
-                .unwrap();
+            store.set(&[k], b"v".to_vec(), Some(u64::from(k)), false, 0).unwrap();
         }
         assert_eq!(store.expire_some(3, 2), 2);
         assert_eq!(store.expire_some(3, 10), 1);

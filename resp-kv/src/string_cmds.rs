@@ -3,9 +3,7 @@
 use alloc::vec::Vec;
 use core::mem;
 
-use crate::commands::{
-    int_arg, is, not_integer, now_i64, out_of_memory, syntax_error, wrong_args, Ctx,
-};
+use crate::commands::{int_arg, is, not_integer, now_i64, out_of_memory, syntax_error, wrong_args, Ctx};
 use crate::parse::parse_i64;
 use crate::reply;
 
@@ -61,20 +59,10 @@ fn parse_set_options(opts: &[Vec<u8>]) -> Option<SetOptions> {
 }
 
 /// Absolute expiry for `amount` units from now, or the Redis error reply.
-pub(crate) fn expiry_from(
-    ctx: &mut Ctx,
-    amount: &[u8],
-    unit_ms: i64,
-    command: &str,
-) -> Option<u64> {
+pub(crate) fn expiry_from(ctx: &mut Ctx, amount: &[u8], unit_ms: i64, command: &str) -> Option<u64> {
     let amount = int_arg(ctx.out, amount)?;
-    let at = if amount > 0 {
-        amount
-            .checked_mul(unit_ms)
-            .and_then(|ms| ms.checked_add(now_i64(ctx.now_ms)))
-    } else {
-        None
-    };
+    let at =
+        if amount > 0 { amount.checked_mul(unit_ms).and_then(|ms| ms.checked_add(now_i64(ctx.now_ms))) } else { None };
     let at = at.and_then(|at| u64::try_from(at).ok());
     if at.is_none() {
         invalid_expire(ctx.out, command);
@@ -104,13 +92,10 @@ pub(crate) fn set(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
         None => None,
     };
     let old = ctx.store.get(key, ctx.now_ms).map(<[u8]>::to_vec);
-    let write =
-        !(options.only_if_absent && old.is_some() || options.only_if_present && old.is_none());
+    let write = !(options.only_if_absent && old.is_some() || options.only_if_present && old.is_none());
     if write {
         let value = mem::take(value);
-        let stored = ctx
-            .store
-            .set(key, value, expires_at, options.keep_ttl, ctx.now_ms);
+        let stored = ctx.store.set(key, value, expires_at, options.keep_ttl, ctx.now_ms);
         if stored.is_err() {
             return out_of_memory(ctx.out);
         }
@@ -129,10 +114,7 @@ pub(crate) fn setnx(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
     if ctx.store.contains(key, ctx.now_ms) {
         return reply::int(ctx.out, 0);
     }
-    match ctx
-        .store
-        .set(key, mem::take(value), None, false, ctx.now_ms)
-    {
+    match ctx.store.set(key, mem::take(value), None, false, ctx.now_ms) {
         Ok(()) => reply::int(ctx.out, 1),
         Err(_) => out_of_memory(ctx.out),
     }

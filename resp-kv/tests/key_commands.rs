@@ -85,18 +85,9 @@ fn expire_rejects_bad_options_and_values() {
         s.call(&["EXPIRE", "k", "10", "GT", "LT"]),
         "-ERR GT and LT options at the same time are not compatible\r\n"
     );
-    assert_eq!(
-        s.call(&["EXPIRE", "k", "10", "ZZ"]),
-        "-ERR Unsupported option ZZ\r\n"
-    );
-    assert_eq!(
-        s.call(&["EXPIRE", "k", "soon"]),
-        "-ERR value is not an integer or out of range\r\n"
-    );
-    assert_eq!(
-        s.call(&["EXPIRE", "k", "9223372036854775807"]),
-        "-ERR invalid expire time in 'expire' command\r\n"
-    );
+    assert_eq!(s.call(&["EXPIRE", "k", "10", "ZZ"]), "-ERR Unsupported option ZZ\r\n");
+    assert_eq!(s.call(&["EXPIRE", "k", "soon"]), "-ERR value is not an integer or out of range\r\n");
+    assert_eq!(s.call(&["EXPIRE", "k", "9223372036854775807"]), "-ERR invalid expire time in 'expire' command\r\n");
     assert_eq!(s.call(&["TTL", "k"]), ":-1\r\n");
 }
 

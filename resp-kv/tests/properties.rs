@@ -68,13 +68,7 @@ fn command() -> impl Strategy<Value = Vec<String>> {
     let value = "[a-z0-9 ]{0,12}";
     prop_oneof![
         (key.clone(), value).prop_map(|(k, v)| vec!["SET".into(), k, v]),
-        (key.clone(), 1u32..5).prop_map(|(k, s)| vec![
-            "SET".into(),
-            k,
-            "x".into(),
-            "PX".into(),
-            s.to_string()
-        ]),
+        (key.clone(), 1u32..5).prop_map(|(k, s)| vec!["SET".into(), k, "x".into(), "PX".into(), s.to_string()]),
         key.clone().prop_map(|k| vec!["GET".into(), k]),
         key.clone().prop_map(|k| vec!["INCR".into(), k]),
         (key.clone(), -5i64..5).prop_map(|(k, n)| vec!["INCRBY".into(), k, n.to_string()]),

@@ -6,20 +6,11 @@ use resp_kv::{Conn, ConnStatus, Limits};
 
 /// Room for a few keys only; requests may be bigger than the store.
 fn tiny_memory() -> Limits {
-    Limits {
-        max_request_bytes: 4096,
-        max_memory_bytes: 1_000,
-        ..Limits::default()
-    }
+    Limits { max_request_bytes: 4096, max_memory_bytes: 1_000, ..Limits::default() }
 }
 
 fn small_limits() -> Limits {
-    Limits {
-        max_request_bytes: 100,
-        max_args: 8,
-        max_memory_bytes: 1_000,
-        max_conn_buffer: 200,
-    }
+    Limits { max_request_bytes: 100, max_args: 8, max_memory_bytes: 1_000, max_conn_buffer: 200 }
 }
 
 #[test]
@@ -90,42 +81,15 @@ fn assert_protocol_error(input: &[u8], expected: &str) {
 #[test]
 fn malformed_headers_get_protocol_error_and_close() {
     let cases: [(&[u8], &str); 9] = [
-        (
-            b"*abc\r\n",
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
-        (
-            b"*1x\r\n",
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
-        (
-            b"*2000\r\n",
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
-        (
-            b"*1\r\n+x\r\n",
-            "-ERR Protocol error: expected '$', got '+'\r\n",
-        ),
-        (
-            b"*1\r\n$-5\r\n",
-            "-ERR Protocol error: invalid bulk length\r\n",
-        ),
-        (
-            b"*1\r\n$x\r\n",
-            "-ERR Protocol error: invalid bulk length\r\n",
-        ),
-        (
-            b"*1\r\n$999999999999\r\n",
-            "-ERR Protocol error: invalid bulk length\r\n",
-        ),
-        (
-            b"*1\r\n$3\r\nabcXY",
-            "-ERR Protocol error: expected CRLF after bulk data\r\n",
-        ),
-        (
-            b"*1\rX",
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
+        (b"*abc\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1x\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*2000\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1\r\n+x\r\n", "-ERR Protocol error: expected '$', got '+'\r\n"),
+        (b"*1\r\n$-5\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\n$x\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\n$999999999999\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\n$3\r\nabcXY", "-ERR Protocol error: expected CRLF after bulk data\r\n"),
+        (b"*1\rX", "-ERR Protocol error: invalid multibulk length\r\n"),
     ];
     for (input, expected) in cases {
         assert_protocol_error(input, expected);
@@ -136,10 +100,7 @@ fn malformed_headers_get_protocol_error_and_close() {
 fn endless_header_line_is_refused_without_waiting_for_crlf() {
     let mut input = b"*".to_vec();
     input.extend(std::iter::repeat_n(b'1', 40));
-    assert_protocol_error(
-        &input,
-        "-ERR Protocol error: too big mbulk count string\r\n",
-    );
+    assert_protocol_error(&input, "-ERR Protocol error: too big mbulk count string\r\n");
     let mut input = b"*1\r\n$".to_vec();
     input.extend(std::iter::repeat_n(b'1', 40));
     assert_protocol_error(&input, "-ERR Protocol error: too big bulk count string\r\n");
@@ -153,10 +114,7 @@ fn endless_inline_line_is_refused() {
 
 #[test]
 fn unbalanced_inline_quotes_close_the_connection() {
-    assert_protocol_error(
-        b"SET a \"b\r\n",
-        "-ERR Protocol error: unbalanced quotes in request\r\n",
-    );
+    assert_protocol_error(b"SET a \"b\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n");
 }
 
 #[test]
@@ -166,10 +124,7 @@ fn commands_before_garbage_still_run_and_connection_stays_closed() {
     input.extend_from_slice(b"*x\r\n");
     input.extend(encode(&["SET", "b", "2"]));
     let (out, status) = s.feed(&input);
-    assert_eq!(
-        String::from_utf8(out).unwrap(),
-        "+OK\r\n-ERR Protocol error: invalid multibulk length\r\n"
-    );
+    assert_eq!(String::from_utf8(out).unwrap(), "+OK\r\n-ERR Protocol error: invalid multibulk length\r\n");
     assert_eq!(status, ConnStatus::Close);
     assert_eq!(s.feed(&encode(&["PING"])), (vec![], ConnStatus::Close));
     assert_eq!(s.store.len(), 1);
@@ -184,10 +139,7 @@ fn garbage_on_one_connection_does_not_disturb_another() {
     other.feed(b"*1\r\n$4\r\nPI", &mut s.store, 0, &info, &mut out);
     assert_eq!(s.feed(b"$$$\r\n*z\r\n").1, ConnStatus::Close);
     let status = other.feed(b"NG\r\n", &mut s.store, 0, &info, &mut out);
-    assert_eq!(
-        (out.as_slice(), status),
-        (&b"+PONG\r\n"[..], ConnStatus::Open)
-    );
+    assert_eq!((out.as_slice(), status), (&b"+PONG\r\n"[..], ConnStatus::Open));
 }
 
 #[test]
@@ -237,10 +189,7 @@ fn set_beyond_memory_limit_gets_oom_and_store_is_unchanged() {
     let before = (s.store.len(), s.store.used_bytes());
     assert!(before.1 <= 1_000 && before.1 > used);
     let reply = s.call(&["SET", "k2", &big]);
-    assert_eq!(
-        reply,
-        "-OOM command not allowed when used memory > 'maxmemory'.\r\n"
-    );
+    assert_eq!(reply, "-OOM command not allowed when used memory > 'maxmemory'.\r\n");
     assert_eq!((s.store.len(), s.store.used_bytes()), before);
     assert_eq!(s.call(&["GET", "k2"]), "$-1\r\n");
 }
@@ -306,10 +255,7 @@ fn mget_reply_larger_than_the_memory_limit_is_refused() {
 
 #[test]
 fn large_output_is_delivered_in_bounded_feeds_via_backlog() {
-    let mut s = Server::with_limits(Limits {
-        max_conn_buffer: 100,
-        ..Limits::default()
-    });
+    let mut s = Server::with_limits(Limits { max_conn_buffer: 100, ..Limits::default() });
     s.call(&["SET", "k", &"v".repeat(40)]);
     let mut input = Vec::new();
     for _ in 0..10 {
@@ -330,10 +276,7 @@ fn large_output_is_delivered_in_bounded_feeds_via_backlog() {
 
 #[test]
 fn feeding_while_backlogged_past_the_limit_closes() {
-    let mut s = Server::with_limits(Limits {
-        max_conn_buffer: 100,
-        ..Limits::default()
-    });
+    let mut s = Server::with_limits(Limits { max_conn_buffer: 100, ..Limits::default() });
     s.call(&["SET", "k", &"v".repeat(90)]);
     let mut input = Vec::new();
     for _ in 0..20 {
@@ -348,10 +291,7 @@ fn feeding_while_backlogged_past_the_limit_closes() {
 
 #[test]
 fn zero_output_cap_still_runs_one_command_per_feed() {
-    let mut s = Server::with_limits(Limits {
-        max_conn_buffer: 0,
-        ..Limits::default()
-    });
+    let mut s = Server::with_limits(Limits { max_conn_buffer: 0, ..Limits::default() });
     let mut input = encode(&["PING"]);
     input.extend(encode(&["PING"]));
     assert_eq!(s.raw(&input), "+PONG\r\n");

@@ -9,10 +9,7 @@ fn ping_replies_pong_or_echoes_its_argument() {
     let mut s = Server::new();
     assert_eq!(s.call(&["PING"]), "+PONG\r\n");
     assert_eq!(s.call(&["ping", "hi"]), "$2\r\nhi\r\n");
-    assert_eq!(
-        s.call(&["PING", "a", "b"]),
-        "-ERR wrong number of arguments for 'ping' command\r\n"
-    );
+    assert_eq!(s.call(&["PING", "a", "b"]), "-ERR wrong number of arguments for 'ping' command\r\n");
 }
 
 #[test]
@@ -28,46 +25,28 @@ fn inline_commands_work_like_arrays() {
 fn echo_returns_its_argument() {
     let mut s = Server::new();
     assert_eq!(s.call(&["ECHO", "x y"]), "$3\r\nx y\r\n");
-    assert_eq!(
-        s.call(&["ECHO"]),
-        "-ERR wrong number of arguments for 'echo' command\r\n"
-    );
+    assert_eq!(s.call(&["ECHO"]), "-ERR wrong number of arguments for 'echo' command\r\n");
 }
 
 #[test]
 fn unknown_command_error_quotes_name_and_arguments() {
     let mut s = Server::new();
-    assert_eq!(
-        s.call(&["FOO", "x", "y"]),
-        "-ERR unknown command 'FOO', with args beginning with: 'x' 'y' \r\n"
-    );
-    assert_eq!(
-        s.call(&["FOO"]),
-        "-ERR unknown command 'FOO', with args beginning with: \r\n"
-    );
+    assert_eq!(s.call(&["FOO", "x", "y"]), "-ERR unknown command 'FOO', with args beginning with: 'x' 'y' \r\n");
+    assert_eq!(s.call(&["FOO"]), "-ERR unknown command 'FOO', with args beginning with: \r\n");
 }
 
 #[test]
 fn unknown_command_error_flattens_line_breaks() {
     let mut s = Server::new();
-    assert_eq!(
-        s.call(&["A\r\nB"]),
-        "-ERR unknown command 'A  B', with args beginning with: \r\n"
-    );
+    assert_eq!(s.call(&["A\r\nB"]), "-ERR unknown command 'A  B', with args beginning with: \r\n");
 }
 
 #[test]
 fn select_accepts_only_database_zero() {
     let mut s = Server::new();
     assert_eq!(s.call(&["SELECT", "0"]), "+OK\r\n");
-    assert_eq!(
-        s.call(&["SELECT", "1"]),
-        "-ERR DB index is out of range\r\n"
-    );
-    assert_eq!(
-        s.call(&["SELECT", "x"]),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    assert_eq!(s.call(&["SELECT", "1"]), "-ERR DB index is out of range\r\n");
+    assert_eq!(s.call(&["SELECT", "x"]), "-ERR value is not an integer or out of range\r\n");
 }
 
 #[test]
@@ -78,43 +57,29 @@ fn quit_replies_ok_then_closes_and_ignores_the_rest() {
     let (out, status) = s.feed(&input);
     assert_eq!(out, b"+OK\r\n");
     assert_eq!(status, ConnStatus::Close);
-    assert_eq!(
-        s.feed(&common::encode(&["PING"])),
-        (vec![], ConnStatus::Close)
-    );
+    assert_eq!(s.feed(&common::encode(&["PING"])), (vec![], ConnStatus::Close));
     assert_eq!(s.store.len(), 0);
 }
 
 #[test]
 fn auth_without_password_configured_is_refused_like_redis() {
     let mut s = Server::new();
-    assert!(s
-        .call(&["AUTH", "pw"])
-        .starts_with("-ERR AUTH <password> called without"));
+    assert!(s.call(&["AUTH", "pw"]).starts_with("-ERR AUTH <password> called without"));
     assert_eq!(s.call(&["AUTH", "default", "pw"]), "+OK\r\n");
-    assert_eq!(
-        s.call(&["AUTH", "bob", "pw"]),
-        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-    );
+    assert_eq!(s.call(&["AUTH", "bob", "pw"]), "-WRONGPASS invalid username-password pair or user is disabled.\r\n");
 }
 
 #[test]
 fn hello_3_is_refused_so_clients_fall_back_to_resp2() {
     let mut s = Server::new();
-    assert_eq!(
-        s.call(&["HELLO", "3"]),
-        "-NOPROTO unsupported protocol version\r\n"
-    );
+    assert_eq!(s.call(&["HELLO", "3"]), "-NOPROTO unsupported protocol version\r\n");
 }
 
 #[test]
 fn hello_2_returns_server_map_as_flat_array() {
     let mut s = Server::new();
     let reply = s.call(&["HELLO", "2", "SETNAME", "me"]);
-    assert!(
-        reply.starts_with("*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
-        "{reply}"
-    );
+    assert!(reply.starts_with("*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n"), "{reply}");
     assert!(reply.contains("$5\r\nproto\r\n:2\r\n"));
     assert!(reply.contains("$4\r\nrole\r\n$6\r\nmaster\r\n"));
     assert!(reply.ends_with("$7\r\nmodules\r\n*0\r\n"));
@@ -127,10 +92,7 @@ fn client_setname_setinfo_getname_and_id() {
     assert_eq!(s.call(&["CLIENT", "GETNAME"]), "$-1\r\n");
     assert_eq!(s.call(&["CLIENT", "SETNAME", "bench"]), "+OK\r\n");
     assert_eq!(s.call(&["CLIENT", "GETNAME"]), "$5\r\nbench\r\n");
-    assert_eq!(
-        s.call(&["CLIENT", "SETINFO", "lib-name", "redis-rs"]),
-        "+OK\r\n"
-    );
+    assert_eq!(s.call(&["CLIENT", "SETINFO", "lib-name", "redis-rs"]), "+OK\r\n");
     assert_eq!(s.call(&["CLIENT", "ID"]), ":1\r\n");
     assert_eq!(s.call(&["CLIENT", "ID"]), ":1\r\n");
 }
@@ -142,32 +104,17 @@ fn client_errors_follow_redis() {
         s.call(&["CLIENT", "SETNAME", "a b"]),
         "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
     );
-    assert_eq!(
-        s.call(&["CLIENT", "SETNAME"]),
-        "-ERR wrong number of arguments for 'client|setname' command\r\n"
-    );
-    assert_eq!(
-        s.call(&["CLIENT", "KILL"]),
-        "-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n"
-    );
+    assert_eq!(s.call(&["CLIENT", "SETNAME"]), "-ERR wrong number of arguments for 'client|setname' command\r\n");
+    assert_eq!(s.call(&["CLIENT", "KILL"]), "-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n");
 }
 
 #[test]
 fn config_get_answers_what_redis_benchmark_asks() {
     let mut s = Server::new();
-    assert_eq!(
-        s.call(&["CONFIG", "GET", "save"]),
-        "*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
-    );
-    assert_eq!(
-        s.call(&["CONFIG", "GET", "appendonly"]),
-        "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
-    );
+    assert_eq!(s.call(&["CONFIG", "GET", "save"]), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
+    assert_eq!(s.call(&["CONFIG", "GET", "appendonly"]), "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n");
     assert_eq!(s.call(&["CONFIG", "GET", "nothing-like-this"]), "*0\r\n");
-    assert_eq!(
-        s.call(&["CONFIG", "GET", "maxmemory"]),
-        "*2\r\n$9\r\nmaxmemory\r\n$8\r\n16777216\r\n"
-    );
+    assert_eq!(s.call(&["CONFIG", "GET", "maxmemory"]), "*2\r\n$9\r\nmaxmemory\r\n$8\r\n16777216\r\n");
 }
 
 #[test]
@@ -184,14 +131,8 @@ fn config_set_and_unknown_subcommands_are_errors() {
         s.call(&["CONFIG", "SET", "save", ""]),
         "-ERR Unknown option or number of arguments for CONFIG SET - 'save'\r\n"
     );
-    assert_eq!(
-        s.call(&["CONFIG", "GET"]),
-        "-ERR wrong number of arguments for 'config|get' command\r\n"
-    );
-    assert_eq!(
-        s.call(&["CONFIG", "nope"]),
-        "-ERR unknown subcommand 'nope'. Try CONFIG HELP.\r\n"
-    );
+    assert_eq!(s.call(&["CONFIG", "GET"]), "-ERR wrong number of arguments for 'config|get' command\r\n");
+    assert_eq!(s.call(&["CONFIG", "nope"]), "-ERR unknown subcommand 'nope'. Try CONFIG HELP.\r\n");
 }
 
 #[test]

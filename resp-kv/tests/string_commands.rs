@@ -31,14 +31,8 @@ fn binary_values_round_trip() {
 #[test]
 fn get_with_wrong_arity_names_the_command_in_lower_case() {
     let mut s = Server::new();
-    assert_eq!(
-        s.call(&["GET"]),
-        "-ERR wrong number of arguments for 'get' command\r\n"
-    );
-    assert_eq!(
-        s.call(&["GET", "a", "b"]),
-        "-ERR wrong number of arguments for 'get' command\r\n"
-    );
+    assert_eq!(s.call(&["GET"]), "-ERR wrong number of arguments for 'get' command\r\n");
+    assert_eq!(s.call(&["GET", "a", "b"]), "-ERR wrong number of arguments for 'get' command\r\n");
 }
 
 #[test]
@@ -115,15 +109,9 @@ fn set_rejects_conflicting_or_unknown_options() {
 #[test]
 fn set_rejects_bad_expire_values() {
     let mut s = Server::new();
-    assert_eq!(
-        s.call(&["SET", "k", "v", "EX", "ten"]),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    assert_eq!(s.call(&["SET", "k", "v", "EX", "ten"]), "-ERR value is not an integer or out of range\r\n");
     for bad in ["0", "-5", "9223372036854775807"] {
-        assert_eq!(
-            s.call(&["SET", "k", "v", "EX", bad]),
-            "-ERR invalid expire time in 'set' command\r\n"
-        );
+        assert_eq!(s.call(&["SET", "k", "v", "EX", bad]), "-ERR invalid expire time in 'set' command\r\n");
     }
     assert_eq!(s.call(&["EXISTS", "k"]), ":0\r\n");
 }
@@ -151,39 +139,21 @@ fn incr_family_counts_from_zero() {
 fn incr_of_non_integer_value_is_an_error() {
     let mut s = Server::new();
     s.call(&["SET", "k", "abc"]);
-    assert_eq!(
-        s.call(&["INCR", "k"]),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    assert_eq!(s.call(&["INCR", "k"]), "-ERR value is not an integer or out of range\r\n");
     s.call(&["SET", "k", " 1"]);
-    assert_eq!(
-        s.call(&["INCR", "k"]),
-        "-ERR value is not an integer or out of range\r\n"
-    );
-    assert_eq!(
-        s.call(&["INCRBY", "n", "1.5"]),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    assert_eq!(s.call(&["INCR", "k"]), "-ERR value is not an integer or out of range\r\n");
+    assert_eq!(s.call(&["INCRBY", "n", "1.5"]), "-ERR value is not an integer or out of range\r\n");
 }
 
 #[test]
 fn incr_overflow_is_refused_and_value_kept() {
     let mut s = Server::new();
     s.call(&["SET", "n", "9223372036854775807"]);
-    assert_eq!(
-        s.call(&["INCR", "n"]),
-        "-ERR increment or decrement would overflow\r\n"
-    );
+    assert_eq!(s.call(&["INCR", "n"]), "-ERR increment or decrement would overflow\r\n");
     assert_eq!(s.call(&["GET", "n"]), "$19\r\n9223372036854775807\r\n");
     s.call(&["SET", "m", "-9223372036854775808"]);
-    assert_eq!(
-        s.call(&["DECR", "m"]),
-        "-ERR increment or decrement would overflow\r\n"
-    );
-    assert_eq!(
-        s.call(&["DECRBY", "m", "-9223372036854775808"]),
-        "-ERR decrement would overflow\r\n"
-    );
+    assert_eq!(s.call(&["DECR", "m"]), "-ERR increment or decrement would overflow\r\n");
+    assert_eq!(s.call(&["DECRBY", "m", "-9223372036854775808"]), "-ERR decrement would overflow\r\n");
 }
 
 #[test]
@@ -198,19 +168,13 @@ fn incr_keeps_the_ttl() {
 fn mset_and_mget_handle_many_keys() {
     let mut s = Server::new();
     assert_eq!(s.call(&["MSET", "a", "1", "b", "22"]), "+OK\r\n");
-    assert_eq!(
-        s.call(&["MGET", "a", "missing", "b"]),
-        "*3\r\n$1\r\n1\r\n$-1\r\n$2\r\n22\r\n"
-    );
+    assert_eq!(s.call(&["MGET", "a", "missing", "b"]), "*3\r\n$1\r\n1\r\n$-1\r\n$2\r\n22\r\n");
 }
 
 #[test]
 fn mset_with_odd_arguments_is_an_arity_error() {
     let mut s = Server::new();
-    assert_eq!(
-        s.call(&["MSET", "a", "1", "b"]),
-        "-ERR wrong number of arguments for 'mset' command\r\n"
-    );
+    assert_eq!(s.call(&["MSET", "a", "1", "b"]), "-ERR wrong number of arguments for 'mset' command\r\n");
     assert_eq!(s.call(&["EXISTS", "a"]), ":0\r\n");
 }
 

@@ -86,6 +86,7 @@ impl Drop for TempDir {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
+pub mod client;
 pub mod load;
 pub mod pair;
 pub mod vm;

@@ -62,6 +62,43 @@ pub fn incr_until(stream: TcpStream, key: &str, stop: &AtomicBool) -> ConnReport
     r
 }
 
+/// INCR load running in the client namespace until [`Load::stop`].
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<ConnReport>>,
+}
+
+impl Load {
+    /// Starts `connections` INCR loops on `key` from the client namespace.
+    pub fn start(topo: &crate::netns::Topology, key: &str, connections: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, key) = (stop.clone(), key.to_string());
+        let handle = crate::vm::spawn_in_netns(topo, "client", move || {
+            run_incr_load(crate::client::GUEST, &key, connections, s)
+        });
+        Load { stop, handle }
+    }
+
+    pub fn stop(self) -> Vec<ConnReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("load")
+    }
+}
+
+/// Every acknowledged INCR is in `final_value`, and at most the ones in flight more;
+/// no connection failed.
+pub fn assert_exact(reports: &[ConnReport], final_value: i64) {
+    for r in reports {
+        assert!(r.error.is_none(), "a client connection failed: {r:?}");
+    }
+    let acked: u64 = reports.iter().map(|r| r.acked).sum();
+    let in_flight = reports.iter().filter(|r| r.in_flight).count() as u64;
+    println!("acked {acked}, in flight {in_flight}, final {final_value}");
+    assert!(acked > 100, "the load did not run: {acked} acked");
+    assert!(final_value as u64 >= acked, "acknowledged writes lost: final {final_value} < acked {acked}");
+    assert!(final_value as u64 <= acked + in_flight, "final {final_value} > acked {acked} + in flight {in_flight}");
+}
+
 /// Runs `connections` INCR loops on `key` until `stop` is set; returns their reports.
 /// Call from a thread inside the client namespace.
 pub fn run_incr_load(addr: &str, key: &str, connections: usize, stop: Arc<AtomicBool>) -> Vec<ConnReport> {

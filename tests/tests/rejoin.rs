@@ -1,48 +1,18 @@
 //! Re-protection: after a failover a new backup joins the new primary by state
 //! transfer, and the cycle can go on.
-use ftvmm_tests::load::{run_incr_load, ConnReport};
+use ftvmm_tests::client::{command, connect, get_int};
+use ftvmm_tests::load::{assert_exact, Load};
 use ftvmm_tests::netns::Topology;
 use ftvmm_tests::pair::{self, serial, BACKUP_LISTEN, PRIMARY_LISTEN};
-use ftvmm_tests::vm::{in_netns, spawn_in_netns};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use ftvmm_tests::vm::in_netns;
 use std::time::Duration;
-
-const GUEST: &str = "10.77.0.10:6379";
-
-fn get(key: &str) -> i64 {
-    let mut s = TcpStream::connect(GUEST).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(format!("GET {key}\r\n").as_bytes()).expect("send");
-    let mut r = BufReader::new(s);
-    let (mut header, mut value) = (String::new(), String::new());
-    r.read_line(&mut header).expect("header");
-    r.read_line(&mut value).expect("value");
-    value.trim_end().parse().expect("integer")
-}
-
-fn check_exact(reports: &[ConnReport], final_value: i64) {
-    for r in reports {
-        assert!(r.error.is_none(), "a client connection failed: {r:?}");
-    }
-    let acked: u64 = reports.iter().map(|r| r.acked).sum();
-    let in_flight = reports.iter().filter(|r| r.in_flight).count() as u64;
-    println!("acked {acked}, in flight {in_flight}, final {final_value}");
-    assert!(acked > 100, "the load did not run");
-    assert!(final_value as u64 >= acked, "acknowledged writes lost: final {final_value} < acked {acked}");
-    assert!(final_value as u64 <= acked + in_flight, "final {final_value} > acked {acked} + in flight {in_flight}");
-}
 
 #[test]
 fn a_second_failover_after_rejoining_loses_no_acknowledged_write() {
     let _turn = serial();
     let topo = Topology::up();
     let mut first = pair::start_with(&topo, &[], &["--listen", BACKUP_LISTEN], None);
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let load = spawn_in_netns(&topo, "client", move || run_incr_load(GUEST, "n", 4, s));
+    let load = Load::start(&topo, "n", 4);
     std::thread::sleep(Duration::from_millis(800));
 
     // Failover 1: host-a dies, host-b goes live.
@@ -56,11 +26,10 @@ fn a_second_failover_after_rejoining_loses_no_acknowledged_write() {
     topo.kill_all("host-b");
     second.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(800));
-    stop.store(true, Ordering::Relaxed);
-    let reports = load.join().expect("load");
+    let reports = load.stop();
 
-    let final_value = in_netns(&topo, "client", || get("n"));
-    check_exact(&reports, final_value);
+    let final_value = in_netns(&topo, "client", || get_int("n"));
+    assert_exact(&reports, final_value);
     let pause = first.backup.stderr().lines().find(|l| l.contains("new backup joined")).unwrap_or_default().to_string();
     println!("join: {pause}");
 }
@@ -70,9 +39,7 @@ fn state_transferred_under_load_replays_to_the_primarys_final_digest() {
     let _turn = serial();
     let topo = Topology::up();
     let mut first = pair::start(&topo, &[], None);
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let load = spawn_in_netns(&topo, "client", move || run_incr_load(GUEST, "w", 4, s));
+    let load = Load::start(&topo, "w", 4);
     std::thread::sleep(Duration::from_millis(500));
     // The backup dies; a new one joins the primary while writes are in flight.
     topo.kill_all("host-b");
@@ -80,8 +47,7 @@ fn state_transferred_under_load_replays_to_the_primarys_final_digest() {
     let mut joined = pair::join(&topo, "host-b", PRIMARY_LISTEN, &[]);
     first.primary.wait_for_line_in_stderr("new backup joined", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(800));
-    stop.store(true, Ordering::Relaxed);
-    let reports = load.join().expect("load");
+    let reports = load.stop();
 
     // A clean stop ends the log with the primary's final state digest; the joined
     // backup must replay to exactly that state.
@@ -111,15 +77,10 @@ fn a_second_backup_is_refused_while_one_is_in_lockstep() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{err}");
     assert!(err.contains("already has a backup"), "{err}");
-    assert_eq!(in_netns(&topo, "client", || incr_once("r")), 1, "the pair keeps serving");
+    let reply = in_netns(&topo, "client", || {
+        let (mut s, mut r) = connect();
+        command(&mut s, &mut r, "INCR r")
+    });
+    assert_eq!(reply, ":1", "the pair keeps serving");
     assert!(first.backup.wait(Duration::from_millis(200)).is_none(), "the first backup is undisturbed");
-}
-
-fn incr_once(key: &str) -> i64 {
-    let mut s = TcpStream::connect(GUEST).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(format!("INCR {key}\r\n").as_bytes()).expect("send");
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).expect("reply");
-    line.trim_end().trim_start_matches(':').parse().expect("integer")
 }

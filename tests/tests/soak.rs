@@ -6,28 +6,12 @@
 //!
 //! `SOAK_CYCLES` sets the number of cycles (default 3, the short form that runs
 //! in the test suite); `scripts/soak.sh` runs a long one.
-use ftvmm_tests::load::run_incr_load;
+use ftvmm_tests::client::get_int;
+use ftvmm_tests::load::{assert_exact, Load};
 use ftvmm_tests::netns::Topology;
 use ftvmm_tests::pair::{self, serial, BACKUP_LISTEN, PRIMARY_LISTEN};
-use ftvmm_tests::vm::{in_netns, spawn_in_netns, VmProcess};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use ftvmm_tests::vm::{in_netns, VmProcess};
 use std::time::{Duration, Instant};
-
-const GUEST: &str = "10.77.0.10:6379";
-
-fn get(key: &str) -> i64 {
-    let mut s = TcpStream::connect(GUEST).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(format!("GET {key}\r\n").as_bytes()).expect("send");
-    let mut r = BufReader::new(s);
-    let (mut header, mut value) = (String::new(), String::new());
-    r.read_line(&mut header).expect("header");
-    r.read_line(&mut value).expect("value");
-    value.trim_end().parse().expect("integer")
-}
 
 fn no_divergence(vm: &VmProcess) {
     let err = vm.stderr();
@@ -42,9 +26,7 @@ fn kill_and_rejoin_cycles_under_load_keep_every_acknowledged_write() {
     let first = pair::start_with(&topo, &[], &["--listen", BACKUP_LISTEN], None);
     let (mut primary, mut backup) = (first.primary, first.backup);
     let mut primary_host = "host-a";
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let load = spawn_in_netns(&topo, "client", move || run_incr_load(GUEST, "soak", 4, s));
+    let load = Load::start(&topo, "soak", 4);
     let started = Instant::now();
 
     for cycle in 0..cycles {
@@ -63,18 +45,11 @@ fn kill_and_rejoin_cycles_under_load_keep_every_acknowledged_write() {
         println!("cycle {}: primary now on {primary_host} after {:.1} s", cycle + 1, started.elapsed().as_secs_f64());
     }
     std::thread::sleep(Duration::from_millis(600));
-    stop.store(true, Ordering::Relaxed);
-    let reports = load.join().expect("load");
+    let reports = load.stop();
     no_divergence(&primary);
     no_divergence(&backup);
 
-    let final_value = in_netns(&topo, "client", || get("soak"));
-    for r in &reports {
-        assert!(r.error.is_none(), "a client connection failed during the soak: {r:?}");
-    }
-    let acked: u64 = reports.iter().map(|r| r.acked).sum();
-    let in_flight = reports.iter().filter(|r| r.in_flight).count() as u64;
-    println!("{cycles} cycles: acked {acked}, in flight {in_flight}, final {final_value}");
-    assert!(final_value as u64 >= acked, "acknowledged writes lost: final {final_value} < acked {acked}");
-    assert!(final_value as u64 <= acked + in_flight, "final {final_value} > acked {acked} + in flight {in_flight}");
+    let final_value = in_netns(&topo, "client", || get_int("soak"));
+    println!("{cycles} cycles");
+    assert_exact(&reports, final_value);
 }

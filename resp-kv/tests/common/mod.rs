@@ -17,32 +17,18 @@ impl Server {
     }
 
     pub fn with_limits(limits: Limits) -> Self {
-        Server {
-            store: Store::new(limits),
-            conn: Conn::new(),
-            now_ms: 1_000,
-            role: "master",
-            extra: "",
-        }
+        Server { store: Store::new(limits), conn: Conn::new(), now_ms: 1_000, role: "master", extra: "" }
     }
 
     pub fn info(&self) -> ServerInfo<'static> {
-        ServerInfo {
-            role: self.role,
-            protected: true,
-            uptime_ms: 90_061_000,
-            connected_clients: 3,
-            extra: self.extra,
-        }
+        ServerInfo { role: self.role, protected: true, uptime_ms: 90_061_000, connected_clients: 3, extra: self.extra }
     }
 
     /// Feed raw bytes; returns the output and the status.
     pub fn feed(&mut self, input: &[u8]) -> (Vec<u8>, ConnStatus) {
         let info = self.info();
         let mut out = Vec::new();
-        let status = self
-            .conn
-            .feed(input, &mut self.store, self.now_ms, &info, &mut out);
+        let status = self.conn.feed(input, &mut self.store, self.now_ms, &info, &mut out);
         (out, status)
     }
 
