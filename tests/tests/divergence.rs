@@ -86,3 +86,30 @@ fn a_different_final_state_is_reported_as_divergence() {
     write_log(&edited, &header, &records);
     assert_diverges_at(&edited, STOP);
 }
+
+#[test]
+fn a_memory_digest_in_the_log_is_checked_at_its_exit() {
+    // The log holds a digest of all of memory every 131,072 exits; a replay recomputes it.
+    let dir = TempDir::new("fulldigest");
+    let log = dir.path("storm.ftlog");
+    let stop = "140000";
+    let args = ["--workload", "exit-storm", "--tick-hz", "500", "--stop-at-exit", stop];
+    ok_digest(&ftvmm(&[&["record", "--log", path_str(&log)][..], &args[..]].concat()));
+    let replay = |log: &Path| ftvmm(&[&["replay", "--log", path_str(log)][..], &args[..]].concat());
+    ok_digest(&replay(&log));
+
+    let (header, mut records) = read_log(&log);
+    let full = records.iter_mut().find_map(|r| match r {
+        Record::Digest { exit_index, scope: logging_channel::DigestScope::Full, hash } => Some((*exit_index, hash)),
+        _ => None,
+    });
+    let (index, hash) = full.expect("a run past 131072 exits logs a memory digest");
+    hash[0] ^= 1;
+    let edited = dir.path("edited.ftlog");
+    write_log(&edited, &header, &records);
+
+    let out = replay(&edited);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(DIVERGENCE), "{err}");
+    assert!(err.contains(&format!("diverged at exit {index}: memory and register digest")), "{err}");
+}

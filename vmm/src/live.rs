@@ -5,7 +5,7 @@ use crate::clock::TickClock;
 use crate::digest;
 use crate::join::Joiner;
 use crate::recorder::LogSink;
-use crate::runner::{ExitContext, Finish, RunError, Step, DIGEST_EVERY};
+use crate::runner::{ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use guest_abi::{nic, vector};
 use logging_channel::{DigestScope, EndReason, Event, Hash, Record};
@@ -103,6 +103,12 @@ impl LiveDriver {
             if ctx.index.is_multiple_of(DIGEST_EVERY) {
                 let hash = digest::regs_digest(ctx.vcpu)?;
                 records.push(Record::Digest { exit_index: ctx.index, scope: DigestScope::Registers, hash });
+            }
+            if ctx.index.is_multiple_of(FULL_DIGEST_EVERY) {
+                // Taken mid-exit (the instruction is not completed), which is the same
+                // point on the replaying side.
+                let hash = digest::state_digest(ctx.vcpu, ctx.mem)?;
+                records.push(Record::Digest { exit_index: ctx.index, scope: DigestScope::Full, hash });
             }
             // Output produced here can be released only once the backup holds this exit.
             if ctx.produced_output || ctx.index.is_multiple_of(PROGRESS_EVERY) {

@@ -108,14 +108,14 @@ fn apply(ctx: &mut ExitContext<'_>, event: &Event) -> Result<(), RunError> {
 
 fn check_digests(ctx: &mut ExitContext<'_>, at: &AtExit) -> Result<Step, RunError> {
     for (scope, recorded) in &at.digests {
-        if *scope != DigestScope::Registers {
-            // Full digests need a completed instruction; only the end record carries one.
-            continue;
-        }
-        let actual = digest::regs_digest(ctx.vcpu)?;
+        let (what, actual) = match scope {
+            DigestScope::Registers => ("register", digest::regs_digest(ctx.vcpu)?),
+            DigestScope::Full => ("memory and register", digest::state_digest(ctx.vcpu, ctx.mem)?),
+            DigestScope::Invalid => continue,
+        };
         if &actual != recorded {
             let what = format!(
-                "register digest {} differs from the recorded {}",
+                "{what} digest {} differs from the recorded {}",
                 digest::hex(&actual[..8]),
                 digest::hex(&recorded[..8])
             );

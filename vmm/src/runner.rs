@@ -25,6 +25,9 @@ const MAX_KICKS_TO_STOP: u32 = 200;
 
 /// A register digest goes into the log every this many exits.
 pub const DIGEST_EVERY: u64 = 1 << 14;
+/// A digest of the whole machine (registers and memory) goes into the log every this
+/// many exits: memory that drifts is caught here rather than only at the end.
+pub const FULL_DIGEST_EVERY: u64 = 1 << 17;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
