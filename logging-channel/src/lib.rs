@@ -57,6 +57,7 @@
 pub mod channel;
 pub mod codec;
 pub mod file;
+pub mod pipe;
 mod record;
 pub mod state;
 

@@ -3,14 +3,14 @@
 //! on receipt. Its end — silence past the failover timeout, a closed
 //! connection, or a clean end record — ends the record stream; a corrupt
 //! stream ends it too but forbids going live.
-use super::{PairState, ReplicationError, Timing};
+use super::{Link, PairState, ReplicationError, Timing};
 use crate::replayer::{RecordSource, ReplayError};
 use crate::status::Stats;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use logging_channel::channel::{self, Ack, Message};
 use logging_channel::codec::{self, Sequencer};
 use logging_channel::Record;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -54,7 +54,7 @@ pub fn start(
 
 /// Runs until the stream ends; returns why.
 fn receive_loop(
-    mut stream: &TcpStream,
+    mut stream: impl Link,
     timing: Timing,
     state: &PairState,
     stats: &Stats,
@@ -146,6 +146,87 @@ fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &PairState) -> (
 #[cfg(test)]
 mod tests {
     use super::*;
+    use logging_channel::channel::MessageReader;
+    use logging_channel::pipe::{pipe, PipeEnd};
+    use std::io::Write;
+    use std::time::Duration;
+
+    const TIMING: Timing = Timing { heartbeat: Duration::from_millis(5), failover_timeout: Duration::from_millis(100) };
+
+    /// How `log-rx`'s loop ended, and the state it left.
+    type Ended = std::thread::JoinHandle<(String, Arc<PairState>)>;
+
+    /// Runs `log-rx`'s loop on one end of a pipe; the test plays the primary on the other.
+    fn backup_on_a_pipe() -> (PipeEnd, Receiver<Record>, Ended) {
+        let (primary, backup) = pipe();
+        let (tx, rx) = unbounded();
+        let state = PairState::new_protected();
+        let st = state.clone();
+        let h = std::thread::spawn(move || {
+            let why = receive_loop(backup, TIMING, &st, &Stats::new(crate::status::Role::Backup), &tx);
+            (why, st)
+        });
+        (primary, rx, h)
+    }
+
+    fn next_ack(reader: &mut MessageReader<&mut PipeEnd>) -> Ack {
+        match reader.next_message() {
+            Ok(Some(Message::Ack(a))) => a,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_are_acked_on_receipt_and_handed_on_in_order() {
+        let (mut primary, rx, h) = backup_on_a_pipe();
+        primary.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut first = MessageReader::new(&mut primary);
+        assert_eq!(next_ack(&mut first), Ack { received_through: 0, replayed_through: 0 });
+
+        primary
+            .write_all(&frames(&[Record::Progress { exit_index: 7 }, Record::Released { exit_index: 7 }]))
+            .expect("send");
+        let ack = next_ack(&mut MessageReader::new(&mut primary));
+        primary
+            .write_all(&frames(&[Record::End {
+                exit_index: 9,
+                reason: logging_channel::EndReason::Shutdown,
+                state_digest: None,
+            }]))
+            .expect("send");
+        let (why, state) = h.join().expect("log-rx");
+
+        assert_eq!(ack.received_through, 7);
+        assert_eq!(rx.try_iter().count(), 3);
+        assert_eq!(state.released.load(Ordering::SeqCst), 7);
+        assert!(state.clean_end.load(Ordering::SeqCst), "{why}");
+    }
+
+    #[test]
+    fn silence_past_the_failover_timeout_ends_the_stream_as_a_lost_primary() {
+        let (primary, _rx, h) = backup_on_a_pipe();
+
+        let (why, state) = h.join().expect("log-rx");
+
+        assert!(why.contains("no log traffic for 100 ms"), "{why}");
+        assert!(!state.corrupt.load(Ordering::SeqCst) && !state.clean_end.load(Ordering::SeqCst));
+        drop(primary);
+    }
+
+    #[test]
+    fn a_corrupt_frame_marks_the_stream_corrupt_after_passing_on_what_came_before() {
+        let (mut primary, rx, h) = backup_on_a_pipe();
+        let mut bytes = frames(&[Record::Progress { exit_index: 3 }, Record::Progress { exit_index: 4 }]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+
+        primary.write_all(&bytes).expect("send");
+        let (why, state) = h.join().expect("log-rx");
+
+        assert!(why.contains("undecodable"), "{why}");
+        assert!(state.corrupt.load(Ordering::SeqCst));
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![Record::Progress { exit_index: 3 }]);
+    }
 
     fn frames(records: &[Record]) -> Vec<u8> {
         let mut out = Vec::new();

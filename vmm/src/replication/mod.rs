@@ -54,6 +54,25 @@ pub enum ReplicationError {
     Thread(&'static str, std::io::Error),
 }
 
+/// A byte stream with a read timeout: the TCP connection between primary and
+/// backup, or `logging_channel::pipe` in tests.
+pub trait Link: std::io::Read + std::io::Write {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Link for &std::net::TcpStream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        std::net::TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl Link for logging_channel::pipe::PipeEnd {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        logging_channel::pipe::PipeEnd::set_read_timeout(self, timeout);
+        Ok(())
+    }
+}
+
 /// What the replication threads and the vCPU and output threads share.
 #[derive(Debug, Default)]
 pub struct PairState {
