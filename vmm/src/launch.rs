@@ -182,12 +182,12 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Some(spec) => Some(Arc::from(arbiter::from_spec(spec, &service).map_err(LaunchError::Arbiter)?)),
         None => None,
     };
-    let services = |events| Services {
+    let services = |events, timing| Services {
         releaser: releaser.clone(),
         stats: stats.clone(),
         events,
         events_tx: events_tx.clone(),
-        timing: Timing { heartbeat: Duration::ZERO, failover_timeout: Duration::ZERO },
+        timing,
         arbiter: arbiter.clone(),
     };
     let mut first_index = 0;
@@ -203,7 +203,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             (Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx)), None)
         }
         (Mode::Primary { listen, timing }, _) => {
-            let p = pair::primary(&mut machine, listen, Services { timing: *timing, ..services(events_rx) })?;
+            let p = pair::primary(&mut machine, listen, services(events_rx, *timing))?;
             (p.driver, Some(p.state))
         }
         (Mode::Backup { primary, timing, connect_within, listen }, _) => {
@@ -213,7 +213,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
                 listen: listen.clone(),
                 control: control_tx.clone(),
             };
-            let s = Services { timing: *timing, ..services(events_rx) };
+            let s = services(events_rx, *timing);
             let p = pair::backup(&mut machine, primary, *connect_within, plan, s)?;
             first_index = p.first_index;
             (p.driver, Some(p.state))
