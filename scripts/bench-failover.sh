@@ -146,11 +146,4 @@ EOF
 } >"$MD"
 rm -f "$MD.body"
 
-bench_publish
-MD="$BENCH_OUT/$(basename "$MD")"
-bench_plot
-echo
-cat "$MD"
-echo
-echo "(written to bench/failover.md, bench/failover.csv, bench/failover.png)"
-BENCH_OK=1
+bench_finish "bench/failover.md, bench/failover.csv, bench/failover.png"

@@ -319,11 +319,4 @@ us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else printf "%
     fi
 } >"$MD"
 
-bench_publish
-MD="$BENCH_OUT/$(basename "$MD")"
-bench_plot
-echo
-cat "$MD"
-echo
-echo "(written to bench/output-rule.md, bench/output-rule.csv, bench/output-rule-settings.csv, bench/latency-samples.csv, bench/latency.png)"
-BENCH_OK=1
+bench_finish "bench/output-rule.md, bench/output-rule.csv, bench/output-rule-settings.csv, bench/latency-samples.csv, bench/latency.png"

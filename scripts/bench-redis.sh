@@ -80,10 +80,4 @@ MD="$BENCH_RESULTS/redis.md"
     echo "Record log: $log_bytes bytes for $total_req benchmark requests (plus PINGs and timer ticks): $(awk -v a="$log_bytes" -v b="$total_req" 'BEGIN { printf "%.0f", a / b }') bytes/request."
 } >"$MD"
 
-bench_publish
-MD="$BENCH_OUT/$(basename "$MD")"
-echo
-cat "$MD"
-echo
-echo "(written to bench/redis.md and bench/redis.csv)"
-BENCH_OK=1
+bench_finish "bench/redis.md and bench/redis.csv"

@@ -388,3 +388,16 @@ bench_publish() {
 bench_plot() {
     python3 "$BENCH_REPO/scripts/bench-plot.py" "$BENCH_OUT" || bench_log "plotting failed (results are in the CSV/markdown files)"
 }
+
+# End of a complete run: publish the results, draw the plots, show the report
+# (`$MD`, written under $BENCH_RESULTS), list what was written ($1).
+bench_finish() {
+    bench_publish
+    MD="$BENCH_OUT/$(basename "$MD")"
+    bench_plot
+    echo
+    cat "$MD"
+    echo
+    echo "(written to $1)"
+    BENCH_OK=1
+}
