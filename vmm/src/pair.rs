@@ -137,7 +137,8 @@ fn takeover(
     header: LogHeader,
     s: Services,
 ) -> Takeover {
-    Box::new(move |last_replayed, released| {
+    Box::new(move |last_replayed| {
+        let released = state.released.load(Ordering::SeqCst);
         if state.corrupt.load(Ordering::SeqCst) {
             return Err(RunError::StandDown("the primary's log stream was corrupt; not going live on it".into()));
         }

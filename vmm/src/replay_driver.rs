@@ -10,9 +10,9 @@ use logging_channel::{DigestScope, Event, Hash};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Turns a backup into a live VM when the primary's log ends: given the exit
-/// index of the last replayed exit and the primary's last released mark.
-pub type Takeover = Box<dyn FnOnce(u64, u64) -> Result<LiveDriver, RunError> + Send>;
+/// Turns a backup into a live VM when the primary's log ends, given the exit
+/// index of the last replayed exit.
+pub type Takeover = Box<dyn FnOnce(u64) -> Result<LiveDriver, RunError> + Send>;
 
 pub struct ReplayDriver {
     log: Replayer<Box<dyn RecordSource + Send>>,
@@ -46,7 +46,7 @@ impl ReplayDriver {
         if at.stream_ended && at.entry.is_none() {
             // Everything the primary sent has been replayed: from this exit on, this VM is live.
             return match self.takeover.take() {
-                Some(takeover) => Ok(Step::GoLive(Box::new(takeover(ctx.index - 1, self.log.released)?))),
+                Some(takeover) => Ok(Step::GoLive(Box::new(takeover(ctx.index - 1)?))),
                 None => Err(ReplayError::NoEnd { last: self.log.last_index() }.into()),
             };
         }

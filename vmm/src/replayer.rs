@@ -47,13 +47,11 @@ pub struct Replayer<S: RecordSource> {
     peeked: Option<Record>,
     ended: bool,
     last_index: u64,
-    /// The primary's latest released mark: output up to here has left the primary.
-    pub released: u64,
 }
 
 impl<S: RecordSource> Replayer<S> {
     pub fn new(source: S) -> Self {
-        Replayer { source, peeked: None, ended: false, last_index: 0, released: 0 }
+        Replayer { source, peeked: None, ended: false, last_index: 0 }
     }
 
     fn peek(&mut self) -> Result<Option<&Record>, ReplayError> {
@@ -94,9 +92,9 @@ impl<S: RecordSource> Replayer<S> {
             match record {
                 Record::Entry { sig, events, .. } => at.entry = Some((sig, events)),
                 Record::Digest { scope, hash, .. } => at.digests.push((scope, hash)),
-                Record::Released { exit_index } => self.released = self.released.max(exit_index),
                 Record::Progress { exit_index } if exit_index == index => return Ok(at),
-                Record::Progress { .. } => {}
+                // Released marks matter only at go-live; `log-rx` keeps the latest.
+                Record::Progress { .. } | Record::Released { .. } => {}
                 Record::End { reason, state_digest, .. } => {
                     at.end = Some((reason, state_digest));
                     return Ok(at);

@@ -11,6 +11,7 @@ use crate::machine::Machine;
 use crate::recorder::RecordError;
 use crate::replay_driver::ReplayDriver;
 use crate::replayer::ReplayError;
+use crate::snapshot;
 use crate::status::{Role, Stats};
 use crossbeam_channel::Sender;
 use kvm_ioctls::VcpuFd;
@@ -203,7 +204,8 @@ impl Runner {
             }
         };
         let elapsed = started.elapsed();
-        self.complete_pending_instruction();
+        // The state we hash is the state after the last counted exit.
+        snapshot::complete_pending_instruction(&mut self.machine.vcpu);
         let digest = digest::state_digest(&self.machine.vcpu, &self.machine.mem)?;
         match self.driver {
             Driver::Live(live) => live.finish(index, finish, digest)?,
@@ -242,15 +244,5 @@ impl Runner {
             let _ = self.output.send(OutputItem { exit_index: index, output, produced: Instant::now() });
         }
         step
-    }
-
-    /// KVM finishes an MMIO or port instruction on the next entry; with
-    /// `immediate_exit` it does exactly that and returns, so the state we hash
-    /// is the state after the last counted exit.
-    fn complete_pending_instruction(&mut self) {
-        let vcpu = &mut self.machine.vcpu;
-        vcpu.set_kvm_immediate_exit(1);
-        let _ = vcpu.run();
-        vcpu.set_kvm_immediate_exit(0);
     }
 }
