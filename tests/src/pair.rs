@@ -12,10 +12,25 @@ pub const RELAY_LISTEN: &str = "127.0.0.1:7001";
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// A file every test process locks, so that two `cargo test` runs on one machine
+/// (two developers, or a benchmark beside the suite) also take turns.
+const SERIAL_LOCK_FILE: &str = "/tmp/ftvmm-tests.lock";
+
+/// Held while a test runs its VMs; see [`serial`].
+pub struct Turn {
+    _in_process: MutexGuard<'static, ()>,
+    _across_processes: std::fs::File,
+}
+
 /// Tests that measure timing take turns: two pairs of VMs on two cores would
-/// measure each other.
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// measure each other. The turn covers this process's threads and other test
+/// processes alike (the file lock is released when the process ends, even by kill).
+pub fn serial() -> Turn {
+    let in_process = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(SERIAL_LOCK_FILE);
+    let across = file.unwrap_or_else(|e| panic!("cannot open {SERIAL_LOCK_FILE}: {e}"));
+    across.lock().unwrap_or_else(|e| panic!("cannot lock {SERIAL_LOCK_FILE}: {e}"));
+    Turn { _in_process: in_process, _across_processes: across }
 }
 
 pub struct Pair {
