@@ -30,3 +30,39 @@ pub fn get_int(key: &str) -> i64 {
     r.read_line(&mut value).expect("value");
     value.trim_end().parse().expect("an integer value")
 }
+
+/// The guest's MAC as the VMMs derive it from its address (52:54:00 and the last three bytes).
+pub const GUEST_MAC: &str = "52:54:00:4d:00:0a";
+
+/// What a brand-new client sees, checked from the client's namespace: with its ARP cache
+/// emptied, the guest's address resolves to the guest's MAC (ARP is answered) and a new
+/// TCP connection gets `+PONG`. Old connections that still work prove less: they skip ARP
+/// and the listen path. Returns what went wrong.
+pub fn fresh_client_check(topo: &crate::netns::Topology) -> Result<(), String> {
+    let flushed = topo.command("client", "ip").args(["neigh", "flush", "all"]).output();
+    if !flushed.as_ref().is_ok_and(|o| o.status.success()) {
+        return Err(format!("could not flush the client's ARP cache: {flushed:?}"));
+    }
+    let pong = crate::vm::in_netns(topo, "client", || {
+        let ip = GUEST.split(':').next().unwrap_or_default();
+        let addr = std::net::SocketAddr::new(ip.parse().map_err(|e| format!("{e}"))?, 6379);
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+        let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+        let mut w = s;
+        w.write_all(b"PING\r\n").map_err(|e| format!("send: {e}"))?;
+        let mut line = String::new();
+        r.read_line(&mut line).map_err(|e| format!("reply: {e}"))?;
+        Ok::<String, String>(line.trim_end().to_string())
+    })?;
+    if pong != "+PONG" {
+        return Err(format!("a new connection got {pong:?} to PING"));
+    }
+    let neigh =
+        topo.command("client", "ip").args(["neigh", "show", GUEST.split(':').next().unwrap_or_default()]).output();
+    let neigh = neigh.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    if !neigh.contains(GUEST_MAC) {
+        return Err(format!("the client's ARP entry for the guest is {neigh:?}, not the guest's MAC"));
+    }
+    Ok(())
+}

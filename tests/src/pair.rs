@@ -65,6 +65,18 @@ pub fn start_with(topo: &Topology, extra: &[&str], backup_only: &[&str], relay_a
     Pair { primary, backup, relay }
 }
 
+/// Like [`start`] for a guest that is not the KV server: waits for the pairing only.
+pub fn start_booted(topo: &Topology, extra: &[&str]) -> Pair {
+    let mut primary_args = vec!["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
+    primary_args.extend_from_slice(extra);
+    let primary = VmProcess::spawn(topo, "host-a", &primary_args);
+    let mut backup_args = vec!["backup", "--primary", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
+    backup_args.extend_from_slice(extra);
+    let mut backup = VmProcess::spawn(topo, "host-b", &backup_args);
+    backup.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
+    Pair { primary, backup, relay: None }
+}
+
 /// Starts a backup in `host` that joins the running primary at `primary`, and waits
 /// until it holds the primary's state.
 pub fn join(topo: &Topology, host: &str, primary: &str, extra: &[&str]) -> VmProcess {

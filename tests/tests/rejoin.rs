@@ -1,11 +1,12 @@
 //! Re-protection: after a failover a new backup joins the new primary by state
 //! transfer, and the cycle can go on.
-use ftvmm_tests::client::{command, connect, get_int};
+use ftvmm_tests::client::{command, connect, fresh_client_check, get_int};
 use ftvmm_tests::load::{assert_exact, Load};
 use ftvmm_tests::netns::Topology;
 use ftvmm_tests::pair::{self, serial, BACKUP_LISTEN, PRIMARY_LISTEN};
+use ftvmm_tests::status::{self, field, flag, wait_until, STATUS};
 use ftvmm_tests::vm::in_netns;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[test]
 fn a_second_failover_after_rejoining_loses_no_acknowledged_write() {
@@ -83,4 +84,59 @@ fn a_second_backup_is_refused_while_one_is_in_lockstep() {
     });
     assert_eq!(reply, ":1", "the pair keeps serving");
     assert!(first.backup.wait(Duration::from_millis(200)).is_none(), "the first backup is undisturbed");
+}
+
+/// Issue 18: a backup that joins once the VM has run past the replay-lag limit must
+/// re-protect it. With positions starting at 0 the primary's vCPU waited forever for
+/// the new backup at the first exit after the join, while heartbeats said all was well.
+///
+/// `limit: None` is the default limit (262,144 exits); to get past it in seconds, that
+/// run's guest is the exit-storm workload (back-to-back device exits) instead of the
+/// KV server under load.
+fn a_join_past_the_replay_lag_limit_reprotects(limit: Option<u64>) {
+    let _turn = serial();
+    let topo = Topology::up();
+    let limit_arg = limit.map(|l| l.to_string());
+    let mut args = vec!["--status", STATUS];
+    match &limit_arg {
+        Some(l) => args.extend(["--max-replay-lag-exits", l]),
+        None => args.extend(["--workload", "exit-storm"]),
+    }
+    let past = limit.unwrap_or(256 * 1024) * 5 / 4;
+    let mut first = if limit.is_some() { pair::start(&topo, &args, None) } else { pair::start_booted(&topo, &args) };
+    let load = limit.map(|_| Load::start(&topo, "late", 4));
+    wait_until(&topo, "host-a", Duration::from_secs(240), |s| field(s, "exit_index") > Some(past));
+
+    topo.kill_all("host-b");
+    first.primary.wait_for_line_in_stderr("UNPROTECTED", Duration::from_secs(5));
+    let joined_from = Instant::now();
+    let _joined = pair::join(&topo, "host-b", PRIMARY_LISTEN, &args);
+    let (at_join, _) = wait_until(&topo, "host-a", Duration::from_secs(5), |s| flag(s, "protected") == Some(true));
+    let join_exit = field(&at_join, "exit_index").expect("exit_index");
+    // Protected means the backup replays: its position moves past the join, and the
+    // primary's vCPU keeps going.
+    let (moved, _) = wait_until(&topo, "host-a", Duration::from_secs(5), |s| {
+        field(s, "replayed_through") > Some(join_exit) && field(s, "exit_index") > Some(join_exit + 1000)
+    });
+    let reprotected_in = joined_from.elapsed();
+    println!("joined at exit {join_exit}; backup replaying after {reprotected_in:?}: {moved}");
+    assert_eq!(field(&moved, "watchdog_trips"), Some(0), "{moved}");
+    assert!(reprotected_in < Duration::from_secs(3), "re-protection took {reprotected_in:?}");
+    if let Some(load) = load {
+        fresh_client_check(&topo).unwrap_or_else(|e| panic!("after the join: {e}"));
+        let reports = load.stop();
+        let final_value = in_netns(&topo, "client", || get_int("late"));
+        assert_exact(&reports, final_value);
+    }
+    assert!(status::fetch(&topo, "host-a").is_some_and(|s| flag(&s, "protected") == Some(true)));
+}
+
+#[test]
+fn a_join_past_a_small_replay_lag_limit_reprotects_instead_of_freezing_the_primary() {
+    a_join_past_the_replay_lag_limit_reprotects(Some(2000));
+}
+
+#[test]
+fn a_join_past_the_default_replay_lag_limit_reprotects_instead_of_freezing_the_primary() {
+    a_join_past_the_replay_lag_limit_reprotects(None);
 }

@@ -41,7 +41,7 @@ impl Joiner {
         let epoch = self.stats.epoch.load(Ordering::SeqCst) + 1;
         let sent = snapshot::send(&mut stream, ctx.vcpu, ctx.mem, ctx.bus, ctx.index, epoch)
             .map_err(|e| format!("sending the state failed: {e}"))?;
-        let state = PairState::new_protected();
+        let state = PairState::new_protected(ctx.index);
         self.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
         if let Ok(peer) = stream.peer_addr() {
             self.stats.set_peer(&peer.to_string());
@@ -55,7 +55,7 @@ impl Joiner {
             arbiter: self.arbiter.clone(),
             events: self.events.clone(),
         };
-        let (sink, wire) = primary::start(stream, self.timing, shared).map_err(|e| e.to_string())?;
+        let (sink, wire) = primary::start(stream, self.timing, ctx.index, shared).map_err(|e| e.to_string())?;
         self.releaser.set_policy(Policy::Primary { state: state.clone(), wire });
         self.stats.set_pair(state);
         self.stats.epoch.store(epoch, Ordering::SeqCst);

@@ -90,6 +90,10 @@ struct TimingArgs {
     /// Silence on the logging channel for this long means the peer is dead.
     #[arg(long, default_value_t = replication::DEFAULT_FAILOVER_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     failover_timeout_ms: u64,
+    /// Flow control: how many exits the backup's replay may trail before the primary's
+    /// vCPU waits for it.
+    #[arg(long, default_value_t = replication::flow::DEFAULT_MAX_REPLAY_LAG, value_parser = clap::value_parser!(u64).range(1..))]
+    max_replay_lag_exits: u64,
 }
 
 impl TimingArgs {
@@ -103,6 +107,7 @@ impl TimingArgs {
         Ok(Timing {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             failover_timeout: Duration::from_millis(self.failover_timeout_ms),
+            max_replay_lag: self.max_replay_lag_exits,
         })
     }
 }

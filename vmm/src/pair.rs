@@ -71,7 +71,7 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Paire
     let mut stream = handshake::accept_backup(&listener, &local, &|| false)?;
     snapshot::send(&mut stream, &mut machine.vcpu, &machine.mem, &machine.buses.mmio, 0, FIRST_EPOCH)
         .map_err(LaunchError::Snapshot)?;
-    let state = PairState::new_protected();
+    let state = PairState::new_protected(0);
     machine.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
     if let Ok(peer) = stream.peer_addr() {
         s.stats.set_peer(&peer.to_string());
@@ -87,7 +87,7 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Paire
         arbiter: s.arbiter.clone(),
         events: s.events_tx.clone(),
     };
-    let (sink, wire) = primary::start(stream, s.timing, shared)?;
+    let (sink, wire) = primary::start(stream, s.timing, 0, shared)?;
     s.releaser.set_policy(Policy::Primary { state: state.clone(), wire });
     join::spawn_listener(listener, header, s.stats.clone(), s.events_tx.clone())
         .map_err(|e| LaunchError::Thread("join-listen", e))?;
@@ -118,7 +118,7 @@ pub fn backup(
     let (first_index, epoch) = snapshot::receive(&mut stream, &mut machine.vcpu, &machine.mem, &mut machine.buses.mmio)
         .map_err(LaunchError::Snapshot)?;
     tracing::info!(primary = %primary_addr, exit = first_index, epoch, "backup paired; replaying the primary's log");
-    let state = PairState::new_protected();
+    let state = PairState::new_protected(first_index);
     machine.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
     s.stats.set_peer(primary_addr);
     s.stats.epoch.store(epoch, Ordering::SeqCst);
@@ -141,6 +141,13 @@ fn takeover(
         let released = state.released.load(Ordering::SeqCst);
         if state.corrupt.load(Ordering::SeqCst) {
             return Err(RunError::StandDown("the primary's log stream was corrupt; not going live on it".into()));
+        }
+        if state.stalled.load(Ordering::SeqCst) {
+            return Err(RunError::StandDown(
+                "this backup's replay stalled (the watchdog tripped), so the primary may have moved on without it; \
+                 not going live"
+                    .into(),
+            ));
         }
         if let Some(arbiter) = &s.arbiter {
             let epoch = s.stats.epoch.load(Ordering::SeqCst);

@@ -76,6 +76,9 @@ pub struct Stats {
     /// what the failover timeout must stay above.
     pub max_peer_silence_us: AtomicU64,
     pub outputs_released: AtomicU64,
+    /// Times a watchdog found replication frozen behind healthy heartbeats.
+    pub watchdog_trips: AtomicU64,
+    last_watchdog: Mutex<String>,
     peer: Mutex<String>,
     recent_held: Mutex<Recent>,
     pair: Mutex<Option<Arc<PairState>>>,
@@ -93,6 +96,8 @@ impl Stats {
             held_outputs: AtomicU64::new(0),
             max_peer_silence_us: AtomicU64::new(0),
             outputs_released: AtomicU64::new(0),
+            watchdog_trips: AtomicU64::new(0),
+            last_watchdog: Mutex::new(String::new()),
             peer: Mutex::new(String::new()),
             recent_held: Mutex::new(Recent::default()),
             pair: Mutex::new(None),
@@ -122,6 +127,13 @@ impl Stats {
         self.max_peer_silence_us.fetch_max(silence.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// A watchdog tripped: counted, kept for `status`, and logged loudly.
+    pub fn note_watchdog(&self, what: &str) {
+        tracing::error!("{what}");
+        self.watchdog_trips.fetch_add(1, Ordering::SeqCst);
+        *self.last_watchdog.lock().unwrap_or_else(|p| p.into_inner()) = what.to_string();
+    }
+
     pub fn note_held(&self, held: Duration) {
         let us = held.as_micros().min(u128::from(u32::MAX)) as u32;
         self.recent_held.lock().unwrap_or_else(|p| p.into_inner()).push(us);
@@ -144,17 +156,19 @@ impl Stats {
         let role = self.role.load(Ordering::SeqCst);
         let lag = if role == Role::Primary as u8 && protected { exit_index.saturating_sub(replayed) } else { 0 };
         let peer = self.peer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let last_watchdog = self.last_watchdog.lock().unwrap_or_else(|p| p.into_inner()).clone();
         format!(
             concat!(
                 "{{\"role\":\"{}\",\"epoch\":{},\"protected\":{},\"peer\":\"{}\",\"exit_index\":{},",
                 "\"acked_through\":{},\"replayed_through\":{},\"lag_exits\":{},\"held_outputs\":{},",
                 "\"outputs_released\":{},\"held_p50_us\":{},\"held_p99_us\":{},\"held_max_us\":{},",
-                "\"log_bytes\":{},\"log_records\":{},\"max_peer_silence_us\":{},\"uptime_ms\":{}}}"
+                "\"log_bytes\":{},\"log_records\":{},\"max_peer_silence_us\":{},\"watchdog_trips\":{},",
+                "\"last_watchdog\":\"{}\",\"uptime_ms\":{}}}"
             ),
             Role::name(role),
             self.epoch.load(Ordering::SeqCst),
             protected,
-            peer.escape_default(),
+            json_escape(&peer),
             exit_index,
             acked,
             replayed,
@@ -167,9 +181,25 @@ impl Stats {
             self.log_bytes.load(Ordering::Relaxed),
             self.log_records.load(Ordering::Relaxed),
             self.max_peer_silence_us.load(Ordering::Relaxed),
+            self.watchdog_trips.load(Ordering::SeqCst),
+            json_escape(&last_watchdog),
             self.started.elapsed().as_millis(),
         )
     }
+}
+
+/// `s` as the inside of a JSON string (quotes, backslashes and control characters escaped).
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Serves `stats` on `addr`: every connection gets one JSON line, then is closed.
@@ -213,5 +243,14 @@ mod tests {
         assert!(j.contains("\"held_p50_us\":200"), "{j}");
         assert!(j.contains("\"outputs_released\":3"), "{j}");
         assert!(j.contains("\"peer\":\"10.0.0.2:1234\""), "{j}");
+    }
+
+    #[test]
+    fn a_watchdog_trip_is_counted_and_its_reason_is_valid_json() {
+        let s = Stats::new(Role::Primary);
+        s.note_watchdog("the backup's replay \"stood\" still\\\n");
+        let j = s.snapshot();
+        assert!(j.contains("\"watchdog_trips\":1"), "{j}");
+        assert!(j.contains(r#""last_watchdog":"the backup's replay \"stood\" still\\\u000a""#), "{j}");
     }
 }

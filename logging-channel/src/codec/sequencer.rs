@@ -39,6 +39,13 @@ impl Sequencer {
         Self::default()
     }
 
+    /// A log that continues from a state taken at exit `index` (a backup that
+    /// joined a running VM): everything up to `index` is already covered, so the
+    /// first entry must come after it, and released marks up to it are in order.
+    pub fn starting_at(index: u64) -> Self {
+        Sequencer { covered: Some(index), highest: Some(index), ..Self::default() }
+    }
+
     /// Accepts `record` if it may follow everything accepted so far.
     pub fn check(&mut self, record: &Record) -> Result<(), CodecError> {
         let index = record.exit_index();

@@ -3,6 +3,7 @@
 //! on receipt. Its end — silence past the failover timeout, a closed
 //! connection, or a clean end record — ends the record stream; a corrupt
 //! stream ends it too but forbids going live.
+use super::flow::ProgressWatch;
 use super::{Link, PairState, ReplicationError, Timing};
 use crate::replayer::{RecordSource, ReplayError};
 use crate::status::Stats;
@@ -42,6 +43,8 @@ pub fn start(
             let _ = stream.shutdown(Shutdown::Both);
             if state.clean_end.load(Ordering::SeqCst) {
                 tracing::info!("the primary ended its log cleanly");
+            } else if state.stalled.load(Ordering::SeqCst) {
+                tracing::error!("{why}; this backup stands down and will not go live");
             } else if state.corrupt.load(Ordering::SeqCst) {
                 tracing::error!("{why}: the log stream is corrupt; this backup will not go live on it");
             } else {
@@ -63,16 +66,19 @@ fn receive_loop(
     if let Err(e) = stream.set_read_timeout(Some(timing.failover_timeout)) {
         return format!("cannot set the failover timeout: {e}");
     }
-    let mut seq = Sequencer::new();
+    // The state this backup restored was taken at this exit: it holds everything before.
+    let joined_at = state.replayed_through.load(Ordering::SeqCst);
+    let mut seq = Sequencer::starting_at(joined_at);
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut chunk = vec![0u8; 256 * 1024];
     // An ack at once: the state is restored, and the primary can tighten its timeout.
     let mut out = Vec::with_capacity(24);
-    channel::encode(&Message::Ack(Ack { received_through: 0, replayed_through: 0 }), &mut out);
+    channel::encode(&Message::Ack(Ack { received_through: joined_at, replayed_through: joined_at }), &mut out);
     if let Err(e) = stream.write_all(&out) {
         return format!("sending the first ack failed: {e}");
     }
     let mut last_heard = Instant::now();
+    let mut watch = ProgressWatch::new(joined_at, last_heard, timing.failover_timeout);
     loop {
         let n = match stream.read(&mut chunk) {
             Ok(0) => return "the primary closed the connection".into(),
@@ -89,12 +95,11 @@ fn receive_loop(
         };
         buf.extend_from_slice(&chunk[..n]);
         let (records, decoded) = decode_frames(&mut buf, &mut seq, state);
+        let received = seq.covered_through().unwrap_or(joined_at).max(joined_at);
+        let replayed = state.replayed_through.load(Ordering::Relaxed).min(received);
         // Ack first: handing records to the vCPU wakes it, and on a busy host it could
         // run before this thread gets to the ack the primary's output is waiting for.
-        let ack = Ack {
-            received_through: seq.covered_through().unwrap_or(0),
-            replayed_through: state.replayed_through.load(Ordering::Relaxed).min(seq.covered_through().unwrap_or(0)),
-        };
+        let ack = Ack { received_through: received, replayed_through: replayed };
         let mut out = Vec::with_capacity(24);
         channel::encode(&Message::Ack(ack), &mut out);
         let acked = stream.write_all(&out);
@@ -113,6 +118,18 @@ fn receive_loop(
         if seq.is_ended() {
             state.clean_end.store(true, Ordering::SeqCst);
             return "the primary ended its log".into();
+        }
+        // A replay that stands still while records wait, behind acks that say all is
+        // well, would leave the primary protected by a backup that could never take over.
+        if let Some(still) = watch.observe(replayed, received > replayed, Instant::now()) {
+            state.stalled.store(true, Ordering::SeqCst);
+            let why = format!(
+                "WATCHDOG: this backup's replay stood still at exit {replayed} for {} ms with records through \
+                 exit {received} waiting",
+                still.as_millis()
+            );
+            stats.note_watchdog(&why);
+            return why;
         }
     }
 }
@@ -151,7 +168,11 @@ mod tests {
     use std::io::Write;
     use std::time::Duration;
 
-    const TIMING: Timing = Timing { heartbeat: Duration::from_millis(5), failover_timeout: Duration::from_millis(100) };
+    const TIMING: Timing = Timing {
+        heartbeat: Duration::from_millis(5),
+        failover_timeout: Duration::from_millis(100),
+        max_replay_lag: crate::replication::flow::DEFAULT_MAX_REPLAY_LAG,
+    };
 
     /// How `log-rx`'s loop ended, and the state it left.
     type Ended = std::thread::JoinHandle<(String, Arc<PairState>)>;
@@ -160,7 +181,7 @@ mod tests {
     fn backup_on_a_pipe() -> (PipeEnd, Receiver<Record>, Ended) {
         let (primary, backup) = pipe();
         let (tx, rx) = unbounded();
-        let state = PairState::new_protected();
+        let state = PairState::new_protected(0);
         let st = state.clone();
         let h = std::thread::spawn(move || {
             let why = receive_loop(backup, TIMING, &st, &Stats::new(crate::status::Role::Backup), &tx);
@@ -264,6 +285,18 @@ mod tests {
         let err = result.unwrap_err();
         assert!(err.contains("undecodable"), "{err}");
         assert_eq!(records, vec![Record::Progress { exit_index: 5 }]);
+    }
+
+    #[test]
+    fn a_backup_that_joined_at_an_exit_takes_released_marks_up_to_it_before_any_progress() {
+        // The primary may release output produced before the join right after it.
+        let mut buf = frames(&[Record::Released { exit_index: 5074 }, Record::Progress { exit_index: 5080 }]);
+        let state = PairState::new_protected(5074);
+        let (records, result) = decode_frames(&mut buf, &mut Sequencer::starting_at(5074), &state);
+
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(records.len(), 2);
+        assert_eq!(state.released.load(Ordering::SeqCst), 5074);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! progress marks) down, acks up. Silence for the failover timeout on either
 //! side means the peer is gone.
 pub mod backup;
+pub mod flow;
 pub mod handshake;
 pub mod primary;
 
@@ -27,6 +28,8 @@ pub const DEFAULT_FAILOVER_TIMEOUT_MS: u64 = 500;
 pub struct Timing {
     pub heartbeat: Duration,
     pub failover_timeout: Duration,
+    /// Flow control: how many exits the backup's replay may trail (see [`flow`]).
+    pub max_replay_lag: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +89,9 @@ pub struct PairState {
     pub released: AtomicU64,
     /// Backup: the log stream broke in a way that forbids going live (corruption).
     pub corrupt: AtomicBool,
+    /// Backup: its own replay stopped making progress while records waited (the
+    /// watchdog tripped); like corruption, this forbids going live.
+    pub stalled: AtomicBool,
     /// Backup: the primary ended its log cleanly (SIGTERM), so the backup stops too.
     pub clean_end: AtomicBool,
     /// Primary: the decision to go on without this backup has been taken (once).
@@ -95,9 +101,16 @@ pub struct PairState {
 }
 
 impl PairState {
-    pub fn new_protected() -> Arc<PairState> {
+    /// A protected pairing whose backup starts from the VM state at exit `joined_at`
+    /// (0 at boot): it holds and has replayed everything through that exit. Starting
+    /// positions anywhere else would make flow control wait for exits that will
+    /// never be sent (see [`flow`]).
+    pub fn new_protected(joined_at: u64) -> Arc<PairState> {
         let s = PairState::default();
         s.protected.store(true, Ordering::SeqCst);
+        s.acked_through.store(joined_at, Ordering::SeqCst);
+        s.replayed_through.store(joined_at, Ordering::SeqCst);
+        s.released.store(joined_at, Ordering::SeqCst);
         Arc::new(s)
     }
 }

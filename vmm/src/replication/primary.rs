@@ -7,6 +7,7 @@
 //! acks and calls back at once, so held output leaves without another thread
 //! hop. If the backup goes silent, closes, or the stream fails, the primary
 //! drops it and runs unprotected: held output is released, nothing more logged.
+use super::flow::{LagGate, ProgressWatch};
 use super::{PairState, ReplicationError, Timing};
 use crate::arbiter::Arbiter;
 use crate::live::VmEvent;
@@ -21,8 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How far the backup's replay may trail the primary, in exits, before the vCPU waits.
-const MAX_REPLAY_LAG: u64 = 256 * 1024;
 /// How long a new backup may take to restore the state before its first ack.
 const FIRST_ACK_GRACE: Duration = Duration::from_secs(10);
 /// Buffered log bytes that force a write even without output.
@@ -158,10 +157,19 @@ impl LogWire {
 pub struct StreamSink {
     wire: LogWire,
     stopped: Arc<AtomicBool>,
+    gate: LagGate,
+    /// How long the backup's replay may stand still while the vCPU waits for it.
+    watchdog: Duration,
 }
 
-/// Starts `log-tx` (heartbeat) and `ack-rx` on a paired connection.
-pub fn start(stream: TcpStream, timing: Timing, shared: Shared) -> Result<(StreamSink, LogWire), ReplicationError> {
+/// Starts `log-tx` (heartbeat) and `ack-rx` on a paired connection whose backup
+/// holds the VM's state at exit `joined_at` (0 at boot) and replays from the next.
+pub fn start(
+    stream: TcpStream,
+    timing: Timing,
+    joined_at: u64,
+    shared: Shared,
+) -> Result<(StreamSink, LogWire), ReplicationError> {
     // A dead-but-silent backup must not block the vCPU in write() for minutes; until
     // its first ack the backup is still restoring the state, so it gets longer.
     stream
@@ -173,7 +181,7 @@ pub fn start(stream: TcpStream, timing: Timing, shared: Shared) -> Result<(Strea
         wire: Arc::new(Mutex::new(Wire {
             stream,
             buf: Vec::with_capacity(FLUSH_BYTES),
-            highest: 0,
+            highest: joined_at,
             last_write: Instant::now(),
         })),
         shared: shared.clone(),
@@ -193,7 +201,13 @@ pub fn start(stream: TcpStream, timing: Timing, shared: Shared) -> Result<(Strea
         .name("ack-rx".into())
         .spawn(move || ack_loop(read_half, timing.failover_timeout, &shared))
         .map_err(|e| ReplicationError::Thread("ack-rx", e))?;
-    Ok((StreamSink { wire: wire.clone(), stopped }, wire))
+    let sink = StreamSink {
+        wire: wire.clone(),
+        stopped,
+        gate: LagGate::new(timing.max_replay_lag),
+        watchdog: timing.failover_timeout,
+    };
+    Ok((sink, wire))
 }
 
 impl LogSink for StreamSink {
@@ -212,11 +226,33 @@ impl LogSink for StreamSink {
     }
 
     fn throttle(&mut self, exit_index: u64) {
-        let state = &self.wire.shared.state;
-        while state.protected.load(Ordering::Relaxed)
-            && exit_index.saturating_sub(state.replayed_through.load(Ordering::Relaxed)) > MAX_REPLAY_LAG
-        {
+        let shared = &self.wire.shared;
+        let state = &shared.state;
+        let replayed = || state.replayed_through.load(Ordering::SeqCst);
+        let holds = || state.protected.load(Ordering::SeqCst) && self.gate.must_wait(exit_index, replayed());
+        if !holds() {
+            return;
+        }
+        // Every exit before this one is complete, but the backup may not know it (the last
+        // progress mark can be thousands of exits back). Only this thread can tell it, so
+        // tell it before waiting, or the wait could be for itself.
+        self.wire.append(&Record::Progress { exit_index: exit_index - 1 }, true);
+        let mut watch = ProgressWatch::new(replayed(), Instant::now(), self.watchdog);
+        while holds() {
             std::thread::sleep(Duration::from_micros(200));
+            if let Some(still) = watch.observe(replayed(), true, Instant::now()) {
+                let why = format!(
+                    "WATCHDOG: the backup's replay stood still at exit {} for {} ms while this primary's vCPU \
+                     waited for it at exit {exit_index} (flow control, limit {} exits); dropping the backup \
+                     rather than freezing the guest",
+                    replayed(),
+                    still.as_millis(),
+                    self.gate.max_lag()
+                );
+                shared.stats.note_watchdog(&why);
+                shared.lose_backup(&why);
+                return;
+            }
         }
     }
 
@@ -273,5 +309,129 @@ fn ack_loop(stream: TcpStream, timeout: Duration, shared: &Shared) {
         shared.lose_backup(&why);
         let _ = stream.shutdown(Shutdown::Both);
         return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Flow control on a loopback connection, with the test playing the backup: no KVM.
+    use super::*;
+    use crate::recorder::LogSink;
+    use crate::replication::flow::DEFAULT_MAX_REPLAY_LAG;
+    use crate::status::Role;
+    use logging_channel::channel::{self, Ack};
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    /// How the pretend backup reports replay: as far as it was told (a healthy backup),
+    /// or never past where it joined (a frozen one).
+    #[derive(Clone, Copy)]
+    enum Replays {
+        AsToldComplete,
+        Never,
+    }
+
+    struct Rig {
+        sink: StreamSink,
+        state: Arc<PairState>,
+        stats: Arc<Stats>,
+    }
+
+    fn rig(joined_at: u64, max_replay_lag: u64, replays: Replays) -> Rig {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("addr");
+        let backup = TcpStream::connect(addr).expect("connect");
+        let (primary_end, _) = listener.accept().expect("accept");
+        std::thread::spawn(move || pretend_backup(backup, joined_at, replays));
+        let state = PairState::new_protected(joined_at);
+        let stats = Stats::new(Role::Primary);
+        let (events, _events_rx) = crossbeam_channel::unbounded();
+        let shared = Shared {
+            state: state.clone(),
+            repl_status: Arc::new(AtomicU64::new(0)),
+            stats: stats.clone(),
+            on_change: Arc::new(|| {}),
+            arbiter: None,
+            events,
+        };
+        let timing = Timing {
+            heartbeat: Duration::from_millis(5),
+            failover_timeout: Duration::from_millis(300),
+            max_replay_lag,
+        };
+        let (sink, _wire) = start(primary_end, timing, joined_at, shared).expect("start");
+        Rig { sink, state, stats }
+    }
+
+    /// Acks every complete exit it is told about on receipt, and reports replay per `replays`.
+    fn pretend_backup(mut stream: TcpStream, joined_at: u64, replays: Replays) {
+        let ack = |stream: &mut TcpStream, received: u64| {
+            let replayed = match replays {
+                Replays::AsToldComplete => received,
+                Replays::Never => joined_at,
+            };
+            let mut out = Vec::new();
+            channel::encode(&Message::Ack(Ack { received_through: received, replayed_through: replayed }), &mut out);
+            stream.write_all(&out)
+        };
+        if ack(&mut stream, joined_at).is_err() {
+            return;
+        }
+        let (mut buf, mut chunk, mut covered) = (Vec::new(), [0u8; 4096], joined_at);
+        while let Ok(n @ 1..) = stream.read(&mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+            while let Ok(Some((record, used))) = codec::decode(&buf) {
+                buf.drain(..used);
+                if let Record::Progress { exit_index } = record {
+                    covered = covered.max(exit_index);
+                }
+            }
+            if ack(&mut stream, covered).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Runs `throttle(exit)` on its own thread; `None` if it is still waiting after `limit`.
+    fn throttle_within(mut rig: Rig, exit: u64, limit: Duration) -> Option<(Duration, Rig)> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            rig.sink.throttle(exit);
+            let _ = tx.send((t0.elapsed(), rig));
+        });
+        rx.recv_timeout(limit).ok()
+    }
+
+    #[test]
+    fn a_backup_that_joined_past_the_lag_limit_does_not_freeze_the_primary() {
+        // Issue 18: joined at exit 1,000,000 with positions from 0, the vCPU waited forever.
+        let rig = rig(1_000_000, DEFAULT_MAX_REPLAY_LAG, Replays::AsToldComplete);
+        let (waited, rig) = throttle_within(rig, 1_000_001, Duration::from_secs(2)).expect("throttle returned");
+        assert!(waited < Duration::from_millis(50), "waited {waited:?} at the first exit after the join");
+        assert!(rig.state.protected.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_primary_past_the_limit_tells_the_backup_what_is_complete_and_waits_only_for_its_replay() {
+        // Nothing was logged for exits 1..=99 (no events, no output), so only the waiting
+        // vCPU can tell the backup they are complete.
+        let rig = rig(0, 10, Replays::AsToldComplete);
+        let (waited, rig) = throttle_within(rig, 100, Duration::from_secs(2)).expect("throttle returned");
+        assert!(rig.state.protected.load(Ordering::SeqCst), "a healthy backup must not be dropped");
+        assert!(rig.state.replayed_through.load(Ordering::SeqCst) >= 90);
+        assert_eq!(rig.stats.watchdog_trips.load(Ordering::SeqCst), 0);
+        assert!(waited < Duration::from_millis(300), "waited {waited:?}");
+    }
+
+    #[test]
+    fn a_backup_whose_replay_stands_still_is_dropped_by_the_watchdog_instead_of_freezing_the_guest() {
+        let rig = rig(0, 10, Replays::Never);
+        let (waited, rig) = throttle_within(rig, 100, Duration::from_secs(3)).expect("the watchdog ended the wait");
+        assert!(waited >= Duration::from_millis(300), "dropped after {waited:?}, before the failover timeout");
+        assert!(!rig.state.protected.load(Ordering::SeqCst), "the frozen backup is dropped");
+        assert_eq!(rig.stats.watchdog_trips.load(Ordering::SeqCst), 1);
+        assert!(rig.stats.snapshot().contains("WATCHDOG"), "status says why");
     }
 }
