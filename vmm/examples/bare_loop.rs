@@ -5,13 +5,13 @@
 use guest_abi::{system, Workload};
 use kvm_ioctls::VcpuExit;
 use std::time::Instant;
-use vmm::machine::{Machine, MachineConfig};
+use vmm::vm::machine::{Machine, MachineConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exits: u64 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(200_000);
     let config =
         MachineConfig { mem_size: 64 << 20, tick_hz: 0, workload: Workload::ExitStorm, net: Default::default() };
-    let mut machine = Machine::new(&config, vmm::guest_image::EMBEDDED)?;
+    let mut machine = Machine::new(&config, vmm::vm::guest_image::EMBEDDED)?;
     let mut counted = 0u64;
     let start = Instant::now();
     while counted < exits {

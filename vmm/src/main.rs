@@ -4,9 +4,9 @@ use guest_abi::Workload;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use vmm::ft::{self, Timing};
+use vmm::host::netcfg::{self, NetConfigError};
 use vmm::launch::{self, LaunchError, Mode, VmOptions};
-use vmm::netcfg::{self, NetConfigError};
-use vmm::replication::{self, Timing};
 
 #[derive(Parser)]
 #[command(
@@ -85,14 +85,14 @@ struct TimingArgs {
     #[arg(long, value_name = "SPEC")]
     arbiter: Option<String>,
     /// How often the primary sends a heartbeat when it has nothing else to send.
-    #[arg(long, default_value_t = replication::DEFAULT_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, default_value_t = ft::DEFAULT_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     heartbeat_ms: u64,
     /// Silence on the logging channel for this long means the peer is dead.
-    #[arg(long, default_value_t = replication::DEFAULT_FAILOVER_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, default_value_t = ft::DEFAULT_FAILOVER_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     failover_timeout_ms: u64,
     /// Flow control: how many exits the backup's replay may trail before the primary's
     /// vCPU waits for it.
-    #[arg(long, default_value_t = replication::flow::DEFAULT_MAX_REPLAY_LAG, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = ft::flow::DEFAULT_MAX_REPLAY_LAG, value_parser = clap::value_parser!(u64).range(1..))]
     max_replay_lag_exits: u64,
 }
 
@@ -225,7 +225,7 @@ fn main() -> ExitCode {
 }
 
 fn print_status(addr: &str) -> ExitCode {
-    match vmm::status::fetch(addr, Duration::from_secs(2)) {
+    match vmm::host::status::fetch(addr, Duration::from_secs(2)) {
         Ok(json) => {
             println!("{json}");
             ExitCode::SUCCESS

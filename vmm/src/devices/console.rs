@@ -3,7 +3,7 @@
 //! The bytes are read from guest memory at the exit, so what is printed is a
 //! function of guest state alone. A bad address or length from the guest is
 //! logged and dropped; it never reaches the host's memory or stops the VM.
-use crate::bus::{le_value, Device, DeviceEffect, Output};
+use crate::devices::bus::{le_value, Device, DeviceEffect, Output};
 use guest_abi::console::{MAX_TX, TX_ADDR, TX_BYTE, TX_LEN};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 

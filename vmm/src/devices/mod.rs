@@ -1,9 +1,10 @@
-//! The guest's devices. Each is a pure state machine behind the [`crate::bus::Bus`].
+//! The guest's devices. Each is a pure state machine behind the [`crate::devices::bus::Bus`].
+pub mod bus;
 pub mod console;
 pub mod nic;
 pub mod system;
 
-use crate::bus::{Bus, BusError};
+use crate::devices::bus::{Bus, BusError};
 use guest_abi::DEVICE_PAGE;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

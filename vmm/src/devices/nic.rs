@@ -8,7 +8,7 @@
 //! Everything the guest controls (ring addresses, slot count, indices, lengths)
 //! is checked; a bad value disables the device or drops the frame, with a
 //! warning, and never touches memory outside guest RAM.
-use crate::bus::{fill_le, le_value, Device, DeviceEffect, InputRefused, Output};
+use crate::devices::bus::{fill_le, le_value, Device, DeviceEffect, InputRefused, Output};
 use guest_abi::nic::{
     DEVICE_ID, ENABLE, MAX_FRAME, MAX_SLOTS, RING_SLOTS, RX_RING, SHARED, SHARED_RX_CONS, SHARED_RX_PROD,
     SHARED_TX_CONS, SHARED_TX_PROD, SLOT_HEADER, SLOT_SIZE, STATUS, TX_KICK, TX_RING,

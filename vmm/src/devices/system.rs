@@ -1,5 +1,5 @@
 //! The system device: identity, wait-for-event, power-off and fault reports.
-use crate::bus::{fill_le, le_value, Device, DeviceEffect, GuestFault};
+use crate::devices::bus::{fill_le, le_value, Device, DeviceEffect, GuestFault};
 use guest_abi::system::{EXIT, FAULT_CR2, FAULT_ERROR, FAULT_RIP, FAULT_VECTOR, ID, ID_VALUE, REPL_STATUS, WAIT};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -5,8 +5,8 @@
 //! stream ends it too but forbids going live.
 use super::flow::ProgressWatch;
 use super::{Link, PairState, ReplicationError, Timing};
-use crate::replayer::{RecordSource, ReplayError};
-use crate::status::Stats;
+use crate::host::status::Stats;
+use crate::vm::replayer::{RecordSource, ReplayError};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use logging_channel::channel::{self, Ack, Message};
 use logging_channel::codec::{self, Sequencer};
@@ -171,7 +171,7 @@ mod tests {
     const TIMING: Timing = Timing {
         heartbeat: Duration::from_millis(5),
         failover_timeout: Duration::from_millis(100),
-        max_replay_lag: crate::replication::flow::DEFAULT_MAX_REPLAY_LAG,
+        max_replay_lag: crate::ft::flow::DEFAULT_MAX_REPLAY_LAG,
     };
 
     /// How `log-rx`'s loop ended, and the state it left.
@@ -184,7 +184,7 @@ mod tests {
         let state = PairState::new_protected(0);
         let st = state.clone();
         let h = std::thread::spawn(move || {
-            let why = receive_loop(backup, TIMING, &st, &Stats::new(crate::status::Role::Backup), &tx);
+            let why = receive_loop(backup, TIMING, &st, &Stats::new(crate::host::status::Role::Backup), &tx);
             (why, st)
         });
         (primary, rx, h)

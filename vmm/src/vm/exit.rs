@@ -5,7 +5,7 @@
 //! synchronous, caused by the guest's own instructions, and so happen at the
 //! same point on every replay; they are the only points where events may be
 //! injected. Everything else (a signal, `immediate_exit`) is uncounted.
-use crate::bus::{le_value, Bus, DeviceEffect};
+use crate::devices::bus::{le_value, Bus, DeviceEffect};
 use kvm_ioctls::VcpuExit;
 use logging_channel::ExitKind;
 use vm_memory::GuestMemoryMmap;
@@ -75,13 +75,13 @@ pub fn handle_exit(exit: VcpuExit<'_>, buses: &mut Buses, mem: &GuestMemoryMmap)
 
 // A guest poking at addresses nothing owns is the guest's problem, not the monitor's:
 // trace it (not warn: a hostile guest could flood the log) and carry on.
-fn note_unclaimed(r: Result<(), crate::bus::Unclaimed>) {
+fn note_unclaimed(r: Result<(), crate::devices::bus::Unclaimed>) {
     if let Err(u) = r {
         tracing::debug!(addr = u.0, "guest read an unclaimed address");
     }
 }
 
-fn unclaimed_write(u: crate::bus::Unclaimed) -> DeviceEffect {
+fn unclaimed_write(u: crate::devices::bus::Unclaimed) -> DeviceEffect {
     tracing::debug!(addr = u.0, "guest wrote an unclaimed address");
     DeviceEffect::None
 }

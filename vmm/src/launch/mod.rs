@@ -1,20 +1,21 @@
 //! Putting a VM together for one command: machine, driver, output policy, and
 //! (for a pair) the replication channel; then `threads` runs it.
-use crate::arbiter::{self, Arbiter};
-use crate::digest;
-use crate::guest_image::{self, ImageError};
-use crate::live::{LiveDriver, VmEvent};
-use crate::machine::{Machine, MachineConfig, MachineError};
-use crate::pair::{self, Services, TakeoverPlan};
-use crate::recorder::{RecordError, Recorder};
-use crate::release::{Control, Policy, SharedReleaser};
-use crate::replay_driver::ReplayDriver;
-use crate::replayer::ReplayError;
-use crate::replication::{ReplicationError, Timing};
-use crate::runner::{Driver, Finish, Outcome, RunError};
-use crate::status::{self, Role, Stats};
-use crate::tap::{Tap, TapError};
-use crate::threads::{self, OutputPlan};
+pub mod threads;
+
+use crate::ft::pair::{self, Services, TakeoverPlan};
+use crate::ft::release::{Control, Policy, SharedReleaser};
+use crate::ft::{ReplicationError, Timing};
+use crate::host::arbiter::{self, Arbiter};
+use crate::host::status::{self, Role, Stats};
+use crate::host::tap::{Tap, TapError};
+use crate::vm::digest;
+use crate::vm::guest_image::{self, ImageError};
+use crate::vm::live::{LiveDriver, VmEvent};
+use crate::vm::machine::{Machine, MachineConfig, MachineError};
+use crate::vm::recorder::{RecordError, Recorder};
+use crate::vm::replay::ReplayDriver;
+use crate::vm::replayer::ReplayError;
+use crate::vm::runner::{Driver, Finish, Outcome, RunError};
 use crossbeam_channel::bounded;
 use guest_abi::{NetConfig, Workload};
 use logging_channel::{FileError, LogReader};
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use threads::OutputPlan;
 
 pub struct VmOptions {
     pub mem_size: u64,
@@ -96,11 +98,11 @@ pub enum LaunchError {
     #[error(transparent)]
     Replication(ReplicationError),
     #[error(transparent)]
-    Arbiter(crate::arbiter::ArbiterError),
+    Arbiter(crate::host::arbiter::ArbiterError),
     #[error("refusing to start: {0}")]
     Stale(String),
     #[error("state transfer failed: {0}")]
-    Snapshot(#[source] crate::snapshot::SnapshotError),
+    Snapshot(#[source] crate::vm::snapshot::SnapshotError),
     #[error("cannot serve status on {addr}: {source}")]
     Status {
         addr: String,

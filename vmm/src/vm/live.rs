@@ -1,11 +1,11 @@
 //! The live driver: events come from the host (timer ticks, frames from the
 //! TAP) and are injected at the exit the vCPU happens to be at; with a
 //! recorder, each injection is logged with that exit's index and signature.
-use crate::clock::TickClock;
-use crate::digest;
-use crate::join::Joiner;
-use crate::recorder::LogSink;
-use crate::runner::{ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
+use crate::ft::attach::Joiner;
+use crate::vm::clock::TickClock;
+use crate::vm::digest;
+use crate::vm::recorder::LogSink;
+use crate::vm::runner::{ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use guest_abi::{nic, vector};
 use logging_channel::{DigestScope, EndReason, Event, Hash, Record};

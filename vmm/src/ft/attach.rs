@@ -4,14 +4,14 @@
 //! [`VmEvent::Join`]; at its next counted exit the vCPU stops, sends the VM's
 //! state, and from the next exit on logs to the new backup. The guest notices
 //! nothing but the pause, which is measured.
-use crate::arbiter::Arbiter;
-use crate::live::VmEvent;
-use crate::release::{Policy, SharedReleaser};
-use crate::replication::primary::{self, StreamSink};
-use crate::replication::{handshake, PairState, Timing};
-use crate::runner::ExitContext;
-use crate::snapshot;
-use crate::status::Stats;
+use crate::ft::release::{Policy, SharedReleaser};
+use crate::ft::stream::{self, StreamSink};
+use crate::ft::{handshake, PairState, Timing};
+use crate::host::arbiter::Arbiter;
+use crate::host::status::Stats;
+use crate::vm::live::VmEvent;
+use crate::vm::runner::ExitContext;
+use crate::vm::snapshot;
 use crossbeam_channel::Sender;
 use logging_channel::channel::{hello, Role};
 use logging_channel::LogHeader;
@@ -47,7 +47,7 @@ impl Joiner {
             self.stats.set_peer(&peer.to_string());
         }
         let poke = self.releaser.clone();
-        let shared = primary::Shared {
+        let shared = stream::Shared {
             state: state.clone(),
             repl_status: self.repl_status.clone(),
             stats: self.stats.clone(),
@@ -55,7 +55,7 @@ impl Joiner {
             arbiter: self.arbiter.clone(),
             events: self.events.clone(),
         };
-        let (sink, wire) = primary::start(stream, self.timing, ctx.index, shared).map_err(|e| e.to_string())?;
+        let (sink, wire) = stream::start(stream, self.timing, ctx.index, shared).map_err(|e| e.to_string())?;
         self.releaser.set_policy(Policy::Primary { state: state.clone(), wire });
         self.stats.set_pair(state);
         self.stats.epoch.store(epoch, Ordering::SeqCst);

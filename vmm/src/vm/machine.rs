@@ -1,9 +1,9 @@
 //! One VM: KVM handles, guest memory, the vCPU and its devices, built identically on every host.
-use crate::boot::{self, BootError};
-use crate::bus::{Bus, BusError};
-use crate::cpuid::{self, CpuidError};
+use crate::devices::bus::{Bus, BusError};
 use crate::devices::standard_bus;
-use crate::exit::Buses;
+use crate::vm::boot::{self, BootError};
+use crate::vm::cpuid::{self, CpuidError};
+use crate::vm::exit::Buses;
 use guest_abi::{BootInfo, NetConfig, Workload};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};

@@ -1,7 +1,7 @@
 //! What a running VMM reports about itself: counters shared by its threads,
 //! served as one JSON object per connection on `--status ADDR` and printed by
 //! `ftvmm status ADDR`, for scripts and people.
-use crate::replication::PairState;
+use crate::ft::PairState;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};

@@ -9,10 +9,10 @@
 //! drops it and runs unprotected: held output is released, nothing more logged.
 use super::flow::{LagGate, ProgressWatch};
 use super::{PairState, ReplicationError, Timing};
-use crate::arbiter::Arbiter;
-use crate::live::VmEvent;
-use crate::recorder::{LogSink, RecordError};
-use crate::status::Stats;
+use crate::host::arbiter::Arbiter;
+use crate::host::status::Stats;
+use crate::vm::live::VmEvent;
+use crate::vm::recorder::{LogSink, RecordError};
 use crossbeam_channel::Sender;
 use logging_channel::channel::{Message, MessageReader};
 use logging_channel::{codec, Record};
@@ -316,9 +316,9 @@ fn ack_loop(stream: TcpStream, timeout: Duration, shared: &Shared) {
 mod tests {
     //! Flow control on a loopback connection, with the test playing the backup: no KVM.
     use super::*;
-    use crate::recorder::LogSink;
-    use crate::replication::flow::DEFAULT_MAX_REPLAY_LAG;
-    use crate::status::Role;
+    use crate::ft::flow::DEFAULT_MAX_REPLAY_LAG;
+    use crate::host::status::Role;
+    use crate::vm::recorder::LogSink;
     use logging_channel::channel::{self, Ack};
     use std::io::Read;
     use std::net::TcpListener;

@@ -9,10 +9,13 @@
 //! One TCP connection carries both directions: records (and heartbeats, as
 //! progress marks) down, acks up. Silence for the failover timeout on either
 //! side means the peer is gone.
-pub mod backup;
+pub mod attach;
 pub mod flow;
+pub mod follower;
 pub mod handshake;
-pub mod primary;
+pub mod pair;
+pub mod release;
+pub mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

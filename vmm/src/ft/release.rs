@@ -9,12 +9,12 @@
 //! The `output` thread queues what the vCPU produces; whoever learns that
 //! output may go (the output thread, or `ack-rx` the moment an ack arrives)
 //! releases it, so an ack costs no extra thread hop.
-use crate::bus::Output;
-use crate::replication::primary::LogWire;
-use crate::replication::PairState;
-use crate::runner::OutputItem;
-use crate::status::Stats;
-use crate::tap::Tap;
+use crate::devices::bus::Output;
+use crate::ft::stream::LogWire;
+use crate::ft::PairState;
+use crate::host::status::Stats;
+use crate::host::tap::Tap;
+use crate::vm::runner::OutputItem;
 use crossbeam_channel::{select, Receiver};
 use logging_channel::Record;
 use std::collections::VecDeque;

@@ -2,17 +2,17 @@
 //! over to the driver — live (timer, TAP frames, optional recorder) or replay
 //! (a log) — which decides what enters the guest at that exit. Nothing else
 //! happens on this thread.
-use crate::bus::{Bus, DeviceEffect, GuestFault, Output};
-use crate::digest::{self, DigestError};
-use crate::exit::{handle_exit, CountedExit, ExitAction, FatalExit};
-use crate::kvm_ext::inject_interrupt;
-use crate::live::LiveDriver;
-use crate::machine::Machine;
-use crate::recorder::RecordError;
-use crate::replay_driver::ReplayDriver;
-use crate::replayer::ReplayError;
-use crate::snapshot;
-use crate::status::{Role, Stats};
+use crate::devices::bus::{Bus, DeviceEffect, GuestFault, Output};
+use crate::host::status::{Role, Stats};
+use crate::vm::digest::{self, DigestError};
+use crate::vm::exit::{handle_exit, CountedExit, ExitAction, FatalExit};
+use crate::vm::kvm_ext::inject_interrupt;
+use crate::vm::live::LiveDriver;
+use crate::vm::machine::Machine;
+use crate::vm::recorder::RecordError;
+use crate::vm::replay::ReplayDriver;
+use crate::vm::replayer::ReplayError;
+use crate::vm::snapshot;
 use crossbeam_channel::Sender;
 use kvm_ioctls::VcpuFd;
 use logging_channel::{EndReason, ExitSig, Hash};

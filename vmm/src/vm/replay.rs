@@ -1,11 +1,11 @@
 //! The replay driver: at each counted exit, apply exactly what the log holds
 //! for it, after checking the guest is where the log says it was. A backup's
 //! replay driver also knows how to take over when the primary's log ends.
-use crate::digest;
-use crate::live::LiveDriver;
-use crate::replayer::{check_sig, AtExit, RecordSource, ReplayError, Replayer};
-use crate::replication::PairState;
-use crate::runner::{ExitContext, Finish, RunError, Step};
+use crate::ft::PairState;
+use crate::vm::digest;
+use crate::vm::live::LiveDriver;
+use crate::vm::replayer::{check_sig, AtExit, RecordSource, ReplayError, Replayer};
+use crate::vm::runner::{ExitContext, Finish, RunError, Step};
 use logging_channel::{DigestScope, Event, Hash};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 //! pages that are not zero), the vCPU's registers and every device's state,
 //! then the state digest; the backup restores it into a freshly booted VM and
 //! must reach the same digest before it replays a single record.
-use crate::bus::Bus;
-use crate::digest::{self, DigestError};
+use crate::devices::bus::Bus;
+use crate::vm::digest::{self, DigestError};
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, kvm_vcpu_events};
 use kvm_ioctls::VcpuFd;
 use logging_channel::state::{self, BlobKind, StateMessage, StateReader, MAX_PAGES, PAGE_SIZE};

@@ -5,18 +5,18 @@
 //! when that backup is lost, a new one can join the running VM. The backup
 //! receives the state, replays the log, and if the primary dies goes live —
 //! and, given `--listen`, takes on backups of its own.
-use crate::arbiter::Arbiter;
-use crate::join::{self, Joiner};
+use crate::ft::attach::{self, Joiner};
+use crate::ft::release::{Control, Policy, SharedReleaser};
+use crate::ft::{follower, handshake, stream, PairState, ReplicationError, Timing};
+use crate::host::arbiter::Arbiter;
+use crate::host::status::Stats;
+use crate::host::tap::{gratuitous_arp, Tap};
 use crate::launch::LaunchError;
-use crate::live::{LiveDriver, VmEvent};
-use crate::machine::Machine;
-use crate::release::{Control, Policy, SharedReleaser};
-use crate::replay_driver::{ReplayDriver, Takeover};
-use crate::replication::{backup, handshake, primary, PairState, ReplicationError, Timing};
-use crate::runner::{Driver, RunError};
-use crate::snapshot::{self, SnapshotError};
-use crate::status::Stats;
-use crate::tap::{gratuitous_arp, Tap};
+use crate::vm::live::{LiveDriver, VmEvent};
+use crate::vm::machine::Machine;
+use crate::vm::replay::{ReplayDriver, Takeover};
+use crate::vm::runner::{Driver, RunError};
+use crate::vm::snapshot::{self, SnapshotError};
 use crossbeam_channel::{Receiver, Sender};
 use guest_abi::NetConfig;
 use logging_channel::channel::{hello, Role};
@@ -79,7 +79,7 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Paire
     s.stats.epoch.store(FIRST_EPOCH, Ordering::SeqCst);
     s.stats.set_pair(state.clone());
     let poke = s.releaser.clone();
-    let shared = primary::Shared {
+    let shared = stream::Shared {
         state: state.clone(),
         repl_status: machine.repl_status.clone(),
         stats: s.stats.clone(),
@@ -87,9 +87,9 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Paire
         arbiter: s.arbiter.clone(),
         events: s.events_tx.clone(),
     };
-    let (sink, wire) = primary::start(stream, s.timing, 0, shared)?;
+    let (sink, wire) = stream::start(stream, s.timing, 0, shared)?;
     s.releaser.set_policy(Policy::Primary { state: state.clone(), wire });
-    join::spawn_listener(listener, header, s.stats.clone(), s.events_tx.clone())
+    attach::spawn_listener(listener, header, s.stats.clone(), s.events_tx.clone())
         .map_err(|e| LaunchError::Thread("join-listen", e))?;
     let (joiner, events) = s.joiner(machine.repl_status.clone());
     let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), events).with_joiner(joiner);
@@ -124,7 +124,7 @@ pub fn backup(
     s.stats.epoch.store(epoch, Ordering::SeqCst);
     s.stats.set_pair(state.clone());
     s.releaser.set_policy(Policy::Backup { state: state.clone() });
-    let source = backup::start(stream, s.timing, state.clone(), s.stats.clone())?;
+    let source = follower::start(stream, s.timing, state.clone(), s.stats.clone())?;
     let takeover = takeover(plan, state.clone(), machine.repl_status.clone(), machine.header, s);
     let driver = Driver::Replay(ReplayDriver::with_takeover(Box::new(source), takeover, state.clone()));
     Ok(Paired { driver, state, first_index })
@@ -181,7 +181,7 @@ fn takeover(
         let listen = plan.listen.as_deref().map(handshake::listen).transpose();
         let listener = listen.map_err(|e| stand_down(format!("cannot take on backups: {e}")))?;
         if let Some(listener) = listener {
-            join::spawn_listener(listener, header, s.stats.clone(), s.events_tx.clone())
+            attach::spawn_listener(listener, header, s.stats.clone(), s.events_tx.clone())
                 .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
             tracing::info!(listen = ?plan.listen, "live: new backups may join here");
             let (joiner, events) = s.joiner(repl_status);

@@ -4,12 +4,12 @@
 //! Rule lives there); `signals` turns SIGINT and SIGTERM into a clean stop,
 //! kicking `vcpu0` out of `KVM_RUN` until it has stopped. Recording and
 //! replication add `log-tx`, `ack-rx`, `log-rx`; a NIC adds `nic-rx`.
+use crate::ft::release::{Control, SharedReleaser};
+use crate::host::status::Stats;
 use crate::launch::LaunchError;
-use crate::live::VmEvent;
-use crate::machine::Machine;
-use crate::release::{Control, SharedReleaser};
-use crate::runner::{Driver, Outcome, OutputItem, Runner};
-use crate::status::Stats;
+use crate::vm::live::VmEvent;
+use crate::vm::machine::Machine;
+use crate::vm::runner::{Driver, Outcome, OutputItem, Runner};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use std::os::unix::thread::JoinHandleExt;
