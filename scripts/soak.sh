@@ -9,5 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "soak.sh needs root (network namespaces, TAP devices)" >&2; exit 1; }
 [ -e /dev/kvm ] || { echo "soak.sh needs /dev/kvm" >&2; exit 1; }
+# The tests start the ftvmm binary of their own profile: build it first.
+cargo build --release -p vmm --bins
 SOAK_CYCLES=${1:-30} SOAK_MAX_REPLAY_LAG=${SOAK_MAX_REPLAY_LAG:-262144} \
     cargo test --release -p ftvmm-tests --test soak -- --nocapture

@@ -4,9 +4,10 @@ use guest_abi::Workload;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use vmm::ft::output_rule::ReplicationMode;
 use vmm::ft::{self, Timing};
 use vmm::host::netcfg::{self, NetConfigError};
-use vmm::launch::{self, LaunchError, Mode, VmOptions};
+use vmm::launch::{self, GroupOptions, LaunchError, Mode, VmOptions};
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +44,7 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         listen: String,
         #[command(flatten)]
-        timing: TimingArgs,
+        group: GroupArgs,
     },
     /// Pair with a primary and replay its log (dropping all output); if the primary dies,
     /// go live in its place. Same guest and flags as the primary.
@@ -60,7 +61,7 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<String>,
         #[command(flatten)]
-        timing: TimingArgs,
+        group: GroupArgs,
     },
     /// Print the status of a running ftvmm (started with --status ADDR) as one JSON object.
     Status {
@@ -78,7 +79,7 @@ enum Command {
 }
 
 #[derive(Args)]
-struct TimingArgs {
+struct GroupArgs {
     /// Who decides which side goes on alone when the link breaks: file:DIR (a directory
     /// both hosts share) or etcd:http://HOST:PORT[,...]. Without one, a partition can
     /// leave both sides serving.
@@ -94,9 +95,27 @@ struct TimingArgs {
     /// vCPU waits for it.
     #[arg(long, default_value_t = ft::flow::DEFAULT_MAX_REPLAY_LAG, value_parser = clap::value_parser!(u64).range(1..))]
     max_replay_lag_exits: u64,
+    /// How output waits for followers: sync (every follower), semi-sync (one synchronous
+    /// follower), async (nobody: a failover can lose acknowledged writes) or quorum:K
+    /// (any K followers).
+    #[arg(long, default_value = "sync", value_name = "MODE", value_parser = parse_replication)]
+    replication: ReplicationMode,
+    /// The most followers this VM takes at once.
+    #[arg(long, default_value_t = vmm::ft::group::DEFAULT_MAX_FOLLOWERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_followers: u64,
 }
 
-impl TimingArgs {
+fn parse_replication(s: &str) -> Result<ReplicationMode, String> {
+    s.parse().map_err(|e: vmm::ft::output_rule::ModeError| e.to_string())
+}
+
+impl GroupArgs {
+    fn group(&self) -> Result<GroupOptions, String> {
+        let max_followers = self.max_followers as usize;
+        let replication = self.replication.check(max_followers).map_err(|e| e.to_string())?;
+        Ok(GroupOptions { timing: self.timing()?, replication, max_followers })
+    }
+
     fn timing(&self) -> Result<Timing, String> {
         if self.failover_timeout_ms < 2 * self.heartbeat_ms {
             return Err(format!(
@@ -192,14 +211,14 @@ fn main() -> ExitCode {
         Command::Run(vm) => (vm, Mode::Run, None),
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file), None),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file), None),
-        Command::Primary { vm, listen, timing: pair } => match pair.timing() {
-            Ok(timing) => (vm, Mode::Primary { listen, timing }, pair.arbiter),
+        Command::Primary { vm, listen, group: args } => match args.group() {
+            Ok(group) => (vm, Mode::Primary { listen, group }, args.arbiter),
             Err(e) => return usage_error(&e),
         },
-        Command::Backup { vm, primary, connect_timeout_secs, listen, timing: pair } => match pair.timing() {
-            Ok(timing) => {
+        Command::Backup { vm, primary, connect_timeout_secs, listen, group: args } => match args.group() {
+            Ok(group) => {
                 let connect_within = Duration::from_secs(connect_timeout_secs);
-                (vm, Mode::Backup { primary, timing, connect_within, listen }, pair.arbiter)
+                (vm, Mode::Backup { primary, group, connect_within, listen }, args.arbiter)
             }
             Err(e) => return usage_error(&e),
         },

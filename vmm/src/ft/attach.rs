@@ -1,90 +1,98 @@
-//! A new backup joining a running primary (DESIGN.md, "New backup").
+//! Attaching a follower: the one path by which a follower gets the VM's state
+//! and joins the log stream — at boot (exit 0) and while the VM runs alike.
 //!
-//! `join-listen` accepts and pairs backups and hands each to the vCPU as a
-//! [`VmEvent::Join`]; at its next counted exit the vCPU stops, sends the VM's
-//! state, and from the next exit on logs to the new backup. The guest notices
-//! nothing but the pause, which is measured.
-use crate::ft::release::{Policy, SharedReleaser};
-use crate::ft::stream::{self, StreamSink};
-use crate::ft::{handshake, PairState, Timing};
-use crate::host::arbiter::Arbiter;
+//! ```text
+//!   join-listen: handshake (refused when the group is full)
+//!        |  VmEvent::Attach(conn)
+//!   vcpu0 at its next counted exit J: stops (Yield::Attach)
+//!        |  Attacher::attach(conn, VM at J)
+//!        |    state transfer of J (memory, vCPU, devices, epoch)
+//!        |    group.add_follower(J)  ->  FollowerLink  ->  fanout
+//!   vcpu0 runs on; the follower replays from J+1
+//! ```
+//! The guest notices nothing but the pause, which is measured and logged.
+use super::group::Group;
+use super::handshake;
+use super::release::SharedReleaser;
+use super::stream::{Fanout, FollowerLink};
+use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
 use crate::vm::live::VmEvent;
-use crate::vm::runner::ExitContext;
+use crate::vm::machine::AtExit;
 use crate::vm::snapshot;
 use crossbeam_channel::Sender;
 use logging_channel::channel::{hello, Role};
 use logging_channel::LogHeader;
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// What the vCPU needs to take on a backup.
-pub struct Joiner {
+/// Everything needed to attach followers to this VM.
+pub struct Attacher {
+    pub group: Arc<Group>,
+    pub fanout: Arc<Fanout>,
     pub releaser: SharedReleaser,
-    pub repl_status: Arc<AtomicU64>,
     pub stats: Arc<Stats>,
     pub timing: Timing,
-    pub arbiter: Option<Arc<dyn Arbiter>>,
-    pub events: Sender<VmEvent>,
 }
 
-impl Joiner {
-    /// At the current exit: sends the state and starts streaming the log. The
-    /// backup replays from the next exit on.
-    pub fn join(&self, mut stream: TcpStream, ctx: &mut ExitContext<'_>) -> Result<StreamSink, String> {
-        // Two backups can pass the handshake before either is applied; the second must
-        // not replace the first (closing its stream would make it go live).
-        if self.stats.protected() {
-            return Err("a backup is already in lockstep; refusing a second".into());
+impl Attacher {
+    /// At the exit `at` (the vCPU is stopped there): sends the state and starts
+    /// streaming the log to the follower on `conn`, which replays from the next exit.
+    pub fn attach(&self, mut conn: TcpStream, at: AtExit<'_>) -> Result<(), ReplicationError> {
+        // Two followers can pass the handshake before either is attached; the group's
+        // limit is checked again here, where it cannot change underneath.
+        if !self.group.has_room() {
+            return Err(ReplicationError::Attach("the group is full; refusing another follower".into()));
         }
-        let epoch = self.stats.epoch.load(Ordering::SeqCst) + 1;
-        let sent = snapshot::send(&mut stream, ctx.vcpu, ctx.mem, ctx.bus, ctx.index, epoch)
-            .map_err(|e| format!("sending the state failed: {e}"))?;
-        let state = PairState::new_protected(ctx.index);
-        self.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
-        if let Ok(peer) = stream.peer_addr() {
-            self.stats.set_peer(&peer.to_string());
+        let addr = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+        let epoch = self.group.epoch();
+        let sent = snapshot::send(&mut conn, at.vcpu, at.mem, at.bus, at.index, epoch)?;
+        let follower = self.group.add_follower(&addr, at.index);
+        let id = follower.id;
+        let link = FollowerLink::start(
+            conn,
+            self.timing,
+            follower,
+            self.group.clone(),
+            self.releaser.clone(),
+            self.stats.clone(),
+        )?;
+        self.fanout.add(link);
+        let pause_ms = format!("{:.1}", sent.pause.as_secs_f64() * 1e3);
+        let followers = self.group.follower_count();
+        if at.index == 0 {
+            tracing::info!(follower = id, %addr, epoch, followers, "follower paired at boot: state sent");
+        } else {
+            tracing::info!(
+                follower = id,
+                %addr,
+                exit = at.index,
+                epoch,
+                followers,
+                pages = sent.pages,
+                bytes = sent.bytes,
+                pause_ms,
+                "new backup joined: state sent, protected again"
+            );
         }
-        let poke = self.releaser.clone();
-        let shared = stream::Shared {
-            state: state.clone(),
-            repl_status: self.repl_status.clone(),
-            stats: self.stats.clone(),
-            on_change: Arc::new(move || poke.poke()),
-            arbiter: self.arbiter.clone(),
-            events: self.events.clone(),
-        };
-        let (sink, wire) = stream::start(stream, self.timing, ctx.index, shared).map_err(|e| e.to_string())?;
-        self.releaser.set_policy(Policy::Primary { state: state.clone(), wire });
-        self.stats.set_pair(state);
-        self.stats.epoch.store(epoch, Ordering::SeqCst);
-        tracing::info!(
-            exit = ctx.index,
-            epoch,
-            pages = sent.pages,
-            bytes = sent.bytes,
-            pause_ms = format!("{:.1}", sent.pause.as_secs_f64() * 1e3),
-            "new backup joined: state sent, protected again"
-        );
-        Ok(sink)
+        Ok(())
     }
 }
 
-/// Starts `join-listen` on `listener`: pairs backups (refusing a second one while
-/// one is in lockstep) and hands them to the vCPU.
+/// Starts `join-listen` on `listener`: pairs followers (refusing them while the group
+/// is full) and hands each to the vCPU, which attaches it at its next exit.
 pub fn spawn_listener(
     listener: TcpListener,
     machine: LogHeader,
-    stats: Arc<Stats>,
+    group: Arc<Group>,
     events: Sender<VmEvent>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name("join-listen".into()).spawn(move || loop {
-        let local = || hello(Role::Primary, &machine, stats.epoch.load(Ordering::SeqCst));
-        let busy = || stats.protected();
-        match handshake::accept_backup(&listener, &local, &busy) {
+        let local = || hello(Role::Primary, &machine, group.epoch());
+        let full = || !group.has_room();
+        match handshake::accept_backup(&listener, &local, &full) {
             Ok(stream) => {
-                if events.send(VmEvent::Join(stream)).is_err() {
+                if events.send(VmEvent::Attach(stream)).is_err() {
                     return; // the VM has stopped
                 }
             }

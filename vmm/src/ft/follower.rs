@@ -1,10 +1,10 @@
-//! The backup's side of the logging channel: `log-rx` reads the primary's
+//! A follower's side of the logging channel: `log-rx` reads the primary's
 //! records, checks their order, hands them to the replaying vCPU and acks them
 //! on receipt. Its end — silence past the failover timeout, a closed
 //! connection, or a clean end record — ends the record stream; a corrupt
-//! stream ends it too but forbids going live.
+//! stream, or a replay that stalled, ends it too but forbids going live.
 use super::flow::ProgressWatch;
-use super::{Link, PairState, ReplicationError, Timing};
+use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
 use crate::vm::replayer::{RecordSource, ReplayError};
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -12,10 +12,43 @@ use logging_channel::channel::{self, Ack, Message};
 use logging_channel::codec::{self, Sequencer};
 use logging_channel::Record;
 use std::io::ErrorKind;
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// What a follower knows about its primary, shared by `log-rx`, the replaying
+/// vCPU, the output thread and the go-live path.
+#[derive(Debug, Default)]
+pub struct Upstream {
+    /// The primary is alive and streaming (until the stream ends).
+    pub alive: AtomicBool,
+    /// The highest exit received completely (what acks say).
+    pub received_through: AtomicU64,
+    /// The last exit replayed; the replay driver writes it.
+    pub replayed_through: Arc<AtomicU64>,
+    /// The primary's latest released mark: its output up to here has left it.
+    pub released: AtomicU64,
+    /// The stream broke in a way that forbids going live (corruption).
+    pub corrupt: AtomicBool,
+    /// This follower's replay stopped making progress while records waited (the
+    /// watchdog tripped); like corruption, this forbids going live.
+    pub stalled: AtomicBool,
+    /// The primary ended its log cleanly (SIGTERM), so the follower stops too.
+    pub clean_end: AtomicBool,
+}
+
+impl Upstream {
+    /// A follower whose state was taken at exit `joined_at` (0 at boot): it holds,
+    /// and has replayed, everything through that exit. Positions starting anywhere
+    /// else would make flow control wait for exits that will never be sent.
+    pub fn new(joined_at: u64) -> Arc<Upstream> {
+        let u = Upstream { alive: AtomicBool::new(true), ..Upstream::default() };
+        u.received_through.store(joined_at, Ordering::SeqCst);
+        u.replayed_through.store(joined_at, Ordering::SeqCst);
+        u.released.store(joined_at, Ordering::SeqCst);
+        Arc::new(u)
+    }
+}
 
 /// The replaying vCPU's end of the stream.
 pub struct StreamSource {
@@ -28,25 +61,27 @@ impl RecordSource for StreamSource {
     }
 }
 
+/// Starts `log-rx` on a paired connection.
 pub fn start(
-    stream: TcpStream,
+    stream: impl Link + Send + 'static,
     timing: Timing,
-    state: Arc<PairState>,
+    upstream: Arc<Upstream>,
     stats: Arc<Stats>,
 ) -> Result<StreamSource, ReplicationError> {
     let (tx, rx) = unbounded();
     std::thread::Builder::new()
         .name("log-rx".into())
         .spawn(move || {
-            let why = receive_loop(&stream, timing, &state, &stats, &tx);
-            state.protected.store(false, Ordering::SeqCst);
-            let _ = stream.shutdown(Shutdown::Both);
-            if state.clean_end.load(Ordering::SeqCst) {
+            let mut stream = stream;
+            let why = receive_loop(&mut stream, timing, &upstream, &stats, &tx);
+            upstream.alive.store(false, Ordering::SeqCst);
+            stream.close();
+            if upstream.clean_end.load(Ordering::SeqCst) {
                 tracing::info!("the primary ended its log cleanly");
-            } else if state.stalled.load(Ordering::SeqCst) {
-                tracing::error!("{why}; this backup stands down and will not go live");
-            } else if state.corrupt.load(Ordering::SeqCst) {
-                tracing::error!("{why}: the log stream is corrupt; this backup will not go live on it");
+            } else if upstream.stalled.load(Ordering::SeqCst) {
+                tracing::error!("{why}; this follower stands down and will not go live");
+            } else if upstream.corrupt.load(Ordering::SeqCst) {
+                tracing::error!("{why}: the log stream is corrupt; this follower will not go live on it");
             } else {
                 tracing::warn!("primary lost: {why}");
             }
@@ -57,9 +92,9 @@ pub fn start(
 
 /// Runs until the stream ends; returns why.
 fn receive_loop(
-    mut stream: impl Link,
+    stream: &mut impl Link,
     timing: Timing,
-    state: &PairState,
+    state: &Upstream,
     stats: &Stats,
     tx: &Sender<Record>,
 ) -> String {
@@ -100,6 +135,7 @@ fn receive_loop(
         // Ack first: handing records to the vCPU wakes it, and on a busy host it could
         // run before this thread gets to the ack the primary's output is waiting for.
         let ack = Ack { received_through: received, replayed_through: replayed };
+        state.received_through.store(received, Ordering::SeqCst);
         let mut out = Vec::with_capacity(24);
         channel::encode(&Message::Ack(ack), &mut out);
         let acked = stream.write_all(&out);
@@ -137,7 +173,7 @@ fn receive_loop(
 /// Decodes every complete frame in `buf`, in order, checking their order. A
 /// malformed or out-of-order frame is an error: the records before it are
 /// returned, nothing from it on ever reaches the VM.
-fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &PairState) -> (Vec<Record>, Result<(), String>) {
+fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &Upstream) -> (Vec<Record>, Result<(), String>) {
     let mut used = 0;
     let mut records = Vec::new();
     let result = loop {
@@ -175,16 +211,17 @@ mod tests {
     };
 
     /// How `log-rx`'s loop ended, and the state it left.
-    type Ended = std::thread::JoinHandle<(String, Arc<PairState>)>;
+    type Ended = std::thread::JoinHandle<(String, Arc<Upstream>)>;
 
     /// Runs `log-rx`'s loop on one end of a pipe; the test plays the primary on the other.
     fn backup_on_a_pipe() -> (PipeEnd, Receiver<Record>, Ended) {
         let (primary, backup) = pipe();
         let (tx, rx) = unbounded();
-        let state = PairState::new_protected(0);
+        let state = Upstream::new(0);
         let st = state.clone();
         let h = std::thread::spawn(move || {
-            let why = receive_loop(backup, TIMING, &st, &Stats::new(crate::host::status::Role::Backup), &tx);
+            let mut backup = backup;
+            let why = receive_loop(&mut backup, TIMING, &st, &Stats::new(crate::host::status::Role::Backup), &tx);
             (why, st)
         });
         (primary, rx, h)
@@ -263,7 +300,7 @@ mod tests {
         let mut buf = bytes[..bytes.len() - 3].to_vec();
         let mut seq = Sequencer::new();
 
-        let (records, result) = decode_frames(&mut buf, &mut seq, &PairState::default());
+        let (records, result) = decode_frames(&mut buf, &mut seq, &Upstream::default());
 
         assert!(result.is_ok(), "a partial frame is not an error yet");
         assert_eq!(records, vec![Record::Progress { exit_index: 5 }]);
@@ -280,7 +317,7 @@ mod tests {
         ]);
         let second = buf.len() / 3;
         buf[second + 6] ^= 0xff;
-        let (records, result) = decode_frames(&mut buf, &mut Sequencer::new(), &PairState::default());
+        let (records, result) = decode_frames(&mut buf, &mut Sequencer::new(), &Upstream::default());
 
         let err = result.unwrap_err();
         assert!(err.contains("undecodable"), "{err}");
@@ -291,7 +328,7 @@ mod tests {
     fn a_backup_that_joined_at_an_exit_takes_released_marks_up_to_it_before_any_progress() {
         // The primary may release output produced before the join right after it.
         let mut buf = frames(&[Record::Released { exit_index: 5074 }, Record::Progress { exit_index: 5080 }]);
-        let state = PairState::new_protected(5074);
+        let state = Upstream::new(5074);
         let (records, result) = decode_frames(&mut buf, &mut Sequencer::starting_at(5074), &state);
 
         assert!(result.is_ok(), "{result:?}");
@@ -302,7 +339,7 @@ mod tests {
     #[test]
     fn records_out_of_order_are_refused() {
         let mut buf = frames(&[Record::Progress { exit_index: 9 }, Record::Progress { exit_index: 5 }]);
-        let (records, result) = decode_frames(&mut buf, &mut Sequencer::new(), &PairState::default());
+        let (records, result) = decode_frames(&mut buf, &mut Sequencer::new(), &Upstream::default());
 
         assert!(result.unwrap_err().contains("out of order"));
         assert_eq!(records, vec![Record::Progress { exit_index: 9 }]);

@@ -1,43 +1,66 @@
-//! Primary/backup replication over TCP: the handshake, the primary's log
-//! stream and ack reader, the backup's log reader and ack writer.
+//! The fault-tolerance core: a primary, its followers, and the log between them.
 //!
 //! ```text
-//!   primary                                  backup
-//!   vcpu0 --records--> log-tx ==TCP==> log-rx --records--> vcpu0 (replay)
-//!   output <--wake-- ack-rx <==TCP== (acks, sent on receipt)
+//!   primary                                              each follower
+//!   vcpu0 --records--> GroupSink --> link 1 ==TCP==> log-rx --records--> vcpu0 (replay)
+//!                               \--> link 2 ==TCP==> ...
+//!   output <--poke-- ack-rx (one per link) <==TCP== acks, sent on receipt
+//!            release_limit(mode, followers' acked positions)   (output_rule)
 //! ```
-//! One TCP connection carries both directions: records (and heartbeats, as
-//! progress marks) down, acks up. Silence for the failover timeout on either
-//! side means the peer is gone.
+//!
+//! One TCP connection per follower carries both directions: records (and
+//! heartbeats, as progress marks) down, acks up. Silence for the failover
+//! timeout on either side means the peer is gone.
+//!
+//! The modules, each using only those above it in this list:
+//! - [`output_rule`]: the Output Rule as a pure function of acknowledged positions;
+//! - [`flow`]: flow control and its watchdog, pure;
+//! - [`handshake`]: pairing a follower with a primary;
+//! - [`follower`]: a follower's `log-rx` and what it knows of its primary ([`follower::Upstream`]);
+//! - [`group`]: **the one owner** of the epoch, the followers and their positions, and the arbiter;
+//! - [`release`]: the output thread, holding output until the Output Rule lets it go;
+//! - [`stream`]: the primary's log stream to each follower, and the vCPU's sink over all of them;
+//! - [`attach`]: the one path by which a follower gets the VM's state and joins the stream,
+//!   at boot or while the VM runs;
+//! - [`takeover`]: a follower going live;
+//! - [`member`]: what runs on the vCPU thread of a group member;
+//! - [`start`]: setting up a primary or a follower before the guest boots.
 pub mod attach;
 pub mod flow;
 pub mod follower;
+pub mod group;
 pub mod handshake;
-pub mod pair;
+pub mod member;
+pub mod output_rule;
 pub mod release;
+pub mod start;
 pub mod stream;
+pub mod takeover;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Defaults chosen by measurement; see README ("Choosing the timeouts"): the longest
 /// silence seen under load is ~35 ms with a 20 ms heartbeat on a quiet host, but a
 /// host with a load average of 6 on 2 cores showed stalls above 200 ms.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 20;
+/// See [`DEFAULT_HEARTBEAT_MS`].
 pub const DEFAULT_FAILOVER_TIMEOUT_MS: u64 = 500;
 
+/// The clocks of replication.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
+    /// How often a primary with nothing to send says it is alive.
     pub heartbeat: Duration,
+    /// Silence this long means the peer is gone.
     pub failover_timeout: Duration,
-    /// Flow control: how many exits the backup's replay may trail (see [`flow`]).
+    /// Flow control: how many exits a follower's replay may trail (see [`flow`]).
     pub max_replay_lag: u64,
 }
 
+/// Why replication could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
-    #[error("cannot listen for a backup on {addr}: {source}")]
+    #[error("cannot listen for followers on {addr}: {source}")]
     Listen {
         addr: String,
         #[source]
@@ -50,25 +73,38 @@ pub enum ReplicationError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the primary refused this backup: {0}")]
+    #[error("the primary refused this follower: {0}")]
     Refused(String),
-    #[error("this backup refused the primary: {0}")]
+    #[error("this follower refused the primary: {0}")]
     RefusedPrimary(String),
     #[error("the pairing handshake failed: {0}")]
     Handshake(String),
     #[error("could not start thread {0}: {1}")]
     Thread(&'static str, std::io::Error),
+    #[error("{0}")]
+    Attach(String),
+    #[error("refusing to start: {0}")]
+    Stale(String),
+    #[error("state transfer failed: {0}")]
+    Snapshot(#[from] crate::vm::snapshot::SnapshotError),
 }
 
-/// A byte stream with a read timeout: the TCP connection between primary and
-/// backup, or `logging_channel::pipe` in tests.
+/// A byte stream with a read timeout that can be closed: the TCP connection
+/// between a primary and a follower, or `logging_channel::pipe` in tests.
 pub trait Link: std::io::Read + std::io::Write {
+    /// Reads wait at most this long (`None`: forever).
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()>;
+    /// Ends the connection in both directions; the peer sees it closed.
+    fn close(&mut self);
 }
 
-impl Link for &std::net::TcpStream {
+impl Link for std::net::TcpStream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
         std::net::TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn close(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -77,43 +113,8 @@ impl Link for logging_channel::pipe::PipeEnd {
         logging_channel::pipe::PipeEnd::set_read_timeout(self, timeout);
         Ok(())
     }
-}
 
-/// What the replication threads and the vCPU and output threads share.
-#[derive(Debug, Default)]
-pub struct PairState {
-    /// A backup is in lockstep (primary), or the primary is (backup, before go-live).
-    pub protected: AtomicBool,
-    /// Primary: the backup's latest `received_through`.
-    pub acked_through: AtomicU64,
-    /// Primary: the backup's latest `replayed_through`. Backup: its own.
-    pub replayed_through: AtomicU64,
-    /// Backup: the primary's latest released mark (its output up to here has left it).
-    pub released: AtomicU64,
-    /// Backup: the log stream broke in a way that forbids going live (corruption).
-    pub corrupt: AtomicBool,
-    /// Backup: its own replay stopped making progress while records waited (the
-    /// watchdog tripped); like corruption, this forbids going live.
-    pub stalled: AtomicBool,
-    /// Backup: the primary ended its log cleanly (SIGTERM), so the backup stops too.
-    pub clean_end: AtomicBool,
-    /// Primary: the decision to go on without this backup has been taken (once).
-    pub deciding: AtomicBool,
-    /// Primary: the arbiter gave this epoch to the backup; nothing held may leave.
-    pub halted: AtomicBool,
-}
-
-impl PairState {
-    /// A protected pairing whose backup starts from the VM state at exit `joined_at`
-    /// (0 at boot): it holds and has replayed everything through that exit. Starting
-    /// positions anywhere else would make flow control wait for exits that will
-    /// never be sent (see [`flow`]).
-    pub fn new_protected(joined_at: u64) -> Arc<PairState> {
-        let s = PairState::default();
-        s.protected.store(true, Ordering::SeqCst);
-        s.acked_through.store(joined_at, Ordering::SeqCst);
-        s.replayed_through.store(joined_at, Ordering::SeqCst);
-        s.released.store(joined_at, Ordering::SeqCst);
-        Arc::new(s)
+    fn close(&mut self) {
+        self.shutdown_write();
     }
 }

@@ -1,22 +1,23 @@
-//! Where the Output Rule lives.
+//! Holding output until the Output Rule lets it go: the `output` thread.
 //!
-//! Output produced at exit N leaves the VM only when the policy allows:
-//! at once (no backup), once the backup has acked `received_through >= N`
-//! (primary), or not at all until go-live (backup), when everything the
-//! primary may not have sent — output after its last released mark — is sent.
-//! The guest never waits for this; only its output does.
+//! Output produced at exit N leaves the VM only when the policy allows: at
+//! once (no group), once the group's Output Rule allows N (a primary; see
+//! [`super::output_rule`]), or not at all until go-live (a follower), when
+//! everything its primary may not have sent — output after its last released
+//! mark — is sent. The guest never waits for this; only its output does.
 //!
 //! The `output` thread queues what the vCPU produces; whoever learns that
-//! output may go (the output thread, or `ack-rx` the moment an ack arrives)
-//! releases it, so an ack costs no extra thread hop.
+//! output may go (the output thread, or an `ack-rx` the moment an ack arrives)
+//! releases it, so an ack costs no extra thread hop. The released position is
+//! published in the group, and each follower's stream carries it as a
+//! released mark.
+use super::follower::Upstream;
+use super::group::Group;
 use crate::devices::bus::Output;
-use crate::ft::stream::LogWire;
-use crate::ft::PairState;
 use crate::host::status::Stats;
 use crate::host::tap::Tap;
-use crate::vm::runner::OutputItem;
+use crate::vm::driver::OutputItem;
 use crossbeam_channel::{select, Receiver};
-use logging_channel::Record;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -26,22 +27,21 @@ use std::time::Duration;
 /// A backup holds at most this many outputs for re-sending at go-live.
 const MAX_HELD_ON_BACKUP: usize = 1 << 16;
 
+/// When output may leave.
 pub enum Policy {
+    /// At once: no group.
     Immediate,
-    /// Hold until acked; released marks go to the backup on `wire`.
-    Primary {
-        state: Arc<PairState>,
-        wire: LogWire,
-    },
-    /// Hold everything until go-live, dropping what the primary marked released.
-    Backup {
-        state: Arc<PairState>,
-    },
+    /// When the group's Output Rule allows.
+    Primary(Arc<Group>),
+    /// Not until go-live; what the primary marked released is dropped.
+    Follower(Arc<Upstream>),
 }
 
+/// What the go-live path tells the output thread.
 pub enum Control {
-    /// This backup is live: send what the primary may not have, then pass output through.
-    GoLive { tap: Option<Tap>, released: u64 },
+    /// This follower is live: send what the primary may not have, then hold output for
+    /// `group`'s followers (none yet: it leaves at once).
+    GoLive { tap: Option<Tap>, released: u64, group: Arc<Group> },
 }
 
 /// How long each output was held, in microseconds.
@@ -136,8 +136,8 @@ impl SharedReleaser {
                     }
                     Err(_) => break,
                 },
-                recv(control) -> c => if let Ok(Control::GoLive { tap, released }) = c {
-                    self.lock().go_live(tap, released);
+                recv(control) -> c => if let Ok(Control::GoLive { tap, released, group }) = c {
+                    self.lock().go_live(tap, released, group);
                 },
             }
         }
@@ -145,8 +145,8 @@ impl SharedReleaser {
         // (its primary sent it) or a primary that lost the arbiter (the live backup owns
         // the conversation now, and never produced these outputs).
         let mut r = self.lock();
-        let halted = matches!(&r.policy, Policy::Primary { state, .. } if state.halted.load(Ordering::SeqCst));
-        if !halted && !matches!(r.policy, Policy::Backup { .. }) {
+        let halted = matches!(&r.policy, Policy::Primary(group) if group.halted());
+        if !halted && !matches!(r.policy, Policy::Follower(_)) {
             while let Some(h) = r.queue.pop_front() {
                 r.emit(h);
             }
@@ -158,10 +158,9 @@ impl Releaser {
     fn release_ready(&mut self) {
         let limit = match &self.policy {
             Policy::Immediate => u64::MAX,
-            Policy::Primary { state, .. } if !state.protected.load(Ordering::SeqCst) => u64::MAX,
-            Policy::Primary { state, .. } => state.acked_through.load(Ordering::SeqCst),
-            Policy::Backup { state } => {
-                let r = state.released.load(Ordering::SeqCst);
+            Policy::Primary(group) => group.release_limit(),
+            Policy::Follower(upstream) => {
+                let r = upstream.released.load(Ordering::SeqCst);
                 while self.queue.front().is_some_and(|h| h.exit_index <= r) || self.queue.len() > MAX_HELD_ON_BACKUP {
                     self.queue.pop_front();
                 }
@@ -177,18 +176,18 @@ impl Releaser {
             released_any = true;
         }
         self.stats.held_outputs.store(self.queue.len() as u64, Ordering::Relaxed);
-        if let (true, Policy::Primary { state, wire }) = (released_any, &self.policy) {
-            if state.protected.load(Ordering::SeqCst) {
-                wire.append(&Record::Released { exit_index: self.last_released }, false);
-            }
+        if let (true, Policy::Primary(group)) = (released_any, &self.policy) {
+            group.note_released(self.last_released);
         }
     }
 
-    fn go_live(&mut self, tap: Option<Tap>, released: u64) {
+    fn go_live(&mut self, tap: Option<Tap>, released: u64, group: Arc<Group>) {
         self.tap = tap;
         self.queue.retain(|h| h.exit_index > released);
         tracing::info!(resent = self.queue.len(), released, "live: re-sending output the primary may not have sent");
-        self.policy = Policy::Immediate;
+        // What was held is released at once (this VM has no follower yet), and output
+        // waits for followers that attach from now on.
+        self.policy = Policy::Primary(group);
         self.release_ready();
     }
 

@@ -1,7 +1,6 @@
 //! What a running VMM reports about itself: counters shared by its threads,
 //! served as one JSON object per connection on `--status ADDR` and printed by
 //! `ftvmm status ADDR`, for scripts and people.
-use crate::ft::PairState;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -63,12 +62,29 @@ impl Recent {
     }
 }
 
-#[derive(Debug)]
+/// What the fault-tolerance core reports about the group, as this member sees it.
+/// (The host side knows nothing else of it: `ft::group::Group` implements this.)
+pub trait GroupReport: Send + Sync {
+    /// The replication epoch.
+    fn epoch(&self) -> u64;
+    /// A follower is in lockstep with this VM (primary), or this follower's primary is alive.
+    fn protected(&self) -> bool;
+    /// (acknowledged, replayed) exit of the least advanced follower on a primary, or
+    /// this follower's own.
+    fn positions(&self) -> (u64, u64);
+    /// Where the peer is: the follower (or followers), or this follower's primary.
+    fn peer(&self) -> String;
+    /// The group's part of the status, as JSON members (`"key":value,...`), given this
+    /// VM's exit index.
+    fn json_fields(&self, exit_index: u64) -> String;
+}
+
+/// Counters shared by a running VMM's threads.
 pub struct Stats {
     started: Instant,
     role: AtomicU8,
-    pub epoch: AtomicU64,
-    pub exit_index: AtomicU64,
+    /// The vCPU's exit index (the runner writes it).
+    pub exit_index: Arc<AtomicU64>,
     pub log_bytes: AtomicU64,
     pub log_records: AtomicU64,
     pub held_outputs: AtomicU64,
@@ -79,9 +95,8 @@ pub struct Stats {
     /// Times a watchdog found replication frozen behind healthy heartbeats.
     pub watchdog_trips: AtomicU64,
     last_watchdog: Mutex<String>,
-    peer: Mutex<String>,
     recent_held: Mutex<Recent>,
-    pair: Mutex<Option<Arc<PairState>>>,
+    group: Mutex<Option<Arc<dyn GroupReport>>>,
 }
 
 impl Stats {
@@ -89,8 +104,7 @@ impl Stats {
         Arc::new(Stats {
             started: Instant::now(),
             role: AtomicU8::new(role as u8),
-            epoch: AtomicU64::new(0),
-            exit_index: AtomicU64::new(0),
+            exit_index: Arc::new(AtomicU64::new(0)),
             log_bytes: AtomicU64::new(0),
             log_records: AtomicU64::new(0),
             held_outputs: AtomicU64::new(0),
@@ -98,9 +112,8 @@ impl Stats {
             outputs_released: AtomicU64::new(0),
             watchdog_trips: AtomicU64::new(0),
             last_watchdog: Mutex::new(String::new()),
-            peer: Mutex::new(String::new()),
             recent_held: Mutex::new(Recent::default()),
-            pair: Mutex::new(None),
+            group: Mutex::new(None),
         })
     }
 
@@ -108,18 +121,9 @@ impl Stats {
         self.role.store(role as u8, Ordering::SeqCst);
     }
 
-    pub fn set_peer(&self, peer: &str) {
-        *self.peer.lock().unwrap_or_else(|p| p.into_inner()) = peer.to_string();
-    }
-
-    pub fn set_pair(&self, pair: Arc<PairState>) {
-        *self.pair.lock().unwrap_or_else(|p| p.into_inner()) = Some(pair);
-    }
-
-    /// Whether a backup is in lockstep with this VM now.
-    pub fn protected(&self) -> bool {
-        let pair = self.pair.lock().unwrap_or_else(|p| p.into_inner());
-        pair.as_ref().is_some_and(|p| p.protected.load(Ordering::SeqCst))
+    /// The group this VMM is a member of, for its status.
+    pub fn set_group(&self, group: Arc<dyn GroupReport>) {
+        *self.group.lock().unwrap_or_else(|p| p.into_inner()) = Some(group);
     }
 
     /// The peer was last heard `silence` ago; keeps the maximum.
@@ -143,30 +147,27 @@ impl Stats {
     /// One JSON object describing this VMM now.
     pub fn snapshot(&self) -> String {
         let (p50, p99, max) = self.recent_held.lock().unwrap_or_else(|p| p.into_inner()).percentiles();
-        let pair = self.pair.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (protected, acked, replayed) = match &pair {
-            Some(p) => (
-                p.protected.load(Ordering::SeqCst),
-                p.acked_through.load(Ordering::SeqCst),
-                p.replayed_through.load(Ordering::SeqCst),
-            ),
-            None => (false, 0, 0),
-        };
+        let group = self.group.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let exit_index = self.exit_index.load(Ordering::Relaxed);
+        let (epoch, protected, (acked, replayed), peer, group_fields) = match &group {
+            Some(g) => (g.epoch(), g.protected(), g.positions(), g.peer(), g.json_fields(exit_index)),
+            None => (0, false, (0, 0), String::new(), String::new()),
+        };
         let role = self.role.load(Ordering::SeqCst);
-        let lag = if role == Role::Primary as u8 && protected { exit_index.saturating_sub(replayed) } else { 0 };
-        let peer = self.peer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let leads = role == Role::Primary as u8 || role == Role::Live as u8;
+        let lag = if leads && protected { exit_index.saturating_sub(replayed) } else { 0 };
         let last_watchdog = self.last_watchdog.lock().unwrap_or_else(|p| p.into_inner()).clone();
         format!(
             concat!(
-                "{{\"role\":\"{}\",\"epoch\":{},\"protected\":{},\"peer\":\"{}\",\"exit_index\":{},",
+                "{{{}\"role\":\"{}\",\"epoch\":{},\"protected\":{},\"peer\":\"{}\",\"exit_index\":{},",
                 "\"acked_through\":{},\"replayed_through\":{},\"lag_exits\":{},\"held_outputs\":{},",
                 "\"outputs_released\":{},\"held_p50_us\":{},\"held_p99_us\":{},\"held_max_us\":{},",
                 "\"log_bytes\":{},\"log_records\":{},\"max_peer_silence_us\":{},\"watchdog_trips\":{},",
                 "\"last_watchdog\":\"{}\",\"uptime_ms\":{}}}"
             ),
+            group_fields,
             Role::name(role),
-            self.epoch.load(Ordering::SeqCst),
+            epoch,
             protected,
             json_escape(&peer),
             exit_index,
@@ -233,7 +234,6 @@ mod tests {
     #[test]
     fn snapshot_is_one_json_object_with_the_role_and_recent_held_times() {
         let s = Stats::new(Role::Primary);
-        s.set_peer("10.0.0.2:1234");
         for us in [100u64, 200, 300] {
             s.note_held(Duration::from_micros(us));
         }
@@ -242,7 +242,6 @@ mod tests {
         assert!(j.contains("\"role\":\"primary\""), "{j}");
         assert!(j.contains("\"held_p50_us\":200"), "{j}");
         assert!(j.contains("\"outputs_released\":3"), "{j}");
-        assert!(j.contains("\"peer\":\"10.0.0.2:1234\""), "{j}");
     }
 
     #[test]

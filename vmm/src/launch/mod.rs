@@ -1,21 +1,27 @@
 //! Putting a VM together for one command: machine, driver, output policy, and
 //! (for a pair) the replication channel; then `threads` runs it.
+//! Putting a VM together for one command: machine, driver, output policy, and
+//! (for a group member) the fault-tolerance core; then `threads` runs it.
 pub mod threads;
 
-use crate::ft::pair::{self, Services, TakeoverPlan};
+use crate::ft::group::{Group, GroupConfig};
+use crate::ft::output_rule::ReplicationMode;
 use crate::ft::release::{Control, Policy, SharedReleaser};
+use crate::ft::start::{self, FollowerPlan, Services, Started};
+use crate::ft::takeover::announce;
 use crate::ft::{ReplicationError, Timing};
 use crate::host::arbiter::{self, Arbiter};
 use crate::host::status::{self, Role, Stats};
 use crate::host::tap::{Tap, TapError};
 use crate::vm::digest;
+use crate::vm::driver::{Finish, RunError};
 use crate::vm::guest_image::{self, ImageError};
 use crate::vm::live::{LiveDriver, VmEvent};
 use crate::vm::machine::{Machine, MachineConfig, MachineError};
 use crate::vm::recorder::{RecordError, Recorder};
 use crate::vm::replay::ReplayDriver;
 use crate::vm::replayer::ReplayError;
-use crate::vm::runner::{Driver, Finish, Outcome, RunError};
+use crate::vm::runner::{Driver, Outcome};
 use crossbeam_channel::bounded;
 use guest_abi::{NetConfig, Workload};
 use logging_channel::{FileError, LogReader};
@@ -25,8 +31,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use threads::OutputPlan;
+use threads::{OutputPlan, Program};
 
+/// The guest and host options every command shares.
 pub struct VmOptions {
     pub mem_size: u64,
     pub tick_hz: u32,
@@ -38,24 +45,33 @@ pub struct VmOptions {
     pub tap: Option<String>,
     /// Serve `ftvmm status` here.
     pub status: Option<String>,
-    /// Who decides which side goes on alone (primary and backup only).
+    /// Who decides which side goes on alone (group members only).
     pub arbiter: Option<String>,
 }
 
+/// How a primary replicates.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupOptions {
+    pub timing: Timing,
+    pub replication: ReplicationMode,
+    pub max_followers: usize,
+}
+
+/// What the command does.
 pub enum Mode {
     Run,
     Record(PathBuf),
     Replay(PathBuf),
-    /// Wait for a backup on `listen`, then run with it in lockstep.
+    /// Wait for a first follower on `listen`, then run with followers in lockstep.
     Primary {
         listen: String,
-        timing: Timing,
+        group: GroupOptions,
     },
     /// Pair with the primary at `primary`, replay its log, go live if it dies
-    /// (and then take on backups at `listen`, if given).
+    /// (and then take followers at `listen`, if given).
     Backup {
         primary: String,
-        timing: Timing,
+        group: GroupOptions,
         connect_within: Duration,
         listen: Option<String>,
     },
@@ -99,10 +115,6 @@ pub enum LaunchError {
     Replication(ReplicationError),
     #[error(transparent)]
     Arbiter(crate::host::arbiter::ArbiterError),
-    #[error("refusing to start: {0}")]
-    Stale(String),
-    #[error("state transfer failed: {0}")]
-    Snapshot(#[source] crate::vm::snapshot::SnapshotError),
     #[error("cannot serve status on {addr}: {source}")]
     Status {
         addr: String,
@@ -133,12 +145,13 @@ impl LaunchError {
             LaunchError::Run(RunError::Replay(ReplayError::NoEnd { .. })) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(_)) => exit_code::DIVERGENCE,
             LaunchError::Run(RunError::GuestFault { .. }) => exit_code::GUEST_FAILED,
-            LaunchError::Run(RunError::StandDown(_)) | LaunchError::Snapshot(_) | LaunchError::Stale(_) => {
-                exit_code::STOOD_DOWN
-            }
-            LaunchError::Replication(ReplicationError::RefusedPrimary(_) | ReplicationError::Refused(_)) => {
-                exit_code::STOOD_DOWN
-            }
+            LaunchError::Run(RunError::StandDown(_)) => exit_code::STOOD_DOWN,
+            LaunchError::Replication(
+                ReplicationError::RefusedPrimary(_)
+                | ReplicationError::Refused(_)
+                | ReplicationError::Snapshot(_)
+                | ReplicationError::Stale(_),
+            ) => exit_code::STOOD_DOWN,
             _ => exit_code::ERROR,
         }
     }
@@ -179,54 +192,72 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         _ => opts.tap.as_deref().map(Tap::open).transpose()?,
     };
     let releaser = SharedReleaser::new(Policy::Immediate, None, stats.clone());
+    let mut plain: Option<Driver> = None;
     let service = std::net::Ipv4Addr::from(config.net.ip).to_string();
     let arbiter: Option<Arc<dyn Arbiter>> = match &opts.arbiter {
         Some(spec) => Some(Arc::from(arbiter::from_spec(spec, &service).map_err(LaunchError::Arbiter)?)),
         None => None,
     };
-    let services = |events, timing| Services {
+    let group = |g: &GroupOptions| {
+        let config = GroupConfig { mode: g.replication, max_followers: g.max_followers, arbiter: arbiter.clone() };
+        Group::new(config, stats.clone(), machine.repl_status.clone(), events_tx.clone())
+    };
+    let services = |events, g: &GroupOptions| Services {
+        group: group(g),
         releaser: releaser.clone(),
         stats: stats.clone(),
         events,
         events_tx: events_tx.clone(),
-        timing,
-        arbiter: arbiter.clone(),
+        timing: g.timing,
     };
-    let mut first_index = 0;
-    let (driver, pair) = match (mode, replay_log) {
-        (Mode::Replay(path), Some((reader, recorded))) => {
-            recorded
-                .check_matches(&machine.header)
-                .map_err(|source| LaunchError::BadLog { path: path.display().to_string(), source })?;
-            (Driver::Replay(ReplayDriver::new(Box::new(reader))), None)
+    let started: Option<Started> = match (mode, replay_log) {
+        (Mode::Primary { listen, group: g }, _) => {
+            let s = services(events_rx.clone(), g);
+            Some(start::primary(&mut machine, listen, s).map_err(LaunchError::Replication)?)
         }
-        (Mode::Record(path), _) => {
-            let recorder = Recorder::create(path, &machine.header)?;
-            (Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx)), None)
-        }
-        (Mode::Primary { listen, timing }, _) => {
-            let p = pair::primary(&mut machine, listen, services(events_rx, *timing))?;
-            (p.driver, Some(p.state))
-        }
-        (Mode::Backup { primary, timing, connect_within, listen }, _) => {
-            let plan = TakeoverPlan {
+        (Mode::Backup { primary, group: g, connect_within, listen }, _) => {
+            let plan = FollowerPlan {
                 tap: opts.tap.clone(),
                 net: config.net,
                 listen: listen.clone(),
                 control: control_tx.clone(),
             };
-            let s = services(events_rx, *timing);
-            let p = pair::backup(&mut machine, primary, *connect_within, plan, s)?;
-            first_index = p.first_index;
-            (p.driver, Some(p.state))
+            let s = services(events_rx.clone(), g);
+            Some(start::follower(&mut machine, primary, *connect_within, plan, s).map_err(LaunchError::Replication)?)
         }
-        _ => (Driver::Live(LiveDriver::new(config.tick_hz, None, events_rx)), None),
+        (Mode::Replay(path), Some((reader, recorded))) => {
+            recorded
+                .check_matches(&machine.header)
+                .map_err(|source| LaunchError::BadLog { path: path.display().to_string(), source })?;
+            plain = Some(Driver::Replay(ReplayDriver::new(Box::new(reader))));
+            None
+        }
+        (Mode::Record(path), _) => {
+            let recorder = Recorder::create(path, &machine.header)?;
+            plain = Some(Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx.clone())));
+            None
+        }
+        _ => None,
+    };
+    drop(control_tx);
+    let member = started.is_some();
+    let (driver, first_index, program, upstream) = match started {
+        Some(s) => (
+            s.driver,
+            s.first_index,
+            Program::Member { attacher: s.attacher, takeover: s.takeover.map(Box::new) },
+            s.upstream,
+        ),
+        None => {
+            let driver = plain.unwrap_or_else(|| Driver::Live(LiveDriver::new(config.tick_hz, None, events_rx)));
+            (driver, 0, Program::Plain, None)
+        }
     };
     if let Some(tap) = &tap {
         tap.spawn_reader(events_tx.clone(), VmEvent::Frame).map_err(|e| LaunchError::Thread("nic-rx", e))?;
         // Switches may remember the guest's MAC on another port (a backup that was live
         // there before); announcing it, as a NIC coming up would, puts it where it is now.
-        pair::announce(tap.clone(), config.net);
+        announce(tap.clone(), config.net);
         tracing::info!(tap = tap.name(), "NIC attached to TAP");
     }
     tracing::info!(
@@ -237,11 +268,12 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     );
     releaser.set_tap(tap);
     let output = OutputPlan { stats: stats.clone(), releaser: releaser.clone(), control: control_rx };
-    let outcome = threads::run_threads(machine, driver, first_index, opts.stop_at_exit, output, events_tx, &signals)?;
-    report_held_times(&releaser, pair.is_some());
+    let outcome =
+        threads::run_threads(machine, driver, program, first_index, opts.stop_at_exit, output, events_tx, &signals)?;
+    report_held_times(&releaser, member);
     tracing::info!("final status: {}", stats.snapshot());
-    if let Some(state) = pair {
-        if state.clean_end.load(Ordering::SeqCst) {
+    if let Some(upstream) = upstream {
+        if upstream.clean_end.load(Ordering::SeqCst) {
             tracing::info!("the primary stopped cleanly, so this backup stops too (it did not go live)");
         }
     }

@@ -4,18 +4,47 @@
 //! Rule lives there); `signals` turns SIGINT and SIGTERM into a clean stop,
 //! kicking `vcpu0` out of `KVM_RUN` until it has stopped. Recording and
 //! replication add `log-tx`, `ack-rx`, `log-rx`; a NIC adds `nic-rx`.
+use super::LaunchError;
+use crate::ft::attach::Attacher;
+use crate::ft::member::Member;
 use crate::ft::release::{Control, SharedReleaser};
+use crate::ft::takeover::Takeover;
 use crate::host::status::Stats;
-use crate::launch::LaunchError;
+use crate::vm::driver::{OutputItem, RunError};
 use crate::vm::live::VmEvent;
 use crate::vm::machine::Machine;
-use crate::vm::runner::{Driver, Outcome, OutputItem, Runner};
+use crate::vm::runner::{Driver, Outcome, Runner, Yield};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// What the vCPU thread runs.
+pub enum Program {
+    /// A VM on its own (run, record, replay).
+    Plain,
+    /// A group member: the core attaches followers and takes over at the loop's stops.
+    Member { attacher: Option<Attacher>, takeover: Option<Box<Takeover>> },
+}
+
+impl Program {
+    fn run(self, mut runner: Runner) -> Result<Outcome, RunError> {
+        match self {
+            Program::Member { attacher, takeover } => Member { runner, attacher, takeover: takeover.map(|t| *t) }.run(),
+            Program::Plain => loop {
+                match runner.run()? {
+                    Yield::Done(outcome) => return Ok(outcome),
+                    Yield::Attach(_) => tracing::warn!("a follower asked to join a VM that takes none; ignored"),
+                    Yield::LogEnded { .. } => {
+                        return Err(RunError::StandDown("the log ended and this VM cannot go live".into()))
+                    }
+                }
+            },
+        }
+    }
+}
 
 /// How the guest's output leaves: the releaser (policy, TAP) and its control channel.
 pub struct OutputPlan {
@@ -24,9 +53,12 @@ pub struct OutputPlan {
     pub control: Receiver<Control>,
 }
 
+/// Runs the VM on `vcpu0` (with the output thread beside it) until it stops.
+#[allow(clippy::too_many_arguments)]
 pub fn run_threads(
     machine: Machine,
     driver: Driver,
+    program: Program,
     first_index: u64,
     stop_at: Option<u64>,
     output: OutputPlan,
@@ -36,15 +68,16 @@ pub fn run_threads(
     install_kick_handler();
     let (output_tx, output_rx) = unbounded::<OutputItem>();
     let stop = Arc::new(AtomicBool::new(false));
-    let stats = output.stats.clone();
+    let exit_counter = output.stats.exit_index.clone();
     let output = output.releaser.spawn(output_rx, output.control).map_err(|e| LaunchError::Thread("output", e))?;
-    let runner = Runner::new(machine, driver, stop_at, output_tx, stop.clone(), stats).starting_after(first_index);
+    let runner =
+        Runner::new(machine, driver, stop_at, output_tx, stop.clone(), exit_counter).starting_after(first_index);
     let alive = Arc::new(Mutex::new(true));
     let vcpu_alive = alive.clone();
     let vcpu = std::thread::Builder::new()
         .name("vcpu0".into())
         .spawn(move || {
-            let result = runner.run();
+            let result = program.run(runner);
             *vcpu_alive.lock().unwrap_or_else(|p| p.into_inner()) = false;
             result
         })

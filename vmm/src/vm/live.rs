@@ -1,11 +1,10 @@
 //! The live driver: events come from the host (timer ticks, frames from the
 //! TAP) and are injected at the exit the vCPU happens to be at; with a
 //! recorder, each injection is logged with that exit's index and signature.
-use crate::ft::attach::Joiner;
 use crate::vm::clock::TickClock;
 use crate::vm::digest;
+use crate::vm::driver::{ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
 use crate::vm::recorder::LogSink;
-use crate::vm::runner::{ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use guest_abi::{nic, vector};
 use logging_channel::{DigestScope, EndReason, Event, Hash, Record};
@@ -23,8 +22,8 @@ const PROGRESS_EVERY: u64 = 4096;
 pub enum VmEvent {
     Frame(Vec<u8>),
     Stop,
-    /// A paired backup wants the VM's state (see `join`).
-    Join(TcpStream),
+    /// A follower passed the handshake and wants the VM's state (see `ft::attach`).
+    Attach(TcpStream),
     /// Another node won the right to go on alone: stop at once, release nothing.
     Halt(String),
 }
@@ -35,8 +34,7 @@ pub struct LiveDriver {
     events: Receiver<VmEvent>,
     frames: VecDeque<Vec<u8>>,
     stopping: bool,
-    joiner: Option<Joiner>,
-    join: Option<TcpStream>,
+    attach: Option<TcpStream>,
     halt: Option<String>,
 }
 
@@ -48,16 +46,9 @@ impl LiveDriver {
             events,
             frames: VecDeque::new(),
             stopping: false,
-            joiner: None,
-            join: None,
+            attach: None,
             halt: None,
         }
-    }
-
-    /// Lets backups join this VM while it runs.
-    pub fn with_joiner(mut self, joiner: Joiner) -> LiveDriver {
-        self.joiner = Some(joiner);
-        self
     }
 
     pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
@@ -74,17 +65,9 @@ impl LiveDriver {
         if self.stopping {
             return Ok(Step::Finish(Finish::Shutdown));
         }
-        if let (Some(stream), Some(joiner)) = (self.join.take(), &self.joiner) {
-            // Nothing else happens at this exit: the backup's log starts at the next one.
-            match joiner.join(stream, ctx) {
-                Ok(sink) => {
-                    if let Some(old) = self.sink.replace(Box::new(sink)) {
-                        let _ = old.finish();
-                    }
-                }
-                Err(e) => tracing::warn!("a backup could not join: {e}; still unprotected"),
-            }
-            return Ok(Step::Continue);
+        if let Some(stream) = self.attach.take() {
+            // Nothing else happens at this exit: the follower's log starts at the next one.
+            return Ok(Step::Attach(stream));
         }
         if let Some(sink) = &mut self.sink {
             sink.throttle(ctx.index);
@@ -159,7 +142,7 @@ impl LiveDriver {
         match event {
             VmEvent::Frame(f) => self.frames.push_back(f),
             VmEvent::Stop => self.stopping = true,
-            VmEvent::Join(stream) => self.join = Some(stream),
+            VmEvent::Attach(stream) => self.attach = Some(stream),
             VmEvent::Halt(why) => self.halt = Some(why),
         }
     }
@@ -169,7 +152,7 @@ impl LiveDriver {
     fn wait_for_event(&mut self) {
         if self.stopping
             || self.halt.is_some()
-            || self.join.is_some()
+            || self.attach.is_some()
             || !self.frames.is_empty()
             || self.clock.pending(Instant::now())
         {
@@ -190,8 +173,8 @@ impl LiveDriver {
     }
 
     /// Ends the log with the final state, and flushes it.
-    pub fn finish(self, index: u64, finish: Finish, digest: Hash) -> Result<(), RunError> {
-        let Some(mut sink) = self.sink else { return Ok(()) };
+    pub fn finish(&mut self, index: u64, finish: Finish, digest: Hash) -> Result<(), RunError> {
+        let Some(mut sink) = self.sink.take() else { return Ok(()) };
         let reason = match finish {
             Finish::StopAtExit => EndReason::StopAtExit,
             Finish::PowerOff(_) => EndReason::GuestExit,

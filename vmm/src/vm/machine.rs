@@ -51,11 +51,25 @@ pub struct Machine {
     pub repl_status: Arc<AtomicU64>,
 }
 
+/// The VM stopped at counted exit `index` (0: not yet booted), for the
+/// fault-tolerance core to read or send.
+pub struct AtExit<'a> {
+    pub index: u64,
+    pub vcpu: &'a mut VcpuFd,
+    pub mem: &'a GuestMemoryMmap,
+    pub bus: &'a mut Bus,
+}
+
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
     move |source| MachineError::Kvm { what, source }
 }
 
 impl Machine {
+    /// The VM as it stands at counted exit `index`.
+    pub fn at_exit(&mut self, index: u64) -> AtExit<'_> {
+        AtExit { index, vcpu: &mut self.vcpu, mem: &self.mem, bus: &mut self.buses.mmio }
+    }
+
     pub fn new(config: &MachineConfig, image: &[u8]) -> Result<Machine, MachineError> {
         let kvm = Kvm::new().map_err(MachineError::NoKvm)?;
         let vm = kvm.create_vm().map_err(kvm_err("VM creation"))?;

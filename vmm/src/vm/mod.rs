@@ -6,6 +6,7 @@ pub mod boot;
 pub mod clock;
 pub mod cpuid;
 pub mod digest;
+pub mod driver;
 pub mod exit;
 pub mod guest_image;
 pub mod kvm_ext;

@@ -1,52 +1,45 @@
 //! The replay driver: at each counted exit, apply exactly what the log holds
 //! for it, after checking the guest is where the log says it was. A backup's
 //! replay driver also knows how to take over when the primary's log ends.
-use crate::ft::PairState;
 use crate::vm::digest;
-use crate::vm::live::LiveDriver;
+use crate::vm::driver::{ExitContext, Finish, RunError, Step};
 use crate::vm::replayer::{check_sig, AtExit, RecordSource, ReplayError, Replayer};
-use crate::vm::runner::{ExitContext, Finish, RunError, Step};
 use logging_channel::{DigestScope, Event, Hash};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Turns a backup into a live VM when the primary's log ends, given the exit
-/// index of the last replayed exit.
-pub type Takeover = Box<dyn FnOnce(u64) -> Result<LiveDriver, RunError> + Send>;
-
+/// Replays a log exit by exit, checking the guest against it.
 pub struct ReplayDriver {
     log: Replayer<Box<dyn RecordSource + Send>>,
     /// The state digest of the log's end record, once replay reaches it.
     end_digest: Option<Hash>,
-    takeover: Option<Takeover>,
-    /// A backup publishes how far it has replayed, for its acks.
-    pair: Option<Arc<PairState>>,
+    /// A follower publishes how far it has replayed (for its acks); its log may end
+    /// without an end record (the primary died), which a file's may not.
+    replayed_through: Option<Arc<AtomicU64>>,
 }
 
 impl ReplayDriver {
     /// Replays a log that must end with an end record (a file).
     pub fn new(source: Box<dyn RecordSource + Send>) -> ReplayDriver {
-        ReplayDriver { log: Replayer::new(source), end_digest: None, takeover: None, pair: None }
+        ReplayDriver { log: Replayer::new(source), end_digest: None, replayed_through: None }
     }
 
-    /// Replays a primary's stream; when it ends without an end record, `takeover` runs.
-    pub fn with_takeover(
-        source: Box<dyn RecordSource + Send>,
-        takeover: Takeover,
-        pair: Arc<PairState>,
-    ) -> ReplayDriver {
-        ReplayDriver { log: Replayer::new(source), end_digest: None, takeover: Some(takeover), pair: Some(pair) }
+    /// Replays a primary's stream, publishing progress in `replayed_through`; when the
+    /// stream ends without an end record, the run yields [`Step::LogEnded`].
+    pub fn following(source: Box<dyn RecordSource + Send>, replayed_through: Arc<AtomicU64>) -> ReplayDriver {
+        ReplayDriver { log: Replayer::new(source), end_digest: None, replayed_through: Some(replayed_through) }
     }
 
     pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
-        if let Some(pair) = &self.pair {
-            pair.replayed_through.store(ctx.index - 1, Ordering::Relaxed);
+        if let Some(replayed) = &self.replayed_through {
+            replayed.store(ctx.index - 1, Ordering::Relaxed);
         }
         let at = self.log.at_exit(ctx.index)?;
         if at.stream_ended && at.entry.is_none() {
-            // Everything the primary sent has been replayed: from this exit on, this VM is live.
-            return match self.takeover.take() {
-                Some(takeover) => Ok(Step::GoLive(Box::new(takeover(ctx.index - 1)?))),
+            // Everything the primary sent has been replayed: a follower's core decides what
+            // comes next (go live, or stand down); a file that ends like this was cut short.
+            return match self.replayed_through {
+                Some(_) => Ok(Step::LogEnded),
                 None => Err(ReplayError::NoEnd { last: self.log.last_index() }.into()),
             };
         }
@@ -68,7 +61,7 @@ impl ReplayDriver {
         check_digests(ctx, &at)
     }
 
-    pub fn finish(self, index: u64, finish: Finish, stop_at: Option<u64>, digest: &Hash) -> Result<(), RunError> {
+    pub fn finish(&self, index: u64, finish: Finish, stop_at: Option<u64>, digest: &Hash) -> Result<(), RunError> {
         if let (Finish::EndOfLog(reason), Some(wanted)) = (finish, stop_at) {
             if wanted > index {
                 return Err(ReplayError::PastEnd { end: index, reason, wanted }.into());

@@ -1,87 +1,37 @@
 //! The vCPU loop: `KVM_RUN`, classify the exit, and at every counted exit hand
-//! over to the driver — live (timer, TAP frames, optional recorder) or replay
-//! (a log) — which decides what enters the guest at that exit. Nothing else
-//! happens on this thread.
-use crate::devices::bus::{Bus, DeviceEffect, GuestFault, Output};
-use crate::host::status::{Role, Stats};
-use crate::vm::digest::{self, DigestError};
-use crate::vm::exit::{handle_exit, CountedExit, ExitAction, FatalExit};
-use crate::vm::kvm_ext::inject_interrupt;
+//! over to the driver — live (timer, TAP frames, optional log sink) or replay
+//! (a log) — which decides what enters the guest at that exit.
+//!
+//! The loop knows nothing about replication. Where the fault-tolerance core
+//! must act — a follower attaching at this exit, a follower's log ending — the
+//! loop stops and [`Runner::run`] returns a [`Yield`]; the caller does its work
+//! with [`Runner::at_exit`] or [`Runner::switch_to_live`] and calls `run` again,
+//! which carries on from the next exit.
+use crate::devices::bus::DeviceEffect;
+use crate::vm::digest;
+use crate::vm::driver::{ExitContext, Finish, OutputItem, RunError, Step};
+use crate::vm::exit::{handle_exit, CountedExit, ExitAction};
 use crate::vm::live::LiveDriver;
-use crate::vm::machine::Machine;
-use crate::vm::recorder::RecordError;
+use crate::vm::machine::{AtExit, Machine};
 use crate::vm::replay::ReplayDriver;
-use crate::vm::replayer::ReplayError;
 use crate::vm::snapshot;
 use crossbeam_channel::Sender;
-use kvm_ioctls::VcpuFd;
-use logging_channel::{EndReason, ExitSig, Hash};
-use std::sync::atomic::{AtomicBool, Ordering};
+use logging_channel::Hash;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vm_memory::GuestMemoryMmap;
 
 /// Kicks (10 ms apart) a stopping live VM gets to reach its next counted exit.
 const MAX_KICKS_TO_STOP: u32 = 200;
 
-/// A register digest goes into the log every this many exits.
-pub const DIGEST_EVERY: u64 = 1 << 14;
-/// A digest of the whole machine (registers and memory) goes into the log every this
-/// many exits: memory that drifts is caught here rather than only at the end.
-pub const FULL_DIGEST_EVERY: u64 = 1 << 17;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("KVM_RUN failed at exit {index}: {source}")]
-    Run {
-        index: u64,
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    #[error("the VM stopped at exit {index}: {exit}")]
-    Fatal { index: u64, exit: FatalExit },
-    #[error("the guest crashed at exit {index}: {fault}")]
-    GuestFault { index: u64, fault: GuestFault },
-    #[error("injecting vector {vector} at exit {index} failed: {source}")]
-    Inject {
-        index: u64,
-        vector: u8,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Replay(#[from] ReplayError),
-    #[error(transparent)]
-    Record(#[from] RecordError),
-    #[error(transparent)]
-    Digest(#[from] DigestError),
-    #[error("standing down: {0}")]
-    StandDown(String),
-}
-
-/// Output produced at a counted exit; the Output Rule releases it by that index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputItem {
-    pub exit_index: u64,
-    pub output: Output,
-    /// When the guest produced it: held time is measured from here.
-    pub produced: Instant,
-}
-
+/// Who decides what enters the guest at each exit.
 pub enum Driver {
     Live(LiveDriver),
     Replay(ReplayDriver),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    StopAtExit,
-    PowerOff(u32),
-    Shutdown,
-    /// Replay reached the log's end record.
-    EndOfLog(EndReason),
-}
-
+/// How a finished run went.
 #[derive(Debug)]
 pub struct Outcome {
     pub finish: Finish,
@@ -92,53 +42,27 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-pub enum Step {
-    Continue,
-    Finish(Finish),
-    /// A backup's log has ended: this exit and all later ones are live.
-    GoLive(Box<LiveDriver>),
+/// Why [`Runner::run`] returned.
+#[derive(Debug)]
+pub enum Yield {
+    /// The run is over.
+    Done(Outcome),
+    /// A follower wants the state as of the current exit.
+    Attach(TcpStream),
+    /// A follower's log ended; the current exit is the first one nothing was logged for.
+    LogEnded {
+        /// The last exit replayed from the log.
+        last_replayed: u64,
+    },
 }
 
-/// The VM as a driver sees it at one counted exit.
-pub struct ExitContext<'a> {
-    pub index: u64,
-    pub exit: &'a CountedExit,
-    pub wants_wait: bool,
-    /// The exit produced output (which the Output Rule will hold until the backup acks it).
-    pub produced_output: bool,
-    pub vcpu: &'a mut VcpuFd,
-    pub bus: &'a mut Bus,
-    pub mem: &'a GuestMemoryMmap,
-    pub interrupts: &'a mut u64,
-}
-
-impl ExitContext<'_> {
-    /// What the guest is doing at this exit, as a log entry records it.
-    pub fn sig(&self) -> Result<ExitSig, RunError> {
-        Ok(ExitSig {
-            kind: self.exit.kind,
-            addr: self.exit.addr,
-            data: self.exit.data,
-            regs_hash: digest::regs_hash64(self.vcpu)?,
-        })
-    }
-
-    /// The guest can take an external interrupt now (RFLAGS.IF set, no interrupt shadow).
-    pub fn can_inject(&mut self) -> bool {
-        let run = self.vcpu.get_kvm_run();
-        run.ready_for_interrupt_injection != 0 && run.if_flag != 0
-    }
-
-    pub fn inject(&mut self, vector: u8) -> Result<(), RunError> {
-        inject_interrupt(self.vcpu, vector).map_err(|source| RunError::Inject { index: self.index, vector, source })?;
-        *self.interrupts += 1;
-        Ok(())
-    }
-}
-
+/// The vCPU loop and the VM it runs.
 pub struct Runner {
-    first_index: u64,
-    stats: Arc<Stats>,
+    index: u64,
+    interrupts: u64,
+    kicks_while_stopping: u32,
+    elapsed: Duration,
+    exit_counter: Arc<AtomicU64>,
     machine: Machine,
     driver: Driver,
     stop_at: Option<u64>,
@@ -147,29 +71,71 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// A loop over `machine` driven by `driver`; output goes to `output`, the exit
+    /// index is published in `exit_counter`, and `stop` asks for a clean stop.
     pub fn new(
         machine: Machine,
         driver: Driver,
         stop_at: Option<u64>,
         output: Sender<OutputItem>,
         stop: Arc<AtomicBool>,
-        stats: Arc<Stats>,
+        exit_counter: Arc<AtomicU64>,
     ) -> Runner {
-        Runner { first_index: 0, stats, machine, driver, stop_at, output, stop }
+        Runner {
+            index: 0,
+            interrupts: 0,
+            kicks_while_stopping: 0,
+            elapsed: Duration::ZERO,
+            exit_counter,
+            machine,
+            driver,
+            stop_at,
+            output,
+            stop,
+        }
     }
 
     /// A VM restored from a state taken at exit `index` counts on from there.
     pub fn starting_after(mut self, index: u64) -> Runner {
-        self.first_index = index;
+        self.index = index;
         self
     }
 
-    pub fn run(mut self) -> Result<Outcome, RunError> {
-        let mut index = self.first_index;
-        let mut interrupts = 0u64;
-        let mut kicks_while_stopping = 0u32;
+    /// The VM at the exit the loop stopped at.
+    pub fn at_exit(&mut self) -> AtExit<'_> {
+        self.machine.at_exit(self.index)
+    }
+
+    /// From the next exit on, the VM is live.
+    pub fn switch_to_live(&mut self, live: LiveDriver) {
+        self.driver = Driver::Live(live);
+    }
+
+    /// Runs until the VM stops or the fault-tolerance core must act.
+    pub fn run(&mut self) -> Result<Yield, RunError> {
         let started = Instant::now();
-        let finish = loop {
+        let result = self.run_until_yield();
+        self.elapsed += started.elapsed();
+        let finish = match result? {
+            Ok(finish) => finish,
+            Err(pause) => return Ok(pause),
+        };
+        // The state we hash is the state after the last counted exit.
+        snapshot::complete_pending_instruction(&mut self.machine.vcpu);
+        let digest = digest::state_digest(&self.machine.vcpu, &self.machine.mem)?;
+        match &mut self.driver {
+            Driver::Live(live) => live.finish(self.index, finish, digest)?,
+            Driver::Replay(replay) => replay.finish(self.index, finish, self.stop_at, &digest)?,
+        }
+        let outcome =
+            Outcome { finish, exit_index: self.index, digest, interrupts: self.interrupts, elapsed: self.elapsed };
+        Ok(Yield::Done(outcome))
+    }
+
+    /// `Ok(Ok(finish))` when the run is over, `Ok(Err(yield))` at a stop point.
+    fn run_until_yield(&mut self) -> Result<Result<Finish, Yield>, RunError> {
+        loop {
+            let index = self.index;
             let action = match self.machine.vcpu.run() {
                 Ok(exit) => handle_exit(exit, &mut self.machine.buses, &self.machine.mem),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => ExitAction::Uncounted,
@@ -181,40 +147,28 @@ impl Runner {
                 // so its final state is one a replay reaches too; a replay, or a guest that
                 // makes no exit for a long time, stops where it is.
                 ExitAction::Uncounted if self.stop.load(Ordering::Relaxed) => {
-                    kicks_while_stopping += 1;
-                    if matches!(self.driver, Driver::Replay(_)) || kicks_while_stopping > MAX_KICKS_TO_STOP {
-                        break Finish::Shutdown;
+                    self.kicks_while_stopping += 1;
+                    if matches!(self.driver, Driver::Replay(_)) || self.kicks_while_stopping > MAX_KICKS_TO_STOP {
+                        return Ok(Ok(Finish::Shutdown));
                     }
                     continue;
                 }
                 ExitAction::Uncounted => continue,
                 ExitAction::Fatal(exit) => return Err(RunError::Fatal { index, exit }),
             };
-            index += 1;
-            self.stats.exit_index.store(index, Ordering::Relaxed);
-            match self.on_counted_exit(index, exit, &mut interrupts)? {
+            self.index += 1;
+            self.exit_counter.store(self.index, Ordering::Relaxed);
+            match self.on_counted_exit(exit)? {
                 Step::Continue => {}
-                Step::Finish(f) => break f,
-                Step::GoLive(live) => {
-                    self.stats.set_role(Role::Live);
-                    self.stats.epoch.fetch_add(1, Ordering::SeqCst);
-                    tracing::info!(exit = index, "replayed the whole log: this VM is live from here on");
-                    self.driver = Driver::Live(*live);
-                }
+                Step::Finish(f) => return Ok(Ok(f)),
+                Step::Attach(conn) => return Ok(Err(Yield::Attach(conn))),
+                Step::LogEnded => return Ok(Err(Yield::LogEnded { last_replayed: self.index - 1 })),
             }
-        };
-        let elapsed = started.elapsed();
-        // The state we hash is the state after the last counted exit.
-        snapshot::complete_pending_instruction(&mut self.machine.vcpu);
-        let digest = digest::state_digest(&self.machine.vcpu, &self.machine.mem)?;
-        match self.driver {
-            Driver::Live(live) => live.finish(index, finish, digest)?,
-            Driver::Replay(replay) => replay.finish(index, finish, self.stop_at, &digest)?,
         }
-        Ok(Outcome { finish, exit_index: index, digest, interrupts, elapsed })
     }
 
-    fn on_counted_exit(&mut self, index: u64, mut exit: CountedExit, interrupts: &mut u64) -> Result<Step, RunError> {
+    fn on_counted_exit(&mut self, mut exit: CountedExit) -> Result<Step, RunError> {
+        let index = self.index;
         let (wants_wait, output) = match std::mem::replace(&mut exit.effect, DeviceEffect::None) {
             DeviceEffect::None => (false, None),
             DeviceEffect::Wait => (true, None),
@@ -231,15 +185,16 @@ impl Runner {
             vcpu: &mut self.machine.vcpu,
             bus: &mut self.machine.buses.mmio,
             mem: &self.machine.mem,
-            interrupts,
+            interrupts: &mut self.interrupts,
         };
         let step = match &mut self.driver {
             Driver::Live(live) => live.at_exit(&mut ctx, self.stop_at),
             Driver::Replay(replay) => replay.at_exit(&mut ctx, self.stop_at),
         };
         // Handed over after the driver logged this exit: on a primary, the log write that
-        // starts the backup's ack is the critical path, and waking the output thread first
-        // could delay it. (The output thread may be gone at shutdown; the VM must not care.)
+        // starts the followers' acks is the critical path, and waking the output thread
+        // first could delay it. (The output thread may be gone at shutdown; the VM must
+        // not care.)
         if let Some(output) = output {
             let _ = self.output.send(OutputItem { exit_index: index, output, produced: Instant::now() });
         }

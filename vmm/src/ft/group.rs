@@ -1,0 +1,464 @@
+//! The replica group as this member sees it, and **the one owner** of its
+//! state: the epoch and every change to it, the followers with their mode,
+//! state and acknowledged positions, and every conversation with the arbiter.
+//! Nothing else writes the epoch or talks to the arbiter.
+//!
+//! ```text
+//!   epoch N ──(a member goes on alone: wins the arbiter for N)──> epoch N+1
+//!
+//!   primary:   followers [f1 acked 120, f2 acked 118 (synchronous)]  mode semi-sync
+//!              release_limit = 118      (output_rule)
+//!   follower:  upstream (its primary, alive?, received, replayed, released)
+//! ```
+//!
+//! A member goes on alone when a primary drops a follower (the follower might be
+//! alive behind a partition and about to go live) or when a follower goes live.
+//! With an arbiter it must first win the claim for the current epoch; the loser
+//! halts. The epoch then moves on, so the next claim is a fresh one.
+use super::follower::Upstream;
+use super::output_rule::{self, Position, ReplicationMode};
+use crate::host::arbiter::Arbiter;
+use crate::host::status::{GroupReport, Stats};
+use crate::vm::live::VmEvent;
+use crossbeam_channel::Sender;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The replication epoch a fresh group starts in.
+pub const FIRST_EPOCH: u64 = 1;
+/// Followers a primary takes by default (`--max-followers`).
+pub const DEFAULT_MAX_FOLLOWERS: usize = 4;
+/// Dropped followers kept for `status`.
+const MAX_DROPPED_SHOWN: usize = 8;
+/// A follower whose replay trails by more than this many exits is "catching up".
+const IN_SYNC_LAG: u64 = 4096;
+
+/// A follower as its primary sees it.
+#[derive(Debug)]
+pub struct Follower {
+    /// Numbered from 1 in the order they attached.
+    pub id: u64,
+    /// Its address, as the primary sees the connection.
+    pub addr: String,
+    /// The exit its state was taken at: it holds everything through this one.
+    pub joined_at: u64,
+    acked: AtomicU64,
+    replayed: AtomicU64,
+    heard: AtomicBool,
+    dropped: AtomicBool,
+    /// Log bytes sent to it.
+    pub log_bytes: AtomicU64,
+}
+
+impl Follower {
+    /// The highest exit it acknowledged receiving.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    /// The last exit it said it replayed.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::SeqCst)
+    }
+
+    /// Whether the group has let it go.
+    pub fn is_dropped(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
+    fn state(&self, exit_index: u64) -> &'static str {
+        match () {
+            _ if self.is_dropped() => "dropped",
+            _ if !self.heard.load(Ordering::SeqCst) => "joining",
+            _ if exit_index.saturating_sub(self.replayed()) > IN_SYNC_LAG => "catching up",
+            _ => "in sync",
+        }
+    }
+}
+
+/// How the group is configured.
+#[derive(Clone)]
+pub struct GroupConfig {
+    pub mode: ReplicationMode,
+    pub max_followers: usize,
+    /// Decides who goes on alone; without one, a partition can cause split brain.
+    pub arbiter: Option<Arc<dyn Arbiter>>,
+}
+
+/// The group, as this member sees it.
+pub struct Group {
+    config: GroupConfig,
+    epoch: AtomicU64,
+    followers: Mutex<Vec<Arc<Follower>>>,
+    dropped: Mutex<VecDeque<Arc<Follower>>>,
+    /// The synchronous follower's id (`semi-sync`).
+    synchronous: AtomicU64,
+    next_id: AtomicU64,
+    /// The highest exit whose output has left this VM.
+    released: AtomicU64,
+    halted: AtomicBool,
+    /// This member's primary, while it is a follower.
+    upstream: Mutex<Option<(Arc<Upstream>, String)>>,
+    /// What the guest's INFO shows (`guest_abi::system::REPL_PROTECTED` or 0).
+    repl_status: Arc<AtomicU64>,
+    /// Where to tell the vCPU to halt when another member won the arbiter.
+    events: Sender<VmEvent>,
+}
+
+impl Group {
+    /// A group in `FIRST_EPOCH` with no followers (a primary, or a follower before
+    /// it has its primary's state).
+    pub fn new(
+        config: GroupConfig,
+        stats: Arc<Stats>,
+        repl_status: Arc<AtomicU64>,
+        events: Sender<VmEvent>,
+    ) -> Arc<Group> {
+        let group = Arc::new(Group {
+            config,
+            epoch: AtomicU64::new(FIRST_EPOCH),
+            followers: Mutex::new(Vec::new()),
+            dropped: Mutex::new(VecDeque::new()),
+            synchronous: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            released: AtomicU64::new(0),
+            halted: AtomicBool::new(false),
+            upstream: Mutex::new(None),
+            repl_status,
+            events,
+        });
+        stats.set_group(group.clone());
+        group
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Follower>>> {
+        self.followers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The replication epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The replication mode.
+    pub fn mode(&self) -> ReplicationMode {
+        self.config.mode
+    }
+
+    /// The arbiter, for describing it.
+    pub fn arbiter(&self) -> Option<&Arc<dyn Arbiter>> {
+        self.config.arbiter.as_ref()
+    }
+
+    /// A primary must not start in an epoch that another member already went on
+    /// alone in: it would be a second primary for the same service.
+    pub fn refuse_if_stale(&self) -> Result<(), String> {
+        let Some(arbiter) = &self.config.arbiter else {
+            tracing::warn!("no --arbiter: if the link to a follower is cut, both sides may go on alone (split brain)");
+            return Ok(());
+        };
+        match arbiter.latest_claim() {
+            Ok(Some(epoch)) if epoch >= FIRST_EPOCH => Err(format!(
+                "the arbiter ({}) records that a member went on alone in epoch {epoch}: this primary's state is \
+                 stale and it must not serve. Join the current primary as a follower instead, or clear the \
+                 arbiter for a new deployment.",
+                arbiter.describe()
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("cannot consult the arbiter: {e}")),
+        }
+    }
+
+    /// Whether another follower may attach now.
+    pub fn has_room(&self) -> bool {
+        !self.halted() && self.lock().len() < self.config.max_followers
+    }
+
+    /// Live followers now.
+    pub fn follower_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Registers a follower that holds the state as of exit `joined_at`.
+    pub fn add_follower(&self, addr: &str, joined_at: u64) -> Arc<Follower> {
+        let follower = Arc::new(Follower {
+            id: self.next_id.fetch_add(1, Ordering::SeqCst),
+            addr: addr.to_string(),
+            joined_at,
+            acked: AtomicU64::new(joined_at),
+            replayed: AtomicU64::new(joined_at),
+            heard: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
+            log_bytes: AtomicU64::new(0),
+        });
+        let mut followers = self.lock();
+        followers.push(follower.clone());
+        if self.config.mode == ReplicationMode::SemiSync && self.synchronous.load(Ordering::SeqCst) == 0 {
+            self.synchronous.store(follower.id, Ordering::SeqCst);
+        }
+        self.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
+        follower
+    }
+
+    /// A follower's ack. Returns whether its acknowledged position moved (output may go).
+    /// An ack beyond what was sent is refused by the caller before it gets here.
+    pub fn record_ack(&self, follower: &Follower, received: u64, replayed: u64) -> bool {
+        follower.heard.store(true, Ordering::SeqCst);
+        follower.replayed.fetch_max(replayed, Ordering::SeqCst);
+        follower.acked.fetch_max(received, Ordering::SeqCst) < received
+    }
+
+    /// Lets a follower go: it is silent, closed, broken, stalled or misbehaving. Output
+    /// stops waiting for it at once. With an arbiter this member must first win the
+    /// current epoch (the follower may be alive behind a partition and about to go
+    /// live); if it loses, it halts and releases nothing more. Returns whether the
+    /// follower was still in the group.
+    pub fn drop_follower(&self, follower: &Follower, why: &str) -> bool {
+        if follower.dropped.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        tracing::warn!(follower = follower.id, addr = %follower.addr, "follower dropped ({why})");
+        if let Err(lost) = self.go_on_alone("primary") {
+            self.halt(lost);
+            return true;
+        }
+        let mut followers = self.lock();
+        let gone: Vec<Arc<Follower>> = followers.iter().filter(|f| f.id == follower.id).cloned().collect();
+        followers.retain(|f| f.id != follower.id);
+        if self.synchronous.load(Ordering::SeqCst) == follower.id {
+            let positions: Vec<Position> =
+                followers.iter().map(|f| Position { acked: f.acked(), synchronous: false }).collect();
+            let next = output_rule::choose_synchronous(&positions).map_or(0, |i| followers[i].id);
+            self.synchronous.store(next, Ordering::SeqCst);
+            if next != 0 {
+                tracing::warn!(follower = next, "follower {next} is the synchronous one now");
+            }
+        }
+        if followers.is_empty() {
+            self.repl_status.store(0, Ordering::SeqCst);
+            tracing::warn!("no follower left: this primary now runs UNPROTECTED");
+        }
+        drop(followers);
+        let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        dropped.extend(gone);
+        while dropped.len() > MAX_DROPPED_SHOWN {
+            dropped.pop_front();
+        }
+        true
+    }
+
+    /// With an arbiter, claims the current epoch for `me`; on a win the epoch moves on.
+    /// `Err` says why this member must not go on alone.
+    fn go_on_alone(&self, me: &str) -> Result<(), String> {
+        let epoch = self.epoch();
+        if let Some(arbiter) = &self.config.arbiter {
+            match arbiter.claim(epoch, me) {
+                Ok(true) => tracing::info!(epoch, arbiter = %arbiter.describe(), "won the arbiter: going on alone"),
+                Ok(false) => return Err(format!("another member won the arbiter for epoch {epoch} and is live")),
+                Err(e) => return Err(format!("cannot reach the arbiter ({e})")),
+            }
+        }
+        self.epoch.store(epoch + 1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// This member must stop at once and release nothing more: another went on alone.
+    pub fn halt(&self, why: String) {
+        self.halted.store(true, Ordering::SeqCst);
+        tracing::error!("{why}: this primary HALTS without releasing held output");
+        let _ = self.events.send(VmEvent::Halt(why));
+    }
+
+    /// Whether this member halted.
+    pub fn halted(&self) -> bool {
+        self.halted.load(Ordering::SeqCst)
+    }
+
+    /// The highest exit whose output may leave now (the Output Rule).
+    pub fn release_limit(&self) -> u64 {
+        if self.halted() {
+            return 0;
+        }
+        let sync = self.synchronous.load(Ordering::SeqCst);
+        let positions: Vec<Position> =
+            self.lock().iter().map(|f| Position { acked: f.acked(), synchronous: f.id == sync }).collect();
+        output_rule::release_limit(self.config.mode, &positions)
+    }
+
+    /// Output produced up to `exit_index` has left this VM; followers are told.
+    pub fn note_released(&self, exit_index: u64) {
+        self.released.fetch_max(exit_index, Ordering::SeqCst);
+    }
+
+    /// The highest exit whose output has left this VM.
+    pub fn released(&self) -> u64 {
+        self.released.load(Ordering::SeqCst)
+    }
+
+    /// This member is a follower of the primary at `addr`, from the state it sent in `epoch`.
+    pub fn follow(&self, upstream: Arc<Upstream>, addr: &str, epoch: u64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+        *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some((upstream, addr.to_string()));
+        self.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
+    }
+
+    /// This follower's primary is gone and it wants to go live: with an arbiter it must
+    /// win the current epoch first. On success it is the primary of a new epoch, with
+    /// no followers yet.
+    pub fn take_over(&self) -> Result<(), String> {
+        self.go_on_alone("backup")?;
+        *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.repl_status.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn upstream(&self) -> Option<(Arc<Upstream>, String)> {
+        self.upstream.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl GroupReport for Group {
+    fn epoch(&self) -> u64 {
+        Group::epoch(self)
+    }
+
+    fn protected(&self) -> bool {
+        match self.upstream() {
+            Some((up, _)) => up.alive.load(Ordering::SeqCst),
+            None => !self.halted() && self.follower_count() > 0,
+        }
+    }
+
+    fn positions(&self) -> (u64, u64) {
+        if let Some((up, _)) = self.upstream() {
+            return (up.received_through.load(Ordering::SeqCst), up.replayed_through.load(Ordering::SeqCst));
+        }
+        let followers = self.lock();
+        let acked = followers.iter().map(|f| f.acked()).min().unwrap_or(0);
+        let replayed = followers.iter().map(|f| f.replayed()).min().unwrap_or(0);
+        (acked, replayed)
+    }
+
+    fn peer(&self) -> String {
+        if let Some((_, addr)) = self.upstream() {
+            return addr;
+        }
+        self.lock().iter().map(|f| f.addr.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    fn json_fields(&self, exit_index: u64) -> String {
+        let sync = self.synchronous.load(Ordering::SeqCst);
+        let mut out = format!("\"replication\":\"{}\",\"followers\":[", self.config.mode);
+        let live = self.lock().clone();
+        let dropped: Vec<_> = self.dropped.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        for (i, f) in live.iter().chain(dropped.iter()).enumerate() {
+            let mode = match self.config.mode {
+                ReplicationMode::Async => "async",
+                ReplicationMode::SemiSync if f.id != sync => "async",
+                ReplicationMode::Quorum(_) => "quorum",
+                _ => "sync",
+            };
+            let _ = write!(
+                out,
+                "{}{{\"id\":{},\"addr\":\"{}\",\"mode\":\"{mode}\",\"state\":\"{}\",\"joined_at\":{},\
+                 \"acked_through\":{},\"replayed_through\":{},\"lag_exits\":{},\"log_bytes\":{}}}",
+                if i == 0 { "" } else { "," },
+                f.id,
+                f.addr,
+                f.state(exit_index),
+                f.joined_at,
+                f.acked(),
+                f.replayed(),
+                if f.is_dropped() { 0 } else { exit_index.saturating_sub(f.replayed()) },
+                f.log_bytes.load(Ordering::Relaxed),
+            );
+        }
+        out.push_str("],");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::status::Role;
+
+    fn group(mode: ReplicationMode, max: usize) -> (Arc<Group>, crossbeam_channel::Receiver<VmEvent>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let config = GroupConfig { mode, max_followers: max, arbiter: None };
+        (Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx), rx)
+    }
+
+    #[test]
+    fn a_follower_starts_at_the_exit_it_joined_at() {
+        let (g, _rx) = group(ReplicationMode::Sync, 4);
+        let f = g.add_follower("10.0.0.2:1", 293_643);
+        assert_eq!((f.acked(), f.replayed()), (293_643, 293_643));
+        assert_eq!(g.release_limit(), 293_643);
+    }
+
+    #[test]
+    fn sync_output_waits_for_every_follower_and_a_dropped_one_never_holds_it() {
+        let (g, _rx) = group(ReplicationMode::Sync, 4);
+        let (a, b) = (g.add_follower("a", 0), g.add_follower("b", 0));
+        assert!(g.record_ack(&a, 100, 90));
+        assert!(g.record_ack(&b, 40, 40));
+        assert_eq!(g.release_limit(), 40);
+        assert!(g.drop_follower(&b, "silent"));
+        assert!(!g.drop_follower(&b, "again"), "a follower is dropped once");
+        assert_eq!(g.release_limit(), 100);
+        assert!(g.drop_follower(&a, "closed"));
+        assert_eq!(g.release_limit(), u64::MAX, "no follower: unprotected, everything leaves");
+        assert!(!GroupReport::protected(&*g));
+    }
+
+    #[test]
+    fn semi_sync_promotes_the_most_advanced_follower_when_the_synchronous_one_drops() {
+        let (g, _rx) = group(ReplicationMode::SemiSync, 4);
+        let (a, b, c) = (g.add_follower("a", 0), g.add_follower("b", 0), g.add_follower("c", 0));
+        g.record_ack(&a, 50, 50);
+        g.record_ack(&b, 80, 80);
+        g.record_ack(&c, 70, 70);
+        assert_eq!(g.release_limit(), 50, "the first follower is synchronous");
+        g.drop_follower(&a, "killed");
+        assert_eq!(g.release_limit(), 80, "b had acknowledged the most");
+        assert!(g.json_fields(100).contains("\"id\":2,\"addr\":\"b\",\"mode\":\"sync\""));
+    }
+
+    #[test]
+    fn acks_never_move_positions_backwards() {
+        let (g, _rx) = group(ReplicationMode::Sync, 4);
+        let a = g.add_follower("a", 10);
+        assert!(g.record_ack(&a, 20, 15));
+        assert!(!g.record_ack(&a, 12, 11), "an old ack is not news");
+        assert_eq!((a.acked(), a.replayed()), (20, 15));
+    }
+
+    #[test]
+    fn the_group_has_room_for_max_followers() {
+        let (g, _rx) = group(ReplicationMode::Sync, 2);
+        g.add_follower("a", 0);
+        assert!(g.has_room());
+        g.add_follower("b", 0);
+        assert!(!g.has_room());
+    }
+
+    #[test]
+    fn going_on_alone_moves_the_epoch_on() {
+        let (g, _rx) = group(ReplicationMode::Sync, 2);
+        let a = g.add_follower("a", 0);
+        g.drop_follower(&a, "partition");
+        assert_eq!(g.epoch(), FIRST_EPOCH + 1);
+    }
+
+    #[test]
+    fn a_halted_primary_releases_nothing_and_takes_no_follower() {
+        let (g, rx) = group(ReplicationMode::Async, 2);
+        g.halt("lost the arbiter".into());
+        assert_eq!(g.release_limit(), 0);
+        assert!(!g.has_room());
+        assert!(matches!(rx.try_recv(), Ok(VmEvent::Halt(_))));
+    }
+}

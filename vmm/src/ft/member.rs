@@ -1,0 +1,50 @@
+//! What runs on the vCPU thread of a group member: the vCPU loop, and the
+//! core's work at the points where the loop stops for it.
+//!
+//! ```text
+//!   loop: runner.run()
+//!     Yield::Attach(conn)  -> attacher.attach(conn, VM at this exit); go on
+//!     Yield::LogEnded      -> takeover.go_live(); the runner switches to the live driver; go on
+//!     Yield::Done(outcome) -> the run is over
+//! ```
+use super::attach::Attacher;
+use super::takeover::Takeover;
+use crate::vm::driver::RunError;
+use crate::vm::runner::{Outcome, Runner, Yield};
+
+/// A group member's vCPU program.
+pub struct Member {
+    pub runner: Runner,
+    /// Followers attach here (a primary, or a follower once live with `--listen`).
+    pub attacher: Option<Attacher>,
+    /// How this member goes live if it is a follower whose primary dies.
+    pub takeover: Option<Takeover>,
+}
+
+impl Member {
+    /// Runs the VM to its end.
+    pub fn run(mut self) -> Result<Outcome, RunError> {
+        loop {
+            match self.runner.run()? {
+                Yield::Done(outcome) => return Ok(outcome),
+                Yield::Attach(conn) => match &self.attacher {
+                    Some(attacher) => {
+                        if let Err(e) = attacher.attach(conn, self.runner.at_exit()) {
+                            tracing::warn!("a follower could not join: {e}");
+                        }
+                    }
+                    None => tracing::warn!("a follower asked to join a VM that takes none; ignored"),
+                },
+                Yield::LogEnded { last_replayed } => {
+                    let Some(takeover) = self.takeover.take() else {
+                        return Err(RunError::StandDown("the log ended and this VM cannot go live".into()));
+                    };
+                    let live = takeover.go_live(last_replayed)?;
+                    tracing::info!(exit = last_replayed + 1, "replayed the whole log: this VM is live from here on");
+                    self.runner.switch_to_live(live.driver);
+                    self.attacher = live.attacher;
+                }
+            }
+        }
+    }
+}

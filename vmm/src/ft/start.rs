@@ -1,0 +1,116 @@
+//! Setting up a group member before the guest boots.
+//!
+//! A primary waits for its first follower and attaches it at exit 0 through
+//! the same [`Attacher`] that attaches followers to the running VM later; it
+//! keeps listening for more. A follower receives the state, replays the log,
+//! and if its primary dies goes live ([`Takeover`]).
+use super::attach::{self, Attacher};
+use super::follower::{self, Upstream};
+use super::group::Group;
+use super::handshake;
+use super::release::{Control, Policy, SharedReleaser};
+use super::stream::{Fanout, GroupSink};
+use super::takeover::Takeover;
+use super::{ReplicationError, Timing};
+use crate::host::status::Stats;
+use crate::vm::live::{LiveDriver, VmEvent};
+use crate::vm::machine::Machine;
+use crate::vm::replay::ReplayDriver;
+use crate::vm::runner::Driver;
+use crate::vm::snapshot;
+use crossbeam_channel::{Receiver, Sender};
+use guest_abi::NetConfig;
+use logging_channel::channel::{hello, Role};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every member hands to the set-up code.
+pub struct Services {
+    pub group: Arc<Group>,
+    pub releaser: SharedReleaser,
+    pub stats: Arc<Stats>,
+    pub events: Receiver<VmEvent>,
+    pub events_tx: Sender<VmEvent>,
+    pub timing: Timing,
+}
+
+/// A member ready to boot.
+pub struct Started {
+    pub driver: Driver,
+    /// The exit the VM's state was taken at: the first exit it runs is the next one.
+    pub first_index: u64,
+    pub attacher: Option<Attacher>,
+    pub takeover: Option<Takeover>,
+    /// A follower's view of its primary.
+    pub upstream: Option<Arc<Upstream>>,
+}
+
+/// Waits for the first follower on `listen`, attaches it at exit 0, and keeps
+/// listening for more.
+pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Started, ReplicationError> {
+    s.group.refuse_if_stale().map_err(ReplicationError::Stale)?;
+    let listener = handshake::listen(listen)?;
+    tracing::info!(%listen, replication = %s.group.mode(), "primary waiting for its first follower");
+    let header = machine.header;
+    let local = || hello(Role::Primary, &header, s.group.epoch());
+    let conn = handshake::accept_backup(&listener, &local, &|| false)?;
+    let fanout = Fanout::new();
+    let attacher = Attacher {
+        group: s.group.clone(),
+        fanout: fanout.clone(),
+        releaser: s.releaser.clone(),
+        stats: s.stats.clone(),
+        timing: s.timing,
+    };
+    attacher.attach(conn, machine.at_exit(0))?;
+    s.releaser.set_policy(Policy::Primary(s.group.clone()));
+    attach::spawn_listener(listener, header, s.group.clone(), s.events_tx.clone())
+        .map_err(|e| ReplicationError::Thread("join-listen", e))?;
+    let sink = GroupSink::new(fanout, s.stats.clone());
+    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events);
+    Ok(Started { driver: Driver::Live(live), first_index: 0, attacher: Some(attacher), takeover: None, upstream: None })
+}
+
+/// How a follower goes live, besides what [`Services`] has.
+pub struct FollowerPlan {
+    pub tap: Option<String>,
+    pub net: NetConfig,
+    /// Where to take followers of its own once live.
+    pub listen: Option<String>,
+    pub control: Sender<Control>,
+}
+
+/// Connects to the primary, pairs, receives its state, and returns the replaying driver.
+pub fn follower(
+    machine: &mut Machine,
+    primary_addr: &str,
+    connect_within: Duration,
+    plan: FollowerPlan,
+    s: Services,
+) -> Result<Started, ReplicationError> {
+    let local = hello(Role::Backup, &machine.header, 0);
+    let mut stream = handshake::connect_primary(primary_addr, &local, connect_within)?;
+    let (first_index, epoch) =
+        snapshot::receive(&mut stream, &mut machine.vcpu, &machine.mem, &mut machine.buses.mmio)?;
+    tracing::info!(primary = %primary_addr, exit = first_index, epoch, "backup paired; replaying the primary's log");
+    let upstream = Upstream::new(first_index);
+    s.group.follow(upstream.clone(), primary_addr, epoch);
+    s.releaser.set_policy(Policy::Follower(upstream.clone()));
+    let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone())?;
+    let takeover = Takeover {
+        tap: plan.tap,
+        net: plan.net,
+        listen: plan.listen,
+        header: machine.header,
+        timing: s.timing,
+        upstream: upstream.clone(),
+        group: s.group,
+        releaser: s.releaser,
+        control: plan.control,
+        stats: s.stats,
+        events: s.events,
+        events_tx: s.events_tx,
+    };
+    let driver = Driver::Replay(ReplayDriver::following(Box::new(source), upstream.replayed_through.clone()));
+    Ok(Started { driver, first_index, attacher: None, takeover: Some(takeover), upstream: Some(upstream) })
+}

@@ -1,0 +1,122 @@
+//! A follower going live: its primary's log has ended and everything in it is
+//! replayed. [`Takeover`] holds what it needs, gathered before boot, and
+//! [`Takeover::go_live`] is the whole path:
+//!
+//! ```text
+//!   corrupt stream or stalled replay?  --> stand down (exit 7), never live
+//!   group.take_over(): win the arbiter for the epoch  --lost--> stand down
+//!   GOING LIVE: open the TAP, gratuitous ARPs, re-send output after the
+//!               primary's last released mark, take followers (given --listen)
+//! ```
+use super::attach::{self, Attacher};
+use super::follower::Upstream;
+use super::group::Group;
+use super::handshake;
+use super::release::{Control, SharedReleaser};
+use super::stream::{Fanout, GroupSink};
+use super::Timing;
+use crate::host::status::{Role, Stats};
+use crate::host::tap::{gratuitous_arp, Tap};
+use crate::vm::driver::RunError;
+use crate::vm::live::{LiveDriver, VmEvent};
+use crate::vm::recorder::LogSink;
+use crossbeam_channel::{Receiver, Sender};
+use guest_abi::NetConfig;
+use logging_channel::LogHeader;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a follower needs to go live.
+pub struct Takeover {
+    /// The TAP device the live VM's NIC uses (opened only now).
+    pub tap: Option<String>,
+    pub net: NetConfig,
+    /// Where to take followers of its own once live.
+    pub listen: Option<String>,
+    pub header: LogHeader,
+    pub timing: Timing,
+    pub upstream: Arc<Upstream>,
+    pub group: Arc<Group>,
+    pub releaser: SharedReleaser,
+    pub control: Sender<Control>,
+    pub stats: Arc<Stats>,
+    /// The live VM's events (frames, stop, attach), and where they are sent.
+    pub events: Receiver<VmEvent>,
+    pub events_tx: Sender<VmEvent>,
+}
+
+/// A follower that went live: its driver, and how followers attach to it.
+pub struct Live {
+    pub driver: LiveDriver,
+    pub attacher: Option<Attacher>,
+}
+
+impl Takeover {
+    /// Goes live after `last_replayed`, or says why this follower must stand down.
+    pub fn go_live(self, last_replayed: u64) -> Result<Live, RunError> {
+        let stand_down = |what: String| RunError::StandDown(what);
+        if self.upstream.corrupt.load(Ordering::SeqCst) {
+            return Err(stand_down("the primary's log stream was corrupt; not going live on it".into()));
+        }
+        if self.upstream.stalled.load(Ordering::SeqCst) {
+            return Err(stand_down(
+                "this follower's replay stalled (the watchdog tripped), so the primary may have moved on without \
+                 it; not going live"
+                    .into(),
+            ));
+        }
+        let released = self.upstream.released.load(Ordering::SeqCst);
+        self.group.take_over().map_err(|why| stand_down(format!("{why}: this follower halts")))?;
+        tracing::warn!(
+            exit = last_replayed + 1,
+            released,
+            epoch = self.group.epoch(),
+            "GOING LIVE: this follower is now the primary (unprotected)"
+        );
+        self.stats.set_role(Role::Live);
+        let tap = self
+            .tap
+            .as_deref()
+            .map(Tap::open)
+            .transpose()
+            .map_err(|e| stand_down(format!("cannot open the NIC: {e}")))?;
+        if let Some(tap) = &tap {
+            tap.spawn_reader(self.events_tx.clone(), VmEvent::Frame)
+                .map_err(|e| stand_down(format!("cannot start the NIC reader: {e}")))?;
+            announce(tap.clone(), self.net);
+        }
+        let _ = self.control.send(Control::GoLive { tap, released, group: self.group.clone() });
+        let Some(listen) = &self.listen else {
+            return Ok(Live { driver: LiveDriver::new(self.header.tick_hz, None, self.events), attacher: None });
+        };
+        let listener = handshake::listen(listen).map_err(|e| stand_down(format!("cannot take followers: {e}")))?;
+        attach::spawn_listener(listener, self.header, self.group.clone(), self.events_tx.clone())
+            .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
+        tracing::info!(%listen, "live: new followers may join here");
+        let fanout = Fanout::new();
+        let sink: Box<dyn LogSink> = Box::new(GroupSink::new(fanout.clone(), self.stats.clone()));
+        let attacher =
+            Attacher { group: self.group, fanout, releaser: self.releaser, stats: self.stats, timing: self.timing };
+        Ok(Live { driver: LiveDriver::new(self.header.tick_hz, Some(sink), self.events), attacher: Some(attacher) })
+    }
+}
+
+/// Sends gratuitous ARPs over the next half second. A TAP port that has just come up
+/// may not forward yet (the bridge moves it to forwarding asynchronously), so one
+/// announcement can be lost; several, spread out, reach the switch.
+pub fn announce(tap: Tap, net: NetConfig) {
+    if net.present == 0 {
+        return;
+    }
+    let arp = gratuitous_arp(net.mac, net.ip);
+    let spawned = std::thread::Builder::new().name("announce".into()).spawn(move || {
+        for delay_ms in [0u64, 10, 40, 100, 250] {
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            tap.send(&arp);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot announce the guest's address after going live: {e}");
+    }
+}
