@@ -45,12 +45,14 @@ if [ ${#missing[@]} -gt 0 ]; then
         die "missing: ${missing[*]} (Debian package names, see scripts/lib/test-deps); no apt-get here: install them with your package manager and run again"
     say "installing what the tests need: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    T_APT=$SECONDS
     apt-get update -qq || die "apt-get update failed (network? /etc/apt/sources.list?)"
     apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed (see above)"
     while read -r cmd pkg _; do
         [ -n "$cmd" ] && [ "${cmd:0:1}" != '#' ] || continue
         command -v "$cmd" >/dev/null 2>&1 || die "$cmd is still missing after apt-get install $pkg"
     done <"$REPO/scripts/lib/test-deps"
+    echo "installed in $((SECONDS - T_APT)) s"
 fi
 
 # --- 3. the suite --------------------------------------------------------------------
