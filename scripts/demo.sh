@@ -22,6 +22,8 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
+# shellcheck source=scripts/lib/find-cargo.sh
+. "$REPO/scripts/lib/find-cargo.sh"
 
 REJOIN=1
 BUILD=1
@@ -56,9 +58,10 @@ say() { printf '%s\n' "$*"; }
 [ "$(id -u)" -eq 0 ] || die "needs root (it creates network namespaces and TAP devices); run: sudo $0 $*"
 [ -c /dev/kvm ] || die "/dev/kvm is missing: ftvmm runs real VMs and needs KVM (enable virtualization / load kvm_intel or kvm_amd)"
 [ -r /dev/kvm ] && [ -w /dev/kvm ] || die "/dev/kvm is not usable (no read/write access)"
-command -v python3 >/dev/null 2>&1 || die "python3 not found: the demo's client is scripts/demo_client.py (standard library only); install python3"
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 7))' 2>/dev/null || die "python3 >= 3.7 needed for scripts/demo_client.py"
-command -v ip >/dev/null 2>&1 || die "'ip' not found: install iproute2"
+# Beyond a base system the demo needs only these two (and cargo, unless the binary is built).
+command -v python3 >/dev/null 2>&1 || die "python3 not found: the demo's client is scripts/demo_client.py (standard library only); install it: apt-get install python3"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 7))' 2>/dev/null || die "python3 >= 3.7 needed for scripts/demo_client.py (apt-get install python3)"
+command -v ip >/dev/null 2>&1 || die "'ip' not found: install it: apt-get install iproute2"
 
 export NETNS_PREFIX=demo-
 NS_A=demo-host-a NS_B=demo-host-b NS_C=demo-client
@@ -87,8 +90,8 @@ if [ -n "${FTVMM_BIN_DIR:-}" ]; then
 else
     BIN="$REPO/target/release/ftvmm"
     if [ "$BUILD" -eq 1 ] || [ ! -x "$BIN" ]; then
-        if ! command -v cargo >/dev/null 2>&1; then
-            [ -x "$BIN" ] || die "$BIN is missing and cargo is not on PATH (with sudo, try: sudo env PATH=\"\$PATH\" $0)"
+        if ! find_cargo; then
+            [ -x "$BIN" ] || die "$BIN is missing and ${FIND_CARGO_HELP}$0"
             say "${DIM}cargo is not on PATH: using $BIN as it is${OFF}"
         else
             if [ -x "$BIN" ]; then

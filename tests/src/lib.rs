@@ -34,6 +34,45 @@ pub fn require_kvm() {
     }
 }
 
+/// What scripts/test.sh installs: "COMMAND DEBIAN-PACKAGE" lines, `#` comments.
+const TEST_DEPS: &str = include_str!("../../scripts/lib/test-deps");
+
+/// The Debian package that provides `binary`, as scripts/lib/test-deps lists it.
+pub fn package_of(binary: &str) -> Option<&'static str> {
+    TEST_DEPS.lines().find_map(|line| {
+        let mut words = line.split('#').next().unwrap_or_default().split_whitespace();
+        (words.next() == Some(binary)).then(|| words.next()).flatten()
+    })
+}
+
+/// Fails the test, saying what to install, unless `binary` is on PATH. Call it
+/// before spawning any tool that is not part of a base system: spawned as
+/// `ip netns exec NS etcd`, a missing etcd is only `ip` exiting with an error,
+/// and the test would report a tool that never answered instead of a tool that
+/// is not there. The tool must be listed in scripts/lib/test-deps (which
+/// scripts/test.sh installs), even on a machine that has it.
+pub fn require_tool(binary: &str) {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Err(why) = check_tool(binary, &path) {
+        panic!("{why}");
+    }
+}
+
+fn check_tool(binary: &str, path: &std::ffi::OsStr) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let package = package_of(binary).ok_or_else(|| {
+        format!("{binary} is not listed in scripts/lib/test-deps: add a line `{binary} <debian-package>` so that scripts/test.sh installs it")
+    })?;
+    let executable = |dir: PathBuf| {
+        std::fs::metadata(dir.join(binary)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if std::env::split_paths(path).any(executable) {
+        Ok(())
+    } else {
+        Err(format!("{binary} is not installed: apt-get install {package} (scripts/test.sh installs it)"))
+    }
+}
+
 pub fn ftvmm(args: &[&str]) -> Output {
     require_kvm();
     Command::new(ftvmm_bin()).args(args).env("FTVMM_LOG", "warn").output().expect("spawn ftvmm")
@@ -91,3 +130,43 @@ pub mod load;
 pub mod pair;
 pub mod status;
 pub mod vm;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn every_line_of_test_deps_names_a_command_and_a_package() {
+        for line in TEST_DEPS.lines() {
+            let words: Vec<&str> = line.split('#').next().unwrap_or_default().split_whitespace().collect();
+            assert!(
+                words.is_empty() || words.len() == 2,
+                "scripts/lib/test-deps: want `COMMAND PACKAGE`, got {line:?}"
+            );
+        }
+        assert_eq!(package_of("etcd"), Some("etcd-server"));
+        assert_eq!(package_of("etcdctl"), Some("etcd-client"));
+    }
+
+    #[test]
+    fn a_missing_tool_is_named_with_its_package_and_the_script_that_installs_it() {
+        let dir = TempDir::new("require-tool");
+        let err = check_tool("etcd", dir.0.as_os_str()).expect_err("etcd is not in an empty directory");
+        assert_eq!(err, "etcd is not installed: apt-get install etcd-server (scripts/test.sh installs it)");
+
+        let etcd = dir.path("etcd");
+        std::fs::write(&etcd, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&etcd, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(check_tool("etcd", dir.0.as_os_str()).is_err(), "a file that cannot be executed is not the tool");
+        std::fs::set_permissions(&etcd, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = std::env::join_paths([Path::new("/nonexistent"), dir.0.as_path()]).expect("PATH");
+        assert_eq!(check_tool("etcd", &path), Ok(()));
+    }
+
+    #[test]
+    fn a_tool_missing_from_test_deps_is_refused_even_when_installed() {
+        let err = check_tool("sh", std::ffi::OsStr::new("/bin:/usr/bin")).expect_err("sh is not listed");
+        assert!(err.contains("add a line `sh <debian-package>`"), "{err}");
+    }
+}

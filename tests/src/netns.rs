@@ -174,7 +174,5 @@ fn require_root_and_ip() {
         euid == "0",
         "the two-host test topology needs root (it creates network namespaces); effective uid is {euid}"
     );
-    if let Err(e) = Command::new("ip").arg("-V").output() {
-        panic!("`ip` cannot be run ({e}): install iproute2 (apt-get install iproute2)");
-    }
+    crate::require_tool("ip");
 }

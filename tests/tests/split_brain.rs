@@ -96,6 +96,8 @@ impl Drop for Etcd {
 /// etcd in the client's namespace: reachable from both hosts, cut off from host-a
 /// when host-a is partitioned (as an arbiter on the far side of a partition is).
 fn start_etcd(topo: &Topology) -> Etcd {
+    ftvmm_tests::require_tool("etcd");
+    ftvmm_tests::require_tool("etcdctl");
     let data = TempDir::new("etcd");
     let url = format!("http://{}:2379", Topology::CLIENT_IP);
     let mut child = topo
@@ -104,9 +106,10 @@ fn start_etcd(topo: &Topology) -> Etcd {
         .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
         .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // etcd logs to stderr; kept for the panic below, should it never answer.
+        .stderr(std::fs::File::create(data.path("etcd.log")).expect("create etcd.log"))
         .spawn()
-        .expect("etcd is not installed: apt-get install etcd-server (the CI script does)");
+        .expect("spawn ip netns exec ... etcd");
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         let ok = topo.command("client", "etcdctl").args(["--endpoints", &url, "endpoint", "health"]).output();
@@ -115,9 +118,13 @@ fn start_etcd(topo: &Topology) -> Etcd {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let exited = child.try_wait().ok().flatten();
     let _ = child.kill();
     let _ = child.wait();
-    panic!("etcd did not become healthy");
+    let log = std::fs::read_to_string(data.path("etcd.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+    let state = exited.map_or("still running".to_string(), |s| format!("exited: {s}"));
+    panic!("etcd did not become healthy within 15 s ({state}); the end of its log:\n{}", tail.join("\n"));
 }
 
 #[test]
