@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Two hosts on one machine: the test topology of DESIGN.md ("Test topology").
+# Hosts on one machine: the test topology of docs/design.md ("Test topology").
 #
 #   scripts/netns.sh up                  build it (idempotent; repairs a partial one)
 #   scripts/netns.sh down                delete it (kills what still runs in it); no-op if absent
@@ -7,13 +7,14 @@
 #   scripts/netns.sh link HOST down|up   take HOST's uplink down (a partition) or up (heal)
 #   scripts/netns.sh kill HOST           kill -9 every process in HOST's namespace
 #
-# HOST is one of host-a, host-b, client, lan.
+# HOST is one of host-a, host-b, host-c, host-d, client, lan.
 #
 # Namespaces (NAME = ${NETNS_PREFIX}host-a etc.; NETNS_PREFIX defaults to empty):
 #
 #   lan     bridge sw0 (the LAN switch); veth ports host-a, host-b, client
 #   host-a  bridge br0 = 10.77.0.1/24 with ports uplink (veth to sw0) and tap0 (persistent TAP)
 #   host-b  bridge br0 = 10.77.0.2/24 with ports uplink (veth to sw0) and tap0 (persistent TAP)
+#   host-c, host-d  the same, 10.77.0.3 and 10.77.0.4 (more followers of a group)
 #   client  eth0 = 10.77.0.100/24 (veth to sw0)
 #
 # The VMM opens tap0 by name (single queue). Its guest is 10.77.0.10, MAC
@@ -28,6 +29,8 @@ SUBNET="${NETNS_SUBNET:-10.77.0}"
 
 HOST_A_IP="$SUBNET.1"
 HOST_B_IP="$SUBNET.2"
+HOST_C_IP="$SUBNET.3"
+HOST_D_IP="$SUBNET.4"
 GUEST_IP="$SUBNET.10"
 CLIENT_IP="$SUBNET.100"
 GUEST_MAC="52:54:00:77:00:0a"
@@ -49,7 +52,9 @@ NS_A="${PREFIX}host-a"
 NS_B="${PREFIX}host-b"
 NS_C="${PREFIX}client"
 NS_LAN="${PREFIX}lan"
-ALL_NS=("$NS_A" "$NS_B" "$NS_C" "$NS_LAN")
+NS_HC="${PREFIX}host-c"
+NS_HD="${PREFIX}host-d"
+ALL_NS=("$NS_A" "$NS_B" "$NS_HC" "$NS_HD" "$NS_C" "$NS_LAN")
 
 require_root() {
     [ "$(id -u)" -eq 0 ] || die "must run as root (creates network namespaces); try: sudo $0 $*"
@@ -68,17 +73,17 @@ link_exists() { # ns dev
 # Short host name (host-a, ...) -> namespace name.
 ns_of() {
     case "$1" in
-    host-a | host-b | client | lan) echo "${PREFIX}$1" ;;
-    *) die "unknown host '$1' (expected host-a, host-b, client or lan)" ;;
+    host-a | host-b | host-c | host-d | client | lan) echo "${PREFIX}$1" ;;
+    *) die "unknown host '$1' (expected host-a, host-b, host-c, host-d, client or lan)" ;;
     esac
 }
 
 # Interface of HOST that connects it to the switch.
 uplink_of() {
     case "$1" in
-    host-a | host-b) echo uplink ;;
+    host-a | host-b | host-c | host-d) echo uplink ;;
     client) echo eth0 ;;
-    *) die "'$1' has no uplink (expected host-a, host-b or client)" ;;
+    *) die "'$1' has no uplink (expected host-a, host-b, host-c, host-d or client)" ;;
     esac
 }
 
@@ -137,6 +142,8 @@ cmd_up() {
 
     up_host host-a "$HOST_A_IP"
     up_host host-b "$HOST_B_IP"
+    up_host host-c "$HOST_C_IP"
+    up_host host-d "$HOST_D_IP"
 
     make_veth "$NS_C" eth0 "$NS_LAN" client
     ip -n "$NS_LAN" link set client master sw0
@@ -147,6 +154,8 @@ cmd_up() {
     printf '%-16s %-14s %s\n' \
         "$NS_A" "$HOST_A_IP" "primary VMM (br0; TAP tap0)" \
         "$NS_B" "$HOST_B_IP" "backup VMM (br0; TAP tap0)" \
+        "$NS_HC" "$HOST_C_IP" "another follower (br0; TAP tap0)" \
+        "$NS_HD" "$HOST_D_IP" "another follower (br0; TAP tap0)" \
         "$NS_C" "$CLIENT_IP" "client (eth0)" \
         "guest" "$GUEST_IP" "guest VM, MAC $GUEST_MAC (on tap0 of the active host)" \
         "$NS_LAN" "-" "switch (bridge sw0)"

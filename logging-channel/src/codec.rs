@@ -47,6 +47,7 @@ pub(crate) mod tag {
     pub const DIGEST: u8 = 3;
     pub const RELEASED: u8 = 4;
     pub const END: u8 = 5;
+    pub const STANDING: u8 = 6;
 
     pub const EVENT_INTERRUPT: u8 = 1;
     pub const EVENT_DEVICE_INPUT: u8 = 2;
@@ -102,6 +103,12 @@ fn encode_body(record: &Record, out: &mut Vec<u8>) {
             out.push(tag::RELEASED);
             out.extend_from_slice(&exit_index.to_le_bytes());
         }
+        Record::Standing { exit_index, epoch, eligible } => {
+            out.push(tag::STANDING);
+            out.extend_from_slice(&exit_index.to_le_bytes());
+            out.extend_from_slice(&epoch.to_le_bytes());
+            out.push(u8::from(*eligible));
+        }
         Record::End { exit_index, reason, state_digest } => {
             out.push(tag::END);
             out.extend_from_slice(&exit_index.to_le_bytes());
@@ -151,6 +158,7 @@ pub fn validate(record: &Record) -> Result<(), CodecError> {
             1 + 8 + SIG_LEN as u64 + 4 + events_len
         }
         Record::Progress { .. } | Record::Released { .. } => 1 + 8,
+        Record::Standing { .. } => 1 + 8 + 8 + 1,
         Record::Digest { scope, .. } => {
             check_discriminant("digest scope", *scope as u8, *scope == DigestScope::Invalid)?;
             1 + 8 + 1 + 32
@@ -219,6 +227,11 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<Record, CodecError> {
             Record::Digest { exit_index, scope, hash: c.hash("digest hash")? }
         }
         tag::RELEASED => Record::Released { exit_index: c.u64("released exit index")? },
+        tag::STANDING => Record::Standing {
+            exit_index: c.u64("standing exit index")?,
+            epoch: c.u64("standing epoch")?,
+            eligible: c.bool("standing eligible")?,
+        },
         tag::END => {
             let exit_index = c.u64("end exit index")?;
             let raw = c.u8("end reason")?;

@@ -30,6 +30,7 @@
 //!  3 Digest    exit_index u64 | scope u8 | hash [32]
 //!  4 Released  exit_index u64
 //!  5 End       exit_index u64 | reason u8 | has_digest u8 (0/1) | [hash [32]]
+//!  6 Standing  exit_index u64 | epoch u64 | eligible u8 (0/1)
 //!
 //!  Event:  1 Interrupt    vector u8
 //!          2 DeviceInput  device u16 | len u32 | len bytes

@@ -131,10 +131,10 @@ impl fmt::Display for EndReason {
     }
 }
 
-/// One unit of the log. See DESIGN.md, "The log".
+/// One unit of the log (`docs/design.md`, "The log").
 ///
 /// Wire tags: Invalid=0 (never valid), Entry=1, Progress=2, Digest=3,
-/// Released=4, End=5.
+/// Released=4, End=5, Standing=6.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Record {
     /// What happened at exit `exit_index`. Carries at least one event.
@@ -148,6 +148,12 @@ pub enum Record {
     Released { exit_index: u64 },
     /// The log is complete; nothing follows.
     End { exit_index: u64, reason: EndReason, state_digest: Option<Hash> },
+    /// From here on the group is in replication epoch `epoch` (the primary moves on
+    /// when it goes on without a follower), and this follower may (`eligible`) or may
+    /// not take over when the primary dies: only a follower that output waited for
+    /// holds every write a client was told of. Like released marks, it refers to an
+    /// exit already covered.
+    Standing { exit_index: u64, epoch: u64, eligible: bool },
 }
 
 impl Record {
@@ -158,7 +164,8 @@ impl Record {
             | Record::Progress { exit_index }
             | Record::Digest { exit_index, .. }
             | Record::Released { exit_index }
-            | Record::End { exit_index, .. } => *exit_index,
+            | Record::End { exit_index, .. }
+            | Record::Standing { exit_index, .. } => *exit_index,
         }
     }
 
@@ -170,6 +177,7 @@ impl Record {
             Record::Digest { .. } => "digest",
             Record::Released { .. } => "released",
             Record::End { .. } => "end",
+            Record::Standing { .. } => "standing",
         }
     }
 }

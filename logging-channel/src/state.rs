@@ -1,4 +1,4 @@
-//! Transferring a running VM's state to a new backup (DESIGN.md, "New backup").
+//! Transferring a running VM's state to a new backup (`docs/design.md`, "Attaching a follower").
 //!
 //! After the handshake, a primary that takes on a backup pauses at a counted
 //! exit and sends its state; the log then continues from the next exit. The

@@ -126,10 +126,31 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 pub mod client;
+pub mod group;
 pub mod load;
 pub mod pair;
 pub mod status;
 pub mod vm;
+
+/// Runs `cmd` to its end and returns its output, but fails the test (killing the
+/// process) if it runs longer than `limit`: a VMM that should have refused and exited
+/// must not hang the suite.
+pub fn output_within(mut cmd: std::process::Command, limit: std::time::Duration) -> Output {
+    use std::process::Stdio;
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for the process"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            panic!("{cmd:?} did not finish within {limit:?} (killed)");
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! Two hosts on one machine: network namespaces made by `scripts/netns.sh`.
 //!
-//! See DESIGN.md, "Test topology". Each [`Topology`] gets its own namespace
+//! See docs/design.md, "Test topology". Each [`Topology`] gets its own namespace
 //! prefix, so tests run in parallel; dropping it runs `netns.sh down`, which
 //! kills whatever still runs inside and deletes the namespaces. Needs root and
 //! iproute2; the reachability probe needs only bash and coreutils' `timeout`.
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The hosts of the topology, by short name: the names [`Topology::ns`] and
 /// friends accept. `lan` holds the switch.
-pub const HOSTS: [&str; 4] = ["host-a", "host-b", "client", "lan"];
+pub const HOSTS: [&str; 6] = ["host-a", "host-b", "host-c", "host-d", "client", "lan"];
 
 /// Interface names `netns.sh` creates inside its namespaces (never in the root one).
 pub const INTERFACES: [&str; 8] = ["uplink", "br0", "tap0", "eth0", "sw0", "host-a", "host-b", "client"];

@@ -94,9 +94,14 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(topo: &Topology, args: &[&str]) -> Relay {
+        Relay::start_in(topo, "host-b", RELAY_LISTEN, PRIMARY_LISTEN, args)
+    }
+
+    /// A relay in `host` from `listen` to `connect`, with extra flags `args`.
+    pub fn start_in(topo: &Topology, host: &str, listen: &str, connect: &str, args: &[&str]) -> Relay {
         let bin = crate::ftvmm_bin().with_file_name("ftvmm-relay");
-        let mut cmd: Command = topo.command("host-b", bin);
-        cmd.args(["--listen", RELAY_LISTEN, "--connect", PRIMARY_LISTEN]).args(args);
+        let mut cmd: Command = topo.command(host, bin);
+        cmd.args(["--listen", listen, "--connect", connect]).args(args);
         let mut child = cmd.env("FTVMM_LOG", "warn").stdout(Stdio::piped()).spawn().expect("spawn ftvmm-relay");
         let mut out = std::io::BufReader::new(child.stdout.take().expect("relay stdout"));
         let mut line = String::new();

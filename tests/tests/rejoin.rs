@@ -66,14 +66,12 @@ fn state_transferred_under_load_replays_to_the_primarys_final_digest() {
 fn a_second_backup_is_refused_while_one_is_in_lockstep() {
     let _turn = serial();
     let topo = Topology::up();
-    let mut first = pair::start(&topo, &[], None);
+    let mut first = pair::start(&topo, &["--max-followers", "1"], None);
 
-    let out = topo
-        .command("host-b", ftvmm_tests::ftvmm_bin())
-        .args(["backup", "--primary", PRIMARY_LISTEN, "--guest-ip", pair::GUEST_CIDR, "--connect-timeout-secs", "2"])
-        .env("FTVMM_LOG", "warn")
-        .output()
-        .expect("run a second backup");
+    let mut cmd = topo.command("host-b", ftvmm_tests::ftvmm_bin());
+    cmd.args(["backup", "--primary", PRIMARY_LISTEN, "--guest-ip", pair::GUEST_CIDR, "--connect-timeout-secs", "2"])
+        .env("FTVMM_LOG", "warn");
+    let out = ftvmm_tests::output_within(cmd, Duration::from_secs(20));
 
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{err}");

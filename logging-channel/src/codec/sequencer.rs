@@ -1,4 +1,4 @@
-//! Ordering rules of a log (DESIGN.md, "The log").
+//! Ordering rules of a log (`docs/design.md`, "The log").
 
 use super::CodecError;
 use crate::record::Record;
@@ -21,13 +21,15 @@ const RULE_RELEASED_COVERED: &str = "a released mark may not pass the exits the 
 /// - nothing follows `End`;
 /// - released marks are a stream of their own: they trail the log (the primary
 ///   releases output only after the backup acked it), never go backwards, and
-///   never pass the highest exit covered by entries or progress.
+///   never pass the highest exit covered by entries or progress; standing marks
+///   are another such stream, under the same rules.
 ///
 /// A rejected record leaves the state unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sequencer {
     last_entry: Option<u64>,
     last_released: Option<u64>,
+    last_epoch: Option<u64>,
     /// Highest exit covered by an entry or progress mark.
     covered: Option<u64>,
     highest: Option<u64>,
@@ -58,15 +60,17 @@ impl Sequencer {
         if let Some(end) = self.end {
             return Err(out_of_order(end, RULE_END_IS_LAST));
         }
-        if let Record::Released { .. } = record {
-            if let Some(last) = self.last_released.filter(|&last| index < last) {
+        if let Record::Released { .. } | Record::Standing { .. } = record {
+            let last =
+                if let Record::Released { .. } = record { &mut self.last_released } else { &mut self.last_epoch };
+            if let Some(last) = last.filter(|&last| index < last) {
                 return Err(out_of_order(last, RULE_RELEASED_INCREASES));
             }
             let covered = self.covered.unwrap_or(0);
             if index > covered {
                 return Err(out_of_order(covered, RULE_RELEASED_COVERED));
             }
-            self.last_released = Some(index);
+            *last = Some(index);
             return Ok(());
         }
         if let Record::Entry { .. } = record {
@@ -88,7 +92,7 @@ impl Sequencer {
             }
             Record::Progress { .. } => self.covered = Some(index),
             Record::End { .. } => self.end = Some(index),
-            Record::Digest { .. } | Record::Released { .. } => {}
+            Record::Digest { .. } | Record::Released { .. } | Record::Standing { .. } => {}
         }
         self.highest = Some(index);
         Ok(())

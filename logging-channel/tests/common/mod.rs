@@ -42,6 +42,11 @@ pub fn arb_record() -> impl Strategy<Value = Record> {
         (any::<u64>(), prop::sample::select(DigestScope::VALID.to_vec()), arb_hash())
             .prop_map(|(exit_index, scope, hash)| Record::Digest { exit_index, scope, hash }),
         any::<u64>().prop_map(|exit_index| Record::Released { exit_index }),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(exit_index, epoch, eligible)| Record::Standing {
+            exit_index,
+            epoch,
+            eligible
+        }),
         (any::<u64>(), prop::sample::select(EndReason::VALID.to_vec()), prop::option::of(arb_hash()))
             .prop_map(|(exit_index, reason, state_digest)| Record::End { exit_index, reason, state_digest }),
     ]
@@ -56,7 +61,7 @@ pub fn in_log_order(records: Vec<Record>, first_index: u64) -> Vec<Record> {
         let index = first_index + 3 * i as u64;
         match record {
             // Released marks trail the log: they release what entries or progress covered.
-            Record::Released { exit_index } => match covered {
+            Record::Released { exit_index } | Record::Standing { exit_index, .. } => match covered {
                 Some(c) => *exit_index = c,
                 None => *record = Record::Progress { exit_index: index },
             },
@@ -75,7 +80,8 @@ pub fn set_exit_index(record: &mut Record, index: u64) {
         | Record::Progress { exit_index }
         | Record::Digest { exit_index, .. }
         | Record::Released { exit_index }
-        | Record::End { exit_index, .. } => *exit_index = index,
+        | Record::End { exit_index, .. }
+        | Record::Standing { exit_index, .. } => *exit_index = index,
     }
 }
 

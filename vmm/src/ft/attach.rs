@@ -41,8 +41,8 @@ impl Attacher {
     pub fn attach(&self, mut conn: TcpStream, at: AtExit<'_>) -> Result<(), ReplicationError> {
         // Two followers can pass the handshake before either is attached; the group's
         // limit is checked again here, where it cannot change underneath.
-        if !self.group.has_room() {
-            return Err(ReplicationError::Attach("the group is full; refusing another follower".into()));
+        if let Some(why) = self.group.refuse_follower() {
+            return Err(ReplicationError::Attach(why));
         }
         let addr = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
         let epoch = self.group.epoch();
@@ -89,8 +89,8 @@ pub fn spawn_listener(
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name("join-listen".into()).spawn(move || loop {
         let local = || hello(Role::Primary, &machine, group.epoch());
-        let full = || !group.has_room();
-        match handshake::accept_backup(&listener, &local, &full) {
+        let refuse = || group.refuse_follower();
+        match handshake::accept_backup(&listener, &local, &refuse) {
             Ok(stream) => {
                 if events.send(VmEvent::Attach(stream)).is_err() {
                     return; // the VM has stopped

@@ -35,6 +35,11 @@ pub struct Upstream {
     pub stalled: AtomicBool,
     /// The primary ended its log cleanly (SIGTERM), so the follower stops too.
     pub clean_end: AtomicBool,
+    /// The epoch the primary last announced (its state's, then standing marks).
+    pub epoch: AtomicU64,
+    /// The primary last said this follower may take over: output waited for it, so it
+    /// holds every write a client was told of. An asynchronous follower may not.
+    pub eligible: AtomicBool,
 }
 
 impl Upstream {
@@ -42,7 +47,7 @@ impl Upstream {
     /// and has replayed, everything through that exit. Positions starting anywhere
     /// else would make flow control wait for exits that will never be sent.
     pub fn new(joined_at: u64) -> Arc<Upstream> {
-        let u = Upstream { alive: AtomicBool::new(true), ..Upstream::default() };
+        let u = Upstream { alive: AtomicBool::new(true), eligible: AtomicBool::new(true), ..Upstream::default() };
         u.received_through.store(joined_at, Ordering::SeqCst);
         u.replayed_through.store(joined_at, Ordering::SeqCst);
         u.released.store(joined_at, Ordering::SeqCst);
@@ -183,8 +188,22 @@ fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &Upstream) -> (V
                     break Err(format!("log stream out of order: {e}"));
                 }
                 used += n;
-                if let Record::Released { exit_index } = record {
-                    state.released.fetch_max(exit_index, Ordering::SeqCst);
+                match record {
+                    Record::Released { exit_index } => {
+                        state.released.fetch_max(exit_index, Ordering::SeqCst);
+                    }
+                    Record::Standing { epoch, eligible, .. } => {
+                        let was = state.eligible.swap(eligible, Ordering::SeqCst);
+                        if state.epoch.fetch_max(epoch, Ordering::SeqCst) < epoch || was != eligible {
+                            let may = if eligible { "may" } else { "may not" };
+                            tracing::info!(
+                                epoch,
+                                eligible,
+                                "the primary says: epoch {epoch}; this follower {may} take over"
+                            );
+                        }
+                    }
+                    _ => {}
                 }
                 records.push(record);
             }

@@ -95,6 +95,9 @@ pub struct Group {
     dropped: Mutex<VecDeque<Arc<Follower>>>,
     /// The synchronous follower's id (`semi-sync`).
     synchronous: AtomicU64,
+    /// What had been released when the synchronous follower was chosen: it may take
+    /// over only once it holds that much.
+    synchronous_from: AtomicU64,
     next_id: AtomicU64,
     /// The highest exit whose output has left this VM.
     released: AtomicU64,
@@ -122,6 +125,7 @@ impl Group {
             followers: Mutex::new(Vec::new()),
             dropped: Mutex::new(VecDeque::new()),
             synchronous: AtomicU64::new(0),
+            synchronous_from: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             released: AtomicU64::new(0),
             halted: AtomicBool::new(false),
@@ -137,8 +141,11 @@ impl Group {
         self.followers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The replication epoch.
+    /// The replication epoch. A follower is in the epoch its primary last announced.
     pub fn epoch(&self) -> u64 {
+        if let Some((up, _)) = self.upstream() {
+            self.epoch.fetch_max(up.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
         self.epoch.load(Ordering::SeqCst)
     }
 
@@ -171,9 +178,33 @@ impl Group {
         }
     }
 
+    /// Why another follower may not attach now, if it may not.
+    pub fn refuse_follower(&self) -> Option<String> {
+        let count = self.lock().len();
+        if self.halted() {
+            return Some("this primary has halted".into());
+        }
+        if count >= self.config.max_followers {
+            return Some(format!(
+                "this primary already has a backup in lockstep ({count} of --max-followers {})",
+                self.config.max_followers
+            ));
+        }
+        // Until followers elect a primary, they race for the arbiter when theirs dies; with
+        // no arbiter, every follower would go live at once.
+        if count >= 1 && self.config.arbiter.is_none() {
+            return Some(
+                "a second follower needs --arbiter (file:DIR or etcd:URL) on every member: without one, \
+                 a primary failure would leave every follower live"
+                    .into(),
+            );
+        }
+        None
+    }
+
     /// Whether another follower may attach now.
     pub fn has_room(&self) -> bool {
-        !self.halted() && self.lock().len() < self.config.max_followers
+        self.refuse_follower().is_none()
     }
 
     /// Live followers now.
@@ -231,6 +262,7 @@ impl Group {
             let positions: Vec<Position> =
                 followers.iter().map(|f| Position { acked: f.acked(), synchronous: false }).collect();
             let next = output_rule::choose_synchronous(&positions).map_or(0, |i| followers[i].id);
+            self.synchronous_from.store(self.released(), Ordering::SeqCst);
             self.synchronous.store(next, Ordering::SeqCst);
             if next != 0 {
                 tracing::warn!(follower = next, "follower {next} is the synchronous one now");
@@ -276,6 +308,22 @@ impl Group {
         self.halted.load(Ordering::SeqCst)
     }
 
+    /// Whether `follower` holds every write a client may have been told of, so that it
+    /// may take over if this primary dies. In `semi-sync` only the synchronous follower
+    /// does, and only once it has caught up with what was released before it was
+    /// chosen; `sync` followers always do. `async` followers may lose writes (that is
+    /// the mode's price) and `quorum:K` ones may too until the followers elect the most
+    /// up-to-date one, so both may take over.
+    pub fn eligible(&self, follower: &Follower) -> bool {
+        match self.config.mode {
+            ReplicationMode::SemiSync => {
+                self.synchronous.load(Ordering::SeqCst) == follower.id
+                    && follower.acked() >= self.synchronous_from.load(Ordering::SeqCst)
+            }
+            _ => true,
+        }
+    }
+
     /// The highest exit whose output may leave now (the Output Rule).
     pub fn release_limit(&self) -> u64 {
         if self.halted() {
@@ -300,6 +348,7 @@ impl Group {
     /// This member is a follower of the primary at `addr`, from the state it sent in `epoch`.
     pub fn follow(&self, upstream: Arc<Upstream>, addr: &str, epoch: u64) {
         self.epoch.store(epoch, Ordering::SeqCst);
+        upstream.epoch.fetch_max(epoch, Ordering::SeqCst);
         *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some((upstream, addr.to_string()));
         self.repl_status.store(guest_abi::system::REPL_PROTECTED, Ordering::SeqCst);
     }
@@ -308,6 +357,7 @@ impl Group {
     /// win the current epoch first. On success it is the primary of a new epoch, with
     /// no followers yet.
     pub fn take_over(&self) -> Result<(), String> {
+        self.epoch();
         self.go_on_alone("backup")?;
         *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.repl_status.store(0, Ordering::SeqCst);

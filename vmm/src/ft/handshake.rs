@@ -41,7 +41,7 @@ pub fn listen(addr: &str) -> Result<TcpListener, ReplicationError> {
 pub fn accept_backup(
     listener: &TcpListener,
     local: &dyn Fn() -> Hello,
-    busy: &dyn Fn() -> bool,
+    refuse: &dyn Fn() -> Option<String>,
 ) -> Result<TcpStream, ReplicationError> {
     loop {
         let (stream, peer) = match listener.accept() {
@@ -51,7 +51,7 @@ pub fn accept_backup(
                 continue;
             }
         };
-        match pair_with(stream, &local(), busy()) {
+        match pair_with(stream, &local(), refuse()) {
             Ok(stream) => {
                 tracing::info!(%peer, "backup paired");
                 return Ok(stream);
@@ -61,7 +61,7 @@ pub fn accept_backup(
     }
 }
 
-fn pair_with(mut stream: TcpStream, local: &Hello, busy: bool) -> Result<TcpStream, ReplicationError> {
+fn pair_with(mut stream: TcpStream, local: &Hello, refusal: Option<String>) -> Result<TcpStream, ReplicationError> {
     let _ = stream.set_nodelay(true);
     let io = |e: std::io::Error| ReplicationError::Handshake(e.to_string());
     send(&mut stream, &Message::Hello(*local)).map_err(io)?;
@@ -75,7 +75,7 @@ fn pair_with(mut stream: TcpStream, local: &Hello, busy: bool) -> Result<TcpStre
     let Message::Hello(peer) = receive(&stream)? else {
         return Err(ReplicationError::Handshake("the backup did not introduce itself".into()));
     };
-    let verdict = verdict_on_backup(&peer, local, busy);
+    let verdict = verdict_on_backup(&peer, local, refusal);
     send(&mut stream, &Message::HelloReply(verdict.clone())).map_err(io)?;
     match verdict {
         HelloReply::Accept => Ok(stream),
@@ -83,11 +83,11 @@ fn pair_with(mut stream: TcpStream, local: &Hello, busy: bool) -> Result<TcpStre
     }
 }
 
-/// A backup joins with no state of its own, so its epoch does not matter; it must
-/// be a backup of the very same machine, and it must be the only one.
-fn verdict_on_backup(peer: &Hello, local: &Hello, busy: bool) -> HelloReply {
-    if busy {
-        let reason = "this primary already has a backup in lockstep".to_string();
+/// A follower joins with no state of its own, so its epoch does not matter; it must
+/// be a follower of the very same machine, and the group must have room for it
+/// (`refusal` says why not).
+fn verdict_on_backup(peer: &Hello, local: &Hello, refusal: Option<String>) -> HelloReply {
+    if let Some(reason) = refusal {
         return HelloReply::Refuse { code: RefuseCode::Busy, reason };
     }
     let as_if_same_epoch = Hello { epoch: local.epoch, ..*peer };

@@ -53,7 +53,7 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     tracing::info!(%listen, replication = %s.group.mode(), "primary waiting for its first follower");
     let header = machine.header;
     let local = || hello(Role::Primary, &header, s.group.epoch());
-    let conn = handshake::accept_backup(&listener, &local, &|| false)?;
+    let conn = handshake::accept_backup(&listener, &local, &|| None)?;
     let fanout = Fanout::new();
     let attacher = Attacher {
         group: s.group.clone(),

@@ -40,6 +40,8 @@ struct Wire {
     highest: u64,
     /// The last released mark put in the stream.
     released_sent: u64,
+    /// The standing (epoch, may take over) the follower was last told.
+    standing_sent: Option<(u64, bool)>,
     last_write: Instant,
 }
 
@@ -86,6 +88,7 @@ impl FollowerLink {
                 buf: Vec::with_capacity(FLUSH_BYTES),
                 highest: joined_at,
                 released_sent: 0,
+                standing_sent: None,
                 last_write: Instant::now(),
             }),
             sent_through: AtomicU64::new(joined_at),
@@ -93,6 +96,12 @@ impl FollowerLink {
             gate: LagGate::new(timing.max_replay_lag),
             watchdog: timing.failover_timeout,
         });
+        // The follower learns its standing before anything else.
+        let first = {
+            let mut w = link.lock();
+            link.write_out(&mut w)
+        };
+        link.check(first);
         let l = link.clone();
         std::thread::Builder::new()
             .name("log-tx".into())
@@ -158,6 +167,17 @@ impl FollowerLink {
             w.released_sent = released;
             let mut mark = Vec::with_capacity(16);
             codec::encode(&Record::Released { exit_index: released }, &mut mark);
+            w.buf.splice(0..0, mark);
+        }
+        // The epoch moves on when this primary goes on without a follower (the others
+        // must claim the new one if it dies, or their claim would lose to its own), and
+        // in semi-sync only the synchronous follower may take over.
+        let standing = (self.group.epoch(), self.group.eligible(&self.follower));
+        if w.standing_sent != Some(standing) {
+            w.standing_sent = Some(standing);
+            let (epoch, eligible) = standing;
+            let mut mark = Vec::with_capacity(24);
+            codec::encode(&Record::Standing { exit_index: told, epoch, eligible }, &mut mark);
             w.buf.splice(0..0, mark);
         }
         if w.buf.is_empty() {

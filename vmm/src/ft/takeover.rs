@@ -66,6 +66,13 @@ impl Takeover {
                     .into(),
             ));
         }
+        if !self.upstream.eligible.load(Ordering::SeqCst) {
+            return Err(stand_down(
+                "this follower was asynchronous (semi-sync): it may lack writes a client was told of, so the \
+                 synchronous follower takes over, not this one"
+                    .into(),
+            ));
+        }
         let released = self.upstream.released.load(Ordering::SeqCst);
         self.group.take_over().map_err(|why| stand_down(format!("{why}: this follower halts")))?;
         tracing::warn!(

@@ -1,4 +1,4 @@
-//! The arbiter: who may go on alone (DESIGN.md, "Split brain").
+//! The arbiter: who may go on alone (`docs/design.md`, "The group, its epoch and the arbiter").
 //!
 //! When the logging link breaks, the primary (dropping its backup) and the
 //! backup (going live) may both want to run alone. Each must first win an

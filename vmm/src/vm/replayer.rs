@@ -75,8 +75,10 @@ impl<S: RecordSource> Replayer<S> {
                 return Ok(at);
             };
             let rec_index = record.exit_index();
-            let stale_mark = matches!(record, Record::Progress { .. } | Record::Released { .. }) && rec_index < index;
-            if rec_index > index && !matches!(record, Record::Released { .. }) {
+            // Released and standing marks refer to exits already covered: never ahead of replay.
+            let side_mark = matches!(record, Record::Released { .. } | Record::Standing { .. });
+            let stale_mark = (side_mark || matches!(record, Record::Progress { .. })) && rec_index < index;
+            if rec_index > index && !side_mark {
                 return Ok(at);
             }
             if rec_index < index && !stale_mark {
@@ -93,8 +95,8 @@ impl<S: RecordSource> Replayer<S> {
                 Record::Entry { sig, events, .. } => at.entry = Some((sig, events)),
                 Record::Digest { scope, hash, .. } => at.digests.push((scope, hash)),
                 Record::Progress { exit_index } if exit_index == index => return Ok(at),
-                // Released marks matter only at go-live; `log-rx` keeps the latest.
-                Record::Progress { .. } | Record::Released { .. } => {}
+                // Released and standing marks matter only at go-live; `log-rx` keeps the latest.
+                Record::Progress { .. } | Record::Released { .. } | Record::Standing { .. } => {}
                 Record::End { reason, state_digest, .. } => {
                     at.end = Some((reason, state_digest));
                     return Ok(at);
