@@ -33,6 +33,8 @@ pub struct Attacher {
     pub releaser: SharedReleaser,
     pub stats: Arc<Stats>,
     pub timing: Timing,
+    /// The guest's timer rate: a vCPU with a timer that makes no exits is frozen.
+    pub tick_hz: u32,
 }
 
 impl Attacher {
@@ -52,6 +54,7 @@ impl Attacher {
         let link = FollowerLink::start(
             conn,
             self.timing,
+            self.tick_hz,
             follower,
             self.group.clone(),
             self.releaser.clone(),

@@ -250,7 +250,7 @@ impl Group {
         if follower.dropped.swap(true, Ordering::SeqCst) {
             return false;
         }
-        tracing::warn!(follower = follower.id, addr = %follower.addr, "follower dropped ({why})");
+        tracing::warn!(follower = follower.id, addr = %follower.addr, "backup lost: follower {} dropped ({why})", follower.id);
         if let Err(lost) = self.go_on_alone("primary") {
             self.halt(lost);
             return true;

@@ -61,6 +61,7 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         releaser: s.releaser.clone(),
         stats: s.stats.clone(),
         timing: s.timing,
+        tick_hz: header.tick_hz,
     };
     attacher.attach(conn, machine.at_exit(0))?;
     s.releaser.set_policy(Policy::Primary(s.group.clone()));

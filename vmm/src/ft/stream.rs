@@ -63,9 +63,11 @@ pub struct FollowerLink {
 impl FollowerLink {
     /// Starts `log-tx` (heartbeat) and `ack-rx` for `follower` on its connection; the
     /// follower holds the VM's state at exit `follower.joined_at`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         stream: TcpStream,
         timing: Timing,
+        tick_hz: u32,
         follower: Arc<Follower>,
         group: Arc<Group>,
         releaser: SharedReleaser,
@@ -106,9 +108,31 @@ impl FollowerLink {
         std::thread::Builder::new()
             .name("log-tx".into())
             .spawn(move || {
+                // A guest with a timer makes exits at least at its tick rate; a vCPU that
+                // makes none for the failover timeout while protected is frozen, and
+                // heartbeats from here would hide it. Reported loudly, once per stall.
+                let exits = l.stats.exit_index.clone();
+                let mut vcpu =
+                    ProgressWatch::new(exits.load(Ordering::Relaxed), Instant::now(), timing.failover_timeout);
+                let mut reported = false;
                 while l.is_live() {
                     std::thread::sleep(timing.heartbeat / 2);
                     l.heartbeat(timing.heartbeat);
+                    let at = exits.load(Ordering::Relaxed);
+                    match vcpu.observe(at, tick_hz > 0, Instant::now()) {
+                        Some(still) if !reported => {
+                            reported = true;
+                            l.stats.vcpu_stalls.fetch_add(1, Ordering::SeqCst);
+                            tracing::error!(
+                                "WATCHDOG: this primary's vCPU made no progress at exit {at} for {} ms while \
+                                 protected (follower {})",
+                                still.as_millis(),
+                                l.follower.id
+                            );
+                        }
+                        Some(_) => {}
+                        None => reported = false,
+                    }
                 }
             })
             .map_err(|e| ReplicationError::Thread("log-tx", e))?;
@@ -449,6 +473,10 @@ mod tests {
     }
 
     fn rig(group: &Arc<Group>, joined_at: u64, max_replay_lag: u64, acks: Acks) -> Rig {
+        rig_ticking(group, joined_at, max_replay_lag, acks, 0)
+    }
+
+    fn rig_ticking(group: &Arc<Group>, joined_at: u64, max_replay_lag: u64, acks: Acks, tick_hz: u32) -> Rig {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let follower_end = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (primary_end, _) = listener.accept().expect("accept");
@@ -461,8 +489,8 @@ mod tests {
             max_replay_lag,
         };
         let follower = group.add_follower("pretend", joined_at);
-        let link =
-            FollowerLink::start(primary_end, timing, follower, group.clone(), releaser, stats.clone()).expect("start");
+        let link = FollowerLink::start(primary_end, timing, tick_hz, follower, group.clone(), releaser, stats.clone())
+            .expect("start");
         Rig { link, group: group.clone(), stats }
     }
 
@@ -551,5 +579,25 @@ mod tests {
         assert_eq!(liar.link.follower().acked(), 0, "its claim never counted");
         assert!(honest.link.is_live());
         assert_eq!(g.release_limit(), 0, "output still waits for the honest follower");
+    }
+
+    #[test]
+    fn a_protected_vcpu_with_a_timer_that_makes_no_exits_is_reported_once_per_stall() {
+        // Nothing drives this rig's exit counter: a guest with a 250 Hz timer would have
+        // made ~75 exits in the failover timeout (300 ms).
+        let rig = rig_ticking(&group(), 0, DEFAULT_MAX_REPLAY_LAG, Acks::AsToldComplete, 250);
+        std::thread::sleep(Duration::from_millis(900));
+        assert_eq!(rig.stats.vcpu_stalls.load(Ordering::SeqCst), 1, "reported once for one long stall");
+        assert!(rig.link.is_live(), "a stalled vCPU is reported, not blamed on the follower");
+        rig.stats.exit_index.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(900));
+        assert_eq!(rig.stats.vcpu_stalls.load(Ordering::SeqCst), 2, "a new stall after progress is a new report");
+    }
+
+    #[test]
+    fn a_vcpu_without_a_timer_may_rest() {
+        let rig = rig(&group(), 0, DEFAULT_MAX_REPLAY_LAG, Acks::AsToldComplete);
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(rig.stats.vcpu_stalls.load(Ordering::SeqCst), 0);
     }
 }

@@ -103,8 +103,14 @@ impl Takeover {
         tracing::info!(%listen, "live: new followers may join here");
         let fanout = Fanout::new();
         let sink: Box<dyn LogSink> = Box::new(GroupSink::new(fanout.clone(), self.stats.clone()));
-        let attacher =
-            Attacher { group: self.group, fanout, releaser: self.releaser, stats: self.stats, timing: self.timing };
+        let attacher = Attacher {
+            group: self.group,
+            fanout,
+            releaser: self.releaser,
+            stats: self.stats,
+            timing: self.timing,
+            tick_hz: self.header.tick_hz,
+        };
         Ok(Live { driver: LiveDriver::new(self.header.tick_hz, Some(sink), self.events), attacher: Some(attacher) })
     }
 }

@@ -94,6 +94,9 @@ pub struct Stats {
     pub outputs_released: AtomicU64,
     /// Times a watchdog found replication frozen behind healthy heartbeats.
     pub watchdog_trips: AtomicU64,
+    /// Times the vCPU of a protected primary made no progress for the failover timeout
+    /// (reported, not acted on: the cause may be the host, not replication).
+    pub vcpu_stalls: AtomicU64,
     last_watchdog: Mutex<String>,
     recent_held: Mutex<Recent>,
     group: Mutex<Option<Arc<dyn GroupReport>>>,
@@ -111,6 +114,7 @@ impl Stats {
             max_peer_silence_us: AtomicU64::new(0),
             outputs_released: AtomicU64::new(0),
             watchdog_trips: AtomicU64::new(0),
+            vcpu_stalls: AtomicU64::new(0),
             last_watchdog: Mutex::new(String::new()),
             recent_held: Mutex::new(Recent::default()),
             group: Mutex::new(None),
@@ -162,7 +166,7 @@ impl Stats {
                 "{{{}\"role\":\"{}\",\"epoch\":{},\"protected\":{},\"peer\":\"{}\",\"exit_index\":{},",
                 "\"acked_through\":{},\"replayed_through\":{},\"lag_exits\":{},\"held_outputs\":{},",
                 "\"outputs_released\":{},\"held_p50_us\":{},\"held_p99_us\":{},\"held_max_us\":{},",
-                "\"log_bytes\":{},\"log_records\":{},\"max_peer_silence_us\":{},\"watchdog_trips\":{},",
+                "\"log_bytes\":{},\"log_records\":{},\"max_peer_silence_us\":{},\"watchdog_trips\":{},\"vcpu_stalls\":{},",
                 "\"last_watchdog\":\"{}\",\"uptime_ms\":{}}}"
             ),
             group_fields,
@@ -183,6 +187,7 @@ impl Stats {
             self.log_records.load(Ordering::Relaxed),
             self.max_peer_silence_us.load(Ordering::Relaxed),
             self.watchdog_trips.load(Ordering::SeqCst),
+            self.vcpu_stalls.load(Ordering::SeqCst),
             json_escape(&last_watchdog),
             self.started.elapsed().as_millis(),
         )
