@@ -5,7 +5,7 @@
 #   scripts/netns.sh down                delete it (kills what still runs in it); no-op if absent
 #   scripts/netns.sh status              namespaces, links and addresses
 #   scripts/netns.sh link HOST down|up   take HOST's uplink down (a partition) or up (heal)
-#   scripts/netns.sh kill HOST           kill -9 every process in HOST's namespace
+#   scripts/netns.sh kill HOST           kill -9 every process in HOST's namespace, and wait until they are gone
 #
 # HOST is one of host-a, host-b, host-c, host-d, client, lan.
 #
@@ -214,6 +214,15 @@ cmd_kill() { # host
     ns="$(ns_of "$1")"
     ns_exists "$ns" || die "namespace $ns does not exist"
     kill_ns "$ns"
+    # A killed VMM can take a while to exit on a loaded host (tearing down its VM); until
+    # it has, its ports are still bound, and whatever starts next on this "host" (as after
+    # a reboot) would find them in use. Wait until the namespace is empty (up to 10 s).
+    local i
+    for i in $(seq 100); do
+        [ -z "$(ip netns pids "$ns" 2>/dev/null || true)" ] && return 0
+        sleep 0.1
+    done
+    die "processes in $ns survived kill -9 for 10 s: $(ip netns pids "$ns" | tr '\n' ' ')"
 }
 
 [ $# -ge 1 ] || usage
