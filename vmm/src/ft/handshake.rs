@@ -33,7 +33,8 @@ fn receive(stream: &TcpStream) -> Result<Message, ReplicationError> {
 }
 
 pub fn listen(addr: &str) -> Result<TcpListener, ReplicationError> {
-    TcpListener::bind(addr).map_err(|source| ReplicationError::Listen { addr: addr.to_string(), source })
+    crate::host::bind::listen(addr, crate::host::bind::ADDR_IN_USE_GRACE)
+        .map_err(|source| ReplicationError::Listen { addr: addr.to_string(), source })
 }
 
 /// Waits for a backup that accepts this primary's `Hello` and that `busy` does not

@@ -1,6 +1,7 @@
 //! The host side of a VM: its TAP device, the guest's network configuration,
 //! the arbiter that decides who may go on alone, and the status endpoint.
 pub mod arbiter;
+pub mod bind;
 pub mod netcfg;
 pub mod status;
 pub mod tap;

@@ -2,7 +2,7 @@
 //! served as one JSON object per connection on `--status ADDR` and printed by
 //! `ftvmm status ADDR`, for scripts and people.
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -210,7 +210,7 @@ fn json_escape(s: &str) -> String {
 
 /// Serves `stats` on `addr`: every connection gets one JSON line, then is closed.
 pub fn serve(addr: &str, stats: Arc<Stats>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = super::bind::listen(addr, super::bind::ADDR_IN_USE_GRACE)?;
     std::thread::Builder::new().name("status".into()).spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
