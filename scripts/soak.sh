@@ -5,6 +5,7 @@
 #   usage: sudo scripts/soak.sh [CYCLES=30]
 # SOAK_MAX_REPLAY_LAG (default: the monitor's default, 262144 exits) sets the
 # flow-control limit; the exit index passes it many times in a long soak.
+# SOAK_FAILOVER_TIMEOUT_MS (default 500, the monitor's) for a machine shared with other work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "soak.sh needs root (network namespaces, TAP devices)" >&2; exit 1; }

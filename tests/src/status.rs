@@ -29,6 +29,17 @@ pub fn flag(json: &str, name: &str) -> Option<bool> {
 /// Polls the status of `host` until `ok` holds; returns the snapshot that passed and
 /// how long it took, or panics with the last snapshot.
 pub fn wait_until(topo: &Topology, host: &str, limit: Duration, ok: impl Fn(&str) -> bool) -> (String, Duration) {
+    wait_until_or(topo, host, limit, ok, String::new)
+}
+
+/// [`wait_until`], and on failure the panic message adds `context()` (a VMM's log, say).
+pub fn wait_until_or(
+    topo: &Topology,
+    host: &str,
+    limit: Duration,
+    ok: impl Fn(&str) -> bool,
+    context: impl Fn() -> String,
+) -> (String, Duration) {
     let t0 = Instant::now();
     let mut last = String::new();
     while t0.elapsed() < limit {
@@ -40,5 +51,5 @@ pub fn wait_until(topo: &Topology, host: &str, limit: Duration, ok: impl Fn(&str
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("status of {host} did not reach the condition within {limit:?}; last: {last}");
+    panic!("status of {host} did not reach the condition within {limit:?}; last: {last}\n{}", context());
 }

@@ -17,9 +17,19 @@ use ftvmm_tests::client::{fresh_client_check, get_int};
 use ftvmm_tests::load::{assert_exact, Load};
 use ftvmm_tests::netns::Topology;
 use ftvmm_tests::pair::{self, serial, BACKUP_LISTEN, PRIMARY_LISTEN};
-use ftvmm_tests::status::{field, flag, wait_until, STATUS};
+use ftvmm_tests::status::{field, flag, wait_until_or, STATUS};
 use ftvmm_tests::vm::{in_netns, VmProcess};
 use std::time::{Duration, Instant};
+
+/// The last lines of both VMMs' logs, for a failure message.
+fn logs(primary: &VmProcess, backup: &VmProcess) -> String {
+    let tail = |v: &VmProcess| {
+        let err = v.stderr();
+        let lines: Vec<&str> = err.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    };
+    format!("primary's log:\n{}\nbackup's log:\n{}", tail(primary), tail(backup))
+}
 
 fn no_divergence(vm: &VmProcess) {
     let err = vm.stderr();
@@ -31,7 +41,10 @@ fn kill_and_rejoin_cycles_under_load_keep_every_acknowledged_write() {
     let _turn = serial();
     let cycles: usize = std::env::var("SOAK_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let lag = std::env::var("SOAK_MAX_REPLAY_LAG").unwrap_or_else(|_| "1024".into());
-    let flags = ["--status", STATUS, "--max-replay-lag-exits", &lag];
+    // A long soak on a machine shared with other work may want a longer failover timeout,
+    // so that scheduling stalls are not taken for dead peers (SOAK_FAILOVER_TIMEOUT_MS).
+    let timeout = std::env::var("SOAK_FAILOVER_TIMEOUT_MS").unwrap_or_else(|_| "500".into());
+    let flags = ["--status", STATUS, "--max-replay-lag-exits", &lag, "--failover-timeout-ms", &timeout];
     let topo = Topology::up();
     let first = pair::start_with(&topo, &flags, &["--listen", BACKUP_LISTEN], None);
     let (mut primary, mut backup) = (first.primary, first.backup);
@@ -58,12 +71,21 @@ fn kill_and_rejoin_cycles_under_load_keep_every_acknowledged_write() {
         primary = std::mem::replace(&mut backup, fresh);
         primary_host = live_host;
         // Protected again: the new backup holds the state and its replay moves past the join.
-        let (joined, _) =
-            wait_until(&topo, primary_host, Duration::from_secs(10), |s| flag(s, "protected") == Some(true));
+        let (joined, _) = wait_until_or(
+            &topo,
+            primary_host,
+            Duration::from_secs(10),
+            |s| flag(s, "protected") == Some(true),
+            || logs(&primary, &backup),
+        );
         let join_exit = field(&joined, "exit_index").unwrap_or(0);
-        let (now, _) = wait_until(&topo, primary_host, Duration::from_secs(10), |s| {
-            field(s, "replayed_through") > Some(join_exit) && field(s, "exit_index") > Some(join_exit)
-        });
+        let (now, _) = wait_until_or(
+            &topo,
+            primary_host,
+            Duration::from_secs(10),
+            |s| field(s, "replayed_through") > Some(join_exit) && field(s, "exit_index") > Some(join_exit),
+            || logs(&primary, &backup),
+        );
         let reprotected = join_started.elapsed();
         join_times.push(reprotected);
         if let Err(e) = fresh_client_check(&topo) {
@@ -88,7 +110,8 @@ fn kill_and_rejoin_cycles_under_load_keep_every_acknowledged_write() {
     join_times.sort();
     let pct = |p: usize| join_times.get((join_times.len().saturating_sub(1)) * p / 100).map_or(0, |d| d.as_millis());
     println!(
-        "soak: {cycles} cycles in {:.0} s, final exit index {last_exit}, max replay lag {lag} exits; \
+        "soak: {cycles} cycles in {:.0} s, final exit index {last_exit}, max replay lag {lag} exits, failover \
+         timeout {timeout} ms; \
          join to re-protected p50 {} ms, p99 {} ms, max {} ms; counter {final_value}",
         started.elapsed().as_secs_f64(),
         pct(50),
