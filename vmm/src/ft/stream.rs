@@ -52,6 +52,9 @@ pub struct FollowerLink {
     releaser: SharedReleaser,
     stats: Arc<Stats>,
     wire: Mutex<Wire>,
+    /// The same socket, for its timeouts and shutdown without the wire's lock: the vCPU
+    /// may hold that lock in a blocked write, which only a shutdown ends at once.
+    control: TcpStream,
     /// The highest exit written to the socket: an ack beyond it is a lie.
     sent_through: AtomicU64,
     stopped: AtomicBool,
@@ -79,12 +82,14 @@ impl FollowerLink {
             .set_write_timeout(Some(FIRST_ACK_GRACE.max(timing.failover_timeout)))
             .map_err(|e| ReplicationError::Handshake(format!("cannot set the send timeout: {e}")))?;
         let read_half = stream.try_clone().map_err(|e| ReplicationError::Thread("ack-rx", e))?;
+        let control = stream.try_clone().map_err(|e| ReplicationError::Thread("ack-rx", e))?;
         let joined_at = follower.joined_at;
         let link = Arc::new(FollowerLink {
             follower,
             group,
             releaser,
             stats,
+            control,
             wire: Mutex::new(Wire {
                 stream,
                 buf: Vec::with_capacity(FLUSH_BYTES),
@@ -231,7 +236,7 @@ impl FollowerLink {
     pub fn lose(&self, why: &str) {
         self.stopped.store(true, Ordering::SeqCst);
         self.group.drop_follower(&self.follower, why);
-        let _ = self.lock().stream.shutdown(Shutdown::Both);
+        let _ = self.control.shutdown(Shutdown::Both);
         self.releaser.poke();
     }
 
@@ -320,7 +325,7 @@ impl FollowerLink {
                 Ok(Some(Message::Ack(ack))) => {
                     if std::mem::take(&mut first) {
                         let tightened = reader.get_mut().set_read_timeout(Some(timeout));
-                        let tightened = tightened.and(self.lock().stream.set_write_timeout(Some(timeout)));
+                        let tightened = tightened.and(self.control.set_write_timeout(Some(timeout)));
                         if let Err(e) = tightened {
                             return format!("cannot set the failover timeout: {e}");
                         }
