@@ -124,6 +124,10 @@ impl SharedReleaser {
     }
 
     fn run(&self, items: &Receiver<OutputItem>, control: &Receiver<Control>) {
+        // Once nobody can send a control message (a primary, or a follower once live), a
+        // closed channel is always ready: selecting on it would spin this thread on a core.
+        let never = crossbeam_channel::never();
+        let mut control = control;
         loop {
             select! {
                 recv(items) -> item => match item {
@@ -136,8 +140,9 @@ impl SharedReleaser {
                     }
                     Err(_) => break,
                 },
-                recv(control) -> c => if let Ok(Control::GoLive { tap, released, group }) = c {
-                    self.lock().go_live(tap, released, group);
+                recv(control) -> c => match c {
+                    Ok(Control::GoLive { tap, released, group }) => self.lock().go_live(tap, released, group),
+                    Err(_) => control = &never,
                 },
             }
         }
@@ -206,5 +211,43 @@ impl Releaser {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::status::Role;
+    use crossbeam_channel::unbounded;
+
+    /// CPU time the thread `tid` of this process has used, from /proc (10 ms ticks).
+    fn thread_cpu(tid: i32) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Duration::from_millis(ticks * 10)
+    }
+
+    #[test]
+    fn an_idle_output_thread_sleeps_once_its_control_channel_is_closed() {
+        // A regression: with every control sender gone (a primary never goes live), the
+        // thread spun on the closed channel and took a whole core (490 ms of 500).
+        let releaser = SharedReleaser::new(Policy::Immediate, None, Stats::new(Role::Primary));
+        let (items_tx, items) = unbounded::<OutputItem>();
+        let (control_tx, control) = unbounded::<Control>();
+        drop(control_tx);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let me = releaser.clone();
+        let handle = std::thread::spawn(move || {
+            let _ = tid_tx.send(nix::unistd::gettid().as_raw());
+            me.run(&items, &control);
+        });
+        let tid = tid_rx.recv().expect("tid");
+        std::thread::sleep(Duration::from_millis(500));
+        let used = thread_cpu(tid);
+        drop(items_tx);
+        handle.join().expect("output thread");
+        assert!(used < Duration::from_millis(100), "the idle output thread used {used:?} of CPU in 500 ms");
     }
 }
