@@ -200,9 +200,9 @@ take_tests_lock() {
         # can hold the lock for many minutes: then this phase is measured anyway, and the
         # report says so.
         flock -w "$LOCK_WAIT_S" "$TL_FD" &
-        BENCH_PIDS[tests-lock]=$!
-        wait "${BENCH_PIDS[tests-lock]}" || LOCKED[$k]=no
-        unset "BENCH_PIDS[tests-lock]"
+        BENCH_PIDS[testslock]=$!
+        wait "${BENCH_PIDS[testslock]}" || LOCKED[$k]=no
+        unset "BENCH_PIDS[testslock]"
     fi
     waited="$(awk -v a="$w0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')"
     LOCK_WAITED="$(awk -v a="$LOCK_WAITED" -v b="$waited" 'BEGIN { print a + b }')"
