@@ -5,6 +5,7 @@
 
   BENCH_DIR/latency-samples.csv -> BENCH_DIR/latency.png   per-request latency CDFs, (a) vs (b)
   BENCH_DIR/failover.csv        -> BENCH_DIR/failover.png  failover gap per kill
+  BENCH_DIR/group.csv           -> BENCH_DIR/group.png     replication modes x followers
 
 Each plot is drawn only if its CSV exists. Lines starting with '#' in the CSVs (provenance) are
 shown as the figure's caption. Installs matplotlib with pip if it is missing.
@@ -116,11 +117,75 @@ def plot_failover(plt, bench):
     print(f"bench-plot.py: wrote {out}", file=sys.stderr)
 
 
+def plot_group(plt, bench):
+    src = os.path.join(bench, "group.csv")
+    if not os.path.exists(src):
+        return
+    rows, comments = read_csv(src)
+    # (mode, followers, clients, config) -> row; configs in the order the run measured them.
+    by = {(r["mode"], r["followers"], r["clients"], r["config"]): r for r in rows}
+    groups = []
+    for r in rows:
+        g = (r["mode"], r["followers"])
+        if g not in groups:
+            groups.append(g)
+    groups.sort(key=lambda g: (["sync", "semi-sync", "quorum:2", "async"].index(g[0]) if g[0] in ("sync", "semi-sync", "quorum:2", "async") else 9, g[1]))
+    labels = ["%s x%s" % g for g in groups]
+    colors = {"sync": "tab:blue", "semi-sync": "tab:green", "quorum:2": "tab:purple", "async": "tab:orange"}
+
+    def val(g, c, cfg, key):
+        r = by.get((g[0], g[1], c, cfg))
+        try:
+            return float(r[key])
+        except (TypeError, KeyError, ValueError):
+            return float("nan")
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
+    xs = range(len(groups))
+    cs = [colors.get(g[0], "gray") for g in groups]
+    # Added p50 and p99 at -c 1: (b) minus (a) of the same phase.
+    add50 = [(val(g, "1", "b", "p50_ms") - val(g, "1", "a", "p50_ms")) * 1000 for g in groups]
+    add99 = [(val(g, "1", "b", "p99_ms") - val(g, "1", "a", "p99_ms")) * 1000 for g in groups]
+    ax = axes[0]
+    ax.bar(xs, add50, color=cs)
+    ax.plot(xs, add99, "k.", label="added p99")
+    ax.set_title("INCR -c 1: added latency vs unreplicated (same phase)")
+    ax.set_ylabel("us (bars: added p50)")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ratio = [val(g, "50", "b", "rps") / val(g, "50", "a", "rps") for g in groups]
+    ratio1 = [val(g, "1", "b", "rps") / val(g, "1", "a", "rps") for g in groups]
+    ax.bar([x - 0.2 for x in xs], ratio1, width=0.4, color=cs, alpha=0.5, label="-c 1")
+    ax.bar([x + 0.2 for x in xs], ratio, width=0.4, color=cs, label="-c 50")
+    ax.axhline(1.0, color="gray", lw=1)
+    ax.set_title("INCR throughput, group / unreplicated")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    held = [val(g, "1", "b", "held_p50_us") for g in groups]
+    held99 = [val(g, "1", "b", "held_p99_us") for g in groups]
+    ax.bar(xs, held, color=cs)
+    ax.plot(xs, held99, "k.", label="held p99")
+    ax.set_yscale("log")
+    ax.set_title("INCR -c 1: output held by the Output Rule")
+    ax.set_ylabel("us, log scale (bars: held p50)")
+    ax.legend(fontsize=8)
+    for ax in axes:
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.text(0.01, 0.005, " | ".join(comments), fontsize=7, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    out = os.path.join(bench, "group.png")
+    fig.savefig(out, dpi=110)
+    print(f"bench-plot.py: wrote {out}", file=sys.stderr)
+
+
 def main():
     bench = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
     plt = need_matplotlib()
     plot_latency(plt, bench)
     plot_failover(plt, bench)
+    plot_group(plt, bench)
 
 
 if __name__ == "__main__":

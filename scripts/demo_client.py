@@ -246,10 +246,22 @@ def main():
         elif name:
             prot = color("32", "yes") if s.get("protected") else color("31;1", "NO")
             held = "%s/%s" % (fmt_us(s.get("held_p50_us")).replace(" µs", ""), fmt_us(s.get("held_p99_us")))
+            # A group's followers as the serving member lists them: "followers 2 in sync", or
+            # "followers 1/2 in sync" while one joins or catches up (dropped ones not counted).
+            fols = [f for f in s.get("followers", []) if f.get("state") != "dropped"]
+            in_sync = sum(f.get("state") == "in sync" for f in fols)
+            if not fols:
+                fol = "no followers"
+            elif len(fols) == in_sync:
+                fol = "followers %d in sync" % in_sync
+            else:
+                fol = "followers %d/%d in sync" % (in_sync, len(fols))
+            fol = color("32" if fols and in_sync == len(fols) else "31;1", fol)
             rights = [
-                "%s %s, protected %s, held p50/p99 %s, lag %s exits"
-                % (name, s.get("role"), prot, held, s.get("lag_exits")),
-                "%s %s prot %s held %s lag %s" % (name, s.get("role"), prot, held, s.get("lag_exits")),
+                "%s %s, %s, protected %s, held p50/p99 %s, lag %s exits"
+                % (name, s.get("role"), fol, prot, held, s.get("lag_exits")),
+                "%s %s, %s, prot %s, held %s, lag %s" % (name, s.get("role"), fol, prot, held, s.get("lag_exits")),
+                "%s %s, %s, prot %s" % (name, s.get("role"), fol, prot),
                 "%s %s prot %s" % (name, s.get("role"), prot),
             ]
         elif poller.rounds == 0:
