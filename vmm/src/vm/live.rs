@@ -3,13 +3,12 @@
 //! recorder, each injection is logged with that exit's index and signature.
 use crate::vm::clock::TickClock;
 use crate::vm::digest;
-use crate::vm::driver::{ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
+use crate::vm::driver::{Attaching, ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
 use crate::vm::recorder::LogSink;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use guest_abi::{nic, vector};
 use logging_channel::{DigestScope, EndReason, Event, Hash, Record};
 use std::collections::VecDeque;
-use std::net::TcpStream;
 use std::time::Instant;
 
 /// Frames delivered at one exit, at most: bounds the time one exit can take.
@@ -23,7 +22,7 @@ pub enum VmEvent {
     Frame(Vec<u8>),
     Stop,
     /// A follower passed the handshake and wants the VM's state (see `ft::attach`).
-    Attach(TcpStream),
+    Attach(Attaching),
     /// Another node won the right to go on alone: stop at once, release nothing.
     Halt(String),
 }
@@ -34,7 +33,7 @@ pub struct LiveDriver {
     events: Receiver<VmEvent>,
     frames: VecDeque<Vec<u8>>,
     stopping: bool,
-    attach: Option<TcpStream>,
+    attach: Option<Attaching>,
     halt: Option<String>,
 }
 
