@@ -16,6 +16,7 @@
 //! Nothing is logged for exit J itself (the attach is all that happens there), so
 //! the backlog holds every record through J - 1, and J is complete once sent.
 //! The guest notices nothing but the pause, which is measured and logged.
+use super::backlog::Backlog;
 use super::group::Group;
 use super::handshake;
 use super::release::SharedReleaser;
@@ -43,6 +44,7 @@ pub struct Attacher {
 }
 
 /// How a follower will get what it lacks.
+#[derive(Debug, PartialEq, Eq)]
 enum Plan {
     /// The encoded records after its position `from`.
     Resume {
@@ -66,40 +68,14 @@ impl Attacher {
             return Err(ReplicationError::Attach(why));
         }
         let addr = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-        match self.plan(request, at.index) {
+        let plan = plan(request, at.index, &self.fanout.backlog());
+        match plan {
             Plan::Refuse(why) => {
                 handshake::refuse_attach(&mut conn, &why);
                 Err(ReplicationError::Attach(format!("refused the follower at {addr}: {why}")))
             }
             Plan::Resume { from, records } => self.resume(conn, &addr, from, records, at.index),
             Plan::State(why) => self.send_state(conn, &addr, &why, at),
-        }
-    }
-
-    /// Decides between a resume and a state transfer at exit `now`.
-    fn plan(&self, request: AttachRequest, now: u64) -> Plan {
-        let AttachRequest::Resume { epoch, exit_index: p } = request else {
-            return Plan::State(String::new());
-        };
-        // Everything before `now` is logged and nothing at it: a follower cannot honestly
-        // hold `now` or beyond.
-        if p >= now {
-            return Plan::Refuse(format!(
-                "it says it holds the log through exit {p}, but this primary has logged only up to exit {}: \
-                 it is not a follower of this VM; start it afresh",
-                now.saturating_sub(1)
-            ));
-        }
-        let backlog = self.fanout.backlog();
-        match (backlog.epoch_at(p), backlog.from(p)) {
-            (Some(ours), Some(records)) if ours == epoch => Plan::Resume { from: p, records },
-            (Some(ours), Some(_)) => Plan::State(format!(
-                "it was in epoch {epoch} at exit {p} and this log in epoch {ours}: its log is not a prefix of this one"
-            )),
-            _ => Plan::State(format!(
-                "exit {p} is no longer in the backlog, which reaches back to exit {} (--backlog-mib)",
-                backlog.floor()
-            )),
         }
     }
 
@@ -190,6 +166,32 @@ impl Attacher {
     }
 }
 
+/// Decides, at exit `now`, between a resume from `backlog` and a state transfer.
+fn plan(request: AttachRequest, now: u64, backlog: &Backlog) -> Plan {
+    let AttachRequest::Resume { epoch, exit_index: p } = request else {
+        return Plan::State(String::new());
+    };
+    // Everything before `now` is logged and nothing at it: a follower cannot honestly
+    // hold `now` or beyond.
+    if p >= now {
+        return Plan::Refuse(format!(
+            "it says it holds the log through exit {p}, but this primary has logged only up to exit {}: \
+             it is not a follower of this VM; start it afresh",
+            now.saturating_sub(1)
+        ));
+    }
+    match (backlog.epoch_at(p), backlog.from(p)) {
+        (Some(ours), Some(records)) if ours == epoch => Plan::Resume { from: p, records },
+        (Some(ours), Some(_)) => Plan::State(format!(
+            "it was in epoch {epoch} at exit {p} and this log in epoch {ours}: its log is not a prefix of this one"
+        )),
+        _ => Plan::State(format!(
+            "exit {p} is no longer in the backlog, which reaches back to exit {} (--backlog-mib)",
+            backlog.floor()
+        )),
+    }
+}
+
 /// Starts `join-listen` on `listener`: pairs followers (refusing them while the group
 /// is full) and hands each to the vCPU, which attaches it at its next exit.
 pub fn spawn_listener(
@@ -211,4 +213,51 @@ pub fn spawn_listener(
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backlog() -> Backlog {
+        let mut b = Backlog::new(48, 0, 1);
+        for exit in [10, 20, 30] {
+            b.push(exit, 1, &[exit as u8; 16]);
+        }
+        b.note_epoch(35, 2);
+        b.push(40, 2, &[40; 16]);
+        b
+    }
+
+    fn resume(epoch: u64, exit_index: u64) -> AttachRequest {
+        AttachRequest::Resume { epoch, exit_index }
+    }
+
+    #[test]
+    fn a_fresh_follower_gets_the_state() {
+        assert_eq!(plan(AttachRequest::Fresh, 50, &backlog()), Plan::State(String::new()));
+    }
+
+    #[test]
+    fn a_position_in_the_backlog_in_the_same_epoch_resumes_with_the_records_after_it() {
+        let b = backlog();
+        assert_eq!(plan(resume(1, 25), 50, &b), Plan::Resume { from: 25, records: [[30; 16], [40; 16]].concat() });
+        assert_eq!(plan(resume(2, 45), 50, &b), Plan::Resume { from: 45, records: Vec::new() });
+    }
+
+    #[test]
+    fn an_evicted_position_or_another_epoch_falls_back_to_the_state() {
+        let b = backlog();
+        // 48 bytes kept of 64: exit 10's chunk is gone.
+        let Plan::State(why) = plan(resume(1, 5), 50, &b) else { panic!("expected a state transfer") };
+        assert!(why.contains("no longer in the backlog"), "{why}");
+        let Plan::State(why) = plan(resume(1, 38), 50, &b) else { panic!("expected a state transfer") };
+        assert!(why.contains("not a prefix"), "{why}");
+    }
+
+    #[test]
+    fn a_position_past_what_was_logged_is_refused() {
+        assert!(matches!(plan(resume(1, 50), 50, &backlog()), Plan::Refuse(_)));
+        assert!(matches!(plan(resume(1, 0), 0, &backlog()), Plan::Refuse(_)), "at boot nothing was logged");
+    }
 }

@@ -384,10 +384,10 @@ mod tests {
     };
 
     /// How `log-rx`'s loop ended, and the state it left.
-    type Ended = std::thread::JoinHandle<(String, Arc<Upstream>)>;
+    type LogRx = std::thread::JoinHandle<(String, Arc<Upstream>)>;
 
     /// Runs `log-rx`'s loop on one end of a pipe; the test plays the primary on the other.
-    fn backup_on_a_pipe() -> (PipeEnd, Receiver<Record>, Ended) {
+    fn backup_on_a_pipe() -> (PipeEnd, Receiver<Record>, LogRx) {
         let (primary, backup) = pipe();
         let (tx, rx) = unbounded();
         let state = Upstream::new(0);
@@ -396,7 +396,7 @@ mod tests {
             let mut backup = backup;
             let stats = Stats::new(crate::host::status::Role::Backup);
             let ended = receive_loop(&mut backup, TIMING, &st, &stats, &tx, &mut Sequencer::starting_at(0));
-            let (super::Ended::Broken(why) | super::Ended::Final(why)) = ended;
+            let (Ended::Broken(why) | Ended::Final(why)) = ended;
             (why, st)
         });
         (primary, rx, h)
@@ -433,6 +433,49 @@ mod tests {
         assert_eq!(rx.try_iter().count(), 3);
         assert_eq!(state.released.load(Ordering::SeqCst), 7);
         assert!(state.clean_end.load(Ordering::SeqCst), "{why}");
+    }
+
+    #[test]
+    fn a_resumed_stream_continues_the_log_and_acks_from_where_the_follower_was() {
+        // The first connection covered exit 40; the resumed one starts with the standing
+        // mark at 40 and the records after it, as the primary's backlog sends them.
+        let (mut primary, backup) = pipe();
+        let (tx, rx) = unbounded();
+        let state = Upstream::new(0);
+        let mut seq = Sequencer::starting_at(0);
+        seq.check(&Record::Progress { exit_index: 40 }).expect("in order");
+        state.replayed_through.store(35, Ordering::SeqCst);
+        let st = state.clone();
+        let h = std::thread::spawn(move || {
+            let mut backup = backup;
+            let stats = Stats::new(crate::host::status::Role::Backup);
+            let ended = receive_loop(&mut backup, TIMING, &st, &stats, &tx, &mut seq);
+            matches!(ended, Ended::Final(_))
+        });
+        primary.set_read_timeout(Some(Duration::from_secs(5)));
+        assert_eq!(next_ack(&mut MessageReader::new(&mut primary)), Ack { received_through: 40, replayed_through: 35 });
+        primary
+            .write_all(&frames(&[
+                Record::Standing { exit_index: 40, epoch: 2, eligible: true },
+                Record::Progress { exit_index: 52 },
+                Record::End { exit_index: 53, reason: logging_channel::EndReason::Shutdown, state_digest: None },
+            ]))
+            .expect("send");
+        assert!(h.join().expect("log-rx"), "a clean end is final, not a reason to reconnect");
+        assert_eq!(rx.try_iter().count(), 3);
+        assert_eq!(state.epoch.load(Ordering::SeqCst), 2, "the standing mark tells it the new epoch");
+    }
+
+    #[test]
+    fn a_broken_connection_is_worth_a_reconnection() {
+        let (primary, backup) = pipe();
+        let (tx, _rx) = unbounded();
+        let state = Upstream::new(0);
+        let mut backup = backup;
+        let stats = Stats::new(crate::host::status::Role::Backup);
+        drop(primary);
+        let ended = receive_loop(&mut backup, TIMING, &state, &stats, &tx, &mut Sequencer::starting_at(0));
+        assert!(matches!(ended, Ended::Broken(_)));
     }
 
     #[test]

@@ -182,6 +182,14 @@ fn try_pair(
     send(&mut stream, &Message::Hello(*local)).map_err(io)?;
     match receive(&stream)? {
         Message::HelloReply(HelloReply::Accept) => {}
+        // A reconnecting follower can be back before its primary has noticed the old
+        // connection is dead (both wait the failover timeout): the group still counts it
+        // and may be full. That passes; try again until the deadline.
+        Message::HelloReply(HelloReply::Refuse { code: RefuseCode::Busy, reason })
+            if on_refused == OnRefused::GiveUp =>
+        {
+            return Err(ReplicationError::Handshake(format!("the primary is busy ({reason})")))
+        }
         Message::HelloReply(HelloReply::Refuse { reason, .. }) => return Err(ReplicationError::Refused(reason)),
         other => return Err(ReplicationError::Handshake(format!("expected the primary's verdict, got {other:?}"))),
     }
