@@ -26,7 +26,7 @@ fn disconnect_and_reconnect(topo: &Topology, extra: &[&str]) -> Group {
     topo.link("host-b", false);
     std::thread::sleep(LINK_DOWN);
     topo.link("host-b", true);
-    g.primary.wait_for_line_in_stderr("follower dropped", Duration::from_secs(1));
+    g.primary.wait_for_line_in_stderr("dropped (", Duration::from_secs(1));
     g.followers[0].wait_for_line_in_stderr("the connection to the primary broke", Duration::from_secs(1));
     // Back in the group: protected, the follower in sync again, under load.
     let (seen, _) = wait_until(topo, "host-a", Duration::from_secs(20), |s| {
