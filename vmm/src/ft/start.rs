@@ -55,7 +55,6 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     tracing::info!(%listen, replication = %s.group.mode(), "primary waiting for its first follower");
     let header = machine.header;
     let local = || hello(Role::Primary, &header, s.group.epoch());
-    let (conn, request) = handshake::accept_backup(&listener, &local, &|| None)?;
     let fanout = Fanout::new(Backlog::new(s.timing.backlog_bytes, 0, s.group.epoch()));
     let attacher = Attacher {
         group: s.group.clone(),
@@ -64,7 +63,16 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         stats: s.stats.clone(),
         timing: s.timing,
     };
-    attacher.attach(Attaching { conn, request }, machine.at_exit(0))?;
+    // A follower of an earlier run may ask to resume here: it is refused (nothing has been
+    // logged yet), and the primary goes on waiting for a first follower it can attach.
+    loop {
+        let (conn, request) = handshake::accept_backup(&listener, &local, &|| None)?;
+        match attacher.attach(Attaching { conn, request }, machine.at_exit(0)) {
+            Ok(()) => break,
+            Err(ReplicationError::Attach(why)) => tracing::warn!("{why}; still waiting for a first follower"),
+            Err(e) => return Err(e),
+        }
+    }
     s.releaser.set_policy(Policy::Primary(s.group.clone()));
     attach::spawn_listener(listener, header, s.group.clone(), s.events_tx.clone())
         .map_err(|e| ReplicationError::Thread("join-listen", e))?;
