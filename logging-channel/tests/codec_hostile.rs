@@ -82,7 +82,7 @@ fn corrupted_payload_fails_the_checksum() {
 
 #[test]
 fn record_tag_zero_and_unknown_tags_are_rejected() {
-    for tag in [0u8, 6, 255] {
+    for tag in [0u8, 7, 255] {
         let err = decode_err(&frame_with_body(&[tag, 0, 0, 0, 0, 0, 0, 0, 0]));
 
         assert!(matches!(err, CodecError::UnknownTag { what: "record", tag: t } if t == tag), "tag {tag}: {err}");
@@ -330,4 +330,16 @@ proptest! {
             prop_assert_eq!(&again[4..again.len() - 4], &body[..]);
         }
     }
+}
+
+#[test]
+fn a_standing_mark_with_an_eligible_byte_other_than_0_or_1_is_rejected() {
+    let mut body = vec![6u8];
+    body.extend_from_slice(&5u64.to_le_bytes());
+    body.extend_from_slice(&2u64.to_le_bytes());
+    body.push(2);
+    let err = decode_err(&frame_with_body(&body));
+    assert!(!matches!(err, CodecError::UnknownTag { what: "record", .. }), "{err}");
+    body.truncate(body.len() - 1);
+    assert!(decode_err(&frame_with_body(&body)).to_string().contains("standing"), "a short standing mark names itself");
 }

@@ -487,12 +487,21 @@ mod tests {
     }
 
     #[test]
-    fn the_group_has_room_for_max_followers() {
+    fn the_group_has_room_for_max_followers_and_a_second_needs_an_arbiter() {
         let (g, _rx) = group(ReplicationMode::Sync, 2);
+        g.add_follower("a", 0);
+        assert!(g.refuse_follower().is_some_and(|why| why.contains("needs --arbiter")));
+
+        let dir = std::env::temp_dir().join(format!("ftvmm-group-test-{}", std::process::id()));
+        let arbiter = crate::host::arbiter::from_spec(&format!("file:{}", dir.display()), "10.0.0.1").expect("arbiter");
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let config = GroupConfig { mode: ReplicationMode::Sync, max_followers: 2, arbiter: Some(Arc::from(arbiter)) };
+        let g = Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx);
         g.add_follower("a", 0);
         assert!(g.has_room());
         g.add_follower("b", 0);
-        assert!(!g.has_room());
+        assert!(g.refuse_follower().is_some_and(|why| why.contains("already has a backup")));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
