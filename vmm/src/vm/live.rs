@@ -75,11 +75,17 @@ impl LiveDriver {
         // batch: a reader knows an exit is complete when it sees progress for it or any
         // later exit, so nothing (a heartbeat) may come between them.
         let mut records = Vec::new();
-        if ctx.can_inject() {
-            let events = self.deliver(ctx)?;
-            if self.sink.is_some() && !events.is_empty() {
-                records.push(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events });
+        let mut events = if ctx.can_inject() { self.deliver(ctx)? } else { Vec::new() };
+        // Host state the guest can read (REPL_STATUS) changes only at counted exits, as
+        // logged input: a replay of this exit reads the same.
+        for (device, bytes) in ctx.bus.host_inputs() {
+            match ctx.bus.input(device, &bytes, ctx.mem) {
+                Ok(()) => events.push(Event::DeviceInput { device, bytes }),
+                Err(e) => tracing::warn!("device {device} refused host input: {e}"),
             }
+        }
+        if self.sink.is_some() && !events.is_empty() {
+            records.push(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events });
         }
         if let Some(sink) = &mut self.sink {
             if ctx.index.is_multiple_of(DIGEST_EVERY) {
