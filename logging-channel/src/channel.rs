@@ -11,10 +11,30 @@
 //!  0x82 HelloReply  verdict u8: 1 Accept
 //!                             | 2 Refuse  code u8 | len u32 | len bytes UTF-8 text
 //!  0x83 Ack         received_through u64 | replayed_through u64
+//!  0x84 Attach      kind u8: 1 Fresh
+//!                          | 2 Resume  epoch u64 | exit_index u64
+//!  0x85 AttachReply kind u8: 1 Resume  from u64 | through u64
+//!                          | 2 State   len u32 | len bytes UTF-8 text (why)
+//!                          | 3 Refuse  len u32 | len bytes UTF-8 text (why)
 //! ```
 //!
-//! The primary opens with `Hello`, the backup answers `HelloReply` and then
-//! sends `Ack`s while the primary streams records.
+//! The primary opens with `Hello`, the backup answers `HelloReply` and its own
+//! `Hello`, the primary answers `HelloReply`. Then the backup says what it
+//! wants (`Attach`): a fresh state, or to resume the log after the exit it
+//! holds, in the epoch it had there. The primary answers `AttachReply`:
+//!
+//! ```text
+//!   primary                               backup
+//!     | -- Hello --------------------------> |
+//!     | <-- HelloReply, Hello -------------- |
+//!     | -- HelloReply ---------------------> |
+//!     | <-- Attach(Fresh | Resume{epoch, p}) |
+//!     |        (the primary's vCPU stops at its next exit J)
+//!     | -- AttachReply(Resume{p, J}) ------> |  then record frames after p, through J
+//!     |  or AttachReply(State{why}) -------> |  then the state of J (0x91..), then records
+//!     |  or AttachReply(Refuse{why}), close  |
+//!     | <-- Ack ... ------------------------ |  while the primary streams records
+//! ```
 
 use std::fmt;
 use std::io::Read;
@@ -29,9 +49,18 @@ mod tag {
     pub const HELLO: u8 = 0x81;
     pub const HELLO_REPLY: u8 = 0x82;
     pub const ACK: u8 = 0x83;
+    pub const ATTACH: u8 = 0x84;
+    pub const ATTACH_REPLY: u8 = 0x85;
 
     pub const ACCEPT: u8 = 1;
     pub const REFUSE: u8 = 2;
+
+    pub const FRESH: u8 = 1;
+    pub const RESUME: u8 = 2;
+
+    pub const REPLY_RESUME: u8 = 1;
+    pub const REPLY_STATE: u8 = 2;
+    pub const REPLY_REFUSE: u8 = 3;
 }
 
 /// Which side of a pair a node wants to be.
@@ -131,12 +160,36 @@ pub struct Ack {
     pub replayed_through: u64,
 }
 
+/// Backup -> primary, once paired: what it needs to follow the primary's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttachRequest {
+    /// The VM's whole state (a new backup).
+    Fresh,
+    /// The log after `exit_index`: the backup holds every record through it, and the
+    /// primary's last word on the epoch there was `epoch` (a backup reconnecting).
+    Resume { epoch: u64, exit_index: u64 },
+}
+
+/// Primary -> backup: how it will follow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AttachReply {
+    /// Record frames follow: every exit after `from`, through `through`.
+    Resume { from: u64, through: u64 },
+    /// The VM's state follows (state-transfer frames), then the log; `why` says
+    /// why a resume was not possible (empty for a fresh backup).
+    State { why: String },
+    /// Nothing follows; the primary closes the connection.
+    Refuse { why: String },
+}
+
 /// Any channel message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Message {
     Hello(Hello),
     HelloReply(HelloReply),
     Ack(Ack),
+    Attach(AttachRequest),
+    AttachReply(AttachReply),
 }
 
 impl Hello {
@@ -225,7 +278,41 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             b.extend_from_slice(&a.received_through.to_le_bytes());
             b.extend_from_slice(&a.replayed_through.to_le_bytes());
         }
+        Message::Attach(AttachRequest::Fresh) => b.extend_from_slice(&[tag::ATTACH, tag::FRESH]),
+        Message::Attach(AttachRequest::Resume { epoch, exit_index }) => {
+            b.extend_from_slice(&[tag::ATTACH, tag::RESUME]);
+            b.extend_from_slice(&epoch.to_le_bytes());
+            b.extend_from_slice(&exit_index.to_le_bytes());
+        }
+        Message::AttachReply(AttachReply::Resume { from, through }) => {
+            b.extend_from_slice(&[tag::ATTACH_REPLY, tag::REPLY_RESUME]);
+            b.extend_from_slice(&from.to_le_bytes());
+            b.extend_from_slice(&through.to_le_bytes());
+        }
+        Message::AttachReply(AttachReply::State { why }) => {
+            b.extend_from_slice(&[tag::ATTACH_REPLY, tag::REPLY_STATE]);
+            put_text(b, why);
+        }
+        Message::AttachReply(AttachReply::Refuse { why }) => {
+            b.extend_from_slice(&[tag::ATTACH_REPLY, tag::REPLY_REFUSE]);
+            put_text(b, why);
+        }
     });
+}
+
+fn put_text(b: &mut Vec<u8>, text: &str) {
+    // Saturation only for texts far beyond MAX_FRAME_LEN, which the decoder
+    // rejects by frame length anyway.
+    let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(text.as_bytes());
+}
+
+fn text(c: &mut Cursor<'_>, what: &'static str) -> Result<String, CodecError> {
+    let len = c.count(what, 1)?;
+    Ok(std::str::from_utf8(c.bytes(len, what)?)
+        .map_err(|e| CodecError::Malformed { what: format!("{what} is not UTF-8: {e}") })?
+        .to_owned())
 }
 
 /// Decodes one message from the front of `buf`, like [`crate::codec::decode`]
@@ -256,6 +343,8 @@ fn decode_body(body: &[u8]) -> Result<Message, CodecError> {
             let ack = Ack { received_through, replayed_through };
             (Message::Ack(ack), "ack")
         }
+        tag::ATTACH => (Message::Attach(decode_attach(&mut c)?), "attach request"),
+        tag::ATTACH_REPLY => (Message::AttachReply(decode_attach_reply(&mut c)?), "attach reply"),
         other => return Err(CodecError::UnknownTag { what: "channel message", tag: other }),
     };
     c.finish(name)?;
@@ -275,6 +364,34 @@ fn decode_hello(c: &mut Cursor<'_>) -> Result<Hello, CodecError> {
         tick_hz: c.u32("hello tick rate")?,
         epoch: c.u64("hello epoch")?,
     })
+}
+
+fn decode_attach(c: &mut Cursor<'_>) -> Result<AttachRequest, CodecError> {
+    match c.u8("attach request kind")? {
+        tag::FRESH => Ok(AttachRequest::Fresh),
+        tag::RESUME => {
+            Ok(AttachRequest::Resume { epoch: c.u64("resume epoch")?, exit_index: c.u64("resume exit index")? })
+        }
+        other => Err(CodecError::UnknownTag { what: "attach request kind", tag: other }),
+    }
+}
+
+fn decode_attach_reply(c: &mut Cursor<'_>) -> Result<AttachReply, CodecError> {
+    match c.u8("attach reply kind")? {
+        tag::REPLY_RESUME => {
+            let from = c.u64("resume from")?;
+            let through = c.u64("resume through")?;
+            if through < from {
+                return Err(CodecError::Malformed {
+                    what: format!("resume from exit {from} through an earlier exit {through}"),
+                });
+            }
+            Ok(AttachReply::Resume { from, through })
+        }
+        tag::REPLY_STATE => Ok(AttachReply::State { why: text(c, "state reason")? }),
+        tag::REPLY_REFUSE => Ok(AttachReply::Refuse { why: text(c, "attach refusal reason")? }),
+        other => Err(CodecError::UnknownTag { what: "attach reply kind", tag: other }),
+    }
 }
 
 fn decode_reply(c: &mut Cursor<'_>) -> Result<HelloReply, CodecError> {

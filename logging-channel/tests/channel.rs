@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use common::*;
 use logging_channel::channel::{
-    decode, encode, hello, Ack, Hello, HelloReply, Message, MessageReader, RefuseCode, Role,
+    decode, encode, hello, Ack, AttachReply, AttachRequest, Hello, HelloReply, Message, MessageReader, RefuseCode, Role,
 };
 use logging_channel::{codec, CodecError, Record, PROTOCOL_VERSION};
 use proptest::prelude::*;
@@ -22,6 +22,13 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|(code, reason)| Message::HelloReply(HelloReply::Refuse { code, reason })),
         (any::<u64>(), any::<u64>())
             .prop_map(|(a, b)| Message::Ack(Ack { received_through: a.max(b), replayed_through: a.min(b) })),
+        Just(Message::Attach(AttachRequest::Fresh)),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(epoch, exit_index)| Message::Attach(AttachRequest::Resume { epoch, exit_index })),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(a, b)| Message::AttachReply(AttachReply::Resume { from: a.min(b), through: a.max(b) })),
+        ".{0,40}".prop_map(|why| Message::AttachReply(AttachReply::State { why })),
+        ".{0,40}".prop_map(|why| Message::AttachReply(AttachReply::Refuse { why })),
     ]
 }
 
@@ -51,6 +58,35 @@ fn refuse_code(reply: HelloReply) -> RefuseCode {
         HelloReply::Refuse { code, .. } => code,
         HelloReply::Accept => panic!("expected a refusal"),
     }
+}
+
+#[test]
+fn a_resume_reply_that_ends_before_it_starts_is_malformed() {
+    let mut body = vec![0x85, 1];
+    body.extend_from_slice(&10u64.to_le_bytes());
+    body.extend_from_slice(&9u64.to_le_bytes());
+
+    assert!(matches!(decode_err(&frame_with_body(&body)), CodecError::Malformed { .. }));
+}
+
+#[test]
+fn attach_messages_with_unknown_kinds_or_bad_text_are_typed_errors() {
+    assert!(matches!(decode_err(&frame_with_body(&[0x84, 0])), CodecError::UnknownTag { tag: 0, .. }));
+    assert!(matches!(decode_err(&frame_with_body(&[0x84, 3])), CodecError::UnknownTag { tag: 3, .. }));
+    assert!(matches!(decode_err(&frame_with_body(&[0x85, 9])), CodecError::UnknownTag { tag: 9, .. }));
+    // A resume request cut short, and one with a byte too many.
+    assert!(matches!(decode_err(&frame_with_body(&[0x84, 2, 1, 2, 3])), CodecError::Malformed { .. }));
+    let mut long = vec![0x84, 1];
+    long.push(0);
+    assert!(matches!(decode_err(&frame_with_body(&long)), CodecError::Malformed { .. }));
+    // A reason whose length says more than the frame holds, and one that is not UTF-8.
+    let mut lying = vec![0x85, 2];
+    lying.extend_from_slice(&1000u32.to_le_bytes());
+    assert!(matches!(decode_err(&frame_with_body(&lying)), CodecError::Malformed { .. }));
+    let mut bad = vec![0x85, 3];
+    bad.extend_from_slice(&2u32.to_le_bytes());
+    bad.extend_from_slice(&[0xff, 0xfe]);
+    assert!(matches!(decode_err(&frame_with_body(&bad)), CodecError::Malformed { .. }));
 }
 
 #[test]
@@ -229,7 +265,7 @@ proptest! {
 
     #[test]
     fn random_payload_in_a_valid_frame_only_decodes_canonically(
-        tag in 0x80u8..0x85,
+        tag in 0x80u8..0x87,
         payload in prop::collection::vec(any::<u8>(), 0..96),
     ) {
         let mut body = vec![tag];

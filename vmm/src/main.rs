@@ -103,6 +103,19 @@ struct GroupArgs {
     /// The most followers this VM takes at once.
     #[arg(long, default_value_t = vmm::ft::group::DEFAULT_MAX_FOLLOWERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
     max_followers: u64,
+    /// How much of its recent log a primary keeps in memory, so that a follower whose
+    /// connection broke resumes from it instead of receiving the whole state (0: keep none).
+    #[arg(long, default_value_t = vmm::ft::backlog::DEFAULT_BACKLOG_MIB, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    backlog_mib: u64,
+    /// The backlog in KiB instead (tests use tiny ones); overrides --backlog-mib.
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
+    backlog_kib: Option<u64>,
+    /// How long a follower whose connection to its primary broke tries to reconnect and
+    /// resume before it takes the primary for dead and goes live (0: it does not try).
+    /// A refused connection (the primary's process is gone) ends the wait at once; an
+    /// unreachable host delays the failover by up to this long.
+    #[arg(long, default_value_t = ft::DEFAULT_RECONNECT_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    reconnect_secs: u64,
 }
 
 fn parse_replication(s: &str) -> Result<ReplicationMode, String> {
@@ -127,6 +140,9 @@ impl GroupArgs {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             failover_timeout: Duration::from_millis(self.failover_timeout_ms),
             max_replay_lag: self.max_replay_lag_exits,
+            backlog_bytes: usize::try_from(self.backlog_kib.map_or(self.backlog_mib << 20, |k| k << 10))
+                .unwrap_or(usize::MAX),
+            reconnect: Duration::from_secs(self.reconnect_secs),
         })
     }
 }

@@ -65,6 +65,12 @@ pub trait Device: Send {
     fn input(&mut self, _bytes: &[u8], _mem: &GuestMemoryMmap) -> Result<(), InputRefused> {
         Err(InputRefused::NotAccepted)
     }
+    /// Host state the device must take in at the next counted exit of a live VM, as
+    /// [`Device::input`] bytes. A live VM applies and logs it like any input, so that a
+    /// replay sees the same value at the same exit (`REPL_STATUS`).
+    fn host_input(&self) -> Option<Vec<u8>> {
+        None
+    }
     /// The device's state, for a new backup (little-endian, the device's own layout).
     fn save(&self) -> Vec<u8> {
         Vec::new()
@@ -158,6 +164,12 @@ impl Bus {
 
     pub fn input(&mut self, id: u16, bytes: &[u8], mem: &GuestMemoryMmap) -> Result<(), InputRefused> {
         self.by_input_id(id).ok_or(InputRefused::NoSuchDevice(id))?.input(bytes, mem)
+    }
+
+    /// The host state devices must take in now: `(input id, bytes)` (see [`Device::host_input`]).
+    pub fn host_inputs(&self) -> Vec<(u16, Vec<u8>)> {
+        let inputs = self.slots.iter().filter_map(|s| Some((s.device.input_id()?, s.device.host_input()?)));
+        inputs.collect()
     }
 
     /// Every device's state, in address order: `len u32 LE | bytes` per device.

@@ -5,16 +5,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
+/// The system device's input id: `REPL_STATUS` changes reach the guest as input.
+pub const INPUT_ID: u16 = 0x5359;
+
 #[derive(Default)]
 pub struct SystemDevice {
     fault: GuestFault,
     /// Shared with the replication threads; see `guest_abi::system::REPL_STATUS`.
     repl_status: Arc<AtomicU64>,
+    /// What the guest reads as `REPL_STATUS`. The host's value is not a function of guest
+    /// state, so it reaches the guest only as logged input at a counted exit: a follower
+    /// that replays exits its primary ran unprotected (a resumed log) reads what the
+    /// primary read there.
+    shown: u64,
 }
 
 impl SystemDevice {
     pub fn new(repl_status: Arc<AtomicU64>) -> Self {
-        SystemDevice { fault: GuestFault::default(), repl_status }
+        SystemDevice { fault: GuestFault::default(), repl_status, shown: 0 }
     }
 }
 
@@ -26,7 +34,7 @@ impl Device for SystemDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = match offset {
             ID => ID_VALUE,
-            REPL_STATUS => self.repl_status.load(Ordering::Relaxed),
+            REPL_STATUS => self.shown,
             _ => 0,
         };
         fill_le(data, value);
@@ -57,14 +65,30 @@ impl Device for SystemDevice {
         }
     }
 
+    fn input_id(&self) -> Option<u16> {
+        Some(INPUT_ID)
+    }
+
+    fn input(&mut self, bytes: &[u8], _mem: &GuestMemoryMmap) -> Result<(), crate::devices::bus::InputRefused> {
+        let value = crate::devices::u64s::<1>(bytes).ok_or(crate::devices::bus::InputRefused::NotAccepted)?;
+        self.shown = value[0];
+        Ok(())
+    }
+
+    fn host_input(&self) -> Option<Vec<u8>> {
+        let host = self.repl_status.load(Ordering::Relaxed);
+        (host != self.shown).then(|| host.to_le_bytes().to_vec())
+    }
+
     fn save(&self) -> Vec<u8> {
         let f = &self.fault;
-        [f.vector, f.error, f.rip, f.cr2].iter().flat_map(|v| v.to_le_bytes()).collect()
+        [f.vector, f.error, f.rip, f.cr2, self.shown].iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        let v = crate::devices::u64s::<4>(state).ok_or("system device state must be 32 bytes")?;
+        let v = crate::devices::u64s::<5>(state).ok_or("system device state must be 40 bytes")?;
         self.fault = GuestFault { vector: v[0], error: v[1], rip: v[2], cr2: v[3] };
+        self.shown = v[4];
         Ok(())
     }
 }
@@ -93,5 +117,29 @@ mod tests {
         let mut d = [0u8; 4];
         dev.read(ID, &mut d);
         assert_eq!(le_value(&d), ID_VALUE);
+    }
+
+    #[test]
+    fn repl_status_reaches_the_guest_only_as_input_and_travels_with_the_state() {
+        let host = Arc::new(AtomicU64::new(0));
+        let mut dev = SystemDevice::new(host.clone());
+        assert_eq!(dev.host_input(), None);
+        host.store(1, Ordering::SeqCst);
+        let mut d = [0u8; 8];
+        dev.read(REPL_STATUS, &mut d);
+        assert_eq!(le_value(&d), 0, "the host's change is not seen before it is input");
+        let input = dev.host_input().expect("a change to take in");
+        dev.input(&input, &mem()).expect("input");
+        dev.read(REPL_STATUS, &mut d);
+        assert_eq!(le_value(&d), 1);
+        assert_eq!(dev.host_input(), None);
+
+        // A replaying follower's host value is its own; the guest sees what was logged.
+        let mut replica = SystemDevice::new(Arc::new(AtomicU64::new(1)));
+        replica.restore(&dev.save()).expect("restore");
+        replica.input(&0u64.to_le_bytes(), &mem()).expect("input");
+        replica.read(REPL_STATUS, &mut d);
+        assert_eq!(le_value(&d), 0);
+        assert!(replica.input(&[1, 2, 3], &mem()).is_err(), "malformed input is refused");
     }
 }

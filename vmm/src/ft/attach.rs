@@ -1,30 +1,38 @@
 //! Attaching a follower: the one path by which a follower gets the VM's state
-//! and joins the log stream — at boot (exit 0) and while the VM runs alike.
+//! (or the part of the log it lacks) and joins the log stream — at boot (exit
+//! 0), while the VM runs, and when a follower reconnects, alike.
 //!
 //! ```text
-//!   join-listen: handshake (refused when the group is full)
-//!        |  VmEvent::Attach(conn)
+//!   join-listen: handshake (refused when the group is full), the follower's request
+//!        |  VmEvent::Attach(conn, Fresh | Resume{epoch, p})
 //!   vcpu0 at its next counted exit J: stops (Yield::Attach)
-//!        |  Attacher::attach(conn, VM at J)
-//!        |    state transfer of J (memory, vCPU, devices, epoch)
-//!        |    group.add_follower(J)  ->  FollowerLink  ->  fanout
-//!   vcpu0 runs on; the follower replays from J+1
+//!        |  Attacher::attach(conn, request, VM at J)
+//!        |    Resume{epoch, p}, p < J, p in the backlog, same epoch at p:
+//!        |        records after p (from the backlog), progress through J
+//!        |    otherwise: state transfer of J (memory, vCPU, devices, epoch)
+//!        |    group.add_follower(p or J)  ->  FollowerLink  ->  fanout
+//!   vcpu0 runs on; the follower replays from its position
 //! ```
+//! Nothing is logged for exit J itself (the attach is all that happens there), so
+//! the backlog holds every record through J - 1, and J is complete once sent.
 //! The guest notices nothing but the pause, which is measured and logged.
+use super::backlog::Backlog;
 use super::group::Group;
 use super::handshake;
 use super::release::SharedReleaser;
 use super::stream::{Fanout, FollowerLink};
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::vm::driver::Attaching;
 use crate::vm::live::VmEvent;
 use crate::vm::machine::AtExit;
 use crate::vm::snapshot;
 use crossbeam_channel::Sender;
-use logging_channel::channel::{hello, Role};
-use logging_channel::LogHeader;
+use logging_channel::channel::{hello, AttachReply, AttachRequest, Role};
+use logging_channel::{codec, LogHeader, Record};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Everything needed to attach followers to this VM.
 pub struct Attacher {
@@ -37,19 +45,55 @@ pub struct Attacher {
     pub tick_hz: u32,
 }
 
+/// How a follower will get what it lacks.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// The encoded records after its position `from`.
+    Resume {
+        from: u64,
+        records: Vec<u8>,
+    },
+    /// The whole state; why a resume was not possible (empty if none was asked for).
+    State(String),
+    Refuse(String),
+}
+
 impl Attacher {
-    /// At the exit `at` (the vCPU is stopped there): sends the state and starts
-    /// streaming the log to the follower on `conn`, which replays from the next exit.
-    pub fn attach(&self, mut conn: TcpStream, at: AtExit<'_>) -> Result<(), ReplicationError> {
+    /// At the exit `at` (the vCPU is stopped there): resumes the follower's log from
+    /// its position or sends the state, and starts streaming the log to it.
+    pub fn attach(&self, attaching: Attaching, at: AtExit<'_>) -> Result<(), ReplicationError> {
+        let Attaching { mut conn, request } = attaching;
         // Two followers can pass the handshake before either is attached; the group's
         // limit is checked again here, where it cannot change underneath.
         if let Some(why) = self.group.refuse_follower() {
+            handshake::refuse_attach(&mut conn, &why);
             return Err(ReplicationError::Attach(why));
         }
         let addr = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-        let epoch = self.group.epoch();
-        let sent = snapshot::send(&mut conn, at.vcpu, at.mem, at.bus, at.index, epoch)?;
-        let follower = self.group.add_follower(&addr, at.index);
+        let plan = plan(request, at.index, &self.fanout.backlog());
+        match plan {
+            Plan::Refuse(why) => {
+                handshake::refuse_attach(&mut conn, &why);
+                Err(ReplicationError::Attach(format!("refused the follower at {addr}: {why}")))
+            }
+            Plan::Resume { from, records } => self.resume(conn, &addr, from, records, at.index),
+            Plan::State(why) => self.send_state(conn, &addr, &why, at),
+        }
+    }
+
+    fn resume(
+        &self,
+        mut conn: TcpStream,
+        addr: &str,
+        from: u64,
+        mut records: Vec<u8>,
+        now: u64,
+    ) -> Result<(), ReplicationError> {
+        let t0 = Instant::now();
+        handshake::reply_attach(&mut conn, AttachReply::Resume { from, through: now })?;
+        codec::encode(&Record::Progress { exit_index: now }, &mut records);
+        let bytes = records.len();
+        let follower = self.group.add_follower(addr, from);
         let id = follower.id;
         let link = FollowerLink::start(
             conn,
@@ -59,12 +103,56 @@ impl Attacher {
             self.group.clone(),
             self.releaser.clone(),
             self.stats.clone(),
+            Some((records, now)),
+        )?;
+        self.fanout.add(link);
+        tracing::info!(
+            follower = id,
+            %addr,
+            from,
+            exit = now,
+            epoch = self.group.epoch(),
+            followers = self.group.follower_count(),
+            bytes,
+            pause_ms = format!("{:.1}", t0.elapsed().as_secs_f64() * 1e3),
+            "follower resumed from the backlog: no state transfer, {bytes} bytes of log sent"
+        );
+        Ok(())
+    }
+
+    fn send_state(&self, mut conn: TcpStream, addr: &str, why: &str, at: AtExit<'_>) -> Result<(), ReplicationError> {
+        handshake::reply_attach(&mut conn, AttachReply::State { why: why.to_string() })?;
+        let epoch = self.group.epoch();
+        let sent = snapshot::send(&mut conn, at.vcpu, at.mem, at.bus, at.index, epoch)?;
+        let follower = self.group.add_follower(addr, at.index);
+        let id = follower.id;
+        let link = FollowerLink::start(
+            conn,
+            self.timing,
+            self.tick_hz,
+            follower,
+            self.group.clone(),
+            self.releaser.clone(),
+            self.stats.clone(),
+            None,
         )?;
         self.fanout.add(link);
         let pause_ms = format!("{:.1}", sent.pause.as_secs_f64() * 1e3);
         let followers = self.group.follower_count();
         if at.index == 0 {
             tracing::info!(follower = id, %addr, epoch, followers, "follower paired at boot: state sent");
+        } else if !why.is_empty() {
+            tracing::info!(
+                follower = id,
+                %addr,
+                exit = at.index,
+                epoch,
+                pages = sent.pages,
+                bytes = sent.bytes,
+                pause_ms,
+                "new backup joined: a follower asked to resume, but {why}: full state transfer, {} bytes sent",
+                sent.bytes
+            );
         } else {
             tracing::info!(
                 follower = id,
@@ -82,6 +170,32 @@ impl Attacher {
     }
 }
 
+/// Decides, at exit `now`, between a resume from `backlog` and a state transfer.
+fn plan(request: AttachRequest, now: u64, backlog: &Backlog) -> Plan {
+    let AttachRequest::Resume { epoch, exit_index: p } = request else {
+        return Plan::State(String::new());
+    };
+    // Everything before `now` is logged and nothing at it: a follower cannot honestly
+    // hold `now` or beyond.
+    if p >= now {
+        return Plan::Refuse(format!(
+            "it says it holds the log through exit {p}, but this primary has logged only up to exit {}: \
+             it is not a follower of this VM; start it afresh",
+            now.saturating_sub(1)
+        ));
+    }
+    match (backlog.epoch_at(p), backlog.from(p)) {
+        (Some(ours), Some(records)) if ours == epoch => Plan::Resume { from: p, records },
+        (Some(ours), Some(_)) => Plan::State(format!(
+            "it was in epoch {epoch} at exit {p} and this log in epoch {ours}: its log is not a prefix of this one"
+        )),
+        _ => Plan::State(format!(
+            "exit {p} is no longer in the backlog, which reaches back to exit {} (--backlog-mib)",
+            backlog.floor()
+        )),
+    }
+}
+
 /// Starts `join-listen` on `listener`: pairs followers (refusing them while the group
 /// is full) and hands each to the vCPU, which attaches it at its next exit.
 pub fn spawn_listener(
@@ -94,8 +208,8 @@ pub fn spawn_listener(
         let local = || hello(Role::Primary, &machine, group.epoch());
         let refuse = || group.refuse_follower();
         match handshake::accept_backup(&listener, &local, &refuse) {
-            Ok(stream) => {
-                if events.send(VmEvent::Attach(stream)).is_err() {
+            Ok((conn, request)) => {
+                if events.send(VmEvent::Attach(Attaching { conn, request })).is_err() {
                     return; // the VM has stopped
                 }
             }
@@ -103,4 +217,51 @@ pub fn spawn_listener(
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backlog() -> Backlog {
+        let mut b = Backlog::new(48, 0, 1);
+        for exit in [10, 20, 30] {
+            b.push(exit, 1, &[exit as u8; 16]);
+        }
+        b.note_epoch(35, 2);
+        b.push(40, 2, &[40; 16]);
+        b
+    }
+
+    fn resume(epoch: u64, exit_index: u64) -> AttachRequest {
+        AttachRequest::Resume { epoch, exit_index }
+    }
+
+    #[test]
+    fn a_fresh_follower_gets_the_state() {
+        assert_eq!(plan(AttachRequest::Fresh, 50, &backlog()), Plan::State(String::new()));
+    }
+
+    #[test]
+    fn a_position_in_the_backlog_in_the_same_epoch_resumes_with_the_records_after_it() {
+        let b = backlog();
+        assert_eq!(plan(resume(1, 25), 50, &b), Plan::Resume { from: 25, records: [[30; 16], [40; 16]].concat() });
+        assert_eq!(plan(resume(2, 45), 50, &b), Plan::Resume { from: 45, records: Vec::new() });
+    }
+
+    #[test]
+    fn an_evicted_position_or_another_epoch_falls_back_to_the_state() {
+        let b = backlog();
+        // 48 bytes kept of 64: exit 10's chunk is gone.
+        let Plan::State(why) = plan(resume(1, 5), 50, &b) else { panic!("expected a state transfer") };
+        assert!(why.contains("no longer in the backlog"), "{why}");
+        let Plan::State(why) = plan(resume(1, 38), 50, &b) else { panic!("expected a state transfer") };
+        assert!(why.contains("not a prefix"), "{why}");
+    }
+
+    #[test]
+    fn a_position_past_what_was_logged_is_refused() {
+        assert!(matches!(plan(resume(1, 50), 50, &backlog()), Plan::Refuse(_)));
+        assert!(matches!(plan(resume(1, 0), 0, &backlog()), Plan::Refuse(_)), "at boot nothing was logged");
+    }
 }

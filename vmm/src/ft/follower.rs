@@ -3,18 +3,35 @@
 //! on receipt. Its end — silence past the failover timeout, a closed
 //! connection, or a clean end record — ends the record stream; a corrupt
 //! stream, or a replay that stalled, ends it too but forbids going live.
+//!
+//! With `--reconnect-secs`, a connection that breaks (silence, a close, a read
+//! error; not a clean end, corruption or a stall) is not the end yet:
+//!
+//! ```text
+//!   log-rx: broken --> reconnect, ask to resume after p (the exit it holds through)
+//!             |-- Resume{p, J}: records after p on the new connection; go on
+//!             |-- State: hand the connection to the vCPU and end the stream; the vCPU
+//!             |          replays what it has, then restores the state ([`restore`])
+//!             |          and follows again
+//!             '-- refused, or no primary within the deadline: the stream ends (go live)
+//! ```
+//! Meanwhile the VM waits for records, paused at its position.
 use super::flow::ProgressWatch;
+use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::vm::machine::AtExit;
 use crate::vm::replayer::{RecordSource, ReplayError};
+use crate::vm::snapshot;
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use logging_channel::channel::{self, Ack, Message};
+use logging_channel::channel::{self, Ack, AttachReply, AttachRequest, Hello, Message};
 use logging_channel::codec::{self, Sequencer};
 use logging_channel::Record;
 use std::io::ErrorKind;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What a follower knows about its primary, shared by `log-rx`, the replaying
 /// vCPU, the output thread and the go-live path.
@@ -40,6 +57,9 @@ pub struct Upstream {
     /// The primary last said this follower may take over: output waited for it, so it
     /// holds every write a client was told of. An asynchronous follower may not.
     pub eligible: AtomicBool,
+    /// A reconnection on which the primary sends a new state (a resume was not
+    /// possible): the vCPU restores it once it has replayed what it holds.
+    pub restart: Mutex<Option<TcpStream>>,
 }
 
 impl Upstream {
@@ -53,6 +73,48 @@ impl Upstream {
         u.released.store(joined_at, Ordering::SeqCst);
         Arc::new(u)
     }
+
+    /// The connection a new state arrives on, if the primary is sending one.
+    pub fn take_restart(&self) -> Option<TcpStream> {
+        self.restart.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The follower restored a state taken at `joined_at` in `epoch`: it holds and has
+    /// replayed everything through it, and its primary streams again.
+    fn restarted_at(&self, joined_at: u64, epoch: u64) {
+        self.received_through.store(joined_at, Ordering::SeqCst);
+        self.replayed_through.store(joined_at, Ordering::SeqCst);
+        self.released.fetch_max(joined_at, Ordering::SeqCst);
+        self.epoch.fetch_max(epoch, Ordering::SeqCst);
+        self.alive.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How `log-rx` reconnects to its primary when the connection breaks.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    /// The primary's address.
+    pub addr: String,
+    /// This follower's hello.
+    pub hello: Hello,
+    /// How long to keep trying (`--reconnect-secs`).
+    pub within: Duration,
+}
+
+/// How `receive_loop` ended.
+enum Ended {
+    /// The connection broke: worth a reconnection.
+    Broken(String),
+    /// A clean end, corruption, a stall, or the VM stopped: final.
+    Final(String),
+}
+
+/// What a reconnection got.
+enum Resumed {
+    /// Records after this follower's position follow on it.
+    Log(TcpStream),
+    /// A state follows on it; the primary said why.
+    State(TcpStream, String),
 }
 
 /// The replaying vCPU's end of the stream.
@@ -66,21 +128,49 @@ impl RecordSource for StreamSource {
     }
 }
 
-/// Starts `log-rx` on a paired connection.
+/// Starts `log-rx` on a paired connection; with `reconnect`, a broken connection is
+/// reconnected (see the module docs).
 pub fn start(
     stream: impl Link + Send + 'static,
     timing: Timing,
     upstream: Arc<Upstream>,
     stats: Arc<Stats>,
+    reconnect: Option<Reconnect>,
 ) -> Result<StreamSource, ReplicationError> {
     let (tx, rx) = unbounded();
     std::thread::Builder::new()
         .name("log-rx".into())
         .spawn(move || {
-            let mut stream = stream;
-            let why = receive_loop(&mut stream, timing, &upstream, &stats, &tx);
+            let mut stream: Box<dyn Link + Send> = Box::new(stream);
+            // The state this follower restored was taken at this exit: it holds everything
+            // before. One sequencer across reconnections: a resumed stream continues the log.
+            let mut seq = Sequencer::starting_at(upstream.replayed_through.load(Ordering::SeqCst));
+            let why = loop {
+                let ended = receive_loop(&mut *stream, timing, &upstream, &stats, &tx, &mut seq);
+                stream.close();
+                let why = match (ended, &reconnect) {
+                    (Ended::Broken(why), Some(r)) => {
+                        why + &format!("; reconnecting for up to {} s", r.within.as_secs())
+                    }
+                    (Ended::Broken(why) | Ended::Final(why), _) => break why,
+                };
+                upstream.alive.store(false, Ordering::SeqCst);
+                tracing::warn!("the connection to the primary broke: {why}");
+                let Some(r) = &reconnect else { break why };
+                match resume(r, &upstream, &seq) {
+                    Ok(Resumed::Log(s)) => stream = Box::new(s),
+                    Ok(Resumed::State(s, because)) => {
+                        tracing::warn!(
+                            "the primary cannot resume this follower's log ({because}): it sends a full state \
+                             transfer, which this follower restores once it has replayed what it holds"
+                        );
+                        *upstream.restart.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+                        return;
+                    }
+                    Err(e) => break format!("{why}; reconnecting failed: {e}"),
+                }
+            };
             upstream.alive.store(false, Ordering::SeqCst);
-            stream.close();
             if upstream.clean_end.load(Ordering::SeqCst) {
                 tracing::info!("the primary ended its log cleanly");
             } else if upstream.stalled.load(Ordering::SeqCst) {
@@ -95,33 +185,95 @@ pub fn start(
     Ok(StreamSource { rx })
 }
 
-/// Runs until the stream ends; returns why.
+/// Asks the primary to resume the log after the exit this follower holds through.
+fn resume(r: &Reconnect, upstream: &Upstream, seq: &Sequencer) -> Result<Resumed, ReplicationError> {
+    let p = seq.covered_through().unwrap_or(0);
+    let request = AttachRequest::Resume { epoch: upstream.epoch.load(Ordering::SeqCst), exit_index: p };
+    let (stream, reply) = handshake::connect_primary(&r.addr, &r.hello, r.within, request, OnRefused::GiveUp)?;
+    match reply {
+        AttachReply::Resume { from, through } if from == p => {
+            tracing::info!(from, through, "resumed the log from the primary's backlog: no state transfer");
+            upstream.alive.store(true, Ordering::SeqCst);
+            Ok(Resumed::Log(stream))
+        }
+        AttachReply::Resume { from, .. } => {
+            Err(ReplicationError::Handshake(format!("the primary resumes after exit {from}, not {p}")))
+        }
+        AttachReply::State { why } => Ok(Resumed::State(stream, why)),
+        AttachReply::Refuse { why } => Err(ReplicationError::Refused(why)),
+    }
+}
+
+/// On the vCPU thread, once the follower has replayed everything it held: restores the
+/// state the primary sends on `conn` into the VM at `at`, and starts `log-rx` on it again.
+/// Returns the exit the state was taken at and the new stream.
+pub fn restore(
+    mut conn: TcpStream,
+    at: AtExit<'_>,
+    timing: Timing,
+    upstream: Arc<Upstream>,
+    stats: Arc<Stats>,
+    reconnect: Option<Reconnect>,
+) -> Result<(u64, StreamSource), ReplicationError> {
+    let t0 = Instant::now();
+    // The exit the loop stopped at is half done (KVM finishes its instruction on the
+    // next run); finish it so that nothing of it lands on the restored state.
+    snapshot::complete_pending_instruction(at.vcpu);
+    let (joined_at, epoch) = snapshot::receive(&mut conn, at.vcpu, at.mem, at.bus)?;
+    upstream.restarted_at(joined_at, epoch);
+    tracing::info!(
+        exit = joined_at,
+        epoch,
+        ms = t0.elapsed().as_millis() as u64,
+        "state transfer received: following the primary again from exit {joined_at}"
+    );
+    let source = start(conn, timing, upstream, stats, reconnect)?;
+    Ok((joined_at, source))
+}
+
+/// Runs until the stream ends; says how.
 fn receive_loop(
-    stream: &mut impl Link,
+    stream: &mut dyn Link,
     timing: Timing,
     state: &Upstream,
     stats: &Stats,
     tx: &Sender<Record>,
-) -> String {
-    if let Err(e) = stream.set_read_timeout(Some(timing.failover_timeout)) {
-        return format!("cannot set the failover timeout: {e}");
+    seq: &mut Sequencer,
+) -> Ended {
+    match receive(stream, timing, state, stats, tx, seq) {
+        Err(why) => Ended::Broken(why),
+        Ok(why) => Ended::Final(why),
     }
-    // The state this backup restored was taken at this exit: it holds everything before.
-    let joined_at = state.replayed_through.load(Ordering::SeqCst);
-    let mut seq = Sequencer::starting_at(joined_at);
+}
+
+/// `Err` when the connection broke, `Ok` for every other end.
+fn receive(
+    stream: &mut dyn Link,
+    timing: Timing,
+    state: &Upstream,
+    stats: &Stats,
+    tx: &Sender<Record>,
+    seq: &mut Sequencer,
+) -> Result<String, String> {
+    if let Err(e) = stream.set_read_timeout(Some(timing.failover_timeout)) {
+        return Err(format!("cannot set the failover timeout: {e}"));
+    }
+    let joined_at = seq.covered_through().unwrap_or(0);
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut chunk = vec![0u8; 256 * 1024];
-    // An ack at once: the state is restored, and the primary can tighten its timeout.
+    // An ack at once: the state is restored (or the log resumes), and the primary can
+    // tighten its timeout.
+    let replayed = state.replayed_through.load(Ordering::SeqCst).min(joined_at);
     let mut out = Vec::with_capacity(24);
-    channel::encode(&Message::Ack(Ack { received_through: joined_at, replayed_through: joined_at }), &mut out);
+    channel::encode(&Message::Ack(Ack { received_through: joined_at, replayed_through: replayed }), &mut out);
     if let Err(e) = stream.write_all(&out) {
-        return format!("sending the first ack failed: {e}");
+        return Err(format!("sending the first ack failed: {e}"));
     }
     let mut last_heard = Instant::now();
-    let mut watch = ProgressWatch::new(joined_at, last_heard, timing.failover_timeout);
+    let mut watch = ProgressWatch::new(replayed, last_heard, timing.failover_timeout);
     loop {
         let n = match stream.read(&mut chunk) {
-            Ok(0) => return "the primary closed the connection".into(),
+            Ok(0) => return Err("the primary closed the connection".into()),
             Ok(n) => {
                 stats.note_silence(last_heard.elapsed());
                 last_heard = Instant::now();
@@ -129,12 +281,12 @@ fn receive_loop(
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return format!("no log traffic for {} ms", timing.failover_timeout.as_millis())
+                return Err(format!("no log traffic for {} ms", timing.failover_timeout.as_millis()))
             }
-            Err(e) => return format!("reading the log failed: {e}"),
+            Err(e) => return Err(format!("reading the log failed: {e}")),
         };
         buf.extend_from_slice(&chunk[..n]);
-        let (records, decoded) = decode_frames(&mut buf, &mut seq, state);
+        let (records, decoded) = decode_frames(&mut buf, seq, state);
         let received = seq.covered_through().unwrap_or(joined_at).max(joined_at);
         let replayed = state.replayed_through.load(Ordering::Relaxed).min(received);
         // Ack first: handing records to the vCPU wakes it, and on a busy host it could
@@ -146,19 +298,19 @@ fn receive_loop(
         let acked = stream.write_all(&out);
         for record in records {
             if tx.send(record).is_err() {
-                return "the VM stopped".into();
+                return Ok("the VM stopped".into());
             }
         }
         if let Err(why) = decoded {
             state.corrupt.store(true, Ordering::SeqCst);
-            return why;
+            return Ok(why);
         }
         if let Err(e) = acked {
-            return format!("sending an ack failed: {e}");
+            return Err(format!("sending an ack failed: {e}"));
         }
         if seq.is_ended() {
             state.clean_end.store(true, Ordering::SeqCst);
-            return "the primary ended its log".into();
+            return Ok("the primary ended its log".into());
         }
         // A replay that stands still while records wait, behind acks that say all is
         // well, would leave the primary protected by a backup that could never take over.
@@ -170,7 +322,7 @@ fn receive_loop(
                 still.as_millis()
             );
             stats.note_watchdog(&why);
-            return why;
+            return Ok(why);
         }
     }
 }
@@ -227,20 +379,24 @@ mod tests {
         heartbeat: Duration::from_millis(5),
         failover_timeout: Duration::from_millis(100),
         max_replay_lag: crate::ft::flow::DEFAULT_MAX_REPLAY_LAG,
+        backlog_bytes: 1 << 20,
+        reconnect: Duration::ZERO,
     };
 
     /// How `log-rx`'s loop ended, and the state it left.
-    type Ended = std::thread::JoinHandle<(String, Arc<Upstream>)>;
+    type LogRx = std::thread::JoinHandle<(String, Arc<Upstream>)>;
 
     /// Runs `log-rx`'s loop on one end of a pipe; the test plays the primary on the other.
-    fn backup_on_a_pipe() -> (PipeEnd, Receiver<Record>, Ended) {
+    fn backup_on_a_pipe() -> (PipeEnd, Receiver<Record>, LogRx) {
         let (primary, backup) = pipe();
         let (tx, rx) = unbounded();
         let state = Upstream::new(0);
         let st = state.clone();
         let h = std::thread::spawn(move || {
             let mut backup = backup;
-            let why = receive_loop(&mut backup, TIMING, &st, &Stats::new(crate::host::status::Role::Backup), &tx);
+            let stats = Stats::new(crate::host::status::Role::Backup);
+            let ended = receive_loop(&mut backup, TIMING, &st, &stats, &tx, &mut Sequencer::starting_at(0));
+            let (Ended::Broken(why) | Ended::Final(why)) = ended;
             (why, st)
         });
         (primary, rx, h)
@@ -277,6 +433,49 @@ mod tests {
         assert_eq!(rx.try_iter().count(), 3);
         assert_eq!(state.released.load(Ordering::SeqCst), 7);
         assert!(state.clean_end.load(Ordering::SeqCst), "{why}");
+    }
+
+    #[test]
+    fn a_resumed_stream_continues_the_log_and_acks_from_where_the_follower_was() {
+        // The first connection covered exit 40; the resumed one starts with the standing
+        // mark at 40 and the records after it, as the primary's backlog sends them.
+        let (mut primary, backup) = pipe();
+        let (tx, rx) = unbounded();
+        let state = Upstream::new(0);
+        let mut seq = Sequencer::starting_at(0);
+        seq.check(&Record::Progress { exit_index: 40 }).expect("in order");
+        state.replayed_through.store(35, Ordering::SeqCst);
+        let st = state.clone();
+        let h = std::thread::spawn(move || {
+            let mut backup = backup;
+            let stats = Stats::new(crate::host::status::Role::Backup);
+            let ended = receive_loop(&mut backup, TIMING, &st, &stats, &tx, &mut seq);
+            matches!(ended, Ended::Final(_))
+        });
+        primary.set_read_timeout(Some(Duration::from_secs(5)));
+        assert_eq!(next_ack(&mut MessageReader::new(&mut primary)), Ack { received_through: 40, replayed_through: 35 });
+        primary
+            .write_all(&frames(&[
+                Record::Standing { exit_index: 40, epoch: 2, eligible: true },
+                Record::Progress { exit_index: 52 },
+                Record::End { exit_index: 53, reason: logging_channel::EndReason::Shutdown, state_digest: None },
+            ]))
+            .expect("send");
+        assert!(h.join().expect("log-rx"), "a clean end is final, not a reason to reconnect");
+        assert_eq!(rx.try_iter().count(), 3);
+        assert_eq!(state.epoch.load(Ordering::SeqCst), 2, "the standing mark tells it the new epoch");
+    }
+
+    #[test]
+    fn a_broken_connection_is_worth_a_reconnection() {
+        let (primary, backup) = pipe();
+        let (tx, _rx) = unbounded();
+        let state = Upstream::new(0);
+        let mut backup = backup;
+        let stats = Stats::new(crate::host::status::Role::Backup);
+        drop(primary);
+        let ended = receive_loop(&mut backup, TIMING, &state, &stats, &tx, &mut Sequencer::starting_at(0));
+        assert!(matches!(ended, Ended::Broken(_)));
     }
 
     #[test]

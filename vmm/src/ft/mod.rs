@@ -17,6 +17,7 @@
 //! - [`flow`]: flow control and its watchdog, pure;
 //! - [`handshake`]: pairing a follower with a primary;
 //! - [`follower`]: a follower's `log-rx` and what it knows of its primary ([`follower::Upstream`]);
+//! - [`backlog`]: the recent log a reconnecting follower resumes from, pure;
 //! - [`group`]: **the one owner** of the epoch, the followers and their positions, and the arbiter;
 //! - [`release`]: the output thread, holding output until the Output Rule lets it go;
 //! - [`stream`]: the primary's log stream to each follower, and the vCPU's sink over all of them;
@@ -26,6 +27,7 @@
 //! - [`member`]: what runs on the vCPU thread of a group member;
 //! - [`start`]: setting up a primary or a follower before the guest boots.
 pub mod attach;
+pub mod backlog;
 pub mod flow;
 pub mod follower;
 pub mod group;
@@ -46,7 +48,14 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 20;
 /// See [`DEFAULT_HEARTBEAT_MS`].
 pub const DEFAULT_FAILOVER_TIMEOUT_MS: u64 = 500;
 
-/// The clocks of replication.
+/// The default `--reconnect-secs`: off. A follower that waits to reconnect delays its
+/// failover by that long whenever the primary's host is really gone (an unreachable
+/// host refuses nothing, so only the deadline ends the wait), and failover time is
+/// what this VMM exists to keep short. Operators who prefer a resume to a failover
+/// when links flap opt in (docs/replication.md, "Backlog and resume").
+pub const DEFAULT_RECONNECT_SECS: u64 = 0;
+
+/// The clocks and budgets of replication.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     /// How often a primary with nothing to send says it is alive.
@@ -55,6 +64,11 @@ pub struct Timing {
     pub failover_timeout: Duration,
     /// Flow control: how many exits a follower's replay may trail (see [`flow`]).
     pub max_replay_lag: u64,
+    /// A primary keeps this many bytes of its recent log for followers that reconnect.
+    pub backlog_bytes: usize,
+    /// How long a follower whose connection broke tries to reconnect and resume before
+    /// it takes its primary for dead (zero: it does not try).
+    pub reconnect: Duration,
 }
 
 /// Why replication could not be set up.

@@ -5,7 +5,8 @@
 //! keeps listening for more. A follower receives the state, replays the log,
 //! and if its primary dies goes live ([`Takeover`]).
 use super::attach::{self, Attacher};
-use super::follower::{self, Upstream};
+use super::backlog::Backlog;
+use super::follower::{self, Reconnect, Upstream};
 use super::group::Group;
 use super::handshake;
 use super::release::{Control, Policy, SharedReleaser};
@@ -13,6 +14,7 @@ use super::stream::{Fanout, GroupSink};
 use super::takeover::Takeover;
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::vm::driver::Attaching;
 use crate::vm::live::{LiveDriver, VmEvent};
 use crate::vm::machine::Machine;
 use crate::vm::replay::ReplayDriver;
@@ -20,7 +22,7 @@ use crate::vm::runner::Driver;
 use crate::vm::snapshot;
 use crossbeam_channel::{Receiver, Sender};
 use guest_abi::NetConfig;
-use logging_channel::channel::{hello, Role};
+use logging_channel::channel::{hello, AttachReply, AttachRequest, Role};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,8 +55,7 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     tracing::info!(%listen, replication = %s.group.mode(), "primary waiting for its first follower");
     let header = machine.header;
     let local = || hello(Role::Primary, &header, s.group.epoch());
-    let conn = handshake::accept_backup(&listener, &local, &|| None)?;
-    let fanout = Fanout::new();
+    let fanout = Fanout::new(Backlog::new(s.timing.backlog_bytes, 0, s.group.epoch()));
     let attacher = Attacher {
         group: s.group.clone(),
         fanout: fanout.clone(),
@@ -63,11 +64,20 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         timing: s.timing,
         tick_hz: header.tick_hz,
     };
-    attacher.attach(conn, machine.at_exit(0))?;
+    // A follower of an earlier run may ask to resume here: it is refused (nothing has been
+    // logged yet), and the primary goes on waiting for a first follower it can attach.
+    loop {
+        let (conn, request) = handshake::accept_backup(&listener, &local, &|| None)?;
+        match attacher.attach(Attaching { conn, request }, machine.at_exit(0)) {
+            Ok(()) => break,
+            Err(ReplicationError::Attach(why)) => tracing::warn!("{why}; still waiting for a first follower"),
+            Err(e) => return Err(e),
+        }
+    }
     s.releaser.set_policy(Policy::Primary(s.group.clone()));
     attach::spawn_listener(listener, header, s.group.clone(), s.events_tx.clone())
         .map_err(|e| ReplicationError::Thread("join-listen", e))?;
-    let sink = GroupSink::new(fanout, s.stats.clone());
+    let sink = GroupSink::new(fanout, s.group.clone(), s.stats.clone());
     let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events);
     Ok(Started { driver: Driver::Live(live), first_index: 0, attacher: Some(attacher), takeover: None, upstream: None })
 }
@@ -90,14 +100,25 @@ pub fn follower(
     s: Services,
 ) -> Result<Started, ReplicationError> {
     let local = hello(Role::Backup, &machine.header, 0);
-    let mut stream = handshake::connect_primary(primary_addr, &local, connect_within)?;
+    let fresh = AttachRequest::Fresh;
+    let (mut stream, reply) =
+        handshake::connect_primary(primary_addr, &local, connect_within, fresh, handshake::OnRefused::Retry)?;
+    if let AttachReply::Resume { .. } = reply {
+        return Err(ReplicationError::Handshake("the primary offered a resume to a new follower".into()));
+    }
     let (first_index, epoch) =
         snapshot::receive(&mut stream, &mut machine.vcpu, &machine.mem, &mut machine.buses.mmio)?;
     tracing::info!(primary = %primary_addr, exit = first_index, epoch, "backup paired; replaying the primary's log");
     let upstream = Upstream::new(first_index);
     s.group.follow(upstream.clone(), primary_addr, epoch);
     s.releaser.set_policy(Policy::Follower(upstream.clone()));
-    let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone())?;
+    // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
+    let reconnect = (!s.timing.reconnect.is_zero()).then(|| Reconnect {
+        addr: primary_addr.to_string(),
+        hello: local,
+        within: s.timing.reconnect,
+    });
+    let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone(), reconnect.clone())?;
     let takeover = Takeover {
         tap: plan.tap,
         net: plan.net,
@@ -105,6 +126,7 @@ pub fn follower(
         header: machine.header,
         timing: s.timing,
         upstream: upstream.clone(),
+        reconnect,
         group: s.group,
         releaser: s.releaser,
         control: plan.control,

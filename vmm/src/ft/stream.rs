@@ -14,6 +14,10 @@
 //! mark first if it moved. A follower that goes silent, closes, sends garbage,
 //! acks what it was never sent, or whose replay stands still while the vCPU
 //! waits for it is dropped: output stops waiting for it at once.
+//!
+//! Every exit's records also go to the [`Backlog`] (followers or not), so that a
+//! follower whose connection broke can resume from it.
+use super::backlog::Backlog;
 use super::flow::{LagGate, ProgressWatch};
 use super::group::{Follower, Group};
 use super::release::SharedReleaser;
@@ -65,7 +69,9 @@ pub struct FollowerLink {
 
 impl FollowerLink {
     /// Starts `log-tx` (heartbeat) and `ack-rx` for `follower` on its connection; the
-    /// follower holds the VM's state at exit `follower.joined_at`.
+    /// follower holds the VM's state at exit `follower.joined_at`. A resuming follower
+    /// gets `resume` first: the encoded records it lacks, which cover every exit
+    /// through the one given.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         stream: TcpStream,
@@ -75,6 +81,7 @@ impl FollowerLink {
         group: Arc<Group>,
         releaser: SharedReleaser,
         stats: Arc<Stats>,
+        resume: Option<(Vec<u8>, u64)>,
     ) -> Result<Arc<FollowerLink>, ReplicationError> {
         // A dead-but-silent follower must not block the vCPU in write() for minutes;
         // until its first ack it is still restoring the state, so it gets longer.
@@ -84,6 +91,10 @@ impl FollowerLink {
         let read_half = stream.try_clone().map_err(|e| ReplicationError::Thread("ack-rx", e))?;
         let control = stream.try_clone().map_err(|e| ReplicationError::Thread("ack-rx", e))?;
         let joined_at = follower.joined_at;
+        let (buf, highest) = match resume {
+            Some((bytes, through)) => (bytes, through.max(joined_at)),
+            None => (Vec::with_capacity(FLUSH_BYTES), joined_at),
+        };
         let link = Arc::new(FollowerLink {
             follower,
             group,
@@ -92,8 +103,8 @@ impl FollowerLink {
             control,
             wire: Mutex::new(Wire {
                 stream,
-                buf: Vec::with_capacity(FLUSH_BYTES),
-                highest: joined_at,
+                buf,
+                highest,
                 released_sent: 0,
                 standing_sent: None,
                 last_write: Instant::now(),
@@ -103,7 +114,8 @@ impl FollowerLink {
             gate: LagGate::new(timing.max_replay_lag),
             watchdog: timing.failover_timeout,
         });
-        // The follower learns its standing before anything else.
+        // The follower learns its standing before anything else (a resuming one, before
+        // the records it lacks).
         let first = {
             let mut w = link.lock();
             link.write_out(&mut w)
@@ -359,16 +371,22 @@ impl FollowerLink {
     }
 }
 
-/// The followers' links, shared by the vCPU's sink and the attach path.
-#[derive(Default)]
+/// The followers' links and the backlog, shared by the vCPU's sink and the attach path.
 pub struct Fanout {
     links: Mutex<Vec<Arc<FollowerLink>>>,
+    backlog: Mutex<Backlog>,
 }
 
 impl Fanout {
-    /// An empty fan-out.
-    pub fn new() -> Arc<Fanout> {
-        Arc::new(Fanout::default())
+    /// No followers yet, and `backlog` for the log to come.
+    pub fn new(backlog: Backlog) -> Arc<Fanout> {
+        Arc::new(Fanout { links: Mutex::new(Vec::new()), backlog: Mutex::new(backlog) })
+    }
+
+    /// The recent log. The vCPU thread is the only writer, and attaching runs on it
+    /// too, so what the attach path reads is complete up to the exit it runs at.
+    pub fn backlog(&self) -> MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds a follower's link: from the next exit on, it gets every record.
@@ -386,21 +404,22 @@ impl Fanout {
 /// The vCPU's end of the log stream: every record goes to every live follower.
 pub struct GroupSink {
     fanout: Arc<Fanout>,
+    group: Arc<Group>,
     stats: Arc<Stats>,
     scratch: Vec<u8>,
 }
 
 impl GroupSink {
-    /// A sink over `fanout`'s links.
-    pub fn new(fanout: Arc<Fanout>, stats: Arc<Stats>) -> GroupSink {
-        GroupSink { fanout, stats, scratch: Vec::with_capacity(4096) }
+    /// A sink over `fanout`'s links and backlog; `group` says the epoch of each exit.
+    pub fn new(fanout: Arc<Fanout>, group: Arc<Group>, stats: Arc<Stats>) -> GroupSink {
+        GroupSink { fanout, group, stats, scratch: Vec::with_capacity(4096) }
     }
 
     fn fan_out(&mut self, records: &[Record]) {
-        let links = self.fanout.live();
-        if links.is_empty() || records.is_empty() {
+        if records.is_empty() {
             return;
         }
+        let links = self.fanout.live();
         // Progress is what the vCPU sends when it produced output (and the end record
         // ends the log): write at once, the output is waiting for the followers' acks.
         let flush = records.iter().any(|r| matches!(r, Record::Progress { .. } | Record::End { .. }));
@@ -409,7 +428,14 @@ impl GroupSink {
         for record in records {
             codec::encode(record, &mut self.scratch);
         }
-        self.stats.log_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        // Kept with no follower too: the one whose link is down was dropped, and it
+        // resumes from here when it is back.
+        if let Some(exit) = highest {
+            self.fanout.backlog().push(exit, self.group.epoch(), &self.scratch);
+        }
+        if !links.is_empty() {
+            self.stats.log_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        }
         for link in &links {
             link.append_encoded(&self.scratch, highest, flush);
         }
@@ -492,10 +518,13 @@ mod tests {
             heartbeat: Duration::from_millis(5),
             failover_timeout: Duration::from_millis(300),
             max_replay_lag,
+            backlog_bytes: 1 << 20,
+            reconnect: Duration::ZERO,
         };
         let follower = group.add_follower("pretend", joined_at);
-        let link = FollowerLink::start(primary_end, timing, tick_hz, follower, group.clone(), releaser, stats.clone())
-            .expect("start");
+        let link =
+            FollowerLink::start(primary_end, timing, tick_hz, follower, group.clone(), releaser, stats.clone(), None)
+                .expect("start");
         Rig { link, group: group.clone(), stats }
     }
 

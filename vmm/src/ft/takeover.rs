@@ -9,7 +9,8 @@
 //!               primary's last released mark, take followers (given --listen)
 //! ```
 use super::attach::{self, Attacher};
-use super::follower::Upstream;
+use super::backlog::Backlog;
+use super::follower::{Reconnect, Upstream};
 use super::group::Group;
 use super::handshake;
 use super::release::{Control, SharedReleaser};
@@ -37,6 +38,8 @@ pub struct Takeover {
     pub header: LogHeader,
     pub timing: Timing,
     pub upstream: Arc<Upstream>,
+    /// How `log-rx` reconnects when the connection breaks, if it does.
+    pub reconnect: Option<Reconnect>,
     pub group: Arc<Group>,
     pub releaser: SharedReleaser,
     pub control: Sender<Control>,
@@ -101,8 +104,11 @@ impl Takeover {
         attach::spawn_listener(listener, self.header, self.group.clone(), self.events_tx.clone())
             .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
         tracing::info!(%listen, "live: new followers may join here");
-        let fanout = Fanout::new();
-        let sink: Box<dyn LogSink> = Box::new(GroupSink::new(fanout.clone(), self.stats.clone()));
+        // Its own log starts after the go-live exit: followers of the old primary cannot
+        // resume from it (their positions are before its floor) and get the state.
+        let backlog = Backlog::new(self.timing.backlog_bytes, last_replayed + 1, self.group.epoch());
+        let fanout = Fanout::new(backlog);
+        let sink: Box<dyn LogSink> = Box::new(GroupSink::new(fanout.clone(), self.group.clone(), self.stats.clone()));
         let attacher = Attacher {
             group: self.group,
             fanout,

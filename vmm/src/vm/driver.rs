@@ -68,6 +68,13 @@ pub enum Finish {
     EndOfLog(EndReason),
 }
 
+/// A paired follower waiting to be attached, and what it asked for.
+#[derive(Debug)]
+pub struct Attaching {
+    pub conn: TcpStream,
+    pub request: logging_channel::channel::AttachRequest,
+}
+
 /// A driver's answer at one counted exit.
 #[derive(Debug)]
 pub enum Step {
@@ -75,7 +82,7 @@ pub enum Step {
     Finish(Finish),
     /// A follower wants the VM's state as of this exit (it replays from the next one).
     /// Nothing else happens at this exit.
-    Attach(TcpStream),
+    Attach(Attaching),
     /// A follower's log has ended with nothing logged for this exit: everything the
     /// primary sent is replayed, and the fault-tolerance core decides what comes next.
     LogEnded,

@@ -3,13 +3,12 @@
 //! recorder, each injection is logged with that exit's index and signature.
 use crate::vm::clock::TickClock;
 use crate::vm::digest;
-use crate::vm::driver::{ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
+use crate::vm::driver::{Attaching, ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
 use crate::vm::recorder::LogSink;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use guest_abi::{nic, vector};
 use logging_channel::{DigestScope, EndReason, Event, Hash, Record};
 use std::collections::VecDeque;
-use std::net::TcpStream;
 use std::time::Instant;
 
 /// Frames delivered at one exit, at most: bounds the time one exit can take.
@@ -23,7 +22,7 @@ pub enum VmEvent {
     Frame(Vec<u8>),
     Stop,
     /// A follower passed the handshake and wants the VM's state (see `ft::attach`).
-    Attach(TcpStream),
+    Attach(Attaching),
     /// Another node won the right to go on alone: stop at once, release nothing.
     Halt(String),
 }
@@ -34,7 +33,7 @@ pub struct LiveDriver {
     events: Receiver<VmEvent>,
     frames: VecDeque<Vec<u8>>,
     stopping: bool,
-    attach: Option<TcpStream>,
+    attach: Option<Attaching>,
     halt: Option<String>,
 }
 
@@ -76,11 +75,17 @@ impl LiveDriver {
         // batch: a reader knows an exit is complete when it sees progress for it or any
         // later exit, so nothing (a heartbeat) may come between them.
         let mut records = Vec::new();
-        if ctx.can_inject() {
-            let events = self.deliver(ctx)?;
-            if self.sink.is_some() && !events.is_empty() {
-                records.push(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events });
+        let mut events = if ctx.can_inject() { self.deliver(ctx)? } else { Vec::new() };
+        // Host state the guest can read (REPL_STATUS) changes only at counted exits, as
+        // logged input: a replay of this exit reads the same.
+        for (device, bytes) in ctx.bus.host_inputs() {
+            match ctx.bus.input(device, &bytes, ctx.mem) {
+                Ok(()) => events.push(Event::DeviceInput { device, bytes }),
+                Err(e) => tracing::warn!("device {device} refused host input: {e}"),
             }
+        }
+        if self.sink.is_some() && !events.is_empty() {
+            records.push(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events });
         }
         if let Some(sink) = &mut self.sink {
             if ctx.index.is_multiple_of(DIGEST_EVERY) {

@@ -9,7 +9,7 @@
 //! which carries on from the next exit.
 use crate::devices::bus::DeviceEffect;
 use crate::vm::digest;
-use crate::vm::driver::{ExitContext, Finish, OutputItem, RunError, Step};
+use crate::vm::driver::{Attaching, ExitContext, Finish, OutputItem, RunError, Step};
 use crate::vm::exit::{handle_exit, CountedExit, ExitAction};
 use crate::vm::live::LiveDriver;
 use crate::vm::machine::{AtExit, Machine};
@@ -17,7 +17,6 @@ use crate::vm::replay::ReplayDriver;
 use crate::vm::snapshot;
 use crossbeam_channel::Sender;
 use logging_channel::Hash;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +47,7 @@ pub enum Yield {
     /// The run is over.
     Done(Outcome),
     /// A follower wants the state as of the current exit.
-    Attach(TcpStream),
+    Attach(Attaching),
     /// A follower's log ended; the current exit is the first one nothing was logged for.
     LogEnded {
         /// The last exit replayed from the log.
@@ -104,6 +103,14 @@ impl Runner {
     /// The VM at the exit the loop stopped at.
     pub fn at_exit(&mut self) -> AtExit<'_> {
         self.machine.at_exit(self.index)
+    }
+
+    /// The VM's state was just replaced by one taken at exit `index` (a follower that
+    /// received a new state): the loop counts on from there, driven by `driver`.
+    pub fn restart_after(&mut self, index: u64, driver: Driver) {
+        self.index = index;
+        self.exit_counter.store(index, Ordering::Relaxed);
+        self.driver = driver;
     }
 
     /// From the next exit on, the VM is live.
