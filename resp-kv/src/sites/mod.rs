@@ -20,8 +20,10 @@
 mod cmds;
 pub mod hlc;
 pub mod keystate;
+pub mod link;
 mod store;
 pub mod vv;
+pub mod wire;
 
 pub(crate) use cmds::{lookup as lookup_command, not_replicated};
 pub use keystate::{Op, Policy, Value, Write};
