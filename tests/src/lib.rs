@@ -89,4 +89,5 @@ pub fn path_str(p: &Path) -> &str {
 pub mod client;
 pub mod load;
 pub mod pair;
+pub mod sites;
 pub mod vm;
