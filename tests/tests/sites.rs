@@ -135,3 +135,167 @@ fn a_write_that_follows_another_wins_under_lww_from_a_clock_500ms_behind() {
         assert_eq!(topo.text(site, &["GET", "k"]), "second");
     }
 }
+
+/// INCRs `n` over one connection at `site` until `stop`; returns (acknowledged, unknown):
+/// an INCR whose reply never came may or may not have happened.
+fn incr_loop(topo: &SitesTopology, site: u8, count: usize, pause: Duration) -> std::thread::JoinHandle<(i64, i64)> {
+    use std::io::{BufRead, BufReader, Write};
+    let ns = topo.ns(site, "client");
+    ftvmm_tests::vm::spawn_in_named_netns(&ns, move || {
+        let addr = format!("{}:6379", SitesTopology::guest_ip(site));
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let (mut acked, mut unknown) = (0, 0);
+        for _ in 0..count {
+            let mut line = String::new();
+            if s.write_all(b"INCR n\r\n").is_err() || r.read_line(&mut line).is_err() || !line.starts_with(':') {
+                unknown += 1;
+                break;
+            }
+            acked += 1;
+            std::thread::sleep(pause);
+        }
+        (acked, unknown)
+    })
+}
+
+#[test]
+fn killing_a_sites_primary_host_mid_stream_loses_and_repeats_no_write() {
+    let _turn = serial();
+    let topo = SitesTopology::up();
+    let mut sites = boot(&topo, "merge", [&[], &[], &[]], true);
+    let writers: Vec<_> = (1..=3u8).map(|s| incr_loop(&topo, s, 300, Duration::from_millis(10))).collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    topo.kill_all(3, "host-a");
+    let backup = sites.backup3.as_mut().expect("site 3 is a pair");
+    backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(10));
+    let mut acked = 0;
+    let mut unknown = 0;
+    for (i, w) in writers.into_iter().enumerate() {
+        let (a, u) = w.join().expect("writer");
+        eprintln!("site {}: {a} INCRs acknowledged, {u} unanswered", i + 1);
+        acked += a;
+        unknown += u;
+    }
+    assert!(acked > 300, "the writers made progress: {acked}");
+    topo.converge(CONVERGE);
+    for site in 1..=3u8 {
+        let n: i64 = topo.text(site, &["GET", "n"]).parse().expect("a number");
+        assert!(
+            (acked..=acked + unknown).contains(&n),
+            "site {site}: n = {n}, but {acked} INCRs were acknowledged ({unknown} unanswered)"
+        );
+    }
+    // The other sites applied every record of site 3 exactly once (skipped resends are counted apart).
+    for site in 1..=2u8 {
+        let info = topo.text(site, &["INFO", "sites"]);
+        assert!(info.contains("sites_refused_records:0\r"), "{info}");
+    }
+}
+
+mod bad_input {
+    use super::*;
+    use resp_kv::sites::hlc::Timestamp;
+    use resp_kv::sites::wire::{decode, encode, Frame};
+    use resp_kv::sites::{Dot, Op, Policy, SiteAddr, SiteConfig, Value, VersionVector, Write};
+    use std::io::{Read, Write as _};
+
+    fn hello(site: u8, policy: Policy) -> Frame {
+        let sites = (1..=3).map(|id| SiteAddr { id, ip: [10, 78, id, 10], port: 6380 }).collect();
+        let c = SiteConfig { site_id: site, policy, sites, wall_base_ms: 0, max_log_bytes: 0, max_memory_bytes: 0 };
+        Frame::Hello { version: 1, site, sites_digest: c.sites_digest(), policy: policy as u8 }
+    }
+
+    /// Sends `first`, then (after a WELCOME) whatever `then` makes of its resume point;
+    /// returns every frame site 1 answered before closing.
+    fn converse(topo: &SitesTopology, first: Vec<u8>, then: fn(u64) -> Vec<u8>) -> Vec<Frame> {
+        topo.in_client(1, move || {
+            let mut s = std::net::TcpStream::connect("10.78.1.10:6380").expect("connect to the site link");
+            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            s.write_all(&first).expect("send");
+            let mut got = Vec::new();
+            let mut frames = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut sent_then = false;
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return frames,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                while let Ok(Some((frame, used))) = decode(&got) {
+                    got.drain(..used);
+                    if let (Frame::Welcome { resume_after, .. }, false) = (&frame, sent_then) {
+                        s.write_all(&then(*resume_after)).expect("send");
+                        sent_then = true;
+                    }
+                    frames.push(frame);
+                }
+            }
+        })
+    }
+
+    fn refusal(frames: &[Frame]) -> String {
+        frames
+            .iter()
+            .find_map(|f| match f {
+                Frame::Refuse { reason } => Some(String::from_utf8_lossy(reason).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no REFUSE among {frames:?}"))
+    }
+
+    fn bytes(frames: &[Frame]) -> Vec<u8> {
+        let mut b = Vec::new();
+        frames.iter().for_each(|f| encode(f, &mut b));
+        b
+    }
+
+    fn write(seq: u64, wall_ms: u64) -> Vec<u8> {
+        let w = Write {
+            key: b"k".to_vec(),
+            dot: Dot { site: 2, counter: 1_000 },
+            hlc: Timestamp { wall_ms, logical: 0 },
+            ctx: VersionVector::new(),
+            op: Op::Assign { value: Value::Str(b"evil".to_vec()), clear: vec![] },
+        };
+        bytes(&[Frame::Write { seq, write: w }])
+    }
+
+    #[test]
+    fn bad_input_on_the_site_link_is_refused_and_logged_and_the_data_is_untouched() {
+        let _turn = serial();
+        let topo = SitesTopology::up();
+        let mut sites = boot(&topo, "lww", [&[], &[], &[]], false);
+        assert_eq!(topo.text(1, &["SET", "k", "kept"]), "OK");
+        topo.converge(CONVERGE);
+        let digest = topo.text(1, &["SITES", "DIGEST"]);
+        let nothing = |_| Vec::new();
+
+        let r = refusal(&converse(&topo, b"*1\r\n$4\r\nPING\r\n garbage garbage".to_vec(), nothing));
+        assert!(r.contains("not a site link peer") || r.contains("checksum"), "{r}");
+        let r = refusal(&converse(&topo, bytes(&[hello(2, Policy::Merge)]), nothing));
+        assert!(r.contains("--conflict differs"), "{r}");
+        let r = refusal(&converse(&topo, bytes(&[hello(9, Policy::Lww)]), nothing));
+        assert!(r.contains("unknown site id"), "{r}");
+        // Site 1's clock is BOOT_WALL_MS plus uptime: a day later is far in its future.
+        let r = refusal(&converse(&topo, bytes(&[hello(2, Policy::Lww)]), |after| write(after + 1, 1_700_086_400_000)));
+        assert!(r.contains("ahead of this site's clock"), "{r}");
+        let r = refusal(&converse(&topo, bytes(&[hello(2, Policy::Lww)]), |after| write(after + 5, 1_700_000_000_000)));
+        assert!(r.contains("records lost"), "{r}");
+
+        assert_eq!(topo.text(1, &["SITES", "DIGEST"]), digest, "refused input changed nothing");
+        assert_eq!(topo.text(1, &["GET", "k"]), "kept");
+        assert!(topo.text(1, &["INFO", "sites"]).contains("sites_refused_records:2\r"));
+        let console = sites.vms[0].stdout_lines(Duration::from_millis(200)).join("\n");
+        for logged in [
+            "not a site link peer",
+            "--conflict differs",
+            "unknown site id",
+            "ahead of this site's clock",
+            "records lost",
+        ] {
+            assert!(console.contains(logged), "site 1 logged no {logged:?}:\n{console}");
+        }
+    }
+}
