@@ -299,3 +299,47 @@ mod bad_input {
         }
     }
 }
+
+#[test]
+fn a_site_records_and_replays_to_the_same_state_with_the_link_busy() {
+    let _turn = serial();
+    let topo = SitesTopology::up();
+    let dir = ftvmm_tests::TempDir::new("sites-replay");
+    let log = dir.path("site1.ftlog");
+    let log = ftvmm_tests::path_str(&log).to_string();
+    let stop = "6000";
+    let mut others = Vec::new();
+    for site in 2..=3u8 {
+        let mut args = vec!["run".to_string()];
+        args.extend(SitesTopology::guest_args(site, "merge", &[]));
+        others.push(topo.spawn(site, "host-a", &args));
+    }
+    let mut args: Vec<String> =
+        ["record", "--log", &log, "--stop-at-exit", stop].iter().map(|s| s.to_string()).collect();
+    args.extend(SitesTopology::guest_args(1, "merge", &["--clock-offset-ms", "-250"]));
+    let mut recorder = topo.spawn(1, "host-a", &args);
+    recorder.wait_for_line("kv-server: listening", Duration::from_secs(20));
+    assert_eq!(topo.text(2, &["INCR", "n"]), "1");
+    assert_eq!(topo.text(1, &["SADD", "s", "a"]), "1");
+    let start = std::time::Instant::now();
+    while topo.text(1, &["GET", "n"]) != "1" {
+        assert!(start.elapsed() < CONVERGE, "site 2's write never reached the recorded site");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recorded = recorder.wait_for_line("state digest at exit", Duration::from_secs(60));
+    assert_eq!(topo.text(2, &["SCARD", "s"]), "1", "the recorded site's write reached site 2");
+
+    let mut replay: Vec<String> =
+        ["replay", "--log", &log, "--stop-at-exit", stop].iter().map(|s| s.to_string()).collect();
+    replay.extend(
+        SitesTopology::guest_args(1, "merge", &["--clock-offset-ms", "-250"]).into_iter().skip(2), // no --tap
+    );
+    let refs: Vec<&str> = replay.iter().map(String::as_str).collect();
+    let replayed = ftvmm_tests::ok_digest(&ftvmm_tests::ftvmm(&refs));
+    assert_eq!(replayed, recorded.trim());
+    // The site flags are part of the image: a replay with another policy is refused.
+    let mut wrong = refs.clone();
+    let at = wrong.iter().position(|a| *a == "merge").expect("--conflict merge");
+    wrong[at] = "lww";
+    assert_eq!(ftvmm_tests::ftvmm(&wrong).status.code(), Some(4), "a log of another site configuration is refused");
+}
