@@ -138,6 +138,15 @@ impl SitesTopology {
         }
     }
 
+    /// Runs `scripts/sites-check.sh` on the three sites; returns its exit code and output.
+    pub fn check(&self) -> (i32, String) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/sites-check.sh");
+        let targets: Vec<String> = (1..=3).map(|s| format!("{}@{}", self.ns(s, "client"), Self::guest_ip(s))).collect();
+        let out = run(Command::new(script).args(&targets));
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
     /// Waits until all three sites report the same keyspace digest; returns how long it took.
     pub fn converge(&self, within: Duration) -> Duration {
         let start = Instant::now();

@@ -34,10 +34,14 @@ fn partitioned_concurrent_writes(topo: &SitesTopology) {
         assert_eq!(topo.text(site, &["SET", "s", &format!("from-{site}")]), "OK");
         assert_eq!(topo.text(site, &["SADD", "set", &format!("m{site}")]), "1");
     }
+    let (code, report) = topo.check();
+    assert_eq!(code, 1, "partitioned sites with different writes are not converged:\n{report}");
     for site in 1..=3u8 {
         topo.link(site, true);
     }
     topo.converge(CONVERGE);
+    let (code, report) = topo.check();
+    assert_eq!(code, 0, "sites-check agrees they converged:\n{report}");
 }
 
 fn members(topo: &SitesTopology, site: u8) -> Vec<String> {
