@@ -19,10 +19,21 @@ use smoltcp::wire::IpAddress;
 const LINK_BUFFER: usize = 64 * 1024;
 /// Encode more records once the unsent tail is below this.
 const REFILL_BELOW: usize = 16 * 1024;
+// Short waits on purpose: after a partition heals, the sites catch up only once a
+// link is back, and a SYN every few hundred milliseconds per peer costs nothing.
 const FIRST_BACKOFF_MS: u64 = 100;
-const MAX_BACKOFF_MS: u64 = 2_000;
+const MAX_BACKOFF_MS: u64 = 200;
+/// Listening sockets kept free for peers' (re)connections: a closed connection's socket
+/// lingers in TIME-WAIT, and smoltcp resets a SYN that finds no listener.
+const MIN_LISTENING: usize = 2;
+/// Most site-link sockets accepted at once (peers reconnecting, refused strangers).
+const MAX_ACCEPTED: usize = 32;
 /// A connection attempt that has not been welcomed by then is abandoned.
-const CONNECT_TIMEOUT_MS: u64 = 3_000;
+const CONNECT_TIMEOUT_MS: u64 = 400;
+/// Records in flight and no word from the peer for this long: the path is probably
+/// broken (a partition). Reconnecting beats waiting out TCP's doubling retransmission
+/// timer, which after a few seconds of partition would delay catching up by seconds.
+const STALL_MS: u64 = 400;
 
 /// The site configuration from boot info, if sites mode is on.
 pub fn config(boot: &BootInfo, heap: usize) -> Option<SiteConfig> {
@@ -82,6 +93,8 @@ struct Peer {
     retry_at_ms: u64,
     backoff_ms: u64,
     connected_at_ms: u64,
+    /// Last time the peer said anything (WELCOME, ACK).
+    heard_at_ms: u64,
     up: bool,
 }
 
@@ -126,23 +139,28 @@ impl SiteLinks {
                 retry_at_ms: 0,
                 backoff_ms: FIRST_BACKOFF_MS,
                 connected_at_ms: 0,
+                heard_at_ms: 0,
                 up: false,
             })
             .collect::<Vec<_>>();
-        let mut accepted = Vec::new();
-        // One listener per peer, plus one spare so a reconnect never finds none.
-        for _ in 0..=peers.len() {
-            let mut s = link_socket();
-            let _ = s.listen(port);
-            accepted.push(Accepted {
-                handle: sockets.add(s),
-                link: Inbound::new(),
-                out: Pending::default(),
-                closing: false,
-            });
-        }
         println!("site-link: site {} listening on port {port}, {} peers", config.site_id, peers.len());
-        SiteLinks { port, peers, accepted }
+        let mut links = SiteLinks { port, peers, accepted: Vec::new() };
+        links.keep_listening(sockets);
+        links
+    }
+
+    /// Adds listening sockets until `MIN_LISTENING` wait for connections.
+    fn keep_listening(&mut self, sockets: &mut SocketSet<'static>) {
+        let listening = self.accepted.iter().filter(|a| sockets.get::<tcp::Socket>(a.handle).is_listening()).count();
+        for _ in listening..MIN_LISTENING {
+            if self.accepted.len() >= MAX_ACCEPTED {
+                return;
+            }
+            let mut s = link_socket();
+            let _ = s.listen(self.port);
+            let handle = sockets.add(s);
+            self.accepted.push(Accepted { handle, link: Inbound::new(), out: Pending::default(), closing: false });
+        }
     }
 
     /// Moves every link forward; true if anything happened.
@@ -161,6 +179,7 @@ impl SiteLinks {
         for acc in &mut self.accepted {
             busy |= poll_accepted(acc, sockets.get_mut::<tcp::Socket>(acc.handle), sites, now_ms, self.port);
         }
+        self.keep_listening(sockets);
         busy
     }
 }
@@ -185,6 +204,7 @@ fn poll_peer(
             peer.link = Some(Outbound::new(id));
             peer.out = Pending::default();
             peer.connected_at_ms = now_ms;
+            peer.heard_at_ms = now_ms;
         } else {
             backoff(peer, now_ms);
         }
@@ -200,6 +220,7 @@ fn poll_peer(
             }
             (data.len(), ())
         });
+        peer.heard_at_ms = now_ms;
         busy = true;
     }
     if let Some(e) = failed {
@@ -223,6 +244,13 @@ fn poll_peer(
     }
     busy |= peer.out.flush(sock);
     let stale = !link.streaming() && now_ms.saturating_sub(peer.connected_at_ms) > CONNECT_TIMEOUT_MS;
+    let in_flight = link.streaming() && store.acked_by(id) + 1 < link.next_to_send();
+    let stalled = in_flight && now_ms.saturating_sub(peer.heard_at_ms) > STALL_MS;
+    if stalled {
+        println!("site-link: to site {id}: no acknowledgement for {STALL_MS} ms; reconnecting");
+        peer.backoff_ms = FIRST_BACKOFF_MS;
+    }
+    let stale = stale || stalled;
     if !sock.is_open() || stale || matches!(sock.state(), tcp::State::CloseWait | tcp::State::Closed) {
         if peer.up {
             println!("site-link: to site {id}: connection lost; reconnecting");

@@ -164,13 +164,18 @@ impl Outbound {
                 let mut sent = 0usize;
                 while out.len() < budget {
                     let Some(entry) = store.log_entry(self.next) else { break };
-                    wire::encode(&Frame::Write { seq: entry.seq, write: entry.write.clone() }, out);
+                    out.extend_from_slice(&entry.frame);
                     self.next = self.next.saturating_add(1);
                     sent = sent.saturating_add(1);
                 }
                 sent
             }
         }
+    }
+
+    /// Sequence number of the next record to send (records below it were sent).
+    pub fn next_to_send(&self) -> u64 {
+        self.next
     }
 
     /// Whether records are waiting to be sent.

@@ -78,14 +78,14 @@ pub struct SiteStats {
     pub refused: u64,
 }
 
-/// One entry of the outgoing log: this site's `seq`-th write.
+/// One entry of the outgoing log: this site's `seq`-th write, already framed for the
+/// site link (encoded once, however many peers it goes to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
     /// 1-based, per origin, across all keys.
     pub seq: u64,
-    /// The write.
-    pub write: Write,
-    bytes: usize,
+    /// The WRITE frame, as [`super::wire::encode`] made it.
+    pub frame: Vec<u8>,
 }
 
 /// A site's keyspace and replication state.
@@ -198,8 +198,13 @@ impl SiteStore {
         self.stats.local_writes = self.stats.local_writes.saturating_add(1);
         let seq = self.next_seq;
         self.next_seq = seq.saturating_add(1);
-        self.log_bytes = self.log_bytes.saturating_add(write_bytes);
-        self.log.push_back(LogEntry { seq, write, bytes: write_bytes });
+        // A site configured alone has nobody to send its log to.
+        if self.peers().next().is_some() {
+            let mut frame = Vec::new();
+            super::wire::encode(&super::wire::Frame::Write { seq, write }, &mut frame);
+            self.log_bytes = self.log_bytes.saturating_add(frame.len());
+            self.log.push_back(LogEntry { seq, frame });
+        }
         Ok(Ok(()))
     }
 
@@ -311,7 +316,7 @@ impl SiteStore {
         let floor = self.peers().map(|p| self.acked.get(&p).copied().unwrap_or(0)).min().unwrap_or(seq);
         while self.log.front().is_some_and(|e| e.seq <= floor) {
             if let Some(e) = self.log.pop_front() {
-                self.log_bytes = self.log_bytes.saturating_sub(e.bytes);
+                self.log_bytes = self.log_bytes.saturating_sub(e.frame.len());
             }
         }
     }

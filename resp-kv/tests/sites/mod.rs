@@ -72,7 +72,13 @@ impl Cluster {
             return false;
         };
         let now = self.sites[ti].now_ms;
-        let applied = self.sites[ti].store.sites_mut().unwrap().apply_remote(from, seq, &entry.write, now);
+        let Ok(Some((resp_kv::sites::wire::Frame::Write { seq: framed, write }, _))) =
+            resp_kv::sites::wire::decode(&entry.frame)
+        else {
+            panic!("log entry {seq} of site {from} is not a WRITE frame");
+        };
+        assert_eq!(framed, seq);
+        let applied = self.sites[ti].store.sites_mut().unwrap().apply_remote(from, seq, &write, now);
         assert_eq!(applied, Ok(true), "record {seq} of site {from} at site {to}");
         self.sites[ti].cursor[fi] = seq + 1;
         true
