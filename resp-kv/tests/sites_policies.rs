@@ -157,3 +157,29 @@ fn commands_that_are_not_replicated_are_refused() {
     assert!(c.cmd(1, "SET k v EX 10").starts_with("-ERR SET options"));
     assert_eq!(c.cmd(1, "PING"), "+PONG\r\n");
 }
+
+#[test]
+fn past_the_log_bound_local_writes_are_refused_until_the_peer_acknowledges() {
+    let mut config = sites::config(1, 2, Policy::Lww, 1_700_000_000_000);
+    config.max_log_bytes = 1_000;
+    let mut store = resp_kv::Store::with_sites(resp_kv::Limits::default(), config);
+    let mut conn = resp_kv::Conn::new();
+    let info = resp_kv::ServerInfo::default();
+    let mut run = |store: &mut resp_kv::Store, line: &str| {
+        let mut out = Vec::new();
+        conn.feed(format!("{line}\r\n").as_bytes(), store, 5, &info, &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let mut accepted = 0;
+    while run(&mut store, "SET k some-value") == "+OK\r\n" {
+        accepted += 1;
+        assert!(accepted < 100, "the log bound never bit");
+    }
+    let refused = run(&mut store, "SET k v");
+    assert!(refused.starts_with("-ERR site link log full"), "{refused}");
+    assert!(refused.contains("site 2"), "names the peer holding the log: {refused}");
+    assert_eq!(run(&mut store, "GET k"), "$10\r\nsome-value\r\n", "the refused write changed nothing");
+    store.sites_mut().unwrap().ack(2, accepted);
+    assert_eq!(store.sites().unwrap().log_bytes(), 0);
+    assert_eq!(run(&mut store, "SET k v"), "+OK\r\n");
+}
