@@ -84,12 +84,14 @@ fn write_section(ctx: &mut Ctx, section: &str, text: &mut Vec<u8>) {
 fn keyspace_section(ctx: &mut Ctx, text: &mut Vec<u8>) {
     text.extend_from_slice(b"# Keyspace\r\n");
     ctx.store.expire_all(ctx.now_ms);
+    // In sites mode the keys live in the replicated keyspace (which has no TTLs).
+    let keys = ctx.store.sites().map_or(ctx.store.len(), |s| s.live_len());
     // Like Redis, an empty database gets no line at all.
-    if ctx.store.is_empty() {
+    if keys == 0 {
         return;
     }
     text.extend_from_slice(b"db0:keys=");
-    push_u64(text, ctx.store.len() as u64);
+    push_u64(text, keys as u64);
     text.extend_from_slice(b",expires=");
     push_u64(text, ctx.store.expires_count() as u64);
     text.extend_from_slice(b",avg_ttl=0\r\n");

@@ -154,6 +154,9 @@ fn delete_then_late_write_it_had_seen_stays_deleted() {
 fn commands_that_are_not_replicated_are_refused() {
     let mut c = Cluster::new(2, Policy::Lww);
     assert!(c.cmd(1, "EXPIRE k 10").starts_with("-ERR 'EXPIRE' is not replicated"));
+    c.cmd(1, "SET k v");
+    assert!(c.cmd(1, "INFO keyspace").contains("db0:keys=1,"), "INFO counts the replicated keyspace");
+    assert_eq!(c.cmd(1, "DBSIZE"), ":1\r\n");
     assert!(c.cmd(1, "SET k v EX 10").starts_with("-ERR SET options"));
     assert_eq!(c.cmd(1, "PING"), "+PONG\r\n");
 }

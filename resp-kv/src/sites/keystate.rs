@@ -238,7 +238,7 @@ impl KeyState {
         self.counter.iter().map(|(&s, &(d, t))| (s, d, t)).collect()
     }
 
-    /// `site`'s running total and whether any contribution is live (merge).
+    /// `site`'s running total of increments to this key (merge).
     pub fn counter_total(&self, site: SiteId) -> i64 {
         self.counter.get(&site).map_or(0, |&(_, t)| t)
     }
