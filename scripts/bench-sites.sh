@@ -40,7 +40,8 @@ die() {
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 command -v redis-benchmark >/dev/null || die "redis-benchmark not found: install redis-tools"
-[[ "$WRITES" =~ ^[0-9]+$ ]] && [ "$WRITES" -ge 3 ] || die "WRITES must be a number >= 3"
+if ! [[ "$WRITES" =~ ^[0-9]+$ ]] || [ "$WRITES" -lt 3 ]; then die "WRITES must be a number >= 3"; fi
+[[ "$N" =~ ^[0-9]+$ ]] || die "N must be a number of requests"
 if [ "${FTVMM_BUILD:-1}" != 0 ]; then
     log "cargo build --release"
     (cd "$REPO" && cargo build --release --quiet --bin ftvmm) || die "cargo build failed"
