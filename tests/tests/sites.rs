@@ -347,3 +347,34 @@ fn a_site_records_and_replays_to_the_same_state_with_the_link_busy() {
     wrong[at] = "lww";
     assert_eq!(ftvmm_tests::ftvmm(&wrong).status.code(), Some(4), "a log of another site configuration is refused");
 }
+
+#[test]
+fn a_site_started_with_another_conflict_policy_is_refused_by_the_others_and_logged() {
+    let _turn = serial();
+    let topo = SitesTopology::up();
+    let mut vms = Vec::new();
+    for (site, conflict) in [(1u8, "lww"), (2, "merge"), (3, "merge")] {
+        let mut args = vec!["run".to_string()];
+        args.extend(SitesTopology::guest_args(site, conflict, &[]));
+        vms.push(topo.spawn(site, "host-a", &args));
+    }
+    for vm in &mut vms {
+        vm.wait_for_line("kv-server: listening", Duration::from_secs(20));
+    }
+    vms[0].wait_for_line("--conflict differs", Duration::from_secs(10));
+    vms[1].wait_for_line("--conflict differs", Duration::from_secs(10));
+    assert_eq!(topo.text(1, &["SET", "from-1", "x"]), "OK");
+    assert_eq!(topo.text(2, &["SET", "from-2", "y"]), "OK");
+    let start = std::time::Instant::now();
+    while topo.text(3, &["GET", "from-2"]) != "y" {
+        assert!(start.elapsed() < CONVERGE, "sites 2 and 3 still replicate to each other");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(topo.text(2, &["GET", "from-1"]), "nil", "nothing crosses a refused link");
+    assert_eq!(topo.text(1, &["GET", "from-2"]), "nil", "nothing crosses a refused link");
+    // A refused site retries rarely and says so once, not on every attempt.
+    let lines = vms[0].stdout_lines(Duration::from_millis(100));
+    let to_peers = lines.iter().filter(|l| l.contains("site-link: to site") && l.contains("differs")).count();
+    assert!((1..=2).contains(&to_peers), "one line per refusing peer:\n{}", lines.join("\n"));
+}

@@ -9,7 +9,7 @@ use crate::println;
 use alloc::vec;
 use alloc::vec::Vec;
 use guest_abi::BootInfo;
-use resp_kv::sites::link::{Inbound, Outbound};
+use resp_kv::sites::link::{Inbound, LinkError, Outbound};
 use resp_kv::sites::{Policy, SiteAddr, SiteConfig, SiteStore};
 use resp_kv::Store;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
@@ -34,6 +34,9 @@ const CONNECT_TIMEOUT_MS: u64 = 400;
 /// broken (a partition). Reconnecting beats waiting out TCP's doubling retransmission
 /// timer, which after a few seconds of partition would delay catching up by seconds.
 const STALL_MS: u64 = 400;
+/// After the peer refused us (another --conflict or --sites: a configuration error that
+/// only an operator fixes), retry this rarely, so the consoles are not flooded.
+const REFUSED_BACKOFF_MS: u64 = 5_000;
 
 /// The site configuration from boot info, if sites mode is on.
 pub fn config(boot: &BootInfo, heap: usize) -> Option<SiteConfig> {
@@ -95,6 +98,8 @@ struct Peer {
     connected_at_ms: u64,
     /// Last time the peer said anything (WELCOME, ACK).
     heard_at_ms: u64,
+    /// The last error printed: the same one again is not printed again.
+    last_error: Option<LinkError>,
     up: bool,
 }
 
@@ -140,6 +145,7 @@ impl SiteLinks {
                 backoff_ms: FIRST_BACKOFF_MS,
                 connected_at_ms: 0,
                 heard_at_ms: 0,
+                last_error: None,
                 up: false,
             })
             .collect::<Vec<_>>();
@@ -224,14 +230,21 @@ fn poll_peer(
         busy = true;
     }
     if let Some(e) = failed {
-        println!("site-link: to site {id}: {e}; closing");
+        if peer.last_error.as_ref() != Some(&e) {
+            println!("site-link: to site {id}: {e}; closing");
+        }
         sock.abort();
         drop_link(peer, now_ms);
+        if matches!(e, LinkError::Refused(_) | LinkError::Handshake(_)) {
+            peer.retry_at_ms = now_ms + REFUSED_BACKOFF_MS;
+        }
+        peer.last_error = Some(e);
         return true;
     }
     if link.streaming() && !welcomed_before {
         println!("site-link: to site {id}: streaming from record {}", store.acked_by(id) + 1);
         peer.up = true;
+        peer.last_error = None;
         peer.backoff_ms = FIRST_BACKOFF_MS;
     }
     let open = matches!(sock.state(), tcp::State::Established);
