@@ -141,7 +141,43 @@ impl Workload {
 }
 
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"FTVMBOOT");
-pub const BOOT_VERSION: u32 = 2;
+pub const BOOT_VERSION: u32 = 3;
+
+/// Most sites a multi-leader configuration may name.
+pub const MAX_SITES: usize = 8;
+
+/// One site of a multi-leader configuration: its id and site-link address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct SiteEntry {
+    /// 1..=255; 0 marks an unused slot.
+    pub id: u8,
+    pub _pad: u8,
+    /// Site-link TCP port.
+    pub port: u16,
+    /// The site's guest address.
+    pub ip: [u8; 4],
+}
+
+/// Multi-leader sites (`--site-id`, `--sites`, `--conflict`): part of boot info, so part
+/// of the replicated, replayed state and of the guest image digest a pair compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct SiteConfig {
+    /// Host wall clock (Unix ms) when the VM booted: the guest's time is this plus
+    /// its tick count, so it replays exactly. A pair must be given the same value.
+    pub boot_wall_ms: u64,
+    /// Added to the guest's wall time (tests skew a site on purpose).
+    pub clock_offset_ms: i64,
+    /// This site; 0 means sites mode is off.
+    pub site_id: u8,
+    /// 1 lww, 2 site-id, 3 manual, 4 merge.
+    pub conflict: u8,
+    /// Used entries of `sites`.
+    pub count: u8,
+    pub _pad: [u8; 5],
+    pub sites: [SiteEntry; MAX_SITES],
+}
 
 /// The guest's network identity, given by the monitor (not built into the image).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -155,6 +191,9 @@ pub struct NetConfig {
     pub ip: [u8; 4],
     /// 0.0.0.0: no default route.
     pub gateway: [u8; 4],
+    pub _pad2: u32,
+    /// Multi-leader sites; all zero when off.
+    pub sites: SiteConfig,
 }
 
 /// Boot information, little-endian, at [`BOOT_INFO_ADDR`].
@@ -171,8 +210,8 @@ pub struct BootInfo {
 }
 
 impl BootInfo {
-    /// Includes the tail padding of the `repr(C)` struct (always zero).
-    pub const SIZE: usize = 56;
+    /// Every field, padding included (explicit, always zero).
+    pub const SIZE: usize = 144;
 
     pub fn new(workload: Workload, mem_size: u64, tick_hz: u32, net: NetConfig) -> Self {
         BootInfo {
@@ -200,6 +239,21 @@ impl BootInfo {
         b[43] = self.net._pad;
         b[44..48].copy_from_slice(&self.net.ip);
         b[48..52].copy_from_slice(&self.net.gateway);
+        b[52..56].copy_from_slice(&self.net._pad2.to_le_bytes());
+        let s = &self.net.sites;
+        b[56..64].copy_from_slice(&s.boot_wall_ms.to_le_bytes());
+        b[64..72].copy_from_slice(&s.clock_offset_ms.to_le_bytes());
+        b[72] = s.site_id;
+        b[73] = s.conflict;
+        b[74] = s.count;
+        b[75..80].copy_from_slice(&s._pad);
+        for (i, e) in s.sites.iter().enumerate() {
+            let at = 80 + i * 8;
+            b[at] = e.id;
+            b[at + 1] = e._pad;
+            b[at + 2..at + 4].copy_from_slice(&e.port.to_le_bytes());
+            b[at + 4..at + 8].copy_from_slice(&e.ip);
+        }
         b
     }
 }
@@ -218,11 +272,32 @@ mod tests {
             _pad: 0,
             ip: [10, 0, 0, 2],
             gateway: [0; 4],
+            ..NetConfig::default()
         };
         let b = BootInfo::new(Workload::SelfTest, 64 << 20, 1000, net).to_bytes();
         assert_eq!(&b[0..8], b"FTVMBOOT");
         assert_eq!(u32::from_le_bytes([b[24], b[25], b[26], b[27]]), 1000);
         assert_eq!(core::mem::offset_of!(BootInfo, net) + core::mem::offset_of!(NetConfig, ip), 44);
         assert_eq!(&b[44..48], &[10, 0, 0, 2]);
+    }
+
+    #[test]
+    fn site_config_bytes_match_repr_c_layout() {
+        let mut net = NetConfig::default();
+        net.sites.boot_wall_ms = 0x0102_0304_0506_0708;
+        net.sites.clock_offset_ms = -500;
+        net.sites.site_id = 2;
+        net.sites.conflict = 4;
+        net.sites.count = 3;
+        net.sites.sites[7] = SiteEntry { id: 9, _pad: 0, port: 6380, ip: [10, 78, 3, 10] };
+        let info = BootInfo::new(Workload::KvServer, 64 << 20, 250, net);
+        let b = info.to_bytes();
+        let base = core::mem::offset_of!(BootInfo, net) + core::mem::offset_of!(NetConfig, sites);
+        assert_eq!(base, 56);
+        assert_eq!(&b[base..base + 8], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(&b[base + 8..base + 16], &(-500i64).to_le_bytes());
+        assert_eq!(&b[base + 16..base + 19], &[2, 4, 3]);
+        let last = base + core::mem::offset_of!(SiteConfig, sites) + 7 * core::mem::size_of::<SiteEntry>();
+        assert_eq!(&b[last..last + 8], &[9, 0, 0xec, 0x18, 10, 78, 3, 10]);
     }
 }

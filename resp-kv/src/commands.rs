@@ -121,6 +121,13 @@ pub(crate) fn execute(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
     let Some(name) = args.first() else {
         return;
     };
+    if ctx.store.sites.is_some() {
+        match crate::sites::lookup_command(name) {
+            Some(Ok(run)) => return run(ctx, args),
+            Some(Err(())) => return crate::sites::not_replicated(ctx.out, name),
+            None => {}
+        }
+    }
     let Some(spec) = lookup(name) else {
         return unknown_command(ctx.out, args);
     };

@@ -7,13 +7,16 @@ use crate::reply::{self, push_u64};
 use crate::server_cmds::VERSION;
 
 /// INFO sections in output order; `default`, `all` and `everything` select every one.
-const SECTIONS: [&str; 5] = ["server", "clients", "memory", "replication", "keyspace"];
+const SECTIONS: [&str; 6] = ["server", "clients", "memory", "replication", "sites", "keyspace"];
 
 pub(crate) fn info(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
     let wanted = args.get(1..).unwrap_or(&[]);
     let every = wanted.is_empty() || wanted.iter().any(|w| is(w, "default") || is(w, "all") || is(w, "everything"));
     let mut text = Vec::new();
     for section in SECTIONS {
+        if section == "sites" && ctx.store.sites.is_none() {
+            continue;
+        }
         if every || wanted.iter().any(|w| is(w, section)) {
             if !text.is_empty() {
                 // Redis separates sections with a blank line.
@@ -73,6 +76,7 @@ fn write_section(ctx: &mut Ctx, section: &str, text: &mut Vec<u8>) {
                 text.extend_from_slice(b"\r\n");
             }
         }
+        "sites" => sites_section(ctx, text),
         _ => keyspace_section(ctx, text),
     }
 }
@@ -80,12 +84,14 @@ fn write_section(ctx: &mut Ctx, section: &str, text: &mut Vec<u8>) {
 fn keyspace_section(ctx: &mut Ctx, text: &mut Vec<u8>) {
     text.extend_from_slice(b"# Keyspace\r\n");
     ctx.store.expire_all(ctx.now_ms);
+    // In sites mode the keys live in the replicated keyspace (which has no TTLs).
+    let keys = ctx.store.sites().map_or(ctx.store.len(), |s| s.live_len());
     // Like Redis, an empty database gets no line at all.
-    if ctx.store.is_empty() {
+    if keys == 0 {
         return;
     }
     text.extend_from_slice(b"db0:keys=");
-    push_u64(text, ctx.store.len() as u64);
+    push_u64(text, keys as u64);
     text.extend_from_slice(b",expires=");
     push_u64(text, ctx.store.expires_count() as u64);
     text.extend_from_slice(b",avg_ttl=0\r\n");
@@ -136,4 +142,39 @@ fn command_info(out: &mut Vec<u8>, spec: &Spec) {
     for _ in 0..4 {
         reply::array_header(out, 0);
     }
+}
+
+/// `# Sites`: this site's identity, link cursors and the conflict counters.
+fn sites_section(ctx: &mut Ctx, text: &mut Vec<u8>) {
+    let Some(s) = ctx.store.sites() else {
+        return;
+    };
+    text.extend_from_slice(b"# Sites\r\n");
+    number_field(text, "site_id", u64::from(s.config().site_id));
+    field(text, "sites_conflict", s.policy().name().as_bytes());
+    number_field(text, "sites_peers", s.peers().count() as u64);
+    let st = *s.stats();
+    let counters = [
+        ("sites_local_writes", st.local_writes),
+        ("sites_remote_applied", st.remote_applied),
+        ("sites_remote_superseded", st.remote_superseded),
+        ("sites_duplicates_skipped", st.duplicates),
+        ("sites_conflicts", st.conflicts),
+        ("sites_lost_writes", st.lost_writes),
+        ("sites_conflicted_keys", s.conflicted_keys() as u64),
+        ("sites_siblings_folded", st.siblings_folded),
+        ("sites_refused_records", st.refused),
+        ("sites_log_bytes", s.log_bytes() as u64),
+        ("sites_next_seq", s.next_seq()),
+        ("sites_keys", s.live_len() as u64),
+    ];
+    for (name, value) in counters {
+        number_field(text, name, value);
+    }
+    for peer in s.peers().collect::<Vec<_>>() {
+        let name = crate::sites::text(format_args!("sites_peer_{peer}"));
+        let value = crate::sites::text(format_args!("applied={},acked={}", s.applied_from(peer), s.acked_by(peer)));
+        field(text, core::str::from_utf8(&name).unwrap_or("sites_peer"), &value);
+    }
+    field(text, "sites_digest", &crate::sites::text(format_args!("{:016x}", s.digest())));
 }

@@ -39,6 +39,7 @@ mod key_cmds;
 mod parse;
 mod reply;
 mod server_cmds;
+pub mod sites;
 mod store;
 mod string_cmds;
 

@@ -6,6 +6,7 @@
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
+use crate::sites::{SiteConfig, SiteStore};
 use crate::Limits;
 
 /// Bookkeeping cost charged per key besides its bytes (tree node, `Vec` headers...).
@@ -33,6 +34,8 @@ pub struct Store {
     expiry_index: BTreeSet<(u64, Vec<u8>)>,
     used_bytes: usize,
     next_client_id: u64,
+    /// Multi-leader sites mode: key commands go to this replicated keyspace instead.
+    pub(crate) sites: Option<alloc::boxed::Box<SiteStore>>,
 }
 
 fn cost(key_len: usize, value_len: usize, has_ttl: bool) -> usize {
@@ -48,7 +51,32 @@ fn is_expired(entry: &Entry, now_ms: u64) -> bool {
 impl Store {
     /// An empty keyspace bounded by `limits`.
     pub fn new(limits: Limits) -> Self {
-        Store { limits, entries: BTreeMap::new(), expiry_index: BTreeSet::new(), used_bytes: 0, next_client_id: 1 }
+        Store {
+            limits,
+            entries: BTreeMap::new(),
+            expiry_index: BTreeSet::new(),
+            used_bytes: 0,
+            next_client_id: 1,
+            sites: None,
+        }
+    }
+
+    /// A store in multi-leader sites mode: the key commands GET/SET/DEL/INCR/SADD...
+    /// work on a replicated keyspace that [`Store::sites_mut`] exposes to the site link.
+    pub fn with_sites(limits: Limits, config: SiteConfig) -> Self {
+        let mut store = Store::new(limits);
+        store.sites = Some(alloc::boxed::Box::new(SiteStore::new(config)));
+        store
+    }
+
+    /// The replicated keyspace, in sites mode.
+    pub fn sites(&self) -> Option<&SiteStore> {
+        self.sites.as_deref()
+    }
+
+    /// The replicated keyspace, in sites mode (the site link applies remote writes here).
+    pub fn sites_mut(&mut self) -> Option<&mut SiteStore> {
+        self.sites.as_deref_mut()
     }
 
     /// Number of stored keys, including expired keys not yet swept (see

@@ -46,10 +46,15 @@ pub struct VmProcess {
 impl VmProcess {
     /// Starts `ftvmm <args>` inside namespace `host`, logging at info level.
     pub fn spawn(topo: &Topology, host: &str, args: &[&str]) -> VmProcess {
+        let mut cmd = topo.command(host, crate::ftvmm_bin());
+        cmd.args(args);
+        VmProcess::spawn_command(cmd)
+    }
+
+    /// Starts `cmd` (an `ftvmm` command line, usually under `ip netns exec`), logging at info level.
+    pub fn spawn_command(mut cmd: std::process::Command) -> VmProcess {
         crate::require_kvm();
-        let mut child = topo
-            .command(host, crate::ftvmm_bin())
-            .args(args)
+        let mut child = cmd
             .env("FTVMM_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -163,7 +168,15 @@ pub fn spawn_in_netns<T: Send + 'static>(
     host: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
-    let path = format!("/var/run/netns/{}", topo.ns(host));
+    spawn_in_named_netns(&topo.ns(host), f)
+}
+
+/// Like [`spawn_in_netns`], for a namespace given by its full name.
+pub fn spawn_in_named_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));

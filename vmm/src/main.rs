@@ -189,11 +189,51 @@ struct VmArgs {
     /// Serve a JSON status snapshot here (read it with `ftvmm status ADDR`).
     #[arg(long, value_name = "ADDR:PORT")]
     status: Option<String>,
+    /// Multi-leader sites: this VM's site (its guest KV server is a leader).
+    #[arg(long, value_name = "N", requires_all = ["sites", "conflict"], value_parser = clap::value_parser!(u8).range(1..))]
+    site_id: Option<u8>,
+    /// Every site's site-link address, this one included: ID=IP:PORT,... (the same at every site).
+    #[arg(long, value_name = "LIST", requires = "site_id")]
+    sites: Option<String>,
+    /// How concurrent writes to one key are resolved (the same at every site).
+    #[arg(long, value_name = "lww|site-id|manual|merge", requires = "site_id")]
+    conflict: Option<String>,
+    /// Skew this site's guest clock on purpose (tests).
+    #[arg(long, default_value_t = 0, value_name = "MS", allow_hyphen_values = true, requires = "site_id")]
+    clock_offset_ms: i64,
+    /// The guest's wall clock at boot (Unix ms). Defaults to now for run, record and
+    /// primary; a backup or replay of a site must be given the primary's value.
+    #[arg(long, value_name = "MS", requires = "site_id")]
+    boot_wall_ms: Option<u64>,
 }
 
 impl VmArgs {
-    fn options(&self) -> Result<VmOptions, NetConfigError> {
+    /// The guest's boot wall clock for a site: `--boot-wall-ms`, else now when `may_default`
+    /// (a VM that boots fresh); a backup or replay must be told, or its boot info differs.
+    fn boot_wall_ms(&self, may_default: bool) -> Result<u64, String> {
+        match (self.boot_wall_ms, self.site_id) {
+            (Some(ms), _) => Ok(ms),
+            (None, None) => Ok(0),
+            (None, Some(_)) if may_default => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let ms = now.as_millis() as u64;
+                eprintln!("sites: guest boot wall clock --boot-wall-ms {ms} (give a backup or replay the same)");
+                Ok(ms)
+            }
+            (None, Some(_)) => Err("a backup or replay of a site needs the primary's --boot-wall-ms".to_string()),
+        }
+    }
+
+    fn options(&self, boot_wall_ms: u64) -> Result<VmOptions, NetConfigError> {
         let net = netcfg::parse(self.guest_ip.as_deref(), self.gateway.as_deref(), self.mac.as_deref())?;
+        let site_flags = netcfg::SiteFlags {
+            site_id: self.site_id,
+            sites: self.sites.as_deref(),
+            conflict: self.conflict.as_deref(),
+            clock_offset_ms: self.clock_offset_ms,
+            boot_wall_ms,
+        };
+        let net = netcfg::parse_sites(net, &site_flags)?;
         if self.tap.is_some() && net.present == 0 {
             return Err(NetConfigError::TapWithoutAddress);
         }
@@ -239,7 +279,12 @@ fn main() -> ExitCode {
             Err(e) => return usage_error(&e),
         },
     };
-    let options = match vm.options() {
+    let fresh_boot = matches!(mode, Mode::Run | Mode::Record(_) | Mode::Primary { .. });
+    let boot_wall_ms = match vm.boot_wall_ms(fresh_boot) {
+        Ok(ms) => ms,
+        Err(e) => return usage_error(&e),
+    };
+    let options = match vm.options(boot_wall_ms) {
         Ok(o) => VmOptions { arbiter, ..o },
         Err(e) => return usage_error(&e.to_string()),
     };

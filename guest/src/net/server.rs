@@ -102,7 +102,12 @@ pub fn serve(boot: &BootInfo) -> ! {
     let mut clients: Vec<Client> = Vec::new();
     keep_listening(&mut clients, &mut sockets);
     let limits = Limits { max_memory_bytes: heap / 2, ..Limits::default() };
-    let mut store = Store::new(limits);
+    let site_config = super::sites::config(boot, heap);
+    let mut store = match site_config.clone() {
+        Some(c) => Store::with_sites(limits, c),
+        None => Store::new(limits),
+    };
+    let mut links = site_config.as_ref().map(|c| super::sites::SiteLinks::new(c, &mut sockets));
     println!(
         "kv-server: listening on {}.{}.{}.{}:{PORT}, up to {} connections, {} MiB heap",
         a,
@@ -131,6 +136,9 @@ pub fn serve(boot: &BootInfo) -> ! {
             busy |= service(sockets.get_mut::<tcp::Socket>(client.handle), client, &mut store, &clock, &info);
         }
         keep_listening(&mut clients, &mut sockets);
+        if let Some(links) = links.as_mut() {
+            busy |= links.poll(&mut iface, &mut sockets, &mut store, clock.now_ms());
+        }
         if busy {
             iface.poll(clock.now(), &mut nic, &mut sockets);
         }
