@@ -225,7 +225,7 @@ except ValueError: print(0)'
 group_state() {
     local i
     alive "$PID_A" || die "the primary exited: $(tail -n 3 "$LOGS/host-a-primary.log")"
-    grep -qE 'follower dropped|UNPROTECTED' "$LOGS/host-a-primary.log" && return 2
+    grep -qE 'backup lost|UNPROTECTED' "$LOGS/host-a-primary.log" && return 2
     for i in "${!F_HOST[@]}"; do
         [ -n "${PID_F[i]:-}" ] || continue
         grep -q 'GOING LIVE' "$(flog "$i")" && return 2
@@ -267,7 +267,7 @@ losers_done() {
         [ "$i" = "$WINNER" ] || [ -f "$LOGS/${F_HOST[i]}-backup.rc" ] || return 1
     done
 }
-rejoin_split() { grep -q 'GOING LIVE' "$LOGS/host-a-backup2.log" || grep -qE 'follower dropped|UNPROTECTED' "$(flog "$WINNER")"; }
+rejoin_split() { grep -q 'GOING LIVE' "$LOGS/host-a-backup2.log" || grep -qE 'backup lost|UNPROTECTED' "$(flog "$WINNER")"; }
 rejoined() {
     alive "$PID_A2" || return 2
     ! rejoin_split || return 2
