@@ -18,6 +18,8 @@ enum Acks {
     AsToldComplete,
     NeverReplays,
     Lies(u64),
+    /// Sends bytes that are no message at all after its first ack.
+    Garbage,
 }
 
 struct Rig {
@@ -63,12 +65,18 @@ fn pretend_follower(mut stream: TcpStream, joined_at: u64, acks: Acks) {
             Acks::AsToldComplete => (received, received),
             Acks::NeverReplays => (received, joined_at),
             Acks::Lies(claim) => (claim, joined_at),
+            Acks::Garbage => (received, received),
         };
         let mut out = Vec::new();
         channel::encode(&Message::Ack(Ack { received_through: received, replayed_through: replayed }), &mut out);
         stream.write_all(&out)
     };
     if ack(&mut stream, joined_at).is_err() {
+        return;
+    }
+    if let Acks::Garbage = acks {
+        let _ = stream.write_all(&[0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3]);
+        let _ = stream.read(&mut [0u8; 1]);
         return;
     }
     let (mut buf, mut chunk, mut covered) = (Vec::new(), [0u8; 4096], joined_at);
@@ -162,4 +170,19 @@ fn a_vcpu_without_a_timer_may_rest() {
     let rig = rig(&group(), 0, DEFAULT_MAX_REPLAY_LAG, Acks::AsToldComplete);
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(rig.stats.vcpu_stalls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_follower_that_sends_garbage_is_dropped_and_releases_nothing_early() {
+    let g = group();
+    let honest = rig(&g, 0, DEFAULT_MAX_REPLAY_LAG, Acks::NeverReplays);
+    let garbage = rig(&g, 0, DEFAULT_MAX_REPLAY_LAG, Acks::Garbage);
+    let t0 = Instant::now();
+    while !garbage.link.follower().is_dropped() && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(garbage.link.follower().is_dropped(), "garbage on the ack path drops the follower");
+    assert_eq!(garbage.link.follower().acked(), 0);
+    assert!(honest.link.is_live());
+    assert_eq!(g.release_limit(), 0, "output still waits for the honest follower");
 }
