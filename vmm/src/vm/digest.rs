@@ -58,7 +58,9 @@ pub fn cpu_hasher(vcpu: &VcpuFd) -> Result<blake3::Hasher, DigestError> {
     let err = |what| move |source| DigestError::Vcpu { what, source };
     let regs = vcpu.get_regs().map_err(err("registers"))?;
     let sregs = vcpu.get_sregs().map_err(err("special registers"))?;
-    let fpu = vcpu.get_fpu().map_err(err("FPU state"))?;
+    // The XSAVE area, not KVM_GET_FPU: on the PVM hosts here the latter reports MXCSR 0.
+    let xsave = vcpu.get_xsave().map_err(err("FPU state (XSAVE)"))?;
+    let area: Vec<u8> = xsave.region.iter().take(416 / 4).flat_map(|w| w.to_le_bytes()).collect();
     let mut h = blake3::Hasher::new();
     hash_u64s(&mut h, &gprs(&regs));
     hash_u64s(&mut h, &[sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer]);
@@ -68,10 +70,12 @@ pub fn cpu_hasher(vcpu: &VcpuFd) -> Result<blake3::Hasher, DigestError> {
     for t in [sregs.gdt, sregs.idt] {
         hash_u64s(&mut h, &[t.base, u64::from(t.limit)]);
     }
-    hash_u64s(&mut h, &[u64::from(fpu.fcw), u64::from(fpu.fsw), u64::from(fpu.ftwx), u64::from(fpu.mxcsr)]);
-    for reg in fpu.fpr.iter().chain(fpu.xmm.iter()) {
-        h.update(reg);
-    }
+    // Legacy area: FCW (0..2), FSW (2..4), abridged FTW (4), MXCSR (24..28), ST0-7
+    // (32..160), XMM0-15 (160..416); the last-instruction pointers are left out.
+    let u16_at = |i: usize| u64::from(u16::from_le_bytes([area[i], area[i + 1]]));
+    let mxcsr = u64::from(u32::from_le_bytes([area[24], area[25], area[26], area[27]]));
+    hash_u64s(&mut h, &[u16_at(0), u16_at(2), u64::from(area[4]), mxcsr]);
+    h.update(&area[32..416]);
     Ok(h)
 }
 

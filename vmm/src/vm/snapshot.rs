@@ -5,7 +5,7 @@
 //! must reach the same digest before it replays a single record.
 use crate::devices::bus::Bus;
 use crate::vm::digest::{self, DigestError};
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, kvm_vcpu_events};
+use kvm_bindings::{kvm_regs, kvm_sregs, kvm_vcpu_events};
 use kvm_ioctls::VcpuFd;
 use logging_channel::state::{self, BlobKind, StateMessage, StateReader, MAX_PAGES, PAGE_SIZE};
 use logging_channel::{CodecError, Hash};
@@ -77,7 +77,7 @@ pub fn send(
     let blobs = [
         (BlobKind::Regs, vcpu.get_regs().map_err(vcpu_err("registers"))?.as_bytes().to_vec()),
         (BlobKind::Sregs, vcpu.get_sregs().map_err(vcpu_err("special registers"))?.as_bytes().to_vec()),
-        (BlobKind::Fpu, fpu_bytes(&vcpu.get_fpu().map_err(vcpu_err("FPU state"))?)),
+        (BlobKind::Fpu, xsave_bytes(&vcpu.get_xsave().map_err(vcpu_err("FPU state (XSAVE)"))?)),
         (BlobKind::VcpuEvents, vcpu.get_vcpu_events().map_err(vcpu_err("events"))?.as_bytes().to_vec()),
         (BlobKind::Devices, bus.save()),
     ];
@@ -199,53 +199,37 @@ fn restore_blob(kind: BlobKind, bytes: &[u8], vcpu: &mut VcpuFd, bus: &mut Bus) 
     match kind {
         BlobKind::Regs => vcpu.set_regs(&blob::<kvm_regs>(bytes, "registers")?).map_err(set("registers")),
         BlobKind::Sregs => vcpu.set_sregs(&blob::<kvm_sregs>(bytes, "special registers")?).map_err(set("sregs")),
-        BlobKind::Fpu => vcpu.set_fpu(&fpu_from(bytes)?).map_err(set("FPU state")),
+        BlobKind::Fpu => {
+            let xsave = xsave_from(bytes)?;
+            // SAFETY: `xsave` is a whole `kvm_xsave` (4 KiB); the guest's XCR0 enables no
+            // state component beyond it (the CPUID table offers none that large).
+            unsafe { vcpu.set_xsave(&xsave) }.map_err(set("FPU state (XSAVE)"))
+        }
         BlobKind::VcpuEvents => vcpu.set_vcpu_events(&blob::<kvm_vcpu_events>(bytes, "events")?).map_err(set("events")),
         BlobKind::Devices => bus.restore(bytes).map_err(SnapshotError::Protocol),
         BlobKind::Invalid => Err(SnapshotError::Protocol("invalid blob".into())),
     }
 }
 
-const FPU_BYTES: usize = 8 * 16 + 2 + 2 + 1 + 2 + 8 + 8 + 16 * 16 + 4;
+/// The FPU/SSE state travels as the whole XSAVE area. On the PVM hosts here
+/// `KVM_GET_FPU` reports MXCSR as 0 (the guest set 0x1f80), and restoring that
+/// left a joined follower's SSE state different from its primary's: the soak's
+/// join divergence. `KVM_GET_XSAVE` reports it correctly.
+const XSAVE_BYTES: usize = 4096;
 
-/// `kvm_fpu` has padding, so it is written field by field, little-endian.
-fn fpu_bytes(f: &kvm_fpu) -> Vec<u8> {
-    let mut b = Vec::with_capacity(FPU_BYTES);
-    f.fpr.iter().for_each(|r| b.extend_from_slice(r));
-    b.extend_from_slice(&f.fcw.to_le_bytes());
-    b.extend_from_slice(&f.fsw.to_le_bytes());
-    b.push(f.ftwx);
-    b.extend_from_slice(&f.last_opcode.to_le_bytes());
-    b.extend_from_slice(&f.last_ip.to_le_bytes());
-    b.extend_from_slice(&f.last_dp.to_le_bytes());
-    f.xmm.iter().for_each(|r| b.extend_from_slice(r));
-    b.extend_from_slice(&f.mxcsr.to_le_bytes());
-    b
+fn xsave_bytes(x: &kvm_bindings::kvm_xsave) -> Vec<u8> {
+    x.region.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
-fn fpu_from(bytes: &[u8]) -> Result<kvm_fpu, SnapshotError> {
-    if bytes.len() != FPU_BYTES {
-        return Err(SnapshotError::Protocol(format!("FPU blob is {} bytes, not {FPU_BYTES}", bytes.len())));
+fn xsave_from(bytes: &[u8]) -> Result<kvm_bindings::kvm_xsave, SnapshotError> {
+    if bytes.len() != XSAVE_BYTES {
+        return Err(SnapshotError::Protocol(format!("FPU blob is {} bytes, not {XSAVE_BYTES}", bytes.len())));
     }
-    let mut f = kvm_fpu::default();
-    let (fpr, rest) = bytes.split_at(8 * 16);
-    for (r, chunk) in f.fpr.iter_mut().zip(fpr.chunks_exact(16)) {
-        r.copy_from_slice(chunk);
+    let mut x = kvm_bindings::kvm_xsave::default();
+    for (w, chunk) in x.region.iter_mut().zip(bytes.chunks_exact(4)) {
+        *w = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
     }
-    let le16 = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
-    let le64 = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
-    f.fcw = le16(&rest[0..2]);
-    f.fsw = le16(&rest[2..4]);
-    f.ftwx = rest[4];
-    f.last_opcode = le16(&rest[5..7]);
-    f.last_ip = le64(&rest[7..15]);
-    f.last_dp = le64(&rest[15..23]);
-    let (xmm, tail) = rest[23..].split_at(16 * 16);
-    for (r, chunk) in f.xmm.iter_mut().zip(xmm.chunks_exact(16)) {
-        r.copy_from_slice(chunk);
-    }
-    f.mxcsr = u32::from_le_bytes(tail[..4].try_into().unwrap_or_default());
-    Ok(f)
+    Ok(x)
 }
 
 fn check_digest(vcpu: &VcpuFd, mem: &GuestMemoryMmap, sent: &Hash) -> Result<(), SnapshotError> {
