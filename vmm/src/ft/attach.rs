@@ -17,7 +17,7 @@
 //! the backlog holds every record through J - 1, and J is complete once sent.
 //! The guest notices nothing but the pause, which is measured and logged.
 use super::backlog::Backlog;
-use super::group::Group;
+use super::group::{Follower, Group};
 use super::handshake;
 use super::release::SharedReleaser;
 use super::stream::{Fanout, FollowerLink};
@@ -95,17 +95,7 @@ impl Attacher {
         let bytes = records.len();
         let follower = self.group.add_follower(addr, from);
         let id = follower.id;
-        let link = FollowerLink::start(
-            conn,
-            self.timing,
-            self.tick_hz,
-            follower,
-            self.group.clone(),
-            self.releaser.clone(),
-            self.stats.clone(),
-            Some((records, now)),
-        )?;
-        self.fanout.add(link);
+        self.stream_to(conn, follower, Some((records, now)))?;
         tracing::info!(
             follower = id,
             %addr,
@@ -120,12 +110,14 @@ impl Attacher {
         Ok(())
     }
 
-    fn send_state(&self, mut conn: TcpStream, addr: &str, why: &str, at: AtExit<'_>) -> Result<(), ReplicationError> {
-        handshake::reply_attach(&mut conn, AttachReply::State { why: why.to_string() })?;
-        let epoch = self.group.epoch();
-        let sent = snapshot::send(&mut conn, at.vcpu, at.mem, at.bus, at.index, epoch)?;
-        let follower = self.group.add_follower(addr, at.index);
-        let id = follower.id;
+    /// Starts the log stream to `follower` on `conn` (after `resume`, if it resumes)
+    /// and adds it to the followers every record goes to.
+    fn stream_to(
+        &self,
+        conn: TcpStream,
+        follower: Arc<Follower>,
+        resume: Option<(Vec<u8>, u64)>,
+    ) -> Result<(), ReplicationError> {
         let link = FollowerLink::start(
             conn,
             self.timing,
@@ -134,9 +126,19 @@ impl Attacher {
             self.group.clone(),
             self.releaser.clone(),
             self.stats.clone(),
-            None,
+            resume,
         )?;
         self.fanout.add(link);
+        Ok(())
+    }
+
+    fn send_state(&self, mut conn: TcpStream, addr: &str, why: &str, at: AtExit<'_>) -> Result<(), ReplicationError> {
+        handshake::reply_attach(&mut conn, AttachReply::State { why: why.to_string() })?;
+        let epoch = self.group.epoch();
+        let sent = snapshot::send(&mut conn, at.vcpu, at.mem, at.bus, at.index, epoch)?;
+        let follower = self.group.add_follower(addr, at.index);
+        let id = follower.id;
+        self.stream_to(conn, follower, None)?;
         let pause_ms = format!("{:.1}", sent.pause.as_secs_f64() * 1e3);
         let followers = self.group.follower_count();
         if at.index == 0 {
