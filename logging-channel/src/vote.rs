@@ -12,8 +12,9 @@
 //!  0xA2 VoteReply    group u64 | epoch u64 | voter u64 | granted u8 (0/1)
 //!                    | len u32 | len bytes UTF-8 text (why, when refused)
 //!  0xA3 Probe        group u64 | from u64
-//!  0xA4 ProbeReply   group u64 | member u64 | epoch u64 | role u8 | primary u64 (0: none known)
-//!                    | log_epoch u64 | log_exit u64 | voted_for u64 (0: nobody)
+//!  0xA4 ProbeReply   group u64 | member u64 | epoch u64 | role u8 | priority u8
+//!                    | primary u64 (0: none heard now) | log_epoch u64 | log_exit u64
+//!                    | voted_for u64 (0: nobody)
 //!
 //!   candidate                         voter
 //!     | -- VoteRequest(epoch, me, position) --> |  at most one vote per epoch,
@@ -111,7 +112,10 @@ pub struct ProbeReply {
     pub member: u64,
     pub epoch: u64,
     pub role: PeerRole,
-    /// The primary it follows or is (0: none known).
+    /// Its `--priority`, so that equally up-to-date members know who stands first.
+    pub priority: u8,
+    /// The primary it is, or hears from now (0: none). A member that hears a primary
+    /// keeps others from standing (Raft's pre-vote).
     pub primary: u64,
     pub log_epoch: u64,
     pub log_exit: u64,
@@ -161,6 +165,7 @@ pub fn encode(message: &PeerMessage, out: &mut Vec<u8>) {
                 b.extend_from_slice(&v.to_le_bytes());
             }
             b.push(p.role as u8);
+            b.push(p.priority);
             for v in [p.primary, p.log_epoch, p.log_exit, p.voted_for] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
@@ -230,6 +235,7 @@ fn decode_body(body: &[u8]) -> Result<PeerMessage, CodecError> {
                 member,
                 epoch,
                 role,
+                priority: c.u8("priority")?,
                 primary: c.u64("primary")?,
                 log_epoch: c.u64("log epoch")?,
                 log_exit: c.u64("log exit")?,
@@ -265,6 +271,7 @@ mod tests {
                 member: 1,
                 epoch: 3,
                 role: PeerRole::Primary,
+                priority: 1,
                 primary: 1,
                 log_epoch: 3,
                 log_exit: 12,
