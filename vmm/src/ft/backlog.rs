@@ -22,12 +22,14 @@ use std::collections::VecDeque;
 /// The default `--backlog-mib`.
 pub const DEFAULT_BACKLOG_MIB: u64 = 64;
 
+#[derive(Debug)]
 struct Chunk {
     exit_index: u64,
     bytes: Vec<u8>,
 }
 
 /// The recent log, bounded in bytes.
+#[derive(Debug)]
 pub struct Backlog {
     limit: usize,
     chunks: VecDeque<Chunk>,
@@ -108,7 +110,10 @@ impl Backlog {
             last = chunk.exit_index;
         }
         for &(_, epoch) in changes {
-            logging_channel::codec::encode(&logging_channel::Record::Standing { exit_index: last, epoch, eligible: true }, &mut out);
+            logging_channel::codec::encode(
+                &logging_channel::Record::Standing { exit_index: last, epoch, eligible: true },
+                &mut out,
+            );
         }
         Some(out)
     }
@@ -119,6 +124,11 @@ impl Backlog {
             return None;
         }
         self.epochs.iter().rev().find(|&&(from, _)| from <= p).map(|&(_, e)| e)
+    }
+
+    /// The most bytes it keeps.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// The epoch of the newest records.

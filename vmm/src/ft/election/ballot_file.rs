@@ -92,7 +92,10 @@ fn parse(text: &str) -> Result<Ballot, String> {
     }
     let mut field = |name: &str| -> Result<u64, String> {
         let line = lines.next().ok_or_else(|| format!("no {name} line"))?;
-        let value = line.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).ok_or_else(|| format!("expected {name}, got {line:?}"))?;
+        let value = line
+            .strip_prefix(name)
+            .and_then(|v| v.strip_prefix(' '))
+            .ok_or_else(|| format!("expected {name}, got {line:?}"))?;
         value.parse().map_err(|e| format!("{name} {value:?}: {e}"))
     };
     let epoch = field("epoch")?;
@@ -125,7 +128,9 @@ mod tests {
     fn a_damaged_or_oversized_ballot_is_refused_not_taken_for_a_fresh_one() {
         let d = dir("damaged");
         std::fs::create_dir_all(&d).expect("dir");
-        for bad in ["", "ftvmm-ballot 1\nepoch x\n", "something else\nepoch 1\nvoted_for 0\n", "ftvmm-ballot 1\nepoch 3\n"] {
+        for bad in
+            ["", "ftvmm-ballot 1\nepoch x\n", "something else\nepoch 1\nvoted_for 0\n", "ftvmm-ballot 1\nepoch 3\n"]
+        {
             std::fs::write(d.join("ballot"), bad).expect("write");
             let err = BallotFile::open(&d).expect_err(bad);
             assert!(err.to_string().contains("damaged"), "{err}");

@@ -236,7 +236,8 @@ impl Elector {
             // and one that hears a primary keeps others from deposing it.
             let would_grant = |r: &&ProbeReply| {
                 r.primary == 0
-                    && (theirs(r) < position || (theirs(r) == position && !(rank(r).may_stand() && rank(r).outranks(&me))))
+                    && (theirs(r) < position
+                        || (theirs(r) == position && !(rank(r).may_stand() && rank(r).outranks(&me))))
             };
             let support = 1 + replies.iter().filter(would_grant).count() + usize::from(self.witness.is_some());
             if support < rules::majority(self.group.members.len(), self.group.witness) {
@@ -250,7 +251,8 @@ impl Elector {
                 .filter(|r| r.primary == 0 && rank(r).may_stand())
                 .filter(|r| theirs(r) > position || (theirs(r) == position && rank(r).outranks(&me)))
                 .count() as u32;
-            let when = *turn.get_or_insert_with(|| Instant::now() + self.timing.step * ahead + rng.upto(self.timing.poll));
+            let when =
+                *turn.get_or_insert_with(|| Instant::now() + self.timing.step * ahead + rng.upto(self.timing.poll));
             if Instant::now() >= when {
                 match self.stand(position, since) {
                     Some(epoch) => return Next::Lead { epoch },
@@ -278,7 +280,13 @@ impl Elector {
             return None;
         }
         self.observe(p.epoch);
-        tracing::info!(primary = p.member, epoch = p.epoch, "member {} is primary of epoch {}: following it", p.member, p.epoch);
+        tracing::info!(
+            primary = p.member,
+            epoch = p.epoch,
+            "member {} is primary of epoch {}: following it",
+            p.member,
+            p.epoch
+        );
         Some(Next::Follow { member: p.member, join: member.join_addr(), epoch: p.epoch })
     }
 
@@ -366,7 +374,8 @@ impl Elector {
         if granted >= needed && self.epoch() == epoch {
             self.set_local(PeerRole::Primary, me.id);
             self.elections_won.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            *self.last_election.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held { epoch, winner: me.id, ms: since_ms });
+            *self.last_election.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Held { epoch, winner: me.id, ms: since_ms });
             tracing::warn!(
                 epoch,
                 votes = %votes,
@@ -428,7 +437,14 @@ impl Elector {
             let sep = if i == 0 { "" } else { "," };
             match seen.get(&m.id) {
                 _ if m.id == self.group.me.id => {
-                    let _ = write!(out, "{sep}{{\"id\":{},\"peer\":\"{}\",\"role\":\"{}\",\"epoch\":{}}}", m.id, m.peer, local.role.name(), b.epoch);
+                    let _ = write!(
+                        out,
+                        "{sep}{{\"id\":{},\"peer\":\"{}\",\"role\":\"{}\",\"epoch\":{}}}",
+                        m.id,
+                        m.peer,
+                        local.role.name(),
+                        b.epoch
+                    );
                 }
                 Some(r) => {
                     let _ = write!(

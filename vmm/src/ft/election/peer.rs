@@ -28,7 +28,9 @@ pub const PEER_IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// Why the membership is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
-    #[error("--group {0:?}: expected ID=IP:PORT[,ID=IP:PORT...], e.g. 1=10.0.0.1:7000,2=10.0.0.2:7000,3=10.0.0.3:7000")]
+    #[error(
+        "--group {0:?}: expected ID=IP:PORT[,ID=IP:PORT...], e.g. 1=10.0.0.1:7000,2=10.0.0.2:7000,3=10.0.0.3:7000"
+    )]
     Syntax(String),
     #[error("--group lists member {0} twice")]
     Duplicate(MemberId),
@@ -100,7 +102,7 @@ impl Membership {
         if !members.iter().any(|m| m.id == me.id) {
             return Err(MembershipError::NotListed(me.id));
         }
-        if members.len() % 2 == 0 && !witness {
+        if members.len().is_multiple_of(2) && !witness {
             return Err(MembershipError::NeedsWitness(members.len()));
         }
         members.sort_by_key(|m| m.id);
@@ -194,7 +196,9 @@ fn serve_one(mut conn: TcpStream, from: SocketAddr, service: &dyn PeerService) {
 pub fn ask(addr: SocketAddr, request: &PeerMessage, timeout: Duration) -> Result<PeerMessage, String> {
     let mut conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot reach {addr}: {e}"))?;
     let _ = conn.set_nodelay(true);
-    conn.set_read_timeout(Some(timeout)).and_then(|()| conn.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|()| conn.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(64);
     vote::encode(request, &mut out);
     conn.write_all(&out).map_err(|e| format!("sending to {addr} failed: {e}"))?;
@@ -225,7 +229,12 @@ mod tests {
     use super::*;
 
     fn header() -> logging_channel::LogHeader {
-        logging_channel::LogHeader { guest_image_digest: [7; 32], mem_size: 64 << 20, cpuid_digest: [1; 32], tick_hz: 250 }
+        logging_channel::LogHeader {
+            guest_image_digest: [7; 32],
+            mem_size: 64 << 20,
+            cpuid_digest: [1; 32],
+            tick_hz: 250,
+        }
     }
 
     fn me(id: MemberId) -> Rank {
@@ -274,7 +283,8 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         serve(listener, Arc::new(Echo)).expect("serve");
         // Silent peers hold connections open without sending anything.
-        let silent: Vec<TcpStream> = (0..MAX_PEER_CONNECTIONS + 5).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+        let silent: Vec<TcpStream> =
+            (0..MAX_PEER_CONNECTIONS + 5).filter_map(|_| TcpStream::connect(addr).ok()).collect();
         std::thread::sleep(Duration::from_millis(100));
         let probe = PeerMessage::Probe(logging_channel::vote::Probe { group: 1, from: 2 });
         // Past the limit, a new connection is closed at once rather than left hanging...
