@@ -482,6 +482,11 @@ impl LocalView for Group {
     fn position(&self) -> LogPosition {
         match self.upstream() {
             Some((up, _)) => up.log_position(),
+            // A primary's log is its epoch's through what it released (at least); before
+            // it has a VM, it has nothing.
+            None if self.epoch.load(Ordering::SeqCst) > FIRST_EPOCH || self.released() > 0 => {
+                LogPosition { epoch: self.epoch.load(Ordering::SeqCst), exit: self.released() }
+            }
             None => LogPosition::default(),
         }
     }
