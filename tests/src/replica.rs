@@ -34,7 +34,7 @@ impl Replicas {
     /// `per_member[i]` on member i+1; waits until one is primary and the others follow.
     pub fn start(topo: &Topology, n: usize, extra: &[&str], per_member: &[&[&str]]) -> Replicas {
         let data = TempDir::new("replica-data");
-        let witness = (n % 2 == 0).then(|| TempDir::new("replica-witness"));
+        let witness = n.is_multiple_of(2).then(|| TempDir::new("replica-witness"));
         let spec = group_spec(n);
         let mut args = Vec::new();
         for i in 0..n {
