@@ -185,6 +185,8 @@ fn two_members_and_a_witness_fail_over_when_the_primary_is_killed() {
         assert_eq!(old.len(), 1, "kill {kill}: {old:?}");
         r.kill(&topo, old[0]);
         let new = r.wait_primary(&topo, Some(old[0]), Duration::from_secs(10)).expect("the follower leads");
+        // Holding the witness, it serves alone until its peer is back.
+        fresh_client_check(&topo).unwrap_or_else(|e| panic!("kill {kill}: the lone primary must serve: {e}"));
         r.restart(&topo, old[0]);
         r.wait_following(&topo, old[0], Duration::from_secs(20));
         assert_eq!(r.primaries(&topo), vec![new], "kill {kill}");

@@ -418,7 +418,11 @@ impl Group {
         let positions: Vec<Position> =
             self.lock().iter().map(|f| Position { acked: f.acked(), synchronous: f.id == sync }).collect();
         let limit = output_rule::release_limit(self.config.mode, &positions);
-        // A replica group releases only what a majority holds, whatever the mode.
+        // A replica group releases only what a majority holds, in every mode but async
+        // (which waits for nobody, and may lose acknowledged writes on a failover).
+        if self.config.mode == ReplicationMode::Async {
+            return limit;
+        }
         match self.followers_needed() {
             0 => limit,
             k if positions.len() < k => self.released(),
@@ -454,8 +458,12 @@ impl Group {
     pub fn take_over(&self) -> Result<(), String> {
         self.epoch();
         match &self.config.election {
-            // It won the election: its epoch is the one it won.
-            Some(e) => self.epoch.store(e.elector.epoch(), Ordering::SeqCst),
+            // It won the election: its epoch is the one it won, and if the witness voted for
+            // it, no other member can win without this one: it may go on alone.
+            Some(e) => {
+                self.epoch.store(e.elector.epoch(), Ordering::SeqCst);
+                self.holds_witness.store(e.elector.won_with_witness(), Ordering::SeqCst);
+            }
             None => self.go_on_alone("backup")?,
         }
         *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -475,6 +483,9 @@ impl Group {
     /// This member was elected primary of `epoch` at boot.
     pub fn lead(&self, epoch: u64) {
         self.epoch.store(epoch, Ordering::SeqCst);
+        if let Some(e) = self.elector() {
+            self.holds_witness.store(e.won_with_witness(), Ordering::SeqCst);
+        }
     }
 }
 

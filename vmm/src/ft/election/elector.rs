@@ -112,6 +112,9 @@ pub struct Elector {
     seen: Mutex<BTreeMap<MemberId, ProbeReply>>,
     last_election: Mutex<Option<Held>>,
     elections_won: std::sync::atomic::AtomicU64,
+    /// The last election this member won took the witness's vote: no other member can
+    /// win the witness for the log epoch it claimed.
+    won_with_witness: std::sync::atomic::AtomicBool,
 }
 
 impl Elector {
@@ -143,6 +146,7 @@ impl Elector {
             seen: Mutex::new(BTreeMap::new()),
             last_election: Mutex::new(None),
             elections_won: std::sync::atomic::AtomicU64::new(0),
+            won_with_witness: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -368,12 +372,14 @@ impl Elector {
             let _ = write!(votes, "; {id}: {verdict}");
         }
         let needed = rules::majority(self.group.members.len(), self.group.witness);
+        let mut with_witness = false;
         if granted < needed && granted + 1 == needed {
             if let Some(w) = &self.witness {
                 // The witness's test-and-set is keyed by the log's epoch: "who succeeds epoch L".
                 match w.claim(position.epoch, &format!("member-{}", me.id)) {
                     Ok(true) => {
                         granted += 1;
+                        with_witness = true;
                         let _ = write!(votes, "; witness: yes (key {})", position.epoch);
                     }
                     Ok(false) => {
@@ -390,6 +396,7 @@ impl Elector {
         if granted >= needed && self.epoch() == epoch {
             self.set_local(PeerRole::Primary, me.id);
             self.elections_won.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.won_with_witness.store(with_witness, std::sync::atomic::Ordering::SeqCst);
             *self.last_election.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(Held { epoch, winner: me.id, ms: since_ms });
             tracing::warn!(
@@ -406,6 +413,11 @@ impl Elector {
         self.set_local(PeerRole::Follower, 0);
         tracing::info!(epoch, votes = %votes, vote_ms = ms, "lost the election for epoch {epoch} ({granted} of {needed} votes needed)");
         None
+    }
+
+    /// Whether the election this member last won took the witness's vote.
+    pub fn won_with_witness(&self) -> bool {
+        self.won_with_witness.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A two-member primary lost its follower: it goes on alone only if it wins the
