@@ -107,7 +107,7 @@ for n in $GROUPS_TO_RUN; do
         [ -n "$old" ] || bench_die "no primary before kill $k"
         js="$(ip netns exec "$NS_C" timeout 60 python3 "$BENCH_LIB/benchtools.py" failover "$GUEST_IP:6379" \
             --kill-ns "${NS_HOST[$old]}" --signal "$SIGNAL" --kill-after 0.6 --jitter 0.2 --after 20 --timeout 15 \
-            --key "el$n:$k" || true)"
+            --key "el$n:$k" 2>>"$BENCH_WORK/client.err" || true)"
         new=""
         for ((t = 0; t < 100; t++)); do
             [ -z "$new" ] || break

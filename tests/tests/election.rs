@@ -197,3 +197,35 @@ fn two_members_and_a_witness_fail_over_when_the_primary_is_killed() {
     assert_exact(&reports, final_value);
     assert_one_primary_per_epoch(&r);
 }
+
+#[test]
+fn a_hung_primary_is_replaced_and_when_it_wakes_it_steps_down_and_rejoins_as_a_follower() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let r = Replicas::start(&topo, 3, &["--replication", "sync"], &[]);
+    let load = Load::start(&topo, "hang", 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let old = r.primaries(&topo)[0];
+    let pid = r.members[old].pid().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &pid]).status().expect("kill").success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let t0 = Instant::now();
+    let new = r.wait_primary(&topo, Some(old), Duration::from_secs(10)).expect("the followers elect a new primary");
+    let took = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    signal("-CONT");
+    // It wakes without a majority: it steps down, and the same process starts over as a
+    // follower of the new primary.
+    r.wait_following(&topo, old, Duration::from_secs(30));
+    assert_eq!(r.primaries(&topo), vec![new]);
+    assert!(!r.lines("this primary steps down").is_empty(), "{}", r.members[old].stderr());
+    std::thread::sleep(Duration::from_millis(500));
+    let reports = load.stop();
+    let final_value = in_netns(&topo, "client", || get_int("hang"));
+    assert_exact(&reports, final_value);
+    assert_one_primary_per_epoch(&r);
+    println!("a hang: new primary in status after {took:?}");
+}

@@ -68,8 +68,12 @@ pub struct ElectionTiming {
     /// Each member with a newer log (or a better rank) ahead of this one delays its
     /// standing by this much, so the best member usually stands alone.
     pub step: Duration,
-    /// How long a probe or vote request may take.
+    /// How long a vote request may take.
     pub ask_timeout: Duration,
+    /// How long a probe may take: a member that cannot answer within it is taken as
+    /// absent for this round (the next round asks again), so a hung member delays an
+    /// election by this much, not by `ask_timeout`.
+    pub probe_timeout: Duration,
 }
 
 impl ElectionTiming {
@@ -77,8 +81,11 @@ impl ElectionTiming {
     pub fn from(failover_timeout: Duration, heartbeat: Duration) -> ElectionTiming {
         ElectionTiming {
             poll: heartbeat.max(Duration::from_millis(5)),
-            step: failover_timeout / 4,
-            ask_timeout: (failover_timeout / 2).clamp(Duration::from_millis(20), peer::PEER_IO_TIMEOUT),
+            // Long enough for the first candidate's probe and vote on a LAN (a few ms, tens
+            // on a loaded host), short enough to add little to a failover.
+            step: (failover_timeout / 10).max(heartbeat * 2),
+            ask_timeout: failover_timeout.clamp(Duration::from_millis(20), peer::PEER_IO_TIMEOUT),
+            probe_timeout: (heartbeat * 2).clamp(Duration::from_millis(20), failover_timeout / 4),
         }
     }
 }
@@ -315,7 +322,7 @@ impl Elector {
         let others: Vec<_> = self.group.others().cloned().collect();
         let probe = PeerMessage::Probe(Probe { group: self.group.tag, from: self.group.me.id });
         let mut seen = Vec::new();
-        for (id, answer) in peer::ask_all(&others, &probe, self.timing.ask_timeout) {
+        for (id, answer) in peer::ask_all(&others, &probe, self.timing.probe_timeout, &|_| false) {
             if let Ok(PeerMessage::ProbeReply(r)) = answer {
                 if r.group == self.group.tag && r.member == id {
                     seen.push(r);
@@ -353,9 +360,18 @@ impl Elector {
             log_exit: position.exit,
         });
         let others: Vec<_> = self.group.others().cloned().collect();
+        let needed = rules::majority(self.group.members.len(), self.group.witness);
         let mut granted = 1usize;
         let mut votes = format!("{}: self", me.id);
-        for (id, answer) in peer::ask_all(&others, &request, self.timing.ask_timeout) {
+        // A majority settles it: a hung member's answer is not waited for.
+        let won = |answers: &[(u64, Result<PeerMessage, String>)]| {
+            let yes = answers
+                .iter()
+                .filter(|(_, a)| matches!(a, Ok(PeerMessage::VoteReply(r)) if r.granted && r.epoch == epoch))
+                .count();
+            1 + yes >= needed
+        };
+        for (id, answer) in peer::ask_all(&others, &request, self.timing.ask_timeout, &won) {
             let verdict = match answer {
                 Ok(PeerMessage::VoteReply(r)) if r.group == self.group.tag && r.voter == id => {
                     self.observe(r.epoch);
@@ -371,7 +387,6 @@ impl Elector {
             };
             let _ = write!(votes, "; {id}: {verdict}");
         }
-        let needed = rules::majority(self.group.members.len(), self.group.witness);
         let mut with_witness = false;
         if granted < needed && granted + 1 == needed {
             if let Some(w) = &self.witness {
