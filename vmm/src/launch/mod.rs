@@ -246,12 +246,12 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         events_tx: events_tx.clone(),
         timing: g.timing,
     };
-    let started: Option<Started> = match (mode, replay_log) {
-        (Mode::Primary { listen, group: g }, _) => {
+    let started: Option<Started> = match (mode, replay_log, &elector) {
+        (Mode::Primary { listen, group: g }, _, _) => {
             let s = services(events_rx.clone(), g);
             Some(start::primary(&mut machine, listen, s).map_err(LaunchError::Replication)?)
         }
-        (Mode::Backup { primary, group: g, connect_within, listen }, _) => {
+        (Mode::Backup { primary, group: g, connect_within, listen }, _, _) => {
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),
                 net: config.net,
@@ -264,8 +264,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
                     .map_err(LaunchError::Replication)?,
             )
         }
-        (Mode::Replica { group: g, .. }, _) => {
-            let elector = elector.as_ref().ok_or(LaunchError::VcpuPanicked)?;
+        (Mode::Replica { group: g, .. }, _, Some(elector)) => {
             let s = services(events_rx.clone(), g);
             elector.start(s.group.clone())?;
             let plan = FollowerPlan {
@@ -282,14 +281,14 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             }
             Some(started)
         }
-        (Mode::Replay(path), Some((reader, recorded))) => {
+        (Mode::Replay(path), Some((reader, recorded)), _) => {
             recorded
                 .check_matches(&machine.header)
                 .map_err(|source| LaunchError::BadLog { path: path.display().to_string(), source })?;
             plain = Some(Driver::Replay(ReplayDriver::new(Box::new(reader))));
             None
         }
-        (Mode::Record(path), _) => {
+        (Mode::Record(path), _, _) => {
             let recorder = Recorder::create(path, &machine.header)?;
             plain = Some(Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx.clone())));
             None

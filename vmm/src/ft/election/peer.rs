@@ -209,16 +209,38 @@ pub fn ask(addr: SocketAddr, request: &PeerMessage, timeout: Duration) -> Result
     }
 }
 
-/// Asks every one of `targets` at once and collects their answers until `enough` says
+/// A member's answer to a request, or why there was none.
+pub type Answer = (MemberId, Result<PeerMessage, String>);
+
+/// When [`ask_all`] may stop collecting answers before every target has answered.
+#[derive(Debug, Clone, Copy)]
+pub enum Until {
+    /// Wait for every target (or the timeout): probes.
+    Everyone,
+    /// Stop once grants for `epoch`, with the asker's own vote, reach `needed`: votes.
+    Granted { epoch: u64, needed: usize },
+}
+
+impl Until {
+    fn settled(self, answers: &[Answer]) -> bool {
+        match self {
+            Until::Everyone => false,
+            Until::Granted { epoch, needed } => {
+                let yes = answers
+                    .iter()
+                    .filter(|(_, a)| matches!(a, Ok(PeerMessage::VoteReply(r)) if r.granted && r.epoch == epoch))
+                    .count();
+                1 + yes >= needed
+            }
+        }
+    }
+}
+
+/// Asks every one of `targets` at once and collects their answers until `until` says
 /// the ones so far settle the question, every target answered, or `timeout` passed.
 /// Returns each answering target's id with its answer; a slow or hung member only
 /// delays the caller when its answer is needed.
-pub fn ask_all(
-    targets: &[Member],
-    request: &PeerMessage,
-    timeout: Duration,
-    enough: &dyn Fn(&[(MemberId, Result<PeerMessage, String>)]) -> bool,
-) -> Vec<(MemberId, Result<PeerMessage, String>)> {
+pub fn ask_all(targets: &[Member], request: &PeerMessage, timeout: Duration, until: Until) -> Vec<Answer> {
     let (tx, rx) = std::sync::mpsc::channel();
     let mut asked = 0;
     for m in targets {
@@ -234,7 +256,7 @@ pub fn ask_all(
     drop(tx);
     let deadline = std::time::Instant::now() + timeout + Duration::from_millis(5);
     let mut answers = Vec::with_capacity(asked);
-    while answers.len() < asked && !enough(&answers) {
+    while answers.len() < asked && !until.settled(&answers) {
         match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
             Ok(answer) => answers.push(answer),
             Err(_) => break,
