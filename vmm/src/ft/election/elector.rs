@@ -307,6 +307,19 @@ impl Elector {
             return None;
         }
         self.observe(p.epoch);
+        if self.local().role == PeerRole::Starting && b.epoch > 0 {
+            // A member that was in the group before (an old primary, say) says where it
+            // stands: it lost its VM with its process, and joins by state transfer.
+            tracing::warn!(
+                was = b.epoch,
+                epoch = p.epoch,
+                "restarted: this member was last in epoch {}, the group is in epoch {} with member {} primary; \
+                 joining it as a follower by state transfer",
+                b.epoch,
+                p.epoch,
+                p.member
+            );
+        }
         tracing::info!(
             primary = p.member,
             epoch = p.epoch,
