@@ -4,58 +4,52 @@
 //! checks the code, not a copy of it.
 //!
 //! ```text
-//!  State                                     Actions (any order, any interleaving)
-//!  ─────                                     ───────
-//!  member i (ids 1..n):                      Stand(c)       no primary heard: ballot.stand, ask all
-//!    ballot  {epoch, voted_for} (persisted)  Deliver(m)     one message from the unordered net
-//!    role    Follower{leader} | Candidate    Drop(m)        message loss
-//!            {votes} | Primary{epoch, holds} Append(p)      the primary logs one entry of its epoch
-//!    log     [epoch tag of each entry]       Send(p, f)     the primary ships its whole log to f
-//!    lost    restarted, no log yet           LoseLeader(f)  timeout / closed connection
-//!    acked   (primary) per follower          StepDown(p)    too few followers for the timeout
-//!  net: set of Request/Grant/Append/Ack      Restart(m)     crash: only the ballot survives
-//!  witness: claims {key -> member}           AskWitness(c)  a candidate's claim (one vote)
-//!        or a voter {ballot, floor}          GoAlone(p)     2-member primary lost its follower
-//!  ghosts: live[epoch] = (who, log at        LowerFloor(p)  (fixed witness) follower caught up
-//!          go-live); released[epoch] =
-//!          longest released prefix           Properties
-//!                                            ──────────
-//!  (1) at most one primary per epoch (ghost: a second go-live in an epoch);
-//!  (2) a released entry is in the log of every primary of a later epoch;
-//!  (3) with a majority up and holding logs, a primary is elected: from sampled
-//!      reachable states without a primary, a fault-free schedule reaches one.
+//!  State (members by index 0..n; id = index + 1)   Actions (any interleaving)
+//!    ballot  {epoch, voted_for}   persisted          Stand(c)      no primary heard: stand, ask all
+//!    role    Follower{leader} | Candidate{votes}     Deliver(m)    any message, any order
+//!            | Primary{epoch, holds_witness}         Drop(m)       message loss
+//!    log     epoch tag of each entry                 Append(p)     the primary logs an entry
+//!    lost    restarted, no state transfer yet        Send(p, f)    the primary streams to f
+//!    acked   (primary) per follower                  LoseLeader(f) timeout / connection closed
+//!  net       vote requests, log streams (bounded)    StepDown(p)   too few followers too long
+//!  witness   keyed claims {log epoch -> member}      Restart(m)    crash: the ballot survives
+//!            or a voter {ballot, floor}              AskWitness(c) one vote for a candidate
+//!  ghosts    live[epoch] = (who, log at go-live)     GoAlone(p)    2 members: follower lost
+//!            released[epoch] = released prefix       LowerFloor(p) voting witness: caught up
+//!
+//!  (1) at most one primary per epoch (a second go-live in an epoch, even after the first ended)
+//!  (2) output released in epoch e is in the log of every primary of an epoch > e
+//!  (3) from sampled reachable states without a primary where a majority holds logs,
+//!      a fault-free schedule elects one (bounded liveness: reachability)
 //! ```
 //!
-//! Release is a ghost evaluated after every step, as eagerly as the rule allows:
-//! releasing is the only thing the Output Rule decides, so the eager ghost is the
-//! worst case. Only (b), the `followers_needed` floor, is applied: sync, semi-sync
-//! with n=3 and quorum:K with K+1 a majority each add a condition (a) that only
-//! holds output longer, so their releases are a subset of these. `Async` releases at
-//! once. A new primary releases only entries of its own epoch after its standing
-//! entry (older entries' output was the old primary's to release).
+//! Release is a ghost computed after every step as eagerly as the rule allows, which
+//! is the worst case: it changes nothing else, and (2) does not depend on when output
+//! left. Only (b), the `followers_needed` floor, is applied: sync, semi-sync (n = 3)
+//! and quorum:K (K + 1 a majority) add a condition (a) that only holds output longer,
+//! so their releases are a subset of these. `Async` releases at once. A primary
+//! releases only entries of its own epoch after its standing entry. Grants and acks
+//! take effect as they are sent: a late or lost grant elects fewer primaries, and a
+//! late ack only releases later what was sent by a primary of that same epoch.
 //!
-//! Abstracted away: the VM and exits (an entry is its epoch tag); clocks (timeouts
-//! fire at any moment, which covers every timing); probes and pre-vote (they only
-//! hold a member back from standing, a subset of the schedules here); the witness is
-//! asked at any moment, not only when short by one (a superset); priorities (all 1:
-//! ties go to the lower id); a resumed stream is the primary's whole log at send
-//! time, so a follower never sits between its old prefix and the standing entry;
-//! sync's "every connected follower" (see above); restarts bounded, epochs and log
-//! length bounded.
+//! What the checks found (tests below): a restarted member that votes with (0, 0)
+//! elects a log without released output (fixed: `Voter::lost_log`, and it rejoins by
+//! state transfer only); the witness keyed by the candidate's log epoch elects two
+//! primaries in an epoch and loses output released alone; a witness that is a Raft
+//! voter (`decide` against a floor the going-alone primary lowers) is safe.
+//!
+//! Abstracted away: the VM (an entry is its epoch tag); clocks (timeouts fire at any
+//! moment, covering every timing); probes and pre-vote, and asking the witness only
+//! when short by one (they only restrain standing: a subset of these schedules);
+//! priorities (all 1: ties go to the lower id); a stream is the primary's log at send
+//! time, delivered one record a time (or whole, by state transfer), one per pair in
+//! flight; a restarted member's connections die with it. Bounds: epochs, log length,
+//! messages in flight, restarts (see `Group::three`, `Group::two_with`).
 use stateright::{Checker, HasDiscoveries, Model, Property};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use vmm::ft::election::rules::{
     decide, followers_needed, majority, Ballot, LogPosition, MemberId, Rank, Request, Voter,
 };
-
-/// How output is released.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Release {
-    /// (b): `followers_needed` followers acked (sync, semi-sync, quorum:K add to it).
-    Floor,
-    /// async: output leaves at once.
-    Async,
-}
 
 /// The witness of an even group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +66,8 @@ enum Witness {
 struct Group {
     n: usize,
     witness: Witness,
-    release: Release,
+    /// async: output leaves at once; otherwise it waits for `followers_needed`.
+    async_release: bool,
     /// The fix for restarts: a member that lost its log neither votes nor stands.
     /// `false` is the design as first written (it votes with position (0, 0)).
     lost_log_abstains: bool,
@@ -91,19 +86,12 @@ struct Group {
     past_split: bool,
 }
 
+/// A candidate's votes are a bit set: bit i for member i, bit `W` for the witness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Role {
-    Follower {
-        leader: Option<usize>,
-    },
-    /// Votes as a bit set: bit i for member i, bit `W` for the witness.
-    Candidate {
-        votes: u8,
-    },
-    Primary {
-        epoch: u64,
-        holds_witness: bool,
-    },
+    Follower { leader: Option<usize> },
+    Candidate { votes: u8 },
+    Primary { epoch: u64, holds_witness: bool },
 }
 const W: u8 = 1 << 7;
 
@@ -118,7 +106,7 @@ struct Member {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Msg {
-    Request { to: usize, from: usize, epoch: u64, pos: (u64, u64) },
+    Request { to: usize, from: usize, epoch: u64, pos: LogPosition },
     Append { to: usize, from: usize, epoch: u64, log: Log },
 }
 
@@ -199,7 +187,7 @@ impl Group {
         Group {
             n: 3,
             witness: Witness::None,
-            release: Release::Floor,
+            async_release: false,
             lost_log_abstains: true,
             skip_log_check: false,
             max_epoch: 2,
@@ -289,10 +277,8 @@ impl Group {
     fn release(&self, s: &mut State) {
         for p in 0..self.n {
             let Role::Primary { epoch, holds_witness } = s.m[p].role else { continue };
-            let needed = match self.release {
-                Release::Floor => followers_needed(self.n, self.has_witness(), holds_witness),
-                Release::Async => 0,
-            };
+            let needed =
+                if self.async_release { 0 } else { followers_needed(self.n, self.has_witness(), holds_witness) };
             let log = s.m[p].log;
             let Some(standing) = (0..log.len()).find(|&i| log.get(i) == epoch) else { continue };
             let holders = |i: usize| (0..self.n).filter(|&f| f != p && s.m[p].acked[f] >= i).count();
@@ -316,8 +302,7 @@ impl Group {
                     hears_primary: matches!(v.role, Role::Follower { leader: Some(_) }),
                     lost_log: self.lost_log_abstains && v.lost_log,
                 };
-                let request =
-                    Request { epoch, candidate: rank(from), position: LogPosition { epoch: pos.0, exit: pos.1 } };
+                let request = Request { epoch, candidate: rank(from), position: pos };
                 let before = v.ballot.epoch;
                 let verdict = decide(&mut v.ballot, &self.ids(), &request, &voter);
                 if v.ballot.epoch > before && matches!(v.role, Role::Candidate { .. }) {
@@ -461,9 +446,9 @@ impl Model for Group {
             Action::Stand(c) => {
                 let epoch = s.m[c].ballot.stand(id(c));
                 s.m[c].role = Role::Candidate { votes: 1 << c };
-                let p = s.m[c].log.position();
+                let pos = s.m[c].log.position();
                 for to in (0..self.n).filter(|&to| to != c) {
-                    s.net.insert(Msg::Request { to, from: c, epoch, pos: (p.epoch, p.exit) });
+                    s.net.insert(Msg::Request { to, from: c, epoch, pos });
                 }
             }
             Action::AskWitness(c) => {
@@ -610,17 +595,17 @@ fn three_members_keep_one_primary_and_released_output() {
 }
 
 /// Two failovers (epochs up to 3), no restart: the older-epoch cases (Raft's figure 8).
-/// About a minute in a debug build: `cargo test -p vmm --test election_model -- --ignored`.
+/// Minutes in a debug build: `cargo test -p vmm --test election_model -- --ignored`.
 #[test]
-#[ignore = "deeper bound, about a minute"]
+#[ignore = "deeper bound: minutes in a debug build"]
 fn three_members_over_two_failovers() {
     let group = Group { max_epoch: 3, max_restarts: 0, ..Group::three() };
     check(group, None).assert_properties();
 }
 
 /// The design as first written: a restarted member votes with position (0, 0).
-/// Follower 2 acked an entry, the primary released it, 2 restarted and elected 3,
-/// which never had it. Fixed by `Voter::lost_log` (rules.rs).
+/// Primary 1 released an entry that only follower 3 had acked; 3 restarted and voted
+/// for 2, which never had it. Fixed by `Voter::lost_log` (rules.rs).
 #[test]
 fn a_restarted_member_that_votes_loses_released_output() {
     let checker = check(Group { lost_log_abstains: false, ..Group::three() }, Some(HasDiscoveries::AnyFailures));
@@ -639,7 +624,7 @@ fn without_the_log_check_released_output_is_lost() {
 #[test]
 fn async_loses_released_output_as_expected() {
     let checker =
-        check(Group { release: Release::Async, max_restarts: 0, ..Group::three() }, Some(HasDiscoveries::AnyFailures));
+        check(Group { async_release: true, max_restarts: 0, ..Group::three() }, Some(HasDiscoveries::AnyFailures));
     counterexample(&checker, KEPT);
 }
 
@@ -674,7 +659,7 @@ fn two_members_with_a_voting_witness_are_safe() {
 
 /// The same over three failovers (epochs up to 4).
 #[test]
-#[ignore = "deeper bound, about a minute"]
+#[ignore = "deeper bound: minutes in a debug build"]
 fn two_members_with_a_voting_witness_over_three_failovers() {
     check(Group { max_epoch: 4, ..Group::two_with(Witness::Voter) }, None).assert_properties();
 }

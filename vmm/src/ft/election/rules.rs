@@ -100,13 +100,14 @@ pub struct Voter {
     pub is_primary: bool,
     /// It heard from its primary within the failover timeout.
     pub hears_primary: bool,
-    /// It restarted without its log (the VM and records live in memory) and has not
-    /// had a state transfer since. Its position (0, 0) says nothing of what the group
-    /// released: the primary counted its acknowledgements before the crash. If it
-    /// voted, a candidate missing released output could win (the model check's
-    /// counterexample: the primary releases an exit that only follower 2 acked, 2
-    /// restarts, 3 stands and wins with 2's vote). It neither votes nor stands until
-    /// a primary has given it a log.
+    /// It restarted without its log (the VM and records live in memory) and no state
+    /// transfer has completed since. Its position (0, 0) says nothing of what the
+    /// group released: the primary counted its acknowledgements before the crash. If
+    /// it voted, a candidate missing released output could win (the model check's
+    /// counterexample: primary 1 releases an exit that only follower 3 acked, 3
+    /// restarts, 2 stands and wins with 3's vote). It neither votes nor stands until a
+    /// state transfer has given it a primary's whole log; streaming from (0, 0) would
+    /// not do, as it could vote again before it held what it had acked.
     pub lost_log: bool,
 }
 
