@@ -48,7 +48,7 @@
 //! flight; a restarted member's connections die with it. Bounds: epochs, log length,
 //! messages in flight, restarts (see `Group::three`, `Group::two_with`).
 use stateright::{Checker, HasDiscoveries, Model, Property};
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use vmm::ft::election::rules::{
     decide, followers_needed, majority, Ballot, LogPosition, MemberId, Rank, Request, Voter,
 };
@@ -100,7 +100,7 @@ enum Role {
 }
 const W: u8 = 1 << 7;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Member {
     ballot: Ballot,
     role: Role,
@@ -109,26 +109,67 @@ struct Member {
     acked: [usize; 3],
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Msg {
     Request { to: usize, from: usize, epoch: u64, pos: LogPosition },
     Append { to: usize, from: usize, epoch: u64, log: Log },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Fixed arrays throughout (epochs index the ghosts): states copy and hash fast.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct State {
-    m: Vec<Member>,
-    net: BTreeSet<Msg>,
+    /// Members 0..n (the rest unused).
+    m: [Member; 3],
+    /// Messages in flight, sorted, `None`s last: an unordered set.
+    net: [Option<Msg>; NET],
     /// KeyedByLogEpoch: key -> member index.
-    claims: BTreeMap<u64, usize>,
+    claims: [Option<usize>; EPOCHS],
     /// Voter witness: its ballot, and the position below which it refuses.
     w_ballot: Ballot,
     w_floor: LogPosition,
     restarts: u8,
     /// Ghosts: who went live in each epoch with which log; a second go-live in an epoch.
-    live: BTreeMap<u64, (usize, Log)>,
+    live: [Option<(usize, Log)>; EPOCHS],
     split: bool,
-    released: BTreeMap<u64, Log>,
+    /// Ghost: the longest prefix released in each epoch.
+    released: [Option<Log>; EPOCHS],
+}
+const NET: usize = 4;
+const EPOCHS: usize = 8;
+
+impl State {
+    fn net_len(&self) -> usize {
+        self.net.iter().flatten().count()
+    }
+    /// Sends `msg` (a set: sending it twice changes nothing).
+    fn send(&mut self, msg: Msg) -> Option<()> {
+        if self.net.contains(&Some(msg)) {
+            return Some(());
+        }
+        *self.net.iter_mut().find(|m| m.is_none())? = Some(msg);
+        self.net.sort_by_key(|m| (m.is_none(), *m));
+        Some(())
+    }
+    fn retain(&mut self, keep: impl Fn(&Msg) -> bool) {
+        for m in self.net.iter_mut() {
+            if m.is_some_and(|m| !keep(&m)) {
+                *m = None;
+            }
+        }
+        self.net.sort_by_key(|m| (m.is_none(), *m));
+    }
+    fn live(&self) -> impl Iterator<Item = (u64, Log)> + '_ {
+        self.live.iter().enumerate().filter_map(|(e, l)| l.map(|(_, log)| (e as u64, log)))
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let released: Vec<_> = self.released.iter().enumerate().filter_map(|(e, r)| r.map(|r| (e, r))).collect();
+        let live: Vec<_> = self.live.iter().enumerate().filter_map(|(e, l)| l.map(|l| (e, l))).collect();
+        let net: Vec<_> = self.net.iter().flatten().collect();
+        write!(f, "members {:?}, net {net:?}, live (epoch, (who, log)) {live:?}, released {released:?}", self.m)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -238,12 +279,10 @@ impl Group {
         me.log.push(epoch);
         me.lost_log = false;
         me.acked = [0; 3];
-        match s.live.get(&epoch) {
-            Some((who, _)) if *who != c => s.split = true,
+        match s.live[epoch as usize] {
+            Some((who, _)) if who != c => s.split = true,
             Some(_) => {}
-            None => {
-                s.live.insert(epoch, (c, s.m[c].log));
-            }
+            None => s.live[epoch as usize] = Some((c, s.m[c].log)),
         }
     }
 
@@ -252,13 +291,7 @@ impl Group {
         let pos = s.m[c].log.position();
         match self.witness {
             Witness::None => false,
-            Witness::KeyedByLogEpoch => match s.claims.get(&pos.epoch) {
-                Some(&owner) => owner == c,
-                None => {
-                    s.claims.insert(pos.epoch, c);
-                    true
-                }
-            },
+            Witness::KeyedByLogEpoch => *s.claims[pos.epoch as usize].get_or_insert(c) == c,
             Witness::Voter => {
                 let request = Request { epoch, candidate: rank(c), position: pos };
                 let me = Voter {
@@ -290,9 +323,9 @@ impl Group {
             let holders = |i: usize| (0..self.n).filter(|&f| f != p && s.m[p].acked[f] >= i).count();
             let Some(upto) = (standing + 2..=log.len()).rev().find(|&i| holders(i) >= needed) else { continue };
             let prefix = log.prefix(upto);
-            let longer = s.released.get(&epoch).is_none_or(|r| r.len() < prefix.len());
+            let longer = s.released[epoch as usize].is_none_or(|r| r.len() < prefix.len());
             if longer {
-                s.released.insert(epoch, prefix);
+                s.released[epoch as usize] = Some(prefix);
             }
         }
     }
@@ -372,23 +405,23 @@ impl Model for Group {
             acked: [0; 3],
         };
         vec![State {
-            m: vec![member; self.n],
-            net: BTreeSet::new(),
-            claims: BTreeMap::new(),
+            m: [member; 3],
+            net: [None; NET],
+            claims: [None; EPOCHS],
             w_ballot: Ballot::default(),
             w_floor: LogPosition::default(),
             restarts: 0,
-            live: BTreeMap::new(),
+            live: [None; EPOCHS],
             split: false,
-            released: BTreeMap::new(),
+            released: [None; EPOCHS],
         }]
     }
 
     fn actions(&self, s: &State, out: &mut Vec<Action>) {
-        for msg in &s.net {
-            out.push(Action::Deliver(msg.clone()));
+        for &msg in s.net.iter().flatten() {
+            out.push(Action::Deliver(msg));
             if self.faults {
-                out.push(Action::Drop(msg.clone()));
+                out.push(Action::Drop(msg));
             }
         }
         for i in 0..self.n {
@@ -440,21 +473,19 @@ impl Model for Group {
     }
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
-        let mut s = last.clone();
+        let mut s = *last;
         match action {
             Action::Deliver(msg) => {
-                s.net.remove(&msg);
+                s.retain(|m| *m != msg);
                 self.deliver(&mut s, msg);
             }
-            Action::Drop(msg) => {
-                s.net.remove(&msg);
-            }
+            Action::Drop(msg) => s.retain(|m| *m != msg),
             Action::Stand(c) => {
                 let epoch = s.m[c].ballot.stand(id(c));
                 s.m[c].role = Role::Candidate { votes: 1 << c };
                 let pos = s.m[c].log.position();
                 for to in (0..self.n).filter(|&to| to != c) {
-                    s.net.insert(Msg::Request { to, from: c, epoch, pos });
+                    s.send(Msg::Request { to, from: c, epoch, pos })?;
                 }
             }
             Action::AskWitness(c) => {
@@ -480,7 +511,7 @@ impl Model for Group {
                 }
                 // One stream per pair: a newer send supersedes the one in flight (whose
                 // loss the model allows anyway).
-                s.net.retain(|m| !matches!(m, Msg::Append { to, from, .. } if (*to, *from) == (f, p)));
+                s.retain(|m| !matches!(m, Msg::Append { to, from, .. } if (*to, *from) == (f, p)));
                 let (log, them) = (s.m[p].log, &s.m[f]);
                 // It asked to attach (the hello passed its fencing), got a snapshot.
                 let attached = !matches!(them.role, Role::Primary { .. }) && them.ballot.epoch <= epoch;
@@ -488,7 +519,7 @@ impl Model for Group {
                 if self.ack_state_at_send && attached && transfer {
                     s.m[p].acked[f] = s.m[p].acked[f].max(log.len());
                 }
-                s.net.insert(Msg::Append { to: f, from: p, epoch, log });
+                s.send(Msg::Append { to: f, from: p, epoch, log })?;
             }
             Action::LoseLeader(f) | Action::StepDown(f) => {
                 s.m[f].role = Role::Follower { leader: None };
@@ -505,7 +536,7 @@ impl Model for Group {
                 };
                 s.restarts += 1;
                 // Its connections died with it: nothing in flight reaches the new process.
-                s.net.retain(|m| !matches!(m, Msg::Request { to, from, .. } | Msg::Append { to, from, .. } if *to == i || *from == i));
+                s.retain(|m| !matches!(m, Msg::Request { to, from, .. } | Msg::Append { to, from, .. } if *to == i || *from == i));
             }
             Action::GoAlone(p) => {
                 let Role::Primary { epoch, .. } = s.m[p].role else { return None };
@@ -538,7 +569,7 @@ impl Model for Group {
                 s.w_floor = LogPosition { epoch, exit: s.m[p].log.len() as u64 };
             }
         }
-        if s.net.len() > self.max_net {
+        if s.net_len() > self.max_net {
             return None;
         }
         self.release(&mut s);
@@ -553,11 +584,12 @@ impl Model for Group {
         vec![
             Property::always("at most one primary per epoch", |_, s: &State| !s.split),
             Property::always("released output is in every later primary's log", |_, s: &State| {
-                s.released.iter().all(|(e, out)| s.live.range(e + 1..).all(|(_, (_, log))| log.starts_with(*out)))
+                let mut released = s.released.iter().enumerate().filter_map(|(e, r)| r.map(|r| (e as u64, r)));
+                released.all(|(e, out)| s.live().all(|(later, log)| later <= e || log.starts_with(out)))
             }),
-            Property::sometimes("a primary is elected", |_, s: &State| !s.live.is_empty()),
-            Property::sometimes("output is released", |_, s: &State| !s.released.is_empty()),
-            Property::sometimes("a second primary is elected", |_, s: &State| s.live.len() >= 2),
+            Property::sometimes("a primary is elected", |_, s: &State| s.live().count() >= 1),
+            Property::sometimes("output is released", |_, s: &State| s.released.iter().any(Option::is_some)),
+            Property::sometimes("a second primary is elected", |_, s: &State| s.live().count() >= 2),
         ]
     }
 }
@@ -717,14 +749,15 @@ fn with_a_majority_up_a_primary_is_elected() {
                 if steps.is_empty() {
                     break;
                 }
-                s = steps[pick(steps.len())].clone();
-                let leaderless = s.m.iter().all(|m| !matches!(m.role, Role::Primary { .. }));
-                let holding = s.m.iter().filter(|m| !m.lost_log).count();
-                let headroom = s.m.iter().all(|m| m.ballot.epoch < group.max_epoch);
-                if leaderless && holding >= quorum && headroom && !s.live.is_empty() {
+                s = steps[pick(steps.len())];
+                let members = &s.m[..group.n];
+                let leaderless = members.iter().all(|m| !matches!(m.role, Role::Primary { .. }));
+                let holding = members.iter().filter(|m| !m.lost_log).count();
+                let headroom = members.iter().all(|m| m.ballot.epoch < group.max_epoch);
+                if leaderless && holding >= quorum && headroom && s.live().count() >= 1 {
                     checked += 1;
-                    after_failover += usize::from(s.live.len() >= 2);
-                    assert!(elects(&fair, s.clone()), "no primary is ever elected from {s:#?}");
+                    after_failover += usize::from(s.live().count() >= 2);
+                    assert!(elects(&fair, s), "no primary is ever elected from {s:#?}");
                 }
             }
         }
@@ -746,7 +779,7 @@ fn elects(group: &Group, from: State) -> bool {
             return true;
         }
         for next in group.next_states(&s) {
-            if seen.insert(next.clone()) {
+            if seen.insert(next) {
                 queue.push_back(next);
             }
         }
