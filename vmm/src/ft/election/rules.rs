@@ -4,7 +4,7 @@
 //! Ongaro's dissertation: a member that still hears its primary ignores vote
 //! requests (§4.2.3, so a cut-off member cannot depose a healthy primary), and
 //! ties between equally up-to-date members go to the higher `--priority`, then
-//! the lower id. No I/O and no clock: the model check (`tests/election_model.rs`)
+//! the lower id. No I/O and no clock: the model check (`tests/election_model/`)
 //! drives these same functions.
 //!
 //! ```text
