@@ -27,7 +27,7 @@
 //! is the worst case: it changes nothing else, and (2) does not depend on when output
 //! left. Only (b), the `followers_needed` floor, is applied: sync, semi-sync (n = 3)
 //! and quorum:K (K + 1 a majority) add a condition (a) that only holds output longer,
-//! so their releases are a subset of these. `Async` releases at once. A primary
+//! so their releases are a subset of these. Async releases at once. A primary
 //! releases only entries of its own epoch after its standing entry. Grants and acks
 //! take effect as they are sent: a late or lost grant elects fewer primaries, and a
 //! late ack only releases later what was sent by a primary of that same epoch.
