@@ -57,9 +57,9 @@ fn three_members_keep_one_primary_and_released_output() {
 }
 
 /// Two failovers (epochs up to 3), no restart: the older-epoch cases (Raft's figure 8).
-/// Minutes in a debug build: `cargo test -p vmm --test election_model -- --ignored`.
+/// About 4 M states: `cargo test -p vmm --test election_model -- --ignored`.
 #[test]
-#[ignore = "deeper bound: minutes in a debug build"]
+#[ignore = "deeper bound: about 4 M states, 15-20 s of CPU"]
 fn three_members_over_two_failovers() {
     let group = Group { max_epoch: 3, max_restarts: 0, ..Group::three() };
     check(group, None).assert_properties();
@@ -132,7 +132,7 @@ fn two_members_with_a_voting_witness_are_safe() {
 
 /// The same over three failovers (epochs up to 4).
 #[test]
-#[ignore = "deeper bound: minutes in a debug build"]
+#[ignore = "deeper bound: about 4 M states, 15-20 s of CPU"]
 fn two_members_with_a_voting_witness_over_three_failovers() {
     check(Group { max_epoch: 4, ..Group::two_with(Witness::Voter) }, None).assert_properties();
 }
