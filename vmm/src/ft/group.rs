@@ -267,11 +267,14 @@ impl Group {
     /// A follower's ack. Returns whether its acknowledged position moved (output may go).
     /// An ack beyond what was sent is refused by the caller before it gets here.
     pub fn record_ack(&self, follower: &Follower, received: u64, replayed: u64) -> bool {
-        let first = !follower.heard.swap(true, Ordering::SeqCst);
-        if first && self.witness_floor.swap(false, Ordering::SeqCst) {
-            // It holds this primary's log through `received` (its state, or its resume):
-            // output already waits for it (the witness was let go when it was added), so
-            // the witness may now vote for it.
+        follower.heard.store(true, Ordering::SeqCst);
+        // Holding the witness, this primary may have released output no follower holds.
+        // Once one holds everything released (output has waited for it since it was
+        // added), the witness may vote for it: the floor comes down to what it holds.
+        if self.witness_floor.load(Ordering::SeqCst)
+            && received >= self.released()
+            && self.witness_floor.swap(false, Ordering::SeqCst)
+        {
             if let Some(e) = &self.config.election {
                 let (elector, epoch) = (e.elector.clone(), self.epoch());
                 let _ = std::thread::Builder::new()
