@@ -259,6 +259,7 @@ impl Elector {
         let mut turn: Option<Instant> = None;
         let mut attempt = 0u32;
         let mut rng = Jitter::new(self.group.me.id);
+        let mut told_lost = false;
         if !matches!(self.local().role, PeerRole::Starting | PeerRole::Rejoining) {
             self.set_local(PeerRole::Follower, 0);
         }
@@ -266,6 +267,15 @@ impl Elector {
             let replies = self.probe_all();
             if let Some(next) = self.primary_to_follow(&replies) {
                 return next;
+            }
+            if !self.has_log() && !told_lost && since.elapsed() > self.timing.step * 100 {
+                told_lost = true;
+                tracing::error!(
+                    "this member restarted and lost the log it had acknowledged; it waits for a primary to send it \
+                     a state, and no member has been primary for {} s. If a majority of the group restarted, \
+                     the group's state is gone and nobody can be elected: start a new group with fresh --data-dir",
+                    since.elapsed().as_secs()
+                );
             }
             if !self.group.me.may_stand() || self.hears_primary() || !self.has_log() {
                 turn = None;
