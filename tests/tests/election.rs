@@ -275,6 +275,7 @@ fn a_hung_primary_is_replaced_and_when_it_wakes_it_steps_down_and_rejoins_as_a_f
     r.wait_following(&topo, old, Duration::from_secs(30));
     assert_eq!(r.primaries(&topo), vec![new]);
     assert!(!r.lines("this primary steps down").is_empty(), "{}", r.members[old].stderr());
+    fresh_client_check(&topo).unwrap_or_else(|e| panic!("after the hung primary rejoined, a new client: {e}"));
     std::thread::sleep(Duration::from_millis(500));
     let reports = load.stop();
     let final_value = in_netns(&topo, "client", || get_int("hang"));

@@ -130,9 +130,16 @@ impl Takeover {
     }
 }
 
-/// Sends gratuitous ARPs over the next half second. A TAP port that has just come up
-/// may not forward yet (the bridge moves it to forwarding asynchronously), so one
-/// announcement can be lost; several, spread out, reach the switch.
+/// How often a live VM's host repeats its announcement after the first burst.
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+
+/// Sends gratuitous ARPs over the next half second, then once a second for as long as
+/// the VM runs. A TAP port that has just come up may not forward yet (the bridge moves
+/// it to forwarding asynchronously), so one announcement can be lost; several, spread
+/// out, reach the switch. The repeats undo any frame that taught the switch the guest's
+/// MAC elsewhere: an old primary that was frozen, woken after it was replaced, may
+/// still send output it had held (acknowledged, so the same as this VM re-sent), and
+/// without them new clients would be sent to it until the next frame from here.
 pub fn announce(tap: Tap, net: NetConfig) {
     if net.present == 0 {
         return;
@@ -141,6 +148,10 @@ pub fn announce(tap: Tap, net: NetConfig) {
     let spawned = std::thread::Builder::new().name("announce".into()).spawn(move || {
         for delay_ms in [0u64, 10, 40, 100, 250] {
             std::thread::sleep(Duration::from_millis(delay_ms));
+            tap.send(&arp);
+        }
+        loop {
+            std::thread::sleep(REANNOUNCE_EVERY);
             tap.send(&arp);
         }
     });
