@@ -397,6 +397,7 @@ impl Group {
     /// This member must stop at once and release nothing more: another went on alone.
     pub fn halt(&self, why: String) {
         self.halted.store(true, Ordering::SeqCst);
+        crate::host::tap::fall_silent();
         if let Some(e) = &self.config.election {
             e.elector.stepped_down();
         }

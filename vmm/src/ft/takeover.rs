@@ -152,6 +152,9 @@ pub fn announce(tap: Tap, net: NetConfig) {
         }
         loop {
             std::thread::sleep(REANNOUNCE_EVERY);
+            if !crate::host::tap::speaks_for_guest() {
+                return;
+            }
             tap.send(&arp);
         }
     });

@@ -140,6 +140,21 @@ fn set_link_up(name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether this process still speaks for the guest on the network. Cleared for good
+/// when its group halts it (it was replaced): from then on it must not announce the
+/// guest's address, or the switch would send the guest's clients to a VM that stopped.
+static SPEAKS_FOR_GUEST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// This process no longer speaks for the guest (see [`speaks_for_guest`]).
+pub fn fall_silent() {
+    SPEAKS_FOR_GUEST.store(false, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether this process may still announce the guest.
+pub fn speaks_for_guest() -> bool {
+    SPEAKS_FOR_GUEST.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// A gratuitous ARP request announcing that `ip` is at `mac`: after a failover,
 /// switches learn the guest's new port and neighbours refresh their caches.
 pub fn gratuitous_arp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
