@@ -195,3 +195,34 @@ fn a_client_whose_host_vanished_is_reaped_by_keepalive() {
     eprintln!("a vanished client was reaped after {took:?}");
     assert!(took >= Duration::from_secs(10), "reaped too early ({took:?}): an idle live client would be too");
 }
+
+#[test]
+fn large_requests_in_parallel_past_the_client_memory_budget_close_one_with_an_error() {
+    let topo = Topology::up();
+    let _vm = boot_server(&topo);
+    let (replies, pong) = in_netns(&topo, "client", || {
+        // Four requests of almost 4 MiB each, all unfinished: 15.6 MiB of input buffers
+        // against the 12 MiB budget for all clients.
+        let mut conns: Vec<TcpStream> = (0..4).map(|_| open()).collect();
+        for c in conns.iter_mut() {
+            let req = set_request("k", MAX_VALUE - 16);
+            c.write_all(&req[..req.len() - 100]).expect("send most of a large request");
+        }
+        let replies: Vec<String> = conns
+            .iter_mut()
+            .map(|c| {
+                c.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+                let mut reply = Vec::new();
+                let _ = c.read_to_end(&mut reply);
+                String::from_utf8_lossy(&reply).into_owned()
+            })
+            .collect();
+        let mut fresh = open();
+        (replies, call(&mut fresh, b"PING\r\n").0)
+    });
+    let refused =
+        replies.iter().filter(|r| r.starts_with("-ERR the server's memory for client buffers is full")).count();
+    assert!(refused >= 1, "replies: {replies:?}");
+    assert!(refused < 4, "every large request was refused: {replies:?}");
+    assert_eq!(pong, "+PONG");
+}
