@@ -43,6 +43,9 @@ fn main() {
             loop {
                 std::thread::sleep(Duration::from_secs(1));
                 let now = watched.load(Ordering::Relaxed);
+                if now == FINISHED {
+                    return;
+                }
                 if now != last.0 {
                     last = (now, Instant::now());
                 } else if last.1.elapsed() > Duration::from_secs(60) {
@@ -68,6 +71,7 @@ fn main() {
             c += 1;
             done.store(c, Ordering::Relaxed);
         }
+        done.store(FINISHED, Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64();
         let bound = ftvmm_fuzz::alloc_bound(biggest_input);
         let over = largest > bound;
@@ -82,6 +86,9 @@ fn main() {
     }
     std::process::exit(i32::from(failed));
 }
+
+/// What a finished target's watchdog is told.
+const FINISHED: u64 = u64::MAX;
 
 fn hex(data: &[u8]) -> String {
     data.iter().map(|b| format!("{b:02x}")).collect()
