@@ -16,7 +16,7 @@ fn check(target: Target) {
     assert_eq!(report.inputs, INPUTS);
     let first = report.panics.first().map(|(i, data)| format!("input {i}: {data:02x?}"));
     assert!(report.panics.is_empty(), "{}: {} panics, first {first:?}", target.name(), report.panics.len());
-    assert!(report.slowest < Duration::from_secs(1), "{}: an input took {:?}", target.name(), report.slowest);
+    assert!(report.slowest < Duration::from_secs(5), "{}: an input took {:?}", target.name(), report.slowest);
     let bound = alloc_bound(report.largest_input);
     assert!(
         report.largest_alloc <= bound,

@@ -226,3 +226,20 @@ fn large_requests_in_parallel_past_the_client_memory_budget_close_one_with_an_er
     assert!(refused < 4, "every large request was refused: {replies:?}");
     assert_eq!(pong, "+PONG");
 }
+
+#[test]
+fn status_carries_no_keys_or_values() {
+    let topo = Topology::up();
+    let args = ["run", "--tap", "tap0", "--guest-ip", GUEST, "--status", ftvmm_tests::status::STATUS];
+    let mut vm = VmProcess::spawn(&topo, "host-a", &args);
+    vm.wait_for_line("kv-server: listening", Duration::from_secs(10));
+    in_netns(&topo, "client", || {
+        let mut c = open();
+        assert_eq!(call(&mut c, b"SET secret-key-7f3a hunter2-value-91c4\r\n").0, "+OK");
+    });
+    let json = ftvmm_tests::status::fetch(&topo, "host-a").expect("status answers");
+    assert!(json.contains("\"role\""), "{json}");
+    for secret in ["secret-key-7f3a", "hunter2-value-91c4", "hunter2"] {
+        assert!(!json.contains(secret), "status leaks {secret}: {json}");
+    }
+}

@@ -1,4 +1,5 @@
-//! Long fuzz runs: `fuzz-long [TARGET|all] [INPUTS] [SEED]` (defaults: all, 10^7, 1).
+//! Long fuzz runs: `fuzz-long [TARGET|all] [INPUTS] [SEED]` (defaults: all, 10^7, 1);
+//! `fuzz-long seeds TARGET DIR [N]` writes a seed corpus for AFL++ (`scripts/fuzz-afl.sh`).
 //!
 //! Prints, per target, inputs run, inputs per second, panics, the slowest input and the
 //! largest single allocation, and exits 1 on any panic, any input slower than 10 s (a
@@ -16,6 +17,9 @@ static GUARD: guard::Guard = guard::Guard;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("seeds") {
+        return write_seeds(&args[1..]);
+    }
     let targets: Vec<Target> = match args.first().map(String::as_str) {
         None | Some("all") => Target::ALL.to_vec(),
         Some(name) => match Target::from_name(name) {
@@ -85,6 +89,21 @@ fn main() {
         failed |= panics > 0 || over || slowest > Duration::from_secs(10);
     }
     std::process::exit(i32::from(failed));
+}
+
+/// `fuzz-long seeds TARGET DIR N`: N valid inputs of TARGET as files in DIR (a corpus
+/// to start a coverage-guided fuzzer from).
+fn write_seeds(args: &[String]) {
+    let (Some(target), Some(dir)) = (args.first().and_then(|n| Target::from_name(n)), args.get(1)) else {
+        eprintln!("usage: fuzz-long seeds TARGET DIR [N]");
+        std::process::exit(2);
+    };
+    let n: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(16);
+    std::fs::create_dir_all(dir).expect("create the seed directory");
+    let mut rng = ftvmm_fuzz::rng::Rng::new(1);
+    for i in 0..n {
+        std::fs::write(format!("{dir}/seed-{i:03}"), target.seed(&mut rng)).expect("write a seed");
+    }
 }
 
 /// What a finished target's watchdog is told.
