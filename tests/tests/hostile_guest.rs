@@ -231,3 +231,37 @@ fn a_guest_that_never_exits_leaves_the_monitor_running_and_stoppable() {
     no_panic("spin", &out);
     assert_eq!(status.code(), Some(0), "a clean stop: {}", stderr(&out));
 }
+
+#[test]
+fn a_backup_replays_a_hostile_guest_to_its_primarys_state() {
+    let _turn = ftvmm_tests::pair::serial();
+    let topo = ftvmm_tests::netns::Topology::up();
+    let dir = TempDir::new("hostile-pair");
+    let n = nic::BASE;
+    let code = Asm::default()
+        .store(MMIO_NOBODY, u64::MAX)
+        .store(console::BASE + console::TX_ADDR, 0xFFFF_FFFF_FFFF_F000)
+        .store(console::BASE + console::TX_LEN, u64::MAX)
+        .store(n + nic::RX_RING, 0x20_0000)
+        .store(n + nic::TX_RING, 0x20_0000)
+        .store(n + nic::SHARED, 0x20_0000)
+        .store(n + nic::RING_SLOTS, 1)
+        .store(n + nic::ENABLE, 1)
+        .store(0x20_0000 + nic::SHARED_TX_PROD, 0xFFFF_FFFF)
+        .store(n + nic::TX_KICK, 1)
+        .exit_forever();
+    let kernel = dir.path("pair.elf");
+    std::fs::write(&kernel, elf(&code)).expect("write the kernel");
+    let mut pair = ftvmm_tests::pair::start_booted(&topo, &["--kernel", path_str(&kernel), "--stop-at-exit", "3000"]);
+    let digest = |vm: &mut ftvmm_tests::vm::VmProcess| {
+        let status = vm.wait(Duration::from_secs(20)).expect("the VMM stops at exit 3000");
+        let err = vm.stderr();
+        assert!(!err.contains("panicked"), "a VMM panicked: {err}");
+        assert_eq!(status.code(), Some(0), "{err}");
+        vm.stdout_lines(Duration::from_millis(200)).into_iter().find(|l| l.starts_with("state digest at exit"))
+    };
+    let primary = digest(&mut pair.primary).expect("the primary's digest");
+    let backup = digest(&mut pair.backup).expect("the backup's digest");
+    assert!(primary.starts_with("state digest at exit 3000: "), "{primary}");
+    assert_eq!(primary, backup, "the backup replayed the hostile guest to the same state");
+}

@@ -2,9 +2,10 @@
 //! `fuzz-long seeds TARGET DIR [N]` writes a seed corpus for AFL++ (`scripts/fuzz-afl.sh`).
 //!
 //! Prints, per target, inputs run, inputs per second, panics, the slowest input and the
-//! largest single allocation, and exits 1 on any panic, any input slower than 10 s (a
-//! watchdog aborts the process and names the target and input index: a hang) or any
-//! allocation over the bound (`ftvmm_fuzz::alloc_bound`). Run it niced and in release:
+//! largest single allocation, and exits 1 on any panic, any input slower than 10 s, a
+//! chunk of 1,000 inputs that makes no progress for 60 s (a watchdog ends the process and
+//! names the target and chunk: a hang) or any allocation over the bound
+//! (`ftvmm_fuzz::alloc_bound`). Run it niced and in release:
 //! `nice -n 19 cargo run --release -p ftvmm-fuzz --bin fuzz-long -- all 10000000`.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,8 +38,9 @@ fn main() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut failed = false;
     for target in targets {
-        // Chunks of 100,000 inputs with their own seeds, so the watchdog can name a chunk.
-        let chunk = 100_000.min(inputs.max(1));
+        // Chunks of 1,000 inputs with their own seeds, so the watchdog can name a chunk;
+        // small, so that a run starved by other work at nice 19 is not taken for a hang.
+        let chunk = 1_000.min(inputs.max(1));
         let done = Arc::new(AtomicU64::new(0));
         let watched = done.clone();
         let name = target.name();
