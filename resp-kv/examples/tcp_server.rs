@@ -40,6 +40,8 @@ fn main() -> std::io::Result<()> {
                 protected: false,
                 uptime_ms: now_ms,
                 connected_clients: connected,
+                max_clients: 0,
+                clients_extra: "",
                 extra: "ftvmm_host_example:1\r\n",
             };
             service(c, &mut store, now_ms, &info, &mut buf, &mut busy)

@@ -70,9 +70,14 @@ impl Conn {
             // Common case: parse straight from the input, copy only the leftover.
             self.need = 0;
             let consumed = self.run(input, &mut env);
-            self.pending.extend_from_slice(input.get(consumed..).unwrap_or(&[]));
+            if !self.closed {
+                self.buffer(input.get(consumed..).unwrap_or(&[]), env.out);
+            }
         } else {
-            self.pending.extend_from_slice(input);
+            if !self.buffer(input, env.out) {
+                self.pending = Vec::new();
+                return ConnStatus::Close;
+            }
             let pending = mem::take(&mut self.pending);
             let consumed = self.run(&pending, &mut env);
             self.pending = pending;
@@ -102,6 +107,32 @@ impl Conn {
     /// Bytes received but not yet executed.
     pub fn pending_bytes(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Heap bytes this connection holds for input (at least [`Conn::pending_bytes`]).
+    pub fn buffer_capacity(&self) -> usize {
+        self.pending.capacity()
+    }
+
+    /// Append `bytes` to `pending`. The buffer grows at most to what the request being
+    /// read needs (`need`, already checked against `max_request_bytes`), not to the
+    /// next power of two, and only as bytes arrive; when even that cannot be allocated
+    /// the client gets `-OOM` and the connection closes (false) instead of the guest
+    /// failing.
+    fn buffer(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> bool {
+        let len = self.pending.len();
+        let required = len.saturating_add(bytes.len());
+        if required > self.pending.capacity() {
+            let doubled = self.pending.capacity().saturating_mul(2).max(KEEP_CAPACITY);
+            let target = required.max(doubled.min(self.need));
+            if self.pending.try_reserve_exact(target.saturating_sub(len)).is_err() {
+                reply::error(out, b"OOM not enough free memory to buffer this request; retry, or send smaller values");
+                self.closed = true;
+                return false;
+            }
+        }
+        self.pending.extend_from_slice(bytes);
+        true
     }
 
     /// Execute complete requests from `bytes`; returns how many bytes were used up.

@@ -56,6 +56,16 @@ fn write_section(ctx: &mut Ctx, section: &str, text: &mut Vec<u8>) {
         "clients" => {
             text.extend_from_slice(b"# Clients\r\n");
             number_field(text, "connected_clients", info.connected_clients as u64);
+            if info.max_clients > 0 {
+                number_field(text, "maxclients", info.max_clients as u64);
+            }
+            let limits = ctx.store.limits();
+            number_field(text, "proto_max_bulk_len", limits.max_bulk_bytes as u64);
+            number_field(text, "ftvmm_max_request_bytes", limits.max_request_bytes as u64);
+            text.extend_from_slice(info.clients_extra.as_bytes());
+            if !info.clients_extra.is_empty() && !info.clients_extra.ends_with('\n') {
+                text.extend_from_slice(b"\r\n");
+            }
         }
         "memory" => {
             text.extend_from_slice(b"# Memory\r\n");

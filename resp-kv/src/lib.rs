@@ -46,11 +46,21 @@ mod string_cmds;
 pub use conn::Conn;
 pub use store::Store;
 
+/// The largest value the server accepts by default: 4 MiB. The guest has 64 MiB of RAM;
+/// a value passes through the connection's input buffer, its parsed argument and the
+/// store (and a `GET` of it through an output buffer), so a few of these in flight
+/// must fit next to the keyspace and the socket buffers.
+pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Resource bounds; everything a client can make the server hold is capped by these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest single request, command and arguments included, in wire bytes.
     pub max_request_bytes: usize,
+    /// Largest single argument, so the largest value a client can store (Redis'
+    /// `proto-max-bulk-len`). A request announcing a longer one gets
+    /// `-ERR Protocol error: invalid bulk length` and its connection is closed.
+    pub max_bulk_bytes: usize,
     /// Most arguments (command name included) in one request.
     pub max_args: usize,
     /// Approximate keyspace size beyond which writes get `-OOM`.
@@ -64,7 +74,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_request_bytes: 512 * 1024,
+            max_request_bytes: MAX_VALUE_BYTES + 64 * 1024,
+            max_bulk_bytes: MAX_VALUE_BYTES,
             max_args: 1024,
             max_memory_bytes: 16 * 1024 * 1024,
             max_conn_buffer: 1024 * 1024,
@@ -81,13 +92,25 @@ pub struct ServerInfo<'a> {
     pub protected: bool,
     pub uptime_ms: u64,
     pub connected_clients: usize,
+    /// Most connections the server holds at once (INFO `maxclients`); 0: not shown.
+    pub max_clients: usize,
+    /// Appended verbatim to INFO's `# Clients` section: `name:value\r\n` lines.
+    pub clients_extra: &'a str,
     /// Appended verbatim to INFO's `# Replication` section: `name:value\r\n` lines.
     pub extra: &'a str,
 }
 
 impl Default for ServerInfo<'_> {
     fn default() -> Self {
-        ServerInfo { role: "master", protected: false, uptime_ms: 0, connected_clients: 1, extra: "" }
+        ServerInfo {
+            role: "master",
+            protected: false,
+            uptime_ms: 0,
+            connected_clients: 1,
+            max_clients: 0,
+            clients_extra: "",
+            extra: "",
+        }
     }
 }
 

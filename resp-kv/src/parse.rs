@@ -92,7 +92,20 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Parsed {
             Err(parsed) => return parsed,
         }
     }
-    let args = spans.iter().map(|&(from, to)| buf.get(from..to).unwrap_or(&[]).to_vec()).collect();
+    let mut args = Vec::new();
+    if args.try_reserve_exact(spans.len()).is_err() {
+        return out_of_memory();
+    }
+    for (from, to) in spans {
+        let bytes = buf.get(from..to).unwrap_or(&[]);
+        let mut arg = Vec::new();
+        // A multi-MiB value is copied here: fail the request, not the whole guest.
+        if arg.try_reserve_exact(bytes.len()).is_err() {
+            return out_of_memory();
+        }
+        arg.extend_from_slice(bytes);
+        args.push(arg);
+    }
     Parsed::Command { args, consumed: pos }
 }
 
@@ -115,7 +128,7 @@ fn bulk(buf: &[u8], pos: usize, limits: &Limits) -> Result<(usize, usize), Parse
         Header::Value(Some(len), at) => (len, at),
     };
     let len = match usize::try_from(len) {
-        Ok(len) if len <= limits.max_request_bytes => len,
+        Ok(len) if len <= limits.max_bulk_bytes => len,
         _ => return Err(protocol_error("invalid bulk length")),
     };
     let data_end = data_start.saturating_add(len);
@@ -128,6 +141,10 @@ fn bulk(buf: &[u8], pos: usize, limits: &Limits) -> Result<(usize, usize), Parse
         Some(b"\r\n") => Ok((data_start, data_end)),
         Some(_) => Err(protocol_error("expected CRLF after bulk data")),
     }
+}
+
+fn out_of_memory() -> Parsed {
+    Parsed::Error(Vec::from(&b"OOM not enough free memory to hold this request; retry, or send smaller values"[..]))
 }
 
 fn need_more(buf: &[u8]) -> Parsed {

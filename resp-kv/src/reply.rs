@@ -30,8 +30,12 @@ pub(crate) fn int(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// `$len\r\nbytes\r\n`
+/// `$len\r\nbytes\r\n`; an `-OOM` error in its place when the guest has no room for
+/// a copy of a large value (replies are built in memory before they are sent).
 pub(crate) fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    if out.try_reserve(bytes.len().saturating_add(24)).is_err() {
+        return error(out, b"OOM not enough free memory for this reply; retry later");
+    }
     out.push(b'$');
     push_u64(out, bytes.len() as u64);
     out.extend_from_slice(b"\r\n");

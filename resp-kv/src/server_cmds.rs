@@ -215,7 +215,7 @@ fn config_get(ctx: &mut Ctx, patterns: &[Vec<u8>]) {
     let mut max_memory = Vec::new();
     reply::push_u64(&mut max_memory, limits.max_memory_bytes as u64);
     let mut max_bulk = Vec::new();
-    reply::push_u64(&mut max_bulk, limits.max_request_bytes as u64);
+    reply::push_u64(&mut max_bulk, limits.max_bulk_bytes as u64);
     let params: [(&str, &[u8]); 7] = [
         ("save", b""),
         ("appendonly", b"no"),

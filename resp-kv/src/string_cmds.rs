@@ -91,8 +91,10 @@ pub(crate) fn set(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
         },
         None => None,
     };
-    let old = ctx.store.get(key, ctx.now_ms).map(<[u8]>::to_vec);
-    let write = !(options.only_if_absent && old.is_some() || options.only_if_present && old.is_none());
+    // Copy the old value only when asked for it: it may be several MiB.
+    let old = if options.return_old { ctx.store.get(key, ctx.now_ms).map(<[u8]>::to_vec) } else { None };
+    let exists = ctx.store.contains(key, ctx.now_ms);
+    let write = !(options.only_if_absent && exists || options.only_if_present && !exists);
     if write {
         let value = mem::take(value);
         let stored = ctx.store.set(key, value, expires_at, options.keep_ttl, ctx.now_ms);

@@ -115,7 +115,7 @@ proptest! {
 
     #[test]
     fn random_raw_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..2048)) {
-        let mut s = Server::with_limits(Limits { max_request_bytes: 64, max_args: 4,
+        let mut s = Server::with_limits(Limits { max_request_bytes: 64, max_bulk_bytes: 64, max_args: 4,
             max_memory_bytes: 256, max_conn_buffer: 64 });
         let (out, _) = s.feed(&input);
         prop_assert!(out.len() <= 1024 * input.len() + 1024);

@@ -6,11 +6,11 @@ use resp_kv::{Conn, ConnStatus, Limits};
 
 /// Room for a few keys only; requests may be bigger than the store.
 fn tiny_memory() -> Limits {
-    Limits { max_request_bytes: 4096, max_memory_bytes: 1_000, ..Limits::default() }
+    Limits { max_request_bytes: 4096, max_bulk_bytes: 4096, max_memory_bytes: 1_000, ..Limits::default() }
 }
 
 fn small_limits() -> Limits {
-    Limits { max_request_bytes: 100, max_args: 8, max_memory_bytes: 1_000, max_conn_buffer: 200 }
+    Limits { max_request_bytes: 100, max_bulk_bytes: 100, max_args: 8, max_memory_bytes: 1_000, max_conn_buffer: 200 }
 }
 
 #[test]
@@ -298,4 +298,63 @@ fn zero_output_cap_still_runs_one_command_per_feed() {
     assert!(s.conn.has_backlog());
     assert_eq!(s.raw(b""), "+PONG\r\n");
     assert!(!s.conn.has_backlog());
+}
+
+/// A SET of `len` value bytes, as a client sends it.
+fn set_of(len: usize) -> Vec<u8> {
+    let value = vec![b'v'; len];
+    let mut req = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${len}\r\n").into_bytes();
+    req.extend_from_slice(&value);
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+#[test]
+fn a_value_of_exactly_the_default_limit_is_stored_and_one_byte_more_is_refused() {
+    let limit = resp_kv::MAX_VALUE_BYTES;
+    assert_eq!(Limits::default().max_bulk_bytes, limit);
+    assert!(limit >= 4 * 1024 * 1024, "the documented limit is 4 MiB");
+    let mut s = Server::with_limits(Limits { max_memory_bytes: 64 << 20, ..Limits::default() });
+    // Arriving in 16 KiB segments, as from a TCP socket.
+    let mut out = Vec::new();
+    for chunk in set_of(limit).chunks(16 * 1024) {
+        let (o, status) = s.feed(chunk);
+        assert_eq!(status, ConnStatus::Open);
+        out.extend(o);
+    }
+    assert_eq!(out, b"+OK\r\n");
+    assert!(s.conn.buffer_capacity() <= 16 * 1024, "the request's buffer is given back");
+    assert_eq!(s.call(&["STRLEN", "big"]), format!(":{limit}\r\n"));
+
+    // One byte more: refused from the header alone, before any value byte arrives.
+    let mut s = Server::new();
+    let req = set_of(limit + 1);
+    let header_end = req.len() - (limit + 1) - 2;
+    let (out, status) = s.feed(&req[..header_end]);
+    assert_eq!(String::from_utf8_lossy(&out), "-ERR Protocol error: invalid bulk length\r\n");
+    assert_eq!(status, ConnStatus::Close);
+    assert_eq!(s.conn.buffer_capacity(), 0);
+}
+
+#[test]
+fn a_large_value_grows_the_input_buffer_to_the_request_not_the_next_power_of_two() {
+    let mut s = Server::with_limits(Limits { max_memory_bytes: 64 << 20, ..Limits::default() });
+    let req = set_of(3 * 1024 * 1024);
+    let mut peak = 0;
+    for chunk in req[..req.len() - 1].chunks(16 * 1024) {
+        let (out, _) = s.feed(chunk);
+        assert!(out.is_empty());
+        peak = peak.max(s.conn.buffer_capacity());
+    }
+    assert!(peak <= req.len(), "buffer capacity {peak} for a request of {} bytes", req.len());
+    assert_eq!(s.feed(&req[req.len() - 1..]).0, b"+OK\r\n");
+}
+
+#[test]
+fn info_and_config_report_the_value_limit() {
+    let mut s = Server::new();
+    let info = s.call(&["INFO", "clients"]);
+    assert!(info.contains(&format!("proto_max_bulk_len:{}\r\n", resp_kv::MAX_VALUE_BYTES)), "{info}");
+    let config = s.call(&["CONFIG", "GET", "proto-max-bulk-len"]);
+    assert!(config.contains(&resp_kv::MAX_VALUE_BYTES.to_string()), "{config}");
 }

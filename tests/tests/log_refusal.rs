@@ -72,3 +72,86 @@ fn file_that_is_not_a_log_is_refused() {
     std::fs::write(&bad, b"FTVM").expect("write");
     replay_refused(&bad, &[], "truncated");
 }
+
+/// CRC-32 (IEEE), as the frame and header checksums use it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A frame whose checksum is right, whatever its body claims.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_le_bytes().to_vec();
+    f.extend_from_slice(body);
+    f.extend_from_slice(&crc32(body).to_le_bytes());
+    f
+}
+
+/// An Entry record announcing `count` events, with `events` after it.
+fn entry(count: u32, events: &[u8]) -> Vec<u8> {
+    let mut body = vec![1u8];
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.push(4); // mmio-write
+    body.extend_from_slice(&[0; 24]);
+    body.extend_from_slice(&count.to_le_bytes());
+    body.extend_from_slice(events);
+    frame(&body)
+}
+
+#[test]
+fn hostile_log_files_are_refused_without_a_panic_or_an_allocation_of_what_they_claim() {
+    let dir = TempDir::new("evil");
+    let header = std::fs::read(record(&dir)).expect("read")[..92].to_vec();
+    let mut huge_mem = header.clone();
+    huge_mem[44..52].copy_from_slice(&(!0xF_FFFFu64).to_le_bytes());
+    let crc = crc32(&huge_mem[..88]);
+    huge_mem[88..92].copy_from_slice(&crc.to_le_bytes());
+    let mut device_input = vec![2u8];
+    device_input.extend_from_slice(&0x5359u16.to_le_bytes());
+    device_input.extend_from_slice(&u32::MAX.to_le_bytes());
+    let mut noise = Vec::new();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..(1 << 20) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.push(x as u8);
+    }
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a frame claiming 4 GiB", [&header[..], &u32::MAX.to_le_bytes(), &[1; 64]].concat()),
+        ("a frame claiming 1 MiB, then the end of the file", [&header[..], &(1u32 << 20).to_le_bytes(), &[1]].concat()),
+        ("an entry claiming 4 billion events", [&header[..], &entry(u32::MAX, &[1, 0x20])].concat()),
+        ("a device input claiming 4 GiB", [&header[..], &entry(1, &device_input)].concat()),
+        ("a megabyte of noise after the header", [&header[..], &noise].concat()),
+        ("a header claiming 16 EiB of memory", huge_mem),
+        ("noise where the header should be", noise[..4096].to_vec()),
+    ];
+    for (what, bytes) in cases {
+        let evil = dir.path("evil.ftlog");
+        std::fs::write(&evil, &bytes).expect("write");
+        // Under a 1 GiB address-space limit: an allocation of what any of these claims
+        // would fail and abort the process instead of giving the refusal.
+        let out = std::process::Command::new("prlimit")
+            .arg(format!("--as={}", 1u64 << 30))
+            .arg(ftvmm_tests::ftvmm_bin())
+            .args(["replay", "--log", path_str(&evil)])
+            .env("FTVMM_LOG", "warn")
+            .output()
+            .expect("spawn prlimit ftvmm (prlimit is in util-linux)");
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{what}: ftvmm panicked: {err}");
+        assert!(!err.contains("memory allocation"), "{what}: ftvmm tried to allocate what the file claims: {err}");
+        // A header with a valid checksum but an impossible memory size is a bad command
+        // line in disguise: the same error as `--mem-mib` out of range (exit 1).
+        let expected = if what.contains("memory") { (1, "guest memory must be between") } else { (BAD_LOG, "error: ") };
+        assert_eq!(out.status.code(), Some(expected.0), "{what}: stderr: {err}");
+        assert!(err.contains(expected.1), "{what}: stderr: {err}");
+        assert!(!stdout(&out).contains("state digest"), "{what}: a refused log must not produce a digest");
+    }
+}

@@ -21,7 +21,15 @@ impl Server {
     }
 
     pub fn info(&self) -> ServerInfo<'static> {
-        ServerInfo { role: self.role, protected: true, uptime_ms: 90_061_000, connected_clients: 3, extra: self.extra }
+        ServerInfo {
+            role: self.role,
+            protected: true,
+            uptime_ms: 90_061_000,
+            connected_clients: 3,
+            max_clients: 0,
+            clients_extra: "",
+            extra: self.extra,
+        }
     }
 
     /// Feed raw bytes; returns the output and the status.
