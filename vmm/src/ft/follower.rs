@@ -67,6 +67,10 @@ pub struct Upstream {
     /// The primary last said this follower may take over: output waited for it, so it
     /// holds every write a client was told of. An asynchronous follower may not.
     pub eligible: AtomicBool,
+    /// In a replica group: this member voted for another candidate in this epoch, so it
+    /// must not acknowledge a primary of any earlier one (Raft's fencing; without it, a
+    /// primary whose follower voted for a rival could go on releasing with its acks).
+    pub fence: std::sync::OnceLock<Arc<AtomicU64>>,
     /// A reconnection on which the primary sends a new state (a resume was not
     /// possible): the vCPU restores it once it has replayed what it holds.
     pub restart: Mutex<Option<TcpStream>>,
@@ -348,6 +352,15 @@ fn receive_loop(
     }
 }
 
+/// Why this follower may no longer acknowledge its primary, if it may not.
+fn fenced(state: &Upstream) -> Option<String> {
+    let below = state.fence.get()?.load(Ordering::SeqCst);
+    let epoch = state.epoch.load(Ordering::SeqCst);
+    (epoch < below).then(|| {
+        format!("this member voted for another candidate in epoch {below}: it acknowledges no primary of epoch {epoch}")
+    })
+}
+
 /// `Err` when the connection broke, `Ok` for every other end.
 fn receive(
     stream: &mut dyn Link,
@@ -366,6 +379,9 @@ fn receive(
     // An ack at once: the state is restored (or the log resumes), and the primary can
     // tighten its timeout.
     let replayed = state.replayed_through.load(Ordering::SeqCst).min(joined_at);
+    if let Some(why) = fenced(state) {
+        return Err(why);
+    }
     let mut out = Vec::with_capacity(24);
     channel::encode(&Message::Ack(Ack { received_through: joined_at, replayed_through: replayed }), &mut out);
     if let Err(e) = stream.write_all(&out) {
@@ -373,7 +389,16 @@ fn receive(
     }
     let mut last_heard = Instant::now();
     let mut watch = ProgressWatch::new(replayed, last_heard, timing.failover_timeout);
+    let mut last_turn = Instant::now();
     loop {
+        // A turn of this loop longer than the failover timeout means this process was
+        // stopped (SIGSTOP, a frozen host): its replay did not stall, it did not run. The
+        // watch starts over rather than blame the replay for the stop.
+        if last_turn.elapsed() > timing.failover_timeout {
+            let at = state.replayed_through.load(Ordering::Relaxed);
+            watch = ProgressWatch::new(at, Instant::now(), timing.failover_timeout);
+        }
+        last_turn = Instant::now();
         let n = match stream.read(&mut chunk) {
             Ok(0) => return Err("the primary closed the connection".into()),
             Ok(n) => {
@@ -393,6 +418,9 @@ fn receive(
         let replayed = state.replayed_through.load(Ordering::Relaxed).min(received);
         // Ack first: handing records to the vCPU wakes it, and on a busy host it could
         // run before this thread gets to the ack the primary's output is waiting for.
+        if let Some(why) = fenced(state) {
+            return Err(why);
+        }
         let ack = Ack { received_through: received, replayed_through: replayed };
         state.received_through.store(received, Ordering::SeqCst);
         let mut out = Vec::with_capacity(24);

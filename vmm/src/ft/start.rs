@@ -167,6 +167,7 @@ pub fn follower(
         // A member whose primary is gone follows whoever the group elects next.
         Some((elector, _)) => {
             upstream.keep_log(s.timing.backlog_bytes, first_index, epoch);
+            let _ = upstream.fence.set(elector.fence());
             Some(Reconnect { to: Rejoin::Elect(elector), hello: local, within: s.timing.failover_timeout })
         }
         // A follower whose connection breaks may reconnect and resume (--reconnect-secs).

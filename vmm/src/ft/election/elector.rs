@@ -128,6 +128,9 @@ pub struct Elector {
     /// again (found by the model check: otherwise it votes with an empty log for a
     /// candidate that lacks what it had acknowledged).
     lost_log: std::sync::atomic::AtomicBool,
+    /// The epoch in which this member voted for another candidate: from then on it
+    /// acknowledges no primary of an earlier epoch (its log-rx checks this).
+    fence: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Elector {
@@ -164,6 +167,7 @@ impl Elector {
             elections_won: std::sync::atomic::AtomicU64::new(0),
             won_with_witness: std::sync::atomic::AtomicBool::new(false),
             lost_log: std::sync::atomic::AtomicBool::new(ballot.epoch > 0),
+            fence: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }))
     }
 
@@ -437,6 +441,9 @@ impl Elector {
                         votes.push_str("; witness: yes");
                     }
                     Ok(Err(why)) => {
+                        if let rules::Refusal::Stale { current } = why {
+                            self.observe(current);
+                        }
                         let _ = write!(votes, "; witness: no ({why})");
                     }
                     Err(e) => {
@@ -481,19 +488,30 @@ impl Elector {
         let Some(w) = &self.witness else {
             return Err("no witness to go on alone with".into());
         };
-        let next = {
-            let mut b = self.lock_ballot();
-            let next = b.stand(self.group.me.id);
-            self.file.store(&b).map_err(|e| e.to_string())?;
-            next
+        // The witness may be in a later epoch than this member knows (its follower stood
+        // for epochs the witness refused): a stale refusal teaches it, and it stands again.
+        let mut tries = 0;
+        let next = loop {
+            let next = {
+                let mut b = self.lock_ballot();
+                let next = b.stand(self.group.me.id);
+                self.file.store(&b).map_err(|e| e.to_string())?;
+                next
+            };
+            let request =
+                Request { epoch: next, candidate: self.group.me, position: LogPosition { epoch, exit: u64::MAX } };
+            match w.vote(&self.group.ids(), &request) {
+                Ok(Ok(())) => break next,
+                Ok(Err(rules::Refusal::Stale { current })) if tries < 3 => {
+                    tries += 1;
+                    self.observe(current);
+                }
+                Ok(Err(why)) => {
+                    return Err(format!("the witness refused to let it go on alone in epoch {next}: {why}"))
+                }
+                Err(e) => return Err(format!("cannot reach the witness ({e})")),
+            }
         };
-        let request =
-            Request { epoch: next, candidate: self.group.me, position: LogPosition { epoch, exit: u64::MAX } };
-        match w.vote(&self.group.ids(), &request) {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(format!("the witness refused to let it go on alone in epoch {next}: {why}")),
-            Err(e) => return Err(format!("cannot reach the witness ({e})")),
-        }
         self.won_with_witness.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::warn!(epoch = next, "won the witness: going on alone in epoch {next}");
         Ok(next)
@@ -510,6 +528,11 @@ impl Elector {
             Err(e) => tracing::warn!("cannot lower the witness's floor ({e}); the follower cannot win the witness yet"),
         }
         self.won_with_witness.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The fence a follower's log-rx checks before every ack (see `Upstream::fence`).
+    pub fn fence(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.fence.clone()
     }
 
     /// Whether this member may vote or stand: not while it lost the log it had.
@@ -632,6 +655,9 @@ impl Elector {
         drop(b);
         match verdict {
             Ok(()) => {
+                // Fencing: having voted for a rival in `epoch`, it must stop acknowledging
+                // an older primary before the rival can count on that vote.
+                self.fence.fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
                 if local.role == PeerRole::Candidate {
                     self.set_local(PeerRole::Follower, 0);
                 }
