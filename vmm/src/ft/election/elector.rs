@@ -317,7 +317,7 @@ impl Elector {
             let when =
                 *turn.get_or_insert_with(|| Instant::now() + self.timing.step * ahead + rng.upto(self.timing.poll));
             if Instant::now() >= when {
-                match self.stand(position, since) {
+                match self.stand(position, since, &replies) {
                     Some(epoch) => return Next::Lead { epoch },
                     None => {
                         attempt += 1;
@@ -386,7 +386,7 @@ impl Elector {
     }
 
     /// Stands for the next epoch; returns it if this member won.
-    fn stand(&self, position: LogPosition, since: Instant) -> Option<u64> {
+    fn stand(&self, position: LogPosition, since: Instant, answered: &[ProbeReply]) -> Option<u64> {
         let t0 = Instant::now();
         let me = self.group.me;
         let epoch = {
@@ -414,7 +414,16 @@ impl Elector {
         let mut votes = format!("{}: self", me.id);
         // A majority settles it: a hung member's answer is not waited for.
         let until = Until::Granted { epoch, needed };
-        for (id, answer) in peer::ask_all(&others, &request, self.timing.ask_timeout, until) {
+        // A member that did not answer the last probe (hung, or cut off) gets only a
+        // probe's time: waiting a vote's timeout for it would add that much to a failover.
+        let each: Vec<_> = others
+            .into_iter()
+            .map(|m| {
+                let heard = answered.iter().any(|r| r.member == m.id);
+                (m, if heard { self.timing.ask_timeout } else { self.timing.probe_timeout })
+            })
+            .collect();
+        for (id, answer) in peer::ask_each(&each, &request, until) {
             let verdict = match answer {
                 Ok(PeerMessage::VoteReply(r)) if r.group == self.group.tag && r.voter == id => {
                     self.observe(r.epoch);

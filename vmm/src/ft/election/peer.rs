@@ -241,10 +241,18 @@ impl Until {
 /// Returns each answering target's id with its answer; a slow or hung member only
 /// delays the caller when its answer is needed.
 pub fn ask_all(targets: &[Member], request: &PeerMessage, timeout: Duration, until: Until) -> Vec<Answer> {
+    let each: Vec<(Member, Duration)> = targets.iter().map(|m| (m.clone(), timeout)).collect();
+    ask_each(&each, request, until)
+}
+
+/// [`ask_all`] with a timeout per target: a member that did not answer the last probe
+/// gets a short one, so that a hung member does not hold an election up.
+pub fn ask_each(targets: &[(Member, Duration)], request: &PeerMessage, until: Until) -> Vec<Answer> {
+    let timeout = targets.iter().map(|(_, t)| *t).max().unwrap_or_default();
     let (tx, rx) = std::sync::mpsc::channel();
     let mut asked = 0;
-    for m in targets {
-        let (tx, m, request) = (tx.clone(), m.clone(), request.clone());
+    for (m, timeout) in targets {
+        let (tx, m, request, timeout) = (tx.clone(), m.clone(), request.clone(), *timeout);
         let spawned = std::thread::Builder::new().name("peer-ask".into()).spawn(move || {
             let _ = tx.send((m.id, ask(m.peer, &request, timeout)));
         });
