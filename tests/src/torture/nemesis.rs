@@ -1,0 +1,186 @@
+//! The nemesis: a seeded schedule of faults against the group's members.
+//!
+//! ```text
+//!   repeat until the run's end:
+//!     traffic for 0.3-1.5 s
+//!     one fault, drawn by weight:
+//!       kill      kill -9 of a member's host (the primary 2 times in 3), restart after 0-1.5 s
+//!                 with the same --data-dir
+//!       pause     SIGSTOP of a member (the primary 2 times in 3) for 0.5-4 s, then SIGCONT
+//!       partition a member's link down for 0.5-3 s (3 members: now and then two members,
+//!                 leaving none with a majority), then up
+//!       slow      netem delay 5-50 ms on what a member receives, for 1-4 s (if tc works here)
+//!     wait until the group is whole again (one primary, every other member following
+//!     in sync), up to RECOVERY; a group that does not recover is reported, and the run goes on
+//! ```
+//!
+//! Every draw comes from one generator seeded by `--seed`, so a schedule can be run
+//! again; timing on a loaded machine still varies, as Jepsen's does.
+use crate::netns::Topology;
+use crate::replica::{Replicas, MEMBER_HOSTS};
+use crate::status::fetch;
+use crate::torture::clients::Rng;
+use std::time::{Duration, Instant};
+
+/// How long the group may take to be whole again after a fault.
+pub const RECOVERY: Duration = Duration::from_secs(60);
+
+/// What the nemesis did, by kind.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    pub kills: u64,
+    pub pauses: u64,
+    pub partitions: u64,
+    pub slow_links: u64,
+    /// Faults after which the group was not whole within [`RECOVERY`].
+    pub unrecovered: u64,
+    /// One line per fault: when (s since the start) and what.
+    pub log: Vec<String>,
+}
+
+impl Faults {
+    /// Every fault.
+    pub fn total(&self) -> u64 {
+        self.kills + self.pauses + self.partitions + self.slow_links
+    }
+}
+
+/// One member's status says it is primary.
+fn is_primary(topo: &Topology, i: usize) -> bool {
+    fetch(topo, MEMBER_HOSTS[i]).is_some_and(|s| s.contains("\"member_role\":\"primary\""))
+}
+
+/// One primary and every other member following it in sync.
+pub fn whole(topo: &Topology, n: usize) -> bool {
+    let status: Vec<String> = (0..n).map(|i| fetch(topo, MEMBER_HOSTS[i]).unwrap_or_default()).collect();
+    let primaries = status.iter().filter(|s| s.contains("\"member_role\":\"primary\"")).count();
+    let following = status
+        .iter()
+        .filter(|s| s.contains("\"member_role\":\"follower\"") && s.contains("\"protected\":true"))
+        .count();
+    primaries == 1 && following == n - 1
+}
+
+/// Waits until the group is [`whole`], up to `limit`.
+pub fn wait_whole(topo: &Topology, n: usize, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if whole(topo, n) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// A netem delay on what `host` receives (`ms` = 0 removes it): on the switch's port
+/// to it, in the lan namespace, so a follower's log arrives late while the clients'
+/// replies do not wait. Returns whether `tc` did it.
+pub fn delay(topo: &Topology, host: &str, ms: u64) -> bool {
+    let mut cmd = topo.command("lan", "tc");
+    if ms == 0 {
+        cmd.args(["qdisc", "del", "dev", host, "root"]);
+    } else {
+        cmd.args(["qdisc", "replace", "dev", host, "root", "netem", "delay", &format!("{ms}ms")]);
+    }
+    cmd.output().is_ok_and(|o| o.status.success())
+}
+
+/// The nemesis of one run.
+pub struct Nemesis {
+    rng: Rng,
+    n: usize,
+    t0: Instant,
+    /// Whether `tc ... netem` works on this machine (tried once).
+    netem: Option<bool>,
+    pub faults: Faults,
+}
+
+impl Nemesis {
+    pub fn new(seed: u64, n: usize, t0: Instant) -> Nemesis {
+        Nemesis { rng: Rng(seed), n, t0, netem: None, faults: Faults::default() }
+    }
+
+    fn note(&mut self, what: String) {
+        let line = format!("{:8.3}s {what}", self.t0.elapsed().as_secs_f64());
+        self.faults.log.push(line);
+    }
+
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.rng.below(hi - lo))
+    }
+
+    /// A victim: the primary 2 times in 3 (when there is one), else any member.
+    fn victim(&mut self, topo: &Topology) -> usize {
+        let any = self.rng.below(self.n as u64) as usize;
+        if self.rng.below(3) < 2 {
+            if let Some(p) = (0..self.n).find(|&i| is_primary(topo, i)) {
+                return p;
+            }
+        }
+        any
+    }
+
+    /// Traffic, then one fault, then waits for the group to be whole.
+    pub fn round(&mut self, topo: &Topology, r: &mut Replicas) {
+        let quiet = self.ms(300, 1_500);
+        std::thread::sleep(quiet);
+        let kind = self.rng.below(10);
+        let v = self.victim(topo);
+        let host = MEMBER_HOSTS[v];
+        match kind {
+            0..=3 => {
+                let down = self.ms(1, 1_500);
+                self.note(format!("kill -9 member {} ({host}), restart after {down:?}", v + 1));
+                r.kill(topo, v);
+                std::thread::sleep(down);
+                r.restart(topo, v);
+                self.faults.kills += 1;
+            }
+            4..=5 => {
+                let pause = self.ms(500, 4_000);
+                self.note(format!("SIGSTOP member {} for {pause:?}", v + 1));
+                let pid = r.members[v].pid();
+                signal(pid, nix::sys::signal::Signal::SIGSTOP);
+                std::thread::sleep(pause);
+                signal(pid, nix::sys::signal::Signal::SIGCONT);
+                self.faults.pauses += 1;
+            }
+            6..=8 => {
+                let cut = self.ms(500, 3_000);
+                let mut hosts = vec![v];
+                if self.n == 3 && self.rng.below(4) == 0 {
+                    hosts.push((v + 1 + self.rng.below(2) as usize) % 3);
+                }
+                let names: Vec<String> = hosts.iter().map(|i| format!("{}", i + 1)).collect();
+                self.note(format!("partition: member(s) {} cut off for {cut:?}", names.join("+")));
+                for &i in &hosts {
+                    topo.link(MEMBER_HOSTS[i], false);
+                }
+                std::thread::sleep(cut);
+                for &i in &hosts {
+                    topo.link(MEMBER_HOSTS[i], true);
+                }
+                self.faults.partitions += 1;
+            }
+            _ => {
+                let ms = 5 + self.rng.below(45);
+                let hold = self.ms(1_000, 4_000);
+                if *self.netem.get_or_insert_with(|| delay(topo, host, ms)) && delay(topo, host, ms) {
+                    self.note(format!("slow link: member {} +{ms} ms for {hold:?}", v + 1));
+                    std::thread::sleep(hold);
+                    delay(topo, host, 0);
+                    self.faults.slow_links += 1;
+                }
+            }
+        }
+        if !wait_whole(topo, self.n, RECOVERY) {
+            self.faults.unrecovered += 1;
+            self.note(format!("the group is not whole {RECOVERY:?} after the fault"));
+        }
+    }
+}
