@@ -211,7 +211,7 @@ pub fn check_with_budget(ops: &[Op], budget: u64) -> Verdict {
             // Every completed operation comes before this return, so all are placed.
             return Verdict::Linearizable;
         } else {
-            if deepest.map_or(true, |(placed, _, _)| stack.len() > placed) {
+            if deepest.is_none_or(|(placed, _, _)| stack.len() > placed) {
                 deepest = Some((stack.len(), node.op, state));
             }
             let Some((call, before)) = stack.pop() else {

@@ -9,7 +9,7 @@
 //!   |  result of every op       |  guest     |  --replication MODE           |
 //!   +---------------------------+            +-------------------------------+
 //!                 |                                   ^  kill -9 + restart, SIGSTOP/CONT,
-//!                 v                                   |  link down/up, netem delay
+//!                 v                                   |  link down/up, slow link
 //!            history (per key)                   nemesis (seeded)
 //!                 |
 //!                 v  at the end, with the group whole again:

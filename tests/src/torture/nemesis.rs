@@ -9,7 +9,8 @@
 //!       pause     SIGSTOP of a member (the primary 2 times in 3) for 0.5-4 s, then SIGCONT
 //!       partition a member's link down for 0.5-3 s (3 members: now and then two members,
 //!                 leaving none with a majority), then up
-//!       slow      netem delay 5-50 ms on what a member receives, for 1-4 s (if tc works here)
+//!       slow      what a member receives is slowed (netem 5-50 ms, or a 1 Mbit/s token
+//!                 bucket where the kernel lacks netem) for 1-4 s
 //!     wait until the group is whole again (one primary, every other member following
 //!     in sync), up to RECOVERY; a group that does not recover is reported, and the run goes on
 //! ```
@@ -77,17 +78,22 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
-/// A netem delay on what `host` receives (`ms` = 0 removes it): on the switch's port
-/// to it, in the lan namespace, so a follower's log arrives late while the clients'
-/// replies do not wait. Returns whether `tc` did it.
-pub fn delay(topo: &Topology, host: &str, ms: u64) -> bool {
-    let mut cmd = topo.command("lan", "tc");
+/// Slows what `host` receives (`ms` = 0 undoes it), on the switch's port to it in the
+/// lan namespace, so a follower's log arrives late while the clients' replies do not
+/// wait: a netem delay of `ms`, or where the kernel has no netem, a token bucket
+/// (1 Mbit/s, queueing up to 4 x `ms`). Returns which, or `None` if `tc` could do neither.
+pub fn slow(topo: &Topology, host: &str, ms: u64) -> Option<&'static str> {
+    let tc = |args: &[&str]| topo.command("lan", "tc").args(args).output().is_ok_and(|o| o.status.success());
     if ms == 0 {
-        cmd.args(["qdisc", "del", "dev", host, "root"]);
-    } else {
-        cmd.args(["qdisc", "replace", "dev", host, "root", "netem", "delay", &format!("{ms}ms")]);
+        return tc(&["qdisc", "del", "dev", host, "root"]).then_some("none");
     }
-    cmd.output().is_ok_and(|o| o.status.success())
+    let delay = format!("{ms}ms");
+    if tc(&["qdisc", "replace", "dev", host, "root", "netem", "delay", &delay]) {
+        return Some("netem");
+    }
+    let latency = format!("{}ms", ms * 4);
+    tc(&["qdisc", "replace", "dev", host, "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", &latency])
+        .then_some("tbf 1mbit")
 }
 
 /// The nemesis of one run.
@@ -95,14 +101,14 @@ pub struct Nemesis {
     rng: Rng,
     n: usize,
     t0: Instant,
-    /// Whether `tc ... netem` works on this machine (tried once).
-    netem: Option<bool>,
+    /// Whether `tc` can slow a link on this machine (known after the first try).
+    slow_works: Option<bool>,
     pub faults: Faults,
 }
 
 impl Nemesis {
     pub fn new(seed: u64, n: usize, t0: Instant) -> Nemesis {
-        Nemesis { rng: Rng(seed), n, t0, netem: None, faults: Faults::default() }
+        Nemesis { rng: Rng(seed), n, t0, slow_works: None, faults: Faults::default() }
     }
 
     fn note(&mut self, what: String) {
@@ -170,11 +176,15 @@ impl Nemesis {
             _ => {
                 let ms = 5 + self.rng.below(45);
                 let hold = self.ms(1_000, 4_000);
-                if *self.netem.get_or_insert_with(|| delay(topo, host, ms)) && delay(topo, host, ms) {
-                    self.note(format!("slow link: member {} +{ms} ms for {hold:?}", v + 1));
-                    std::thread::sleep(hold);
-                    delay(topo, host, 0);
-                    self.faults.slow_links += 1;
+                if self.slow_works != Some(false) {
+                    let how = slow(topo, host, ms);
+                    self.slow_works = Some(how.is_some());
+                    if let Some(how) = how {
+                        self.note(format!("slow link to member {} ({how}, {ms} ms) for {hold:?}", v + 1));
+                        std::thread::sleep(hold);
+                        slow(topo, host, 0);
+                        self.faults.slow_links += 1;
+                    }
                 }
             }
         }
