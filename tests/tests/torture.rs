@@ -36,12 +36,12 @@ fn campaign(members: usize, replication: &str, seed: u64, seconds: u64) {
 
 #[test]
 fn sync_three_members_keep_a_linearizable_history_through_kills_pauses_and_partitions() {
-    campaign(3, "sync", 1, 40);
+    campaign(3, "sync", 1, 30);
 }
 
 #[test]
 fn semi_sync_two_members_and_a_witness_keep_a_linearizable_history_through_faults() {
-    campaign(2, "semi-sync", 2, 25);
+    campaign(2, "semi-sync", 2, 20);
 }
 
 /// Clients run; both followers' links go down (each alone: no majority anywhere, the

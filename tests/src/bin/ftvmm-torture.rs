@@ -143,3 +143,30 @@ fn main() -> ExitCode {
         ExitCode::from(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Args, String> {
+        parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn flags_set_the_campaign_and_mistakes_are_refused() {
+        let a =
+            args("--members 2 --replication semi-sync --seed 9 --minutes 3 --history h --unsafe-release-before-ack")
+                .expect("valid");
+        assert_eq!((a.config.members, a.config.replication.as_str(), a.config.seed), (2, "semi-sync", 9));
+        assert_eq!(a.config.duration, Some(Duration::from_secs(180)));
+        assert_eq!(a.history.as_deref(), Some("h"));
+        assert_eq!(a.config.env, vec![("FTVMM_UNSAFE_RELEASE_BEFORE_ACK".to_string(), "1".to_string())]);
+        let ops = args("--ops 5000").expect("valid");
+        assert_eq!((ops.config.ops, ops.config.duration), (Some(5000), None), "--ops alone has no time limit");
+        assert!(args("").expect("defaults").config.env.is_empty(), "the sabotage is off by default");
+        assert!(args("--members 4").is_err());
+        assert!(args("--seed").is_err());
+        assert!(args("--seed x").is_err());
+        assert!(args("--frobnicate").is_err());
+    }
+}
