@@ -123,6 +123,12 @@ impl Replicas {
         self.graveyard.push(old);
     }
 
+    /// Member `i`'s `--data-dir` (its ballot).
+    pub fn data_dir(&self, i: usize) -> std::path::PathBuf {
+        let at = self.args[i].iter().position(|a| a == "--data-dir").expect("every member has --data-dir");
+        std::path::PathBuf::from(&self.args[i][at + 1])
+    }
+
     /// Every log line of every process that ran, matching `needle`.
     pub fn lines(&self, needle: &str) -> Vec<String> {
         self.members

@@ -4,6 +4,7 @@
 //! ```text
 //! ftvmm-torture [--members 3|2] [--replication MODE] [--seed N] [--minutes M | --seconds S]
 //!               [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]...
+//!               [--wipe-data]                   (half the kills lose the member's --data-dir)
 //!               [--unsafe-release-before-ack]   (a broken build: debug builds of ftvmm only)
 //! ftvmm-torture --check FILE      recheck a saved history
 //! ```
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: ftvmm-torture [--members 3|2] [--replication sync|semi-sync|async|quorum:K] [--seed N] \
 [--minutes M | --seconds S] [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]... \
-[--unsafe-release-before-ack] \
+[--wipe-data] [--unsafe-release-before-ack] \
 | --check HISTORY-FILE";
 
 struct Args {
@@ -61,6 +62,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--history" => a.history = Some(value()?),
             "--logs" => a.logs = Some(value()?),
             "--member-flag" => a.config.extra.push(value()?),
+            "--wipe-data" => a.config.wipe = true,
             "--check" => a.check = Some(value()?),
             // A broken build, to show the checker catches one: members release output
             // before the ack. Honoured by debug builds of ftvmm only (see vmm's group.rs).
@@ -127,12 +129,13 @@ fn main() -> ExitCode {
     println!("{}", report.summary());
     let (f, keys) = (&report.faults, report.findings.keys.len());
     println!(
-        "figures: ops={} kills={} pauses={} partitions={} slow_links={} unrecovered={} histories={keys} anomalies={} lost={}",
+        "figures: ops={} kills={} pauses={} partitions={} slow_links={} wipes={} unrecovered={} histories={keys} anomalies={} lost={}",
         report.history.len(),
         f.kills,
         f.pauses,
         f.partitions,
         f.slow_links,
+        f.wipes,
         f.unrecovered,
         report.findings.anomalies(),
         report.findings.lost

@@ -53,6 +53,9 @@ pub struct Config {
     pub extra: Vec<String>,
     /// Environment variables for every member (the test-only sabotage switch).
     pub env: Vec<(String, String)>,
+    /// Half the kills restart the member with an empty `--data-dir` (a lost disk: a
+    /// member that forgets its vote can break Raft's one-vote-per-term; off by default).
+    pub wipe: bool,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             clients: 4,
             extra: Vec::new(),
             env: Vec::new(),
+            wipe: false,
         }
     }
 }
@@ -93,13 +97,14 @@ impl Report {
     pub fn summary(&self) -> String {
         let f = &self.faults;
         format!(
-            "{} ops, {} faults ({} kills, {} pauses, {} partitions, {} slow links{}), {}; {} members, {}, seed {}, {:.0} s",
+            "{} ops, {} faults ({} kills, {} pauses, {} partitions, {} slow links{}{}), {}; {} members, {}, seed {}, {:.0} s",
             self.history.len(),
             f.total(),
             f.kills,
             f.pauses,
             f.partitions,
             f.slow_links,
+            if f.wipes > 0 { format!(", {} restarts with a wiped --data-dir", f.wipes) } else { String::new() },
             if f.unrecovered > 0 { format!(", {} not recovered", f.unrecovered) } else { String::new() },
             self.findings.summary(),
             self.config.members,
@@ -121,6 +126,7 @@ pub fn run(cfg: &Config) -> Report {
     let shared = Shared::new();
     let clients = Clients::start(&topo, cfg.clients, cfg.seed, shared.clone());
     let mut nemesis = Nemesis::new(cfg.seed, cfg.members, shared.t0);
+    nemesis.wipe = cfg.wipe;
     let t0 = Instant::now();
     let done = |shared: &Shared| {
         cfg.duration.is_some_and(|d| t0.elapsed() >= d)

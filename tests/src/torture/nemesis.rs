@@ -5,7 +5,7 @@
 //!     traffic for 0.3-1.5 s
 //!     one fault, drawn by weight:
 //!       kill      kill -9 of a member's host (the primary 2 times in 3), restart after 0-1.5 s
-//!                 with the same --data-dir
+//!                 with the same --data-dir (with --wipe-data: half the time emptied first)
 //!       pause     SIGSTOP of a member (the primary 2 times in 3) for 0.5-4 s, then SIGCONT
 //!       partition a member's link down for 0.5-3 s (3 members: now and then two members,
 //!                 leaving none with a majority), then up
@@ -33,6 +33,8 @@ pub struct Faults {
     pub pauses: u64,
     pub partitions: u64,
     pub slow_links: u64,
+    /// Restarts after a kill that began with an empty `--data-dir` (`--wipe-data`).
+    pub wipes: u64,
     /// Faults after which the group was not whole within [`RECOVERY`].
     pub unrecovered: u64,
     /// One line per fault: when (s since the start) and what.
@@ -103,12 +105,14 @@ pub struct Nemesis {
     t0: Instant,
     /// Whether `tc` can slow a link on this machine (known after the first try).
     slow_works: Option<bool>,
+    /// Half the kills restart the member with its `--data-dir` emptied.
+    pub wipe: bool,
     pub faults: Faults,
 }
 
 impl Nemesis {
     pub fn new(seed: u64, n: usize, t0: Instant) -> Nemesis {
-        Nemesis { rng: Rng(seed), n, t0, slow_works: None, faults: Faults::default() }
+        Nemesis { rng: Rng(seed), n, t0, slow_works: None, wipe: false, faults: Faults::default() }
     }
 
     fn note(&mut self, what: String) {
@@ -144,6 +148,12 @@ impl Nemesis {
                 self.note(format!("kill -9 member {} ({host}), restart after {down:?}", v + 1));
                 r.kill(topo, v);
                 std::thread::sleep(down);
+                if self.wipe && self.rng.below(2) == 0 {
+                    // A new disk: the member forgets its ballot (epoch and vote).
+                    let _ = std::fs::remove_dir_all(r.data_dir(v));
+                    self.note(format!("member {}'s --data-dir wiped before the restart", v + 1));
+                    self.faults.wipes += 1;
+                }
                 r.restart(topo, v);
                 self.faults.kills += 1;
             }
