@@ -441,7 +441,7 @@ impl Group {
         let positions: Vec<Position> =
             self.lock().iter().map(|f| Position { acked: acked(f), synchronous: f.id == sync }).collect();
         let limit = output_rule::release_limit(self.config.mode, &positions);
-        if unsafe_release_before_ack() {
+        if super::sabotage::unsafe_release_before_ack() {
             return u64::MAX;
         }
         // A replica group releases only what a majority holds, in every mode but async
@@ -602,23 +602,3 @@ impl GroupReport for Group {
 
 #[cfg(test)]
 mod tests;
-
-/// TEST-ONLY SABOTAGE, for the fault campaign (`ftvmm-torture`) to prove that its
-/// checker catches a broken Output Rule: with `FTVMM_UNSAFE_RELEASE_BEFORE_ACK=1` in
-/// the environment of a **debug build**, a primary releases output at once, before
-/// any follower acknowledged it, in every mode. A release build never reads the
-/// variable (`cfg!(debug_assertions)` is false there), and nothing sets it but
-/// `tests/tests/torture.rs`.
-fn unsafe_release_before_ack() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    cfg!(debug_assertions)
-        && *ON.get_or_init(|| {
-            let on = std::env::var("FTVMM_UNSAFE_RELEASE_BEFORE_ACK").is_ok_and(|v| v == "1");
-            if on {
-                tracing::warn!(
-                    "FTVMM_UNSAFE_RELEASE_BEFORE_ACK=1: output leaves before the ack (a broken build, for tests)"
-                );
-            }
-            on
-        })
-}
