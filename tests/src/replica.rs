@@ -46,6 +46,19 @@ impl Replicas {
         per_member: &[&[&str]],
         env: &[(&str, &str)],
     ) -> Replicas {
+        let mut r = Replicas::launch(topo, n, extra, per_member, env);
+        let p = r.wait_primary(topo, None, Duration::from_secs(20)).expect("the group elects a first primary");
+        r.members[p].wait_for_line("kv-server: listening", Duration::from_secs(20));
+        for i in 0..n {
+            if i != p {
+                r.wait_following(topo, i, Duration::from_secs(20));
+            }
+        }
+        r
+    }
+
+    /// Spawns the members of [`Replicas::start_with_env`] without waiting for anything.
+    pub fn launch(topo: &Topology, n: usize, extra: &[&str], per_member: &[&[&str]], env: &[(&str, &str)]) -> Replicas {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let data = TempDir::new("replica-data");
         let witness = n.is_multiple_of(2).then(|| TempDir::new("replica-witness"));
@@ -69,15 +82,7 @@ impl Replicas {
             args.push(a);
         }
         let members = (0..n).map(|i| spawn(topo, i, &args[i], &env)).collect();
-        let mut r = Replicas { members, graveyard: Vec::new(), args, env, _data: data, _witness: witness };
-        let p = r.wait_primary(topo, None, Duration::from_secs(20)).expect("the group elects a first primary");
-        r.members[p].wait_for_line("kv-server: listening", Duration::from_secs(20));
-        for i in 0..n {
-            if i != p {
-                r.wait_following(topo, i, Duration::from_secs(20));
-            }
-        }
-        r
+        Replicas { members, graveyard: Vec::new(), args, env, _data: data, _witness: witness }
     }
 
     /// The member (index) whose status says it is primary, other than `not`, within `limit`.

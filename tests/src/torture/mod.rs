@@ -122,7 +122,25 @@ pub fn run(cfg: &Config) -> Report {
     let mut extra: Vec<&str> = vec!["--replication", &cfg.replication];
     extra.extend(cfg.extra.iter().map(String::as_str));
     let env: Vec<(&str, &str)> = cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut r = Replicas::start_with_env(&topo, cfg.members, &extra, &[], &env);
+    let mut r = Replicas::launch(&topo, cfg.members, &extra, &[], &env);
+    if !nemesis::wait_whole(&topo, cfg.members, FORMING) {
+        // No campaign without a group; what the members logged is the finding.
+        let status: Vec<String> =
+            MEMBER_HOSTS.iter().take(cfg.members).map(|h| crate::status::fetch(&topo, h).unwrap_or_default()).collect();
+        let findings = Findings {
+            not_formed: Some(format!("not whole {FORMING:?} after the start; status:\n{}", status.join("\n"))),
+            ..Findings::default()
+        };
+        let member_logs = member_logs(&r);
+        return Report {
+            config: cfg.clone(),
+            faults: Faults::default(),
+            findings,
+            history: Vec::new(),
+            member_logs,
+            elapsed: t_start.elapsed(),
+        };
+    }
     let shared = Shared::new();
     let clients = Clients::start(&topo, cfg.clients, cfg.seed, shared.clone());
     let mut nemesis = Nemesis::new(cfg.seed, cfg.members, shared.t0);
@@ -155,14 +173,21 @@ pub fn run(cfg: &Config) -> Report {
     findings.client_errors = client_errors;
     findings.whole_at_end = whole_at_end;
     verdict::check_members(&mut findings, &topo, &mut r, cfg.members);
-    let member_logs = r
-        .members
+    let member_logs = member_logs(&r);
+    Report { config: cfg.clone(), faults: nemesis.faults, findings, history, member_logs, elapsed: t_start.elapsed() }
+}
+
+/// How long a new group may take to elect a primary and have every other member follow.
+pub const FORMING: Duration = Duration::from_secs(60);
+
+/// Every member process's log (the ones running, then the dead).
+fn member_logs(r: &Replicas) -> Vec<String> {
+    r.members
         .iter()
         .chain(r.graveyard.iter())
         .enumerate()
         .map(|(k, m)| format!("=== process {k} (pid {}) ===\n{}", m.pid(), m.stderr()))
-        .collect();
-    Report { config: cfg.clone(), faults: nemesis.faults, findings, history, member_logs, elapsed: t_start.elapsed() }
+        .collect()
 }
 
 /// A GET of every key on a fresh connection, recorded like any other op.

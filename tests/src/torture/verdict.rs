@@ -28,12 +28,14 @@ pub struct Findings {
     pub whole_at_end: bool,
     /// Broken connections and error replies the clients saw.
     pub client_errors: Vec<String>,
+    /// The group never formed (no primary with every other member following): why.
+    pub not_formed: Option<String>,
 }
 
 impl Findings {
     /// Every safety check passed.
     pub fn ok(&self) -> bool {
-        self.anomalies() == 0 && self.counter.is_some()
+        self.anomalies() == 0 && self.counter.is_some() && self.not_formed.is_none()
     }
 
     /// Non-linearizable keys, lost INCRs, double epochs and diverged followers, counted.
@@ -44,6 +46,9 @@ impl Findings {
 
     /// `linearizable, 0 lost, ...`.
     pub fn summary(&self) -> String {
+        if self.not_formed.is_some() {
+            return "THE GROUP NEVER FORMED (no campaign ran)".into();
+        }
         let bad: Vec<&str> = self
             .keys
             .iter()
@@ -68,7 +73,7 @@ impl Findings {
 
     /// The reports of every key that is not linearizable.
     pub fn reports(&self) -> String {
-        let mut s = String::new();
+        let mut s = self.not_formed.as_ref().map(|why| format!("the group never formed: {why}\n")).unwrap_or_default();
         for (key, (v, report)) in &self.keys {
             match (v, report) {
                 (Verdict::Linearizable, _) => {}
