@@ -37,13 +37,13 @@ while [ "$(date +%s)" -lt "$end" ]; do
     line=$(nice -n 10 "$bin" --members "$members" --replication "$mode" --seed "$s" --seconds "$secs" \
         --history "$out/seed$s.history" --logs "$out/seed$s.logs" | tail -n 2) || rc=$?
     echo "$line"
-    echo "$mode rc=$rc $line" | tr '\n' ' ' >>"$results"
+    echo "$spec rc=$rc $line" | tr '\n' ' ' >>"$results"
     echo >>"$results"
     # Keep the evidence of failed campaigns only.
     [ "$rc" != 0 ] || rm -f "$out/seed$s.history" "$out/seed$s.logs"
     k=$((k + 1))
 done
-echo "== $k campaigns in $minutes min; per mode (figures summed):"
+echo "== $k campaigns in $minutes min; per MEMBERS:MODE (figures summed; rc 1 = an anomaly or a group not whole, 101 = the harness failed):"
 awk '
     { mode = $1; rc = $2; n[mode]++; if (rc != "rc=0") failed[mode]++
       for (i = 3; i <= NF; i++) if ($i ~ /^[a-z_]+=[0-9]+$/) { split($i, kv, "="); sum[mode, kv[1]] += kv[2]; keys[kv[1]] = 1 } }
