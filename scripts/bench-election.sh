@@ -78,10 +78,13 @@ start_member() { # members index
         "${witness[@]}" --tap tap0 --guest-ip "$GUEST_IP/24" --status "$STATUS_ADDR" --replication sync "${EXTRA[@]}"
 }
 
-wait_following() { # index timeout_s
-    local i
+# wait_following INDEX TIMEOUT_S: member INDEX follows a primary and holds its state
+# (a member still rejoining has no log and would not count for the next election).
+wait_following() {
+    local i js
     for ((i = 0; i < $2 * 10; i++)); do
-        [ "$(member_role "$1")" = follower ] && return 0
+        js="$(ip netns exec "${NS_HOST[$1]}" "$FTVMM" status "$STATUS_ADDR" 2>/dev/null || true)"
+        [[ "$js" == *'"member_role":"follower"'* && "$js" == *'"protected":true'* ]] && return 0
         sleep 0.1
     done
     return 1

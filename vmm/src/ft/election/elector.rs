@@ -85,7 +85,7 @@ impl ElectionTiming {
             // on a loaded host), short enough to add little to a failover.
             step: (failover_timeout / 10).max(heartbeat * 2),
             ask_timeout: failover_timeout.clamp(Duration::from_millis(20), peer::PEER_IO_TIMEOUT),
-            probe_timeout: (heartbeat * 2).clamp(Duration::from_millis(20), failover_timeout / 4),
+            probe_timeout: heartbeat.clamp(Duration::from_millis(10), failover_timeout / 4),
         }
     }
 }
@@ -248,9 +248,12 @@ impl Elector {
         }
     }
 
-    /// This member stopped being primary (it lost its majority or the witness).
+    /// This member stopped being primary (it lost its majority or the witness): it
+    /// halts, and its process starts over without its VM, so it counts as having lost
+    /// its log from now on.
     pub fn stepped_down(&self) {
-        self.set_local(PeerRole::Follower, 0);
+        self.lost_log.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.set_local(PeerRole::Rejoining, 0);
     }
 
     /// Finds the group's primary or wins an election; blocks until one happens.
