@@ -11,8 +11,10 @@ use std::process::{Command, Output};
 /// Path of the `ftvmm` binary of this build profile.
 pub fn ftvmm_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>/ftvmm
-    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    // target/<profile>/deps/<test> -> target/<profile>/ftvmm; a binary of this crate
+    // (ftvmm-torture) lives in target/<profile> itself.
+    let dir = exe.parent().expect("test binary lives in target/<profile>/deps");
+    let profile_dir = if dir.join("ftvmm").exists() { dir } else { dir.parent().unwrap_or(dir) };
     let bin = profile_dir.join("ftvmm");
     assert!(
         bin.exists(),
@@ -127,11 +129,14 @@ pub fn path_str(p: &Path) -> &str {
 }
 pub mod client;
 pub mod group;
+pub mod history;
+pub mod linear;
 pub mod load;
 pub mod pair;
 pub mod replica;
 pub mod sites;
 pub mod status;
+pub mod torture;
 pub mod vm;
 
 /// Runs `cmd` to its end and returns its output, but fails the test (killing the

@@ -20,6 +20,8 @@ pub struct Replicas {
     /// Every process that ever ran, killed ones included, for their logs.
     pub graveyard: Vec<VmProcess>,
     args: Vec<Vec<String>>,
+    /// Environment variables every member gets (a test-only sabotage switch, say).
+    env: Vec<(String, String)>,
     _data: TempDir,
     _witness: Option<TempDir>,
 }
@@ -33,6 +35,31 @@ impl Replicas {
     /// Starts `n` members (2 takes a witness), `extra` flags on each and
     /// `per_member[i]` on member i+1; waits until one is primary and the others follow.
     pub fn start(topo: &Topology, n: usize, extra: &[&str], per_member: &[&[&str]]) -> Replicas {
+        Replicas::start_with_env(topo, n, extra, per_member, &[])
+    }
+
+    /// [`Replicas::start`], with `env` in every member's environment (restarts too).
+    pub fn start_with_env(
+        topo: &Topology,
+        n: usize,
+        extra: &[&str],
+        per_member: &[&[&str]],
+        env: &[(&str, &str)],
+    ) -> Replicas {
+        let mut r = Replicas::launch(topo, n, extra, per_member, env);
+        let p = r.wait_primary(topo, None, Duration::from_secs(20)).expect("the group elects a first primary");
+        r.members[p].wait_for_line("kv-server: listening", Duration::from_secs(20));
+        for i in 0..n {
+            if i != p {
+                r.wait_following(topo, i, Duration::from_secs(20));
+            }
+        }
+        r
+    }
+
+    /// Spawns the members of [`Replicas::start_with_env`] without waiting for anything.
+    pub fn launch(topo: &Topology, n: usize, extra: &[&str], per_member: &[&[&str]], env: &[(&str, &str)]) -> Replicas {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let data = TempDir::new("replica-data");
         let witness = n.is_multiple_of(2).then(|| TempDir::new("replica-witness"));
         let spec = group_spec(n);
@@ -54,16 +81,8 @@ impl Replicas {
             }
             args.push(a);
         }
-        let members = (0..n).map(|i| spawn(topo, i, &args[i])).collect();
-        let mut r = Replicas { members, graveyard: Vec::new(), args, _data: data, _witness: witness };
-        let p = r.wait_primary(topo, None, Duration::from_secs(20)).expect("the group elects a first primary");
-        r.members[p].wait_for_line("kv-server: listening", Duration::from_secs(20));
-        for i in 0..n {
-            if i != p {
-                r.wait_following(topo, i, Duration::from_secs(20));
-            }
-        }
-        r
+        let members = (0..n).map(|i| spawn(topo, i, &args[i], &env)).collect();
+        Replicas { members, graveyard: Vec::new(), args, env, _data: data, _witness: witness }
     }
 
     /// The member (index) whose status says it is primary, other than `not`, within `limit`.
@@ -105,8 +124,14 @@ impl Replicas {
 
     /// Starts member `i` again with the same command (its data directory survives).
     pub fn restart(&mut self, topo: &Topology, i: usize) {
-        let old = std::mem::replace(&mut self.members[i], spawn(topo, i, &self.args[i]));
+        let old = std::mem::replace(&mut self.members[i], spawn(topo, i, &self.args[i], &self.env));
         self.graveyard.push(old);
+    }
+
+    /// Member `i`'s `--data-dir` (its ballot).
+    pub fn data_dir(&self, i: usize) -> std::path::PathBuf {
+        let at = self.args[i].iter().position(|a| a == "--data-dir").expect("every member has --data-dir");
+        std::path::PathBuf::from(&self.args[i][at + 1])
     }
 
     /// Every log line of every process that ran, matching `needle`.
@@ -129,7 +154,8 @@ impl Replicas {
     }
 }
 
-fn spawn(topo: &Topology, i: usize, args: &[String]) -> VmProcess {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    VmProcess::spawn(topo, MEMBER_HOSTS[i], &refs)
+fn spawn(topo: &Topology, i: usize, args: &[String], env: &[(String, String)]) -> VmProcess {
+    let mut cmd = topo.command(MEMBER_HOSTS[i], crate::ftvmm_bin());
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    VmProcess::spawn_command(cmd)
 }

@@ -26,7 +26,8 @@
 //!   at boot or while the VM runs;
 //! - [`takeover`]: a follower going live;
 //! - [`member`]: what runs on the vCPU thread of a group member;
-//! - [`start`]: setting up a primary or a follower before the guest boots.
+//! - [`start`]: setting up a primary or a follower before the guest boots;
+//! - `sabotage`: a test-only broken Output Rule for the fault campaign (debug builds only).
 pub mod attach;
 pub mod backlog;
 pub mod election;
@@ -37,6 +38,7 @@ pub mod handshake;
 pub mod member;
 pub mod output_rule;
 pub mod release;
+mod sabotage;
 pub mod start;
 pub mod stream;
 pub mod takeover;
