@@ -68,6 +68,17 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     // A follower of an earlier run may ask to resume here: it is refused (nothing has been
     // logged yet), and the primary goes on waiting for a first follower it can attach.
     loop {
+        // An elected primary that has not booted yet steps down as soon as another member
+        // leads a later epoch (it won its own before that member's election, say): it has
+        // released nothing, and two primaries must not both wait for followers.
+        if let Some(e) = s.group.elector() {
+            while !readable(&listener, Duration::from_millis(50)) {
+                if let Some(why) = e.superseded(s.group.epoch()) {
+                    s.group.halt(why.clone());
+                    return Err(ReplicationError::Stale(why));
+                }
+            }
+        }
         let (conn, request) = handshake::accept_backup(&listener, &local, &|| None)?;
         match attacher.attach(Attaching { conn, request }, machine.at_exit(0)) {
             Ok(()) => break,
@@ -81,6 +92,17 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     let sink = GroupSink::new(fanout, s.group.clone(), s.stats.clone());
     let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events);
     Ok(Started { driver: Driver::Live(live), first_index: 0, attacher: Some(attacher), takeover: None, upstream: None })
+}
+
+/// Whether `listener` has a connection waiting, within `wait`.
+fn readable(listener: &std::net::TcpListener, wait: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one pollfd that lives on this stack frame for the call; the fd is the
+    // listener's, open for the call's duration.
+    let n = unsafe { libc::poll(&mut fd, 1, ms) };
+    n > 0
 }
 
 /// How a follower goes live, besides what [`Services`] has.

@@ -378,7 +378,10 @@ impl Elector {
                 }
             }
         }
+        // Only this round's answers: a member that did not answer is shown as unknown, and
+        // never counts as a primary it once was.
         let mut map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        map.clear();
         for r in &seen {
             map.insert(r.member, *r);
         }
@@ -537,6 +540,14 @@ impl Elector {
             Err(e) => tracing::warn!("cannot lower the witness's floor ({e}); the follower cannot win the witness yet"),
         }
         self.won_with_witness.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Why this member, primary of `epoch`, must step down: another member says it is
+    /// primary of a later epoch (from the probes that refresh status every second).
+    pub fn superseded(&self, epoch: u64) -> Option<String> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let r = seen.values().find(|r| r.role == PeerRole::Primary && r.epoch > epoch)?;
+        Some(format!("member {} is primary of epoch {}, later than this member's {epoch}", r.member, r.epoch))
     }
 
     /// The fence a follower's log-rx checks before every ack (see `Upstream::fence`).
