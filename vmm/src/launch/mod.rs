@@ -14,7 +14,7 @@ use crate::ft::start::{self, FollowerPlan, Services, Started};
 use crate::ft::takeover::announce;
 use crate::ft::{ReplicationError, Timing};
 use crate::host::arbiter::{self, Arbiter};
-use crate::host::status::{self, Role, Stats};
+use crate::host::status::{Role, Stats};
 use crate::host::tap::{Tap, TapError};
 use crate::vm::digest;
 use crate::vm::driver::{Finish, RunError};
@@ -208,7 +208,8 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Mode::Backup { .. } | Mode::Replica { .. } => Role::Backup,
     });
     if let Some(addr) = &opts.status {
-        status::serve(addr, stats.clone()).map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
+        crate::host::http::serve(addr, stats.clone())
+            .map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
     }
     let (events_tx, events_rx) = bounded::<VmEvent>(4096);
     let (control_tx, control_rx) = bounded::<Control>(64);
