@@ -33,10 +33,8 @@ fn call(ns: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value
             body.len()
         );
         c.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        c.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        let json = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        let v: Value = serde_json::from_str(json).map_err(|e| format!("{e}: {out}"))?;
+        let out = read_reply(&mut c)?;
+        let v: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
         match v["value"].get("error") {
             Some(err) => Err(format!("{err}: {}", v["value"]["message"])),
             None => Ok(v["value"].clone()),
@@ -44,6 +42,34 @@ fn call(ns: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value
     })
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// One HTTP reply's body: by its Content-Length (chromedriver may keep the connection open).
+fn read_reply(c: &mut TcpStream) -> Result<String, String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(len) = len {
+                if buf.len() >= end + 4 + len {
+                    return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+                }
+            }
+        }
+        match c.read(&mut chunk) {
+            Ok(0) => {
+                let end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP reply")?;
+                return Ok(String::from_utf8_lossy(&buf[end + 4..]).into_owned());
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 impl Browser {
