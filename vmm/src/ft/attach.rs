@@ -143,7 +143,7 @@ impl Attacher {
         let follower = self.group.add_follower(addr, at.index);
         let id = follower.id;
         self.stream_to(conn, follower, None)?;
-        self.stats.note_state_transfer(addr, sent.bytes as u64, sent.pages as u64);
+        self.stats.note_state_transfer(addr, sent.bytes, sent.pages);
         let pause_ms = format!("{:.1}", sent.pause.as_secs_f64() * 1e3);
         let followers = self.group.follower_count();
         if at.index == 0 {
