@@ -70,7 +70,10 @@ fn metrics_of_a_replica_group_pass_promtool_and_watch_prints_a_line_a_second() {
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<_> = text.lines().collect();
     assert!((3..=5).contains(&lines.len()), "a line a second for 3.5 s: {text}");
-    assert!(lines.iter().all(|l| l.contains(&format!("member {} primary", p + 1)) && l.contains(" protected ")), "{text}");
+    assert!(
+        lines.iter().all(|l| l.contains(&format!("member {} primary", p + 1)) && l.contains(" protected ")),
+        "{text}"
+    );
 }
 
 #[test]
