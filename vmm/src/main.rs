@@ -9,6 +9,7 @@ use vmm::ft::{self, Timing};
 use vmm::host::netcfg::{self, NetConfigError};
 use vmm::launch::{self, GroupOptions, LaunchError, Mode, VmOptions};
 
+mod recorded_flags;
 mod watch;
 
 #[derive(Parser)]
@@ -115,7 +116,8 @@ enum Command {
         #[arg(long)]
         metrics: bool,
     },
-    /// Run a fresh VM from a log alone (no timer, no device input) and check it does what was recorded.
+    /// Run a fresh VM from a log alone (no timer, no device input) and check it does what was
+    /// recorded. The log carries the guest flags it was recorded with; flags given here must agree.
     Replay {
         #[command(flatten)]
         vm: VmArgs,
@@ -301,6 +303,7 @@ impl VmArgs {
             tap: self.tap.clone(),
             status: self.status.clone(),
             arbiter: None,
+            guest_flags: String::new(),
         })
     }
 }
@@ -343,13 +346,22 @@ fn main() -> ExitCode {
             Err(e) => return usage_error(&e),
         },
     };
+    let mut vm = vm;
+    if let Mode::Replay(path) = &mode {
+        if let Some(recorded) = recorded_flags::read(path) {
+            if let Err(e) = vm.adopt_recorded(&recorded) {
+                eprintln!("error: {e}");
+                return ExitCode::from(launch::exit_code::BAD_LOG);
+            }
+        }
+    }
     let fresh_boot = matches!(mode, Mode::Run | Mode::Record(_) | Mode::Primary { .. });
     let boot_wall_ms = match vm.boot_wall_ms(fresh_boot) {
         Ok(ms) => ms,
         Err(e) => return usage_error(&e),
     };
     let options = match vm.options(boot_wall_ms) {
-        Ok(o) => VmOptions { arbiter, ..o },
+        Ok(o) => VmOptions { arbiter, guest_flags: vm.recorded_flags(boot_wall_ms), ..o },
         Err(e) => return usage_error(&e.to_string()),
     };
     let result = launch::launch(&options, &mode).map_err(anyhow::Error::from);

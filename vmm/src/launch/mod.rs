@@ -50,6 +50,9 @@ pub struct VmOptions {
     pub status: Option<String>,
     /// Who decides which side goes on alone (group members only).
     pub arbiter: Option<String>,
+    /// The guest flags a recording writes into its log (`flag=value` lines), so that
+    /// a replay needs none.
+    pub guest_flags: String,
 }
 
 /// How a primary replicates.
@@ -290,7 +293,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             None
         }
         (Mode::Record(path), _, _) => {
-            let recorder = Recorder::create(path, &machine.header)?;
+            let recorder = Recorder::create(path, &machine.header, opts.guest_flags.as_bytes())?;
             plain = Some(Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx.clone())));
             None
         }
