@@ -217,12 +217,12 @@ fn splits(default: usize) -> usize {
 
 #[test]
 fn three_members_survive_random_partitions_with_one_primary_and_every_write() {
-    partitions(3, splits(6), 7);
+    partitions(3, splits(30), 7);
 }
 
 #[test]
 fn two_members_and_a_witness_survive_random_partitions_with_one_primary_and_every_write() {
-    partitions(2, splits(6), 11);
+    partitions(2, splits(20), 11);
 }
 
 #[test]
