@@ -10,6 +10,11 @@ use crate::PROTOCOL_VERSION;
 
 /// First bytes of every log file.
 pub const MAGIC: [u8; 8] = *b"FTVMMLOG";
+/// The file format this ftvmm writes: version 2 adds the guest configuration block
+/// after the header. Version 1 files ([`PROTOCOL_VERSION`], no block) are still read.
+pub const FILE_VERSION: u16 = 2;
+/// The most bytes the guest configuration block may hold.
+pub const MAX_CONFIG_LEN: usize = 64 * 1024;
 /// Bytes in the file header, checksum included.
 pub const HEADER_LEN: usize = 8 + 2 + 2 + 32 + 8 + 32 + 4 + 4;
 
@@ -28,7 +33,7 @@ pub enum FileError {
     #[error("not an ftvmm log file (it does not start with \"FTVMMLOG\")")]
     NotALog,
     #[error(
-        "log file format version {found} is not supported (this ftvmm reads version \
+        "log file format version {found} is not supported (this ftvmm reads versions 1 to \
          {supported}); replay it with the ftvmm build that recorded it"
     )]
     UnsupportedVersion { found: u16, supported: u16 },
@@ -47,6 +52,13 @@ pub enum FileError {
     Truncated { part: &'static str },
     #[error("log was recorded with another {field} ({recorded} vs {expected}); {}", mismatch_hint(field))]
     Mismatch { field: &'static str, recorded: String, expected: String },
+    #[error(
+        "log file's guest configuration block claims {len} bytes (at most {max}); \
+         the file is corrupt or not written by ftvmm"
+    )]
+    ConfigTooLarge { len: usize, max: usize },
+    #[error("log file's guest configuration block is corrupt (checksum mismatch)")]
+    ConfigChecksum,
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("I/O error on log file: {0}")]
@@ -107,7 +119,7 @@ impl LogHeader {
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut out = Vec::with_capacity(HEADER_LEN);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        out.extend_from_slice(&FILE_VERSION.to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&self.guest_image_digest);
         out.extend_from_slice(&self.mem_size.to_le_bytes());
@@ -125,8 +137,8 @@ impl LogHeader {
             return Err(FileError::NotALog);
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != PROTOCOL_VERSION {
-            return Err(FileError::UnsupportedVersion { found: version, supported: PROTOCOL_VERSION });
+        if version != PROTOCOL_VERSION && version != FILE_VERSION {
+            return Err(FileError::UnsupportedVersion { found: version, supported: FILE_VERSION });
         }
         let (body, crc) = bytes.split_at(HEADER_LEN - 4);
         if crc32fast::hash(body).to_le_bytes() != crc {
@@ -161,9 +173,21 @@ pub struct LogWriter<W: Write> {
 }
 
 impl<W: Write> LogWriter<W> {
-    /// Writes the header to `inner`.
-    pub fn new(mut inner: W, header: &LogHeader) -> io::Result<Self> {
+    /// Writes the header to `inner`, with an empty guest configuration.
+    pub fn new(inner: W, header: &LogHeader) -> io::Result<Self> {
+        Self::with_config(inner, header, &[])
+    }
+
+    /// Writes the header and `config`, the guest configuration the log was recorded
+    /// with (opaque here; at most [`MAX_CONFIG_LEN`] bytes), to `inner`.
+    pub fn with_config(mut inner: W, header: &LogHeader, config: &[u8]) -> io::Result<Self> {
+        if config.len() > MAX_CONFIG_LEN {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "guest configuration too large for a log header"));
+        }
         inner.write_all(&header.to_bytes())?;
+        inner.write_all(&(config.len() as u32).to_le_bytes())?;
+        inner.write_all(config)?;
+        inner.write_all(&crc32fast::hash(config).to_le_bytes())?;
         Ok(Self { inner, sequencer: Sequencer::new(), scratch: Vec::new() })
     }
 
@@ -192,11 +216,37 @@ impl<W: Write> LogWriter<W> {
     }
 }
 
+/// Reads the guest configuration block (length, bytes, checksum) after a version 2 header.
+fn read_config(inner: &mut impl Read) -> Result<Vec<u8>, FileError> {
+    let truncated = |e| match e {
+        CodecError::Io(io) => FileError::Io(io),
+        _ => FileError::Truncated { part: "guest configuration" },
+    };
+    let mut len = [0u8; 4];
+    if frame::read_full(inner, &mut len).map_err(truncated)? < 4 {
+        return Err(FileError::Truncated { part: "guest configuration" });
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_CONFIG_LEN {
+        return Err(FileError::ConfigTooLarge { len, max: MAX_CONFIG_LEN });
+    }
+    let mut config = vec![0u8; len + 4];
+    if frame::read_full(inner, &mut config).map_err(truncated)? < len + 4 {
+        return Err(FileError::Truncated { part: "guest configuration" });
+    }
+    let crc = config.split_off(len);
+    if crc32fast::hash(&config).to_le_bytes()[..] != crc[..] {
+        return Err(FileError::ConfigChecksum);
+    }
+    Ok(config)
+}
+
 /// Reads a log file: header first, then records in checked order.
 #[derive(Debug)]
 pub struct LogReader<R: Read> {
     records: RecordReader<R>,
     sequencer: Sequencer,
+    config: Option<Vec<u8>>,
 }
 
 impl<R: Read> LogReader<R> {
@@ -218,8 +268,18 @@ impl<R: Read> LogReader<R> {
             return Err(FileError::Truncated { part: "header" });
         }
         let header = LogHeader::from_bytes(&bytes)?;
-        let reader = Self { records: RecordReader::new(inner), sequencer: Sequencer::new() };
+        let config = match u16::from_le_bytes([bytes[8], bytes[9]]) {
+            FILE_VERSION => Some(read_config(&mut inner)?),
+            _ => None,
+        };
+        let reader = Self { records: RecordReader::new(inner), sequencer: Sequencer::new(), config };
         Ok((reader, header))
+    }
+
+    /// The guest configuration the log was recorded with, or `None` for a version 1
+    /// log, which carries none.
+    pub fn config(&self) -> Option<&[u8]> {
+        self.config.as_deref()
     }
 
     /// The next record, or `Ok(None)` at the end of the file. A log whose

@@ -41,14 +41,17 @@
 //! ```text
 //!  offset  size
 //!   0       8   magic "FTVMMLOG"
-//!   8       2   version u16 (= PROTOCOL_VERSION)
+//!   8       2   version u16 (file::FILE_VERSION = 2; version 1 has no config block)
 //!  10       2   reserved u16 (= 0)
 //!  12      32   guest_image_digest
 //!  44       8   mem_size u64
 //!  52      32   cpuid_digest
 //!  84       4   tick_hz u32
 //!  88       4   crc32 of bytes 0..88
-//!  92     ...   frame | frame | ... | frame(End)
+//!  92       4   config_len u32 (version 2 only, at most file::MAX_CONFIG_LEN)
+//!  96       n   the guest configuration it was recorded with (opaque here)
+//!  96+n     4   crc32 of the configuration
+//!  ...    ...   frame | frame | ... | frame(End)
 //! ```
 //!
 //! A log whose recorder died ends without `End`, possibly inside its last

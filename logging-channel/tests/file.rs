@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use common::*;
 use logging_channel::codec::encode;
-use logging_channel::file::HEADER_LEN;
+use logging_channel::file::{FILE_VERSION, HEADER_LEN, MAX_CONFIG_LEN};
 use logging_channel::{CodecError, Event, FileError, LogHeader, LogReader, LogWriter, Record, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
@@ -47,7 +47,7 @@ fn header_has_documented_layout() {
     let bytes = header.to_bytes();
 
     assert_eq!(&bytes[..8], b"FTVMMLOG");
-    assert_eq!(bytes[8..10], PROTOCOL_VERSION.to_le_bytes());
+    assert_eq!(bytes[8..10], FILE_VERSION.to_le_bytes());
     assert_eq!(bytes[10..12], [0, 0]);
     assert_eq!(bytes[12..44], header.guest_image_digest);
     assert_eq!(bytes[44..52], header.mem_size.to_le_bytes());
@@ -87,11 +87,65 @@ fn bad_magic_is_not_a_log() {
 #[test]
 fn other_version_is_unsupported() {
     let mut bytes = write_log(&sample_header(), &[]);
-    bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
 
     let err = open_err(&with_valid_crc(bytes));
 
-    assert!(matches!(err, FileError::UnsupportedVersion { found: 2, supported: 1 }));
+    assert!(matches!(err, FileError::UnsupportedVersion { found: 3, supported: 2 }), "{err}");
+    assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+}
+
+/// A version 2 header with an empty guest configuration block.
+fn header_bytes() -> Vec<u8> {
+    let mut bytes = sample_header().to_bytes().to_vec();
+    bytes.extend_from_slice(&[0; 8]);
+    bytes
+}
+
+#[test]
+fn the_guest_configuration_round_trips_and_a_version_1_log_has_none() {
+    let config = b"--guest-ip=10.77.0.10/24\n--workload=kv-server\n";
+    let mut w = LogWriter::with_config(Vec::new(), &sample_header(), config).unwrap();
+    w.write(&entry(3)).unwrap();
+    let bytes = w.into_inner();
+    let (mut reader, header) = LogReader::open(Cursor::new(&bytes)).unwrap();
+    assert_eq!((header, reader.config()), (sample_header(), Some(&config[..])));
+    assert_eq!(reader.next_record().unwrap(), Some(entry(3)));
+
+    // What an ftvmm of version 1 wrote: no block after the header.
+    let mut old = with_valid_crc({
+        let mut b = sample_header().to_bytes().to_vec();
+        b[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        b
+    });
+    encode(&entry(3), &mut old);
+    let (mut reader, _) = LogReader::open(Cursor::new(&old)).unwrap();
+    assert_eq!(reader.config(), None);
+    assert_eq!(reader.next_record().unwrap(), Some(entry(3)));
+}
+
+#[test]
+fn a_configuration_past_the_limit_is_refused_by_writer_and_reader() {
+    let at_limit = vec![b'x'; MAX_CONFIG_LEN];
+    assert!(LogWriter::with_config(Vec::new(), &sample_header(), &at_limit).is_ok());
+    let over = vec![b'x'; MAX_CONFIG_LEN + 1];
+    assert!(LogWriter::with_config(Vec::new(), &sample_header(), &over).is_err());
+    let mut bytes = sample_header().to_bytes().to_vec();
+    bytes.extend_from_slice(&((MAX_CONFIG_LEN + 1) as u32).to_le_bytes());
+    let err = open_err(&bytes);
+    assert!(matches!(err, FileError::ConfigTooLarge { .. }), "{err}");
+}
+
+#[test]
+fn a_corrupt_or_truncated_configuration_is_reported() {
+    let bytes = LogWriter::with_config(Vec::new(), &sample_header(), b"--mac=52:54:00:00:00:01").unwrap().into_inner();
+    let mut corrupt = bytes.clone();
+    corrupt[HEADER_LEN + 6] ^= 1;
+    assert!(matches!(open_err(&corrupt), FileError::ConfigChecksum));
+    for len in HEADER_LEN..bytes.len() {
+        let err = open_err(&bytes[..len]);
+        assert!(matches!(err, FileError::Truncated { part: "guest configuration" }), "len {len}: {err}");
+    }
 }
 
 #[test]
@@ -146,7 +200,7 @@ fn log_ending_inside_its_last_record_is_truncated() {
 
 #[test]
 fn out_of_order_entries_in_a_file_are_rejected() {
-    let mut bytes = sample_header().to_bytes().to_vec();
+    let mut bytes = header_bytes();
     encode(&entry(5), &mut bytes);
     encode(&entry(4), &mut bytes);
 
@@ -237,7 +291,7 @@ proptest! {
     fn random_bytes_after_a_valid_header_never_panic(
         tail in prop::collection::vec(any::<u8>(), 0..256)
     ) {
-        let mut bytes = sample_header().to_bytes().to_vec();
+        let mut bytes = header_bytes();
         bytes.extend_from_slice(&tail);
 
         let _ = read_log(&bytes);

@@ -127,6 +127,7 @@ impl Drop for TempDir {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
+pub mod browser;
 pub mod client;
 pub mod group;
 pub mod history;

@@ -60,7 +60,8 @@ fn log_cut_at_a_record_boundary_is_refused_for_its_missing_end() {
 fn log_of_another_guest_is_refused_before_it_runs() {
     let dir = TempDir::new("foreign");
     let log = record(&dir);
-    replay_refused(&log, &["--workload", "exit-storm"], "another guest image");
+    // The log carries the flags it was recorded with: a different one is named.
+    replay_refused(&log, &["--workload", "exit-storm"], "--workload exit-storm differs from the log");
 }
 
 #[test]

@@ -9,6 +9,9 @@ use vmm::ft::{self, Timing};
 use vmm::host::netcfg::{self, NetConfigError};
 use vmm::launch::{self, GroupOptions, LaunchError, Mode, VmOptions};
 
+mod recorded_flags;
+mod watch;
+
 #[derive(Parser)]
 #[command(
     name = "ftvmm",
@@ -21,6 +24,16 @@ struct Cli {
     /// Log filter for the monitor's own diagnostics (stderr), e.g. `debug` or `vmm=trace`.
     #[arg(long, global = true, default_value = "info", env = "FTVMM_LOG")]
     log_level: String,
+    /// How the monitor's own diagnostics are written: `text` for people, `json` (one
+    /// object per line) for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FTVMM_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -91,12 +104,20 @@ enum Command {
         #[command(flatten)]
         group_args: GroupArgs,
     },
-    /// Print the status of a running ftvmm (started with --status ADDR) as one JSON object.
+    /// Print the status of a running ftvmm (started with --status ADDR) as one JSON object
+    /// (its `GET /status`; a browser on http://ADDR/ shows the dashboard).
     Status {
         /// The address given to --status.
         addr: String,
+        /// Print one line a second (role, epoch, protection, exits/s, lag, held time, log rate) until interrupted.
+        #[arg(long, conflicts_with = "metrics")]
+        watch: bool,
+        /// Print its Prometheus metrics (`GET /metrics`) instead.
+        #[arg(long)]
+        metrics: bool,
     },
-    /// Run a fresh VM from a log alone (no timer, no device input) and check it does what was recorded.
+    /// Run a fresh VM from a log alone (no timer, no device input) and check it does what was
+    /// recorded. The log carries the guest flags it was recorded with; flags given here must agree.
     Replay {
         #[command(flatten)]
         vm: VmArgs,
@@ -214,7 +235,7 @@ struct VmArgs {
     /// The guest's MAC (default: 52:54:00 and the last three bytes of --guest-ip).
     #[arg(long, value_name = "MAC", requires = "guest_ip")]
     mac: Option<String>,
-    /// Serve a JSON status snapshot here (read it with `ftvmm status ADDR`).
+    /// Serve status over HTTP here: /status (JSON; `ftvmm status ADDR`), /metrics (Prometheus), / (dashboard).
     #[arg(long, value_name = "ADDR:PORT")]
     status: Option<String>,
     /// Multi-leader sites: this VM's site (its guest KV server is a leader).
@@ -282,6 +303,7 @@ impl VmArgs {
             tap: self.tap.clone(),
             status: self.status.clone(),
             arbiter: None,
+            guest_flags: String::new(),
         })
     }
 }
@@ -289,9 +311,16 @@ impl VmArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
     let (vm, mode, arbiter) = match cli.command {
-        Command::Status { addr } => return print_status(&addr),
+        Command::Status { addr, watch: true, .. } => return watch::run(&addr),
+        Command::Status { addr, metrics, .. } => {
+            return print_status(&addr, if metrics { "/metrics" } else { "/status" })
+        }
         Command::Run(vm) => (vm, Mode::Run, None),
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file), None),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file), None),
@@ -317,13 +346,22 @@ fn main() -> ExitCode {
             Err(e) => return usage_error(&e),
         },
     };
+    let mut vm = vm;
+    if let Mode::Replay(path) = &mode {
+        if let Some(recorded) = recorded_flags::read(path) {
+            if let Err(e) = vm.adopt_recorded(&recorded) {
+                eprintln!("error: {e}");
+                return ExitCode::from(launch::exit_code::BAD_LOG);
+            }
+        }
+    }
     let fresh_boot = matches!(mode, Mode::Run | Mode::Record(_) | Mode::Primary { .. });
     let boot_wall_ms = match vm.boot_wall_ms(fresh_boot) {
         Ok(ms) => ms,
         Err(e) => return usage_error(&e),
     };
     let options = match vm.options(boot_wall_ms) {
-        Ok(o) => VmOptions { arbiter, ..o },
+        Ok(o) => VmOptions { arbiter, guest_flags: vm.recorded_flags(boot_wall_ms), ..o },
         Err(e) => return usage_error(&e.to_string()),
     };
     let result = launch::launch(&options, &mode).map_err(anyhow::Error::from);
@@ -360,8 +398,8 @@ fn rejoin_as_follower(why: &str, pause: Duration) {
     eprintln!("error: cannot restart to rejoin the group: {err}");
 }
 
-fn print_status(addr: &str) -> ExitCode {
-    match vmm::host::status::fetch(addr, Duration::from_secs(2)) {
+fn print_status(addr: &str, path: &str) -> ExitCode {
+    match vmm::host::http::fetch(addr, path, Duration::from_secs(2)) {
         Ok(json) => {
             println!("{json}");
             ExitCode::SUCCESS

@@ -99,6 +99,7 @@ impl Attacher {
         let follower = self.group.add_follower(addr, from);
         let id = follower.id;
         self.stream_to(conn, follower, Some(Resume { records, through: now, marked }))?;
+        self.stats.note_resume(addr, bytes as u64);
         tracing::info!(
             follower = id,
             %addr,
@@ -142,6 +143,7 @@ impl Attacher {
         let follower = self.group.add_follower(addr, at.index);
         let id = follower.id;
         self.stream_to(conn, follower, None)?;
+        self.stats.note_state_transfer(addr, sent.bytes, sent.pages);
         let pause_ms = format!("{:.1}", sent.pause.as_secs_f64() * 1e3);
         let followers = self.group.follower_count();
         if at.index == 0 {

@@ -358,6 +358,7 @@ impl FollowerLink {
                         self.stats.note_silence(last_heard.elapsed());
                     }
                     last_heard = Instant::now();
+                    self.stats.acks.fetch_add(1, Ordering::Relaxed);
                     let sent = self.sent_through.load(Ordering::SeqCst);
                     if ack.received_through > sent || ack.replayed_through > ack.received_through {
                         return format!(

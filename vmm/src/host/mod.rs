@@ -1,8 +1,12 @@
 //! The host side of a VM: its TAP device, the guest's network configuration,
 //! the arbiter that decides who may go on alone, the register a replica group's
-//! witness keeps its ballot in, and the status endpoint.
+//! witness keeps its ballot in, and the status endpoint (HTTP: status, metrics,
+//! dashboard).
 pub mod arbiter;
 pub mod bind;
+pub mod dashboard;
+pub mod http;
+pub mod metrics;
 pub mod netcfg;
 pub mod register;
 pub mod status;

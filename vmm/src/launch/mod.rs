@@ -16,7 +16,7 @@ use crate::ft::takeover::announce;
 use crate::ft::{ReplicationError, Timing};
 use crate::host::arbiter::{self, Arbiter};
 use crate::host::register;
-use crate::host::status::{self, Role, Stats};
+use crate::host::status::{Role, Stats};
 use crate::host::tap::{Tap, TapError};
 use crate::vm::digest;
 use crate::vm::driver::{Finish, RunError};
@@ -52,6 +52,9 @@ pub struct VmOptions {
     pub status: Option<String>,
     /// Who decides which side goes on alone (group members only).
     pub arbiter: Option<String>,
+    /// The guest flags a recording writes into its log (`flag=value` lines), so that
+    /// a replay needs none.
+    pub guest_flags: String,
 }
 
 /// How a primary replicates.
@@ -210,7 +213,8 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Mode::Backup { .. } | Mode::Replica { .. } => Role::Backup,
     });
     if let Some(addr) = &opts.status {
-        status::serve(addr, stats.clone()).map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
+        crate::host::http::serve(addr, stats.clone())
+            .map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
     }
     let (events_tx, events_rx) = bounded::<VmEvent>(4096);
     let (control_tx, control_rx) = bounded::<Control>(64);
@@ -291,7 +295,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             None
         }
         (Mode::Record(path), _, _) => {
-            let recorder = Recorder::create(path, &machine.header)?;
+            let recorder = Recorder::create(path, &machine.header, opts.guest_flags.as_bytes())?;
             plain = Some(Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx.clone())));
             None
         }

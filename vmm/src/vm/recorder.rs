@@ -44,10 +44,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn create(path: &Path, header: &LogHeader) -> Result<Recorder, RecordError> {
+    /// Creates the log at `path` with `header` and the guest `config` it records.
+    pub fn create(path: &Path, header: &LogHeader, config: &[u8]) -> Result<Recorder, RecordError> {
         let create_err = |source| RecordError::Create { path: path.display().to_string(), source };
         let file = File::create(path).map_err(create_err)?;
-        let mut log = LogWriter::new(BufWriter::with_capacity(1 << 16, file), header)?;
+        let mut log = LogWriter::with_config(BufWriter::with_capacity(1 << 16, file), header, config)?;
         let (tx, rx) = unbounded::<Record>();
         let writer = std::thread::Builder::new()
             .name("log-tx".into())
