@@ -1,5 +1,6 @@
 //! The host side of a VM: its TAP device, the guest's network configuration,
-//! the arbiter that decides who may go on alone, and the status endpoint.
+//! the arbiter that decides who may go on alone, the status endpoint, and CPU pinning.
+pub mod affinity;
 pub mod arbiter;
 pub mod bind;
 pub mod netcfg;

@@ -9,6 +9,7 @@ use crate::ft::attach::Attacher;
 use crate::ft::member::Member;
 use crate::ft::release::{Control, SharedReleaser};
 use crate::ft::takeover::Takeover;
+use crate::host::affinity::CpuList;
 use crate::host::status::Stats;
 use crate::vm::driver::{OutputItem, RunError};
 use crate::vm::live::VmEvent;
@@ -51,6 +52,8 @@ pub struct OutputPlan {
     pub stats: Arc<Stats>,
     pub releaser: SharedReleaser,
     pub control: Receiver<Control>,
+    /// Where the vCPU thread runs, if pinned apart from the others (`--vcpu-cpu`).
+    pub vcpu_cpus: Option<CpuList>,
 }
 
 /// Runs the VM on `vcpu0` (with the output thread beside it) until it stops.
@@ -69,6 +72,7 @@ pub fn run_threads(
     let (output_tx, output_rx) = unbounded::<OutputItem>();
     let stop = Arc::new(AtomicBool::new(false));
     let exit_counter = output.stats.exit_index.clone();
+    let vcpu_cpus = output.vcpu_cpus;
     let output = output.releaser.spawn(output_rx, output.control).map_err(|e| LaunchError::Thread("output", e))?;
     let runner =
         Runner::new(machine, driver, stop_at, output_tx, stop.clone(), exit_counter).starting_after(first_index);
@@ -77,6 +81,10 @@ pub fn run_threads(
     let vcpu = std::thread::Builder::new()
         .name("vcpu0".into())
         .spawn(move || {
+            // A failed pin leaves the thread where --cpu put it: worth a warning, not a stop.
+            if let Some(Err(e)) = vcpu_cpus.map(|c| c.pin_current_thread("the vCPU thread")) {
+                tracing::warn!("{e}");
+            }
             let result = program.run(runner);
             *vcpu_alive.lock().unwrap_or_else(|p| p.into_inner()) = false;
             result
