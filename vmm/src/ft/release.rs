@@ -6,9 +6,13 @@
 //! everything its primary may not have sent — output after its last released
 //! mark — is sent. The guest never waits for this; only its output does.
 //!
-//! The `output` thread queues what the vCPU produces; whoever learns that
-//! output may go (the output thread, or an `ack-rx` the moment an ack arrives)
-//! releases it, so an ack costs no extra thread hop. The released position is
+//! The vCPU queues what it produces in its [`Outbox`]; whoever learns that
+//! output may go (an `ack-rx` the moment an ack arrives, or the output thread)
+//! drains that queue and releases it, so an ack costs no extra thread hop. The
+//! output thread is woken by the vCPU only when output leaves without waiting
+//! for an ack (no group, async, no live follower), or when items pile up; it
+//! also looks every [`SAFETY_NET`], so output is never stranded behind a change
+//! of the Output Rule's inputs that nobody announced. The released position is
 //! published in the group, and each follower's stream carries it as a
 //! released mark.
 use super::follower::Upstream;
@@ -17,6 +21,7 @@ use crate::devices::bus::Output;
 use crate::host::status::Stats;
 use crate::host::tap::Tap;
 use crate::vm::driver::OutputItem;
+use crate::vm::outbox::OutboxReceiver;
 use crossbeam_channel::{select, Receiver};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -26,6 +31,10 @@ use std::time::Duration;
 
 /// A backup holds at most this many outputs for re-sending at go-live.
 const MAX_HELD_ON_BACKUP: usize = 1 << 16;
+/// The output thread looks at the queue at least this often, doorbell or not: what an
+/// ack or a dropped follower releases is released by `ack-rx` at once, and this bounds
+/// the wait of output behind any other change to the Output Rule's inputs.
+pub const SAFETY_NET: Duration = Duration::from_millis(10);
 
 /// When output may leave.
 pub enum Policy {
@@ -73,6 +82,8 @@ impl HeldTimes {
 
 pub struct Releaser {
     stats: Arc<Stats>,
+    /// What the vCPU queued and nobody has taken yet (set once the output thread starts).
+    inbox: Option<OutboxReceiver>,
     policy: Policy,
     tap: Option<Tap>,
     queue: VecDeque<OutputItem>,
@@ -86,8 +97,15 @@ pub struct SharedReleaser(Arc<Mutex<Releaser>>);
 
 impl SharedReleaser {
     pub fn new(policy: Policy, tap: Option<Tap>, stats: Arc<Stats>) -> SharedReleaser {
-        let r =
-            Releaser { stats, policy, tap, queue: VecDeque::new(), held_times: HeldTimes::default(), last_released: 0 };
+        let r = Releaser {
+            stats,
+            inbox: None,
+            policy,
+            tap,
+            queue: VecDeque::new(),
+            held_times: HeldTimes::default(),
+            last_released: 0,
+        };
         SharedReleaser(Arc::new(Mutex::new(r)))
     }
 
@@ -106,50 +124,55 @@ impl SharedReleaser {
 
     /// Swaps the policy once the pairing exists (the wire is made after the releaser).
     pub fn set_policy(&self, policy: Policy) {
-        self.lock().policy = policy;
+        let mut r = self.lock();
+        r.policy = policy;
+        r.release_ready();
     }
 
     pub fn held_summary(&self) -> Option<(usize, u32, u32, u32, u32)> {
         self.lock().held_times.summary()
     }
 
-    /// Starts the `output` thread, which queues what the vCPU produces.
+    /// Starts the `output` thread over the vCPU's outbox.
     pub fn spawn(
         &self,
-        items: Receiver<OutputItem>,
+        inbox: OutboxReceiver,
         control: Receiver<Control>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let doorbell = inbox.doorbell.clone();
+        {
+            let mut r = self.lock();
+            r.inbox = Some(inbox);
+            r.release_ready();
+        }
         let me = self.clone();
-        std::thread::Builder::new().name("output".into()).spawn(move || me.run(&items, &control))
+        std::thread::Builder::new().name("output".into()).spawn(move || me.run(&doorbell, &control))
     }
 
-    fn run(&self, items: &Receiver<OutputItem>, control: &Receiver<Control>) {
+    fn run(&self, doorbell: &Receiver<()>, control: &Receiver<Control>) {
         // Once nobody can send a control message (a primary, or a follower once live), a
         // closed channel is always ready: selecting on it would spin this thread on a core.
         let never = crossbeam_channel::never();
         let mut control = control;
         loop {
             select! {
-                recv(items) -> item => match item {
-                    Ok(item) => {
-                        let mut r = self.lock();
-                        r.queue.push_back(item);
-                        // Take whatever else is already queued under the same lock.
-                        r.queue.extend(items.try_iter());
-                        r.release_ready();
-                    }
+                recv(doorbell) -> ring => match ring {
+                    Ok(()) => self.lock().release_ready(),
+                    // The vCPU is gone: nothing more will be queued.
                     Err(_) => break,
                 },
                 recv(control) -> c => match c {
                     Ok(Control::GoLive { tap, released, group }) => self.lock().go_live(tap, released, group),
                     Err(_) => control = &never,
                 },
+                default(SAFETY_NET) => self.lock().release_ready(),
             }
         }
         // The VM has stopped: whatever it said last still goes out, unless this is a backup
         // (its primary sent it) or a primary that lost the arbiter (the live backup owns
         // the conversation now, and never produced these outputs).
         let mut r = self.lock();
+        r.take_inbox();
         let halted = matches!(&r.policy, Policy::Primary(group) if group.halted());
         if !halted && !matches!(r.policy, Policy::Follower(_)) {
             while let Some(h) = r.queue.pop_front() {
@@ -160,7 +183,31 @@ impl SharedReleaser {
 }
 
 impl Releaser {
+    /// Moves what the vCPU queued to the held queue, in order.
+    fn take_inbox(&mut self) {
+        if let Some(inbox) = &self.inbox {
+            self.queue.extend(inbox.drain());
+        }
+    }
+
+    /// Releases what the Output Rule allows, and tells the vCPU whether to ring for its
+    /// next outputs: only when they will leave without an ack to release them.
     fn release_ready(&mut self) {
+        loop {
+            self.take_inbox();
+            let wake = self.release_queued();
+            let look_again = self.inbox.as_ref().is_some_and(|inbox| inbox.set_wake(wake));
+            if !look_again {
+                break;
+            }
+        }
+        let waiting = self.inbox.as_ref().map_or(0, OutboxReceiver::len);
+        self.stats.held_outputs.store((self.queue.len() + waiting) as u64, Ordering::Relaxed);
+    }
+
+    /// Releases from the held queue; returns whether output would leave at once (no ack
+    /// to wait for).
+    fn release_queued(&mut self) -> bool {
         let limit = match &self.policy {
             Policy::Immediate => u64::MAX,
             Policy::Primary(group) => group.release_limit(),
@@ -169,8 +216,7 @@ impl Releaser {
                 while self.queue.front().is_some_and(|h| h.exit_index <= r) || self.queue.len() > MAX_HELD_ON_BACKUP {
                     self.queue.pop_front();
                 }
-                self.stats.held_outputs.store(self.queue.len() as u64, Ordering::Relaxed);
-                return;
+                return false;
             }
         };
         let mut released_any = false;
@@ -180,14 +226,15 @@ impl Releaser {
             self.emit(h);
             released_any = true;
         }
-        self.stats.held_outputs.store(self.queue.len() as u64, Ordering::Relaxed);
         if let (true, Policy::Primary(group)) = (released_any, &self.policy) {
             group.note_released(self.last_released);
         }
+        limit == u64::MAX
     }
 
     fn go_live(&mut self, tap: Option<Tap>, released: u64, group: Arc<Group>) {
         self.tap = tap;
+        self.take_inbox();
         self.queue.retain(|h| h.exit_index > released);
         tracing::info!(resent = self.queue.len(), released, "live: re-sending output the primary may not have sent");
         // What was held is released at once (this VM has no follower yet), and output
@@ -218,6 +265,7 @@ impl Releaser {
 mod tests {
     use super::*;
     use crate::host::status::Role;
+    use crate::vm::outbox::outbox;
     use crossbeam_channel::unbounded;
 
     /// CPU time the thread `tid` of this process has used, from /proc (10 ms ticks).
@@ -234,14 +282,16 @@ mod tests {
         // A regression: with every control sender gone (a primary never goes live), the
         // thread spun on the closed channel and took a whole core (490 ms of 500).
         let releaser = SharedReleaser::new(Policy::Immediate, None, Stats::new(Role::Primary));
-        let (items_tx, items) = unbounded::<OutputItem>();
+        let (items_tx, inbox) = outbox();
         let (control_tx, control) = unbounded::<Control>();
         drop(control_tx);
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let me = releaser.clone();
+        let doorbell = inbox.doorbell.clone();
+        releaser.lock().inbox = Some(inbox);
         let handle = std::thread::spawn(move || {
             let _ = tid_tx.send(nix::unistd::gettid().as_raw());
-            me.run(&items, &control);
+            me.run(&doorbell, &control);
         });
         let tid = tid_rx.recv().expect("tid");
         std::thread::sleep(Duration::from_millis(500));

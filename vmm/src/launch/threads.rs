@@ -11,11 +11,12 @@ use crate::ft::release::{Control, SharedReleaser};
 use crate::ft::takeover::Takeover;
 use crate::host::affinity::CpuList;
 use crate::host::status::Stats;
-use crate::vm::driver::{OutputItem, RunError};
+use crate::vm::driver::RunError;
 use crate::vm::live::VmEvent;
 use crate::vm::machine::Machine;
+use crate::vm::outbox::outbox;
 use crate::vm::runner::{Driver, Outcome, Runner, Yield};
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +70,7 @@ pub fn run_threads(
     signals: &Signals,
 ) -> Result<Outcome, LaunchError> {
     install_kick_handler();
-    let (output_tx, output_rx) = unbounded::<OutputItem>();
+    let (output_tx, output_rx) = outbox();
     let stop = Arc::new(AtomicBool::new(false));
     let exit_counter = output.stats.exit_index.clone();
     let vcpu_cpus = output.vcpu_cpus;
