@@ -18,6 +18,7 @@
 use super::follower::Upstream;
 use super::group::Group;
 use crate::devices::bus::Output;
+use crate::host::nudge::{send_spread, FlowTracker, STEPS_PER_FLOW};
 use crate::host::status::Stats;
 use crate::host::tap::Tap;
 use crate::vm::driver::OutputItem;
@@ -27,7 +28,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A backup holds at most this many outputs for re-sending at go-live.
 const MAX_HELD_ON_BACKUP: usize = 1 << 16;
@@ -89,6 +90,8 @@ pub struct Releaser {
     queue: VecDeque<OutputItem>,
     held_times: HeldTimes,
     last_released: u64,
+    /// A follower's view of the TCP flows in its guest's output, for the nudges at go-live.
+    flows: FlowTracker,
 }
 
 /// The releaser, shared between the output thread and `ack-rx`.
@@ -105,6 +108,7 @@ impl SharedReleaser {
             queue: VecDeque::new(),
             held_times: HeldTimes::default(),
             last_released: 0,
+            flows: FlowTracker::default(),
         };
         SharedReleaser(Arc::new(Mutex::new(r)))
     }
@@ -185,8 +189,14 @@ impl SharedReleaser {
 impl Releaser {
     /// Moves what the vCPU queued to the held queue, in order.
     fn take_inbox(&mut self) {
-        if let Some(inbox) = &self.inbox {
-            self.queue.extend(inbox.drain());
+        let Some(inbox) = &self.inbox else { return };
+        let follower = matches!(self.policy, Policy::Follower(_));
+        let now = Instant::now();
+        for item in inbox.drain() {
+            if let (true, Output::Frames(frames)) = (follower, &item.output) {
+                frames.iter().for_each(|f| self.flows.observe(f, now));
+            }
+            self.queue.push_back(item);
         }
     }
 
@@ -241,6 +251,16 @@ impl Releaser {
         // waits for followers that attach from now on.
         self.policy = Policy::Primary(group);
         self.release_ready();
+        // Clients whose requests died with the old primary and that backed off their
+        // retransmission timer resend sooner (host/nudge.rs says why this is safe).
+        let nudges = self.flows.nudges(Instant::now());
+        if let (Some(tap), false) = (&self.tap, nudges.is_empty()) {
+            let flows = nudges.len() / STEPS_PER_FLOW;
+            match send_spread(tap.clone(), nudges) {
+                Ok(()) => tracing::info!(flows, "live: told recent clients the outage is over"),
+                Err(e) => tracing::warn!("cannot tell clients the outage is over: {e}"),
+            }
+        }
     }
 
     fn emit(&mut self, h: OutputItem) {
