@@ -297,6 +297,62 @@ mod tests {
         Duration::from_millis(ticks * 10)
     }
 
+    fn gated_primary() -> (Arc<Group>, Arc<crate::ft::group::Follower>) {
+        use crate::ft::group::GroupConfig;
+        use crate::ft::output_rule::ReplicationMode;
+        let config = GroupConfig { mode: ReplicationMode::Sync, max_followers: 4, arbiter: None };
+        let (events, _) = unbounded();
+        let group =
+            Group::new(config, Stats::new(Role::Primary), Arc::new(std::sync::atomic::AtomicU64::new(0)), events);
+        let follower = group.add_follower("test", 0);
+        (group, follower)
+    }
+
+    fn console(exit_index: u64) -> OutputItem {
+        OutputItem { exit_index, output: Output::Console(Vec::new()), produced: std::time::Instant::now() }
+    }
+
+    fn released(releaser: &SharedReleaser) -> usize {
+        releaser.held_summary().map_or(0, |s| s.0)
+    }
+
+    #[test]
+    fn output_waiting_for_an_ack_does_not_ring_and_the_ack_releases_it() {
+        let (group, follower) = gated_primary();
+        let releaser = SharedReleaser::new(Policy::Primary(group.clone()), None, Stats::new(Role::Primary));
+        let (vcpu, inbox) = outbox();
+        let doorbell = inbox.doorbell.clone();
+        releaser.lock().inbox = Some(inbox);
+        releaser.poke();
+        vcpu.send(console(5));
+        assert!(doorbell.try_recv().is_err(), "output that waits for an ack woke the output thread");
+        releaser.poke();
+        assert_eq!(released(&releaser), 0, "released before the follower acknowledged it");
+        group.record_ack(&follower, 5, 5);
+        releaser.poke();
+        assert_eq!(released(&releaser), 1, "the ack's poke did not release it");
+    }
+
+    #[test]
+    fn output_behind_an_unannounced_change_leaves_within_the_safety_net() {
+        let (group, follower) = gated_primary();
+        let releaser = SharedReleaser::new(Policy::Primary(group.clone()), None, Stats::new(Role::Primary));
+        let (vcpu, inbox) = outbox();
+        let (_control_tx, control) = unbounded::<Control>();
+        let thread = releaser.spawn(inbox, control).expect("output thread");
+        vcpu.send(console(9));
+        // The follower acknowledges, and nobody pokes: only the output thread's look can
+        // release it.
+        group.record_ack(&follower, 9, 9);
+        let start = std::time::Instant::now();
+        while released(&releaser) == 0 && start.elapsed() < SAFETY_NET * 20 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(released(&releaser), 1, "still held {:?} after the ack", start.elapsed());
+        drop(vcpu);
+        thread.join().expect("output thread");
+    }
+
     #[test]
     fn an_idle_output_thread_sleeps_once_its_control_channel_is_closed() {
         // A regression: with every control sender gone (a primary never goes live), the
