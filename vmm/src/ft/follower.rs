@@ -16,6 +16,9 @@
 //!             '-- refused, or no primary within the deadline: the stream ends (go live)
 //! ```
 //! Meanwhile the VM waits for records, paused at its position.
+use super::backlog::Backlog;
+use super::election::elector::{Elector, Next};
+use super::election::rules::LogPosition;
 use super::flow::ProgressWatch;
 use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
@@ -54,6 +57,13 @@ pub struct Upstream {
     pub clean_end: AtomicBool,
     /// The epoch the primary last announced (its state's, then standing marks).
     pub epoch: AtomicU64,
+    /// The records after this exit are `epoch`'s; those before, `earlier_epoch`'s (a
+    /// resume across an election gets the old primary's records, then the new one's).
+    epoch_from: AtomicU64,
+    earlier_epoch: AtomicU64,
+    /// In a replica group, the log this follower received, kept so that it can serve
+    /// resumes from it if it becomes primary.
+    pub backlog: Mutex<Option<Backlog>>,
     /// The primary last said this follower may take over: output waited for it, so it
     /// holds every write a client was told of. An asynchronous follower may not.
     pub eligible: AtomicBool,
@@ -68,10 +78,44 @@ impl Upstream {
     /// else would make flow control wait for exits that will never be sent.
     pub fn new(joined_at: u64) -> Arc<Upstream> {
         let u = Upstream { alive: AtomicBool::new(true), eligible: AtomicBool::new(true), ..Upstream::default() };
+        u.epoch_from.store(joined_at, Ordering::SeqCst);
         u.received_through.store(joined_at, Ordering::SeqCst);
         u.replayed_through.store(joined_at, Ordering::SeqCst);
         u.released.store(joined_at, Ordering::SeqCst);
         Arc::new(u)
+    }
+
+    /// Where this follower's log ends, for elections: the epoch of its last record,
+    /// and the last exit it holds.
+    pub fn log_position(&self) -> LogPosition {
+        let exit = self.received_through.load(Ordering::SeqCst);
+        let epoch = if exit > self.epoch_from.load(Ordering::SeqCst) {
+            self.epoch.load(Ordering::SeqCst)
+        } else {
+            self.earlier_epoch.load(Ordering::SeqCst)
+        };
+        LogPosition { epoch, exit }
+    }
+
+    /// The primary says the records after exit `from` are `epoch`'s.
+    fn announce_epoch(&self, epoch: u64, from: u64) -> bool {
+        let was = self.epoch.load(Ordering::SeqCst);
+        if epoch <= was {
+            return false;
+        }
+        // Records up to `from` keep the epoch they had.
+        let before =
+            if from > self.epoch_from.load(Ordering::SeqCst) { was } else { self.earlier_epoch.load(Ordering::SeqCst) };
+        self.earlier_epoch.store(before, Ordering::SeqCst);
+        self.epoch_from.store(from, Ordering::SeqCst);
+        self.epoch.store(epoch, Ordering::SeqCst);
+        true
+    }
+
+    /// Starts keeping the log this follower receives (replica groups), from a state
+    /// taken at exit `joined_at` in `epoch`.
+    pub fn keep_log(&self, bytes: usize, joined_at: u64, epoch: u64) {
+        *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = Some(Backlog::new(bytes, joined_at, epoch));
     }
 
     /// The connection a new state arrives on, if the primary is sending one.
@@ -86,19 +130,36 @@ impl Upstream {
         self.replayed_through.store(joined_at, Ordering::SeqCst);
         self.released.fetch_max(joined_at, Ordering::SeqCst);
         self.epoch.fetch_max(epoch, Ordering::SeqCst);
+        // The state is the primary's, in its epoch, through `joined_at`.
+        self.earlier_epoch.store(self.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.epoch_from.store(joined_at, Ordering::SeqCst);
+        let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = backlog.as_mut() {
+            *b = Backlog::new(b.limit(), joined_at, epoch);
+        }
+        drop(backlog);
         self.alive.store(true, Ordering::SeqCst);
     }
 }
 
-/// How `log-rx` reconnects to its primary when the connection breaks.
-#[derive(Debug, Clone)]
+/// How `log-rx` reconnects when the connection to its primary breaks.
+#[derive(Clone)]
 pub struct Reconnect {
-    /// The primary's address.
-    pub addr: String,
+    /// Where it reconnects.
+    pub to: Rejoin,
     /// This follower's hello.
     pub hello: Hello,
-    /// How long to keep trying (`--reconnect-secs`).
+    /// How long to keep trying one primary (`--reconnect-secs`).
     pub within: Duration,
+}
+
+/// Where a follower whose primary is gone goes.
+#[derive(Clone)]
+pub enum Rejoin {
+    /// Back to the same primary's address (`--reconnect-secs`); if that fails, live.
+    Same(String),
+    /// To whoever the group elects: this member, or another it then follows.
+    Elect(Arc<Elector>),
 }
 
 /// How `receive_loop` ended.
@@ -148,16 +209,29 @@ pub fn start(
             let why = loop {
                 let ended = receive_loop(&mut *stream, timing, &upstream, &stats, &tx, &mut seq);
                 stream.close();
-                let why = match (ended, &reconnect) {
-                    (Ended::Broken(why), Some(r)) => {
-                        why + &format!("; reconnecting for up to {} s", r.within.as_secs())
-                    }
+                let (why, r) = match (ended, &reconnect) {
+                    (Ended::Broken(why), Some(r)) => (why, r),
                     (Ended::Broken(why) | Ended::Final(why), _) => break why,
                 };
                 upstream.alive.store(false, Ordering::SeqCst);
-                tracing::warn!("the connection to the primary broke: {why}");
-                let Some(r) = &reconnect else { break why };
-                match resume(r, &upstream, &seq) {
+                let next = match &r.to {
+                    Rejoin::Same(addr) => {
+                        tracing::warn!(
+                            "the connection to the primary broke: {why}; reconnecting for up to {} s",
+                            r.within.as_secs()
+                        );
+                        resume(addr, &r.hello, r.within, &upstream, &seq)
+                            .map_err(|e| format!("{why}; reconnecting failed: {e}"))
+                    }
+                    Rejoin::Elect(elector) => {
+                        tracing::warn!("primary lost: {why}; the group elects a new one");
+                        match rejoin_group(elector, r, &upstream, &seq) {
+                            Some(resumed) => Ok(resumed),
+                            None => break format!("{why}; this member won the election"),
+                        }
+                    }
+                };
+                match next {
                     Ok(Resumed::Log(s)) => stream = Box::new(s),
                     Ok(Resumed::State(s, because)) => {
                         tracing::warn!(
@@ -167,7 +241,7 @@ pub fn start(
                         *upstream.restart.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
                         return;
                     }
-                    Err(e) => break format!("{why}; reconnecting failed: {e}"),
+                    Err(e) => break e,
                 }
             };
             upstream.alive.store(false, Ordering::SeqCst);
@@ -185,11 +259,39 @@ pub fn start(
     Ok(StreamSource { rx })
 }
 
-/// Asks the primary to resume the log after the exit this follower holds through.
-fn resume(r: &Reconnect, upstream: &Upstream, seq: &Sequencer) -> Result<Resumed, ReplicationError> {
+/// Until the group has a primary: follows the one it elects and returns how the log
+/// goes on, or `None` if this member won (its stream ends, and it goes live).
+fn rejoin_group(elector: &Elector, r: &Reconnect, upstream: &Upstream, seq: &Sequencer) -> Option<Resumed> {
+    loop {
+        match elector.find_or_win() {
+            Next::Lead { .. } => return None,
+            Next::Follow { member, join, epoch } => {
+                // Its hello carries the epoch it follows: a primary of an older one is refused.
+                let hello = Hello { epoch, ..r.hello };
+                match resume(&join, &hello, r.within, upstream, seq) {
+                    Ok(resumed) => {
+                        elector.following(member);
+                        return Some(resumed);
+                    }
+                    Err(e) => tracing::info!("cannot follow member {member} yet: {e}"),
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asks the primary at `addr` to resume the log after the exit this follower holds through.
+fn resume(
+    addr: &str,
+    hello: &Hello,
+    within: Duration,
+    upstream: &Upstream,
+    seq: &Sequencer,
+) -> Result<Resumed, ReplicationError> {
     let p = seq.covered_through().unwrap_or(0);
-    let request = AttachRequest::Resume { epoch: upstream.epoch.load(Ordering::SeqCst), exit_index: p };
-    let (stream, reply) = handshake::connect_primary(&r.addr, &r.hello, r.within, request, OnRefused::GiveUp)?;
+    let request = AttachRequest::Resume { epoch: upstream.log_position().epoch, exit_index: p };
+    let (stream, reply) = handshake::connect_primary(addr, hello, within, request, OnRefused::GiveUp)?;
     match reply {
         AttachReply::Resume { from, through } if from == p => {
             tracing::info!(from, through, "resumed the log from the primary's backlog: no state transfer");
@@ -344,9 +446,9 @@ fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &Upstream) -> (V
                     Record::Released { exit_index } => {
                         state.released.fetch_max(exit_index, Ordering::SeqCst);
                     }
-                    Record::Standing { epoch, eligible, .. } => {
+                    Record::Standing { exit_index, epoch, eligible } => {
                         let was = state.eligible.swap(eligible, Ordering::SeqCst);
-                        if state.epoch.fetch_max(epoch, Ordering::SeqCst) < epoch || was != eligible {
+                        if state.announce_epoch(epoch, exit_index) || was != eligible {
                             let may = if eligible { "may" } else { "may not" };
                             tracing::info!(
                                 epoch,
@@ -355,7 +457,11 @@ fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &Upstream) -> (V
                             );
                         }
                     }
-                    _ => {}
+                    _ => {
+                        if let Some(b) = state.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                            b.push(record.exit_index(), state.epoch.load(Ordering::SeqCst), &buf[used - n..used]);
+                        }
+                    }
                 }
                 records.push(record);
             }
@@ -368,198 +474,4 @@ fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &Upstream) -> (V
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use logging_channel::channel::MessageReader;
-    use logging_channel::pipe::{pipe, PipeEnd};
-    use std::io::Write;
-    use std::time::Duration;
-
-    const TIMING: Timing = Timing {
-        heartbeat: Duration::from_millis(5),
-        failover_timeout: Duration::from_millis(100),
-        max_replay_lag: crate::ft::flow::DEFAULT_MAX_REPLAY_LAG,
-        backlog_bytes: 1 << 20,
-        reconnect: Duration::ZERO,
-    };
-
-    /// How `log-rx`'s loop ended, and the state it left.
-    type LogRx = std::thread::JoinHandle<(String, Arc<Upstream>)>;
-
-    /// Runs `log-rx`'s loop on one end of a pipe; the test plays the primary on the other.
-    fn backup_on_a_pipe() -> (PipeEnd, Receiver<Record>, LogRx) {
-        let (primary, backup) = pipe();
-        let (tx, rx) = unbounded();
-        let state = Upstream::new(0);
-        let st = state.clone();
-        let h = std::thread::spawn(move || {
-            let mut backup = backup;
-            let stats = Stats::new(crate::host::status::Role::Backup);
-            let ended = receive_loop(&mut backup, TIMING, &st, &stats, &tx, &mut Sequencer::starting_at(0));
-            let (Ended::Broken(why) | Ended::Final(why)) = ended;
-            (why, st)
-        });
-        (primary, rx, h)
-    }
-
-    fn next_ack(reader: &mut MessageReader<&mut PipeEnd>) -> Ack {
-        match reader.next_message() {
-            Ok(Some(Message::Ack(a))) => a,
-            other => panic!("expected an ack, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn records_are_acked_on_receipt_and_handed_on_in_order() {
-        let (mut primary, rx, h) = backup_on_a_pipe();
-        primary.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut first = MessageReader::new(&mut primary);
-        assert_eq!(next_ack(&mut first), Ack { received_through: 0, replayed_through: 0 });
-
-        primary
-            .write_all(&frames(&[Record::Progress { exit_index: 7 }, Record::Released { exit_index: 7 }]))
-            .expect("send");
-        let ack = next_ack(&mut MessageReader::new(&mut primary));
-        primary
-            .write_all(&frames(&[Record::End {
-                exit_index: 9,
-                reason: logging_channel::EndReason::Shutdown,
-                state_digest: None,
-            }]))
-            .expect("send");
-        let (why, state) = h.join().expect("log-rx");
-
-        assert_eq!(ack.received_through, 7);
-        assert_eq!(rx.try_iter().count(), 3);
-        assert_eq!(state.released.load(Ordering::SeqCst), 7);
-        assert!(state.clean_end.load(Ordering::SeqCst), "{why}");
-    }
-
-    #[test]
-    fn a_resumed_stream_continues_the_log_and_acks_from_where_the_follower_was() {
-        // The first connection covered exit 40; the resumed one starts with the standing
-        // mark at 40 and the records after it, as the primary's backlog sends them.
-        let (mut primary, backup) = pipe();
-        let (tx, rx) = unbounded();
-        let state = Upstream::new(0);
-        let mut seq = Sequencer::starting_at(0);
-        seq.check(&Record::Progress { exit_index: 40 }).expect("in order");
-        state.replayed_through.store(35, Ordering::SeqCst);
-        let st = state.clone();
-        let h = std::thread::spawn(move || {
-            let mut backup = backup;
-            let stats = Stats::new(crate::host::status::Role::Backup);
-            let ended = receive_loop(&mut backup, TIMING, &st, &stats, &tx, &mut seq);
-            matches!(ended, Ended::Final(_))
-        });
-        primary.set_read_timeout(Some(Duration::from_secs(5)));
-        assert_eq!(next_ack(&mut MessageReader::new(&mut primary)), Ack { received_through: 40, replayed_through: 35 });
-        primary
-            .write_all(&frames(&[
-                Record::Standing { exit_index: 40, epoch: 2, eligible: true },
-                Record::Progress { exit_index: 52 },
-                Record::End { exit_index: 53, reason: logging_channel::EndReason::Shutdown, state_digest: None },
-            ]))
-            .expect("send");
-        assert!(h.join().expect("log-rx"), "a clean end is final, not a reason to reconnect");
-        assert_eq!(rx.try_iter().count(), 3);
-        assert_eq!(state.epoch.load(Ordering::SeqCst), 2, "the standing mark tells it the new epoch");
-    }
-
-    #[test]
-    fn a_broken_connection_is_worth_a_reconnection() {
-        let (primary, backup) = pipe();
-        let (tx, _rx) = unbounded();
-        let state = Upstream::new(0);
-        let mut backup = backup;
-        let stats = Stats::new(crate::host::status::Role::Backup);
-        drop(primary);
-        let ended = receive_loop(&mut backup, TIMING, &state, &stats, &tx, &mut Sequencer::starting_at(0));
-        assert!(matches!(ended, Ended::Broken(_)));
-    }
-
-    #[test]
-    fn silence_past_the_failover_timeout_ends_the_stream_as_a_lost_primary() {
-        let (primary, _rx, h) = backup_on_a_pipe();
-
-        let (why, state) = h.join().expect("log-rx");
-
-        assert!(why.contains("no log traffic for 100 ms"), "{why}");
-        assert!(!state.corrupt.load(Ordering::SeqCst) && !state.clean_end.load(Ordering::SeqCst));
-        drop(primary);
-    }
-
-    #[test]
-    fn a_corrupt_frame_marks_the_stream_corrupt_after_passing_on_what_came_before() {
-        let (mut primary, rx, h) = backup_on_a_pipe();
-        let mut bytes = frames(&[Record::Progress { exit_index: 3 }, Record::Progress { exit_index: 4 }]);
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-
-        primary.write_all(&bytes).expect("send");
-        let (why, state) = h.join().expect("log-rx");
-
-        assert!(why.contains("undecodable"), "{why}");
-        assert!(state.corrupt.load(Ordering::SeqCst));
-        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![Record::Progress { exit_index: 3 }]);
-    }
-
-    fn frames(records: &[Record]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for r in records {
-            codec::encode(r, &mut out);
-        }
-        out
-    }
-
-    #[test]
-    fn a_frame_cut_short_stays_buffered_and_never_reaches_the_vm() {
-        let bytes = frames(&[Record::Progress { exit_index: 5 }, Record::Progress { exit_index: 9 }]);
-        let mut buf = bytes[..bytes.len() - 3].to_vec();
-        let mut seq = Sequencer::new();
-
-        let (records, result) = decode_frames(&mut buf, &mut seq, &Upstream::default());
-
-        assert!(result.is_ok(), "a partial frame is not an error yet");
-        assert_eq!(records, vec![Record::Progress { exit_index: 5 }]);
-        assert_eq!(buf.len(), bytes.len() / 2 - 3, "the partial frame waits for its remaining bytes");
-        assert_eq!(seq.covered_through(), Some(5), "acks cover only complete records");
-    }
-
-    #[test]
-    fn a_corrupt_frame_is_an_error_and_nothing_from_it_on_is_passed() {
-        let mut buf = frames(&[
-            Record::Progress { exit_index: 5 },
-            Record::Progress { exit_index: 9 },
-            Record::Progress { exit_index: 12 },
-        ]);
-        let second = buf.len() / 3;
-        buf[second + 6] ^= 0xff;
-        let (records, result) = decode_frames(&mut buf, &mut Sequencer::new(), &Upstream::default());
-
-        let err = result.unwrap_err();
-        assert!(err.contains("undecodable"), "{err}");
-        assert_eq!(records, vec![Record::Progress { exit_index: 5 }]);
-    }
-
-    #[test]
-    fn a_backup_that_joined_at_an_exit_takes_released_marks_up_to_it_before_any_progress() {
-        // The primary may release output produced before the join right after it.
-        let mut buf = frames(&[Record::Released { exit_index: 5074 }, Record::Progress { exit_index: 5080 }]);
-        let state = Upstream::new(5074);
-        let (records, result) = decode_frames(&mut buf, &mut Sequencer::starting_at(5074), &state);
-
-        assert!(result.is_ok(), "{result:?}");
-        assert_eq!(records.len(), 2);
-        assert_eq!(state.released.load(Ordering::SeqCst), 5074);
-    }
-
-    #[test]
-    fn records_out_of_order_are_refused() {
-        let mut buf = frames(&[Record::Progress { exit_index: 9 }, Record::Progress { exit_index: 5 }]);
-        let (records, result) = decode_frames(&mut buf, &mut Sequencer::new(), &Upstream::default());
-
-        assert!(result.unwrap_err().contains("out of order"));
-        assert_eq!(records, vec![Record::Progress { exit_index: 9 }]);
-    }
-}
+mod tests;

@@ -6,7 +6,8 @@
 //! and if its primary dies goes live ([`Takeover`]).
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
-use super::follower::{self, Reconnect, Upstream};
+use super::election::elector::{Elector, Next};
+use super::follower::{self, Reconnect, Rejoin, Upstream};
 use super::group::Group;
 use super::handshake;
 use super::release::{Control, Policy, SharedReleaser};
@@ -91,15 +92,64 @@ pub struct FollowerPlan {
     pub control: Sender<Control>,
 }
 
+/// A replica group member: finds the group's primary or wins the election, then boots
+/// as the primary or joins the primary as a follower (by state transfer).
+pub fn replica(
+    machine: &mut Machine,
+    elector: &Arc<Elector>,
+    plan: FollowerPlan,
+    s: Services,
+) -> Result<Started, ReplicationError> {
+    loop {
+        match elector.find_or_win() {
+            Next::Lead { epoch } => {
+                s.group.lead(epoch);
+                tracing::info!(epoch, "this member boots the VM as the primary of epoch {epoch}");
+                return primary(machine, &elector.join_addr(), s);
+            }
+            Next::Follow { member, join, epoch } => {
+                let services = Services {
+                    group: s.group.clone(),
+                    releaser: s.releaser.clone(),
+                    stats: s.stats.clone(),
+                    events: s.events.clone(),
+                    events_tx: s.events_tx.clone(),
+                    timing: s.timing,
+                };
+                let plan = FollowerPlan {
+                    tap: plan.tap.clone(),
+                    net: plan.net,
+                    listen: plan.listen.clone(),
+                    control: plan.control.clone(),
+                };
+                let group = Some((elector.clone(), epoch));
+                match follower(machine, &join, s.timing.failover_timeout, plan, services, group) {
+                    Ok(started) => {
+                        elector.following(member);
+                        return Ok(started);
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot join member {member}, primary of epoch {epoch}: {e}; looking again")
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Connects to the primary, pairs, receives its state, and returns the replaying driver.
+/// In a replica group (`group`: its elector, and the epoch of the primary it joins), a
+/// broken connection goes to the election, and the follower keeps the log it receives.
 pub fn follower(
     machine: &mut Machine,
     primary_addr: &str,
     connect_within: Duration,
     plan: FollowerPlan,
     s: Services,
+    group: Option<(Arc<Elector>, u64)>,
 ) -> Result<Started, ReplicationError> {
-    let local = hello(Role::Backup, &machine.header, 0);
+    let local = hello(Role::Backup, &machine.header, group.as_ref().map_or(0, |g| g.1));
     let fresh = AttachRequest::Fresh;
     let (mut stream, reply) =
         handshake::connect_primary(primary_addr, &local, connect_within, fresh, handshake::OnRefused::Retry)?;
@@ -112,12 +162,19 @@ pub fn follower(
     let upstream = Upstream::new(first_index);
     s.group.follow(upstream.clone(), primary_addr, epoch);
     s.releaser.set_policy(Policy::Follower(upstream.clone()));
-    // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
-    let reconnect = (!s.timing.reconnect.is_zero()).then(|| Reconnect {
-        addr: primary_addr.to_string(),
-        hello: local,
-        within: s.timing.reconnect,
-    });
+    let reconnect = match group {
+        // A member whose primary is gone follows whoever the group elects next.
+        Some((elector, _)) => {
+            upstream.keep_log(s.timing.backlog_bytes, first_index, epoch);
+            Some(Reconnect { to: Rejoin::Elect(elector), hello: local, within: s.timing.failover_timeout })
+        }
+        // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
+        None => (!s.timing.reconnect.is_zero()).then(|| Reconnect {
+            to: Rejoin::Same(primary_addr.to_string()),
+            hello: local,
+            within: s.timing.reconnect,
+        }),
+    };
     let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone(), reconnect.clone())?;
     let takeover = Takeover {
         tap: plan.tap,

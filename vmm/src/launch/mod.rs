@@ -4,7 +4,10 @@
 //! (for a group member) the fault-tolerance core; then `threads` runs it.
 pub mod threads;
 
-use crate::ft::group::{Group, GroupConfig};
+use crate::ft::election::elector::{ElectionTiming, Elector};
+use crate::ft::election::peer::Membership;
+use crate::ft::election::rules::Rank;
+use crate::ft::group::{Election, Group, GroupConfig};
 use crate::ft::output_rule::ReplicationMode;
 use crate::ft::release::{Control, Policy, SharedReleaser};
 use crate::ft::start::{self, FollowerPlan, Services, Started};
@@ -62,6 +65,19 @@ pub struct GroupOptions {
     pub max_followers: usize,
 }
 
+/// Who a replica group member is (`ftvmm replica`).
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    pub id: u64,
+    /// `--group`: every member's peer address.
+    pub group: String,
+    pub priority: u8,
+    /// `--witness`: file:DIR or etcd:URL.
+    pub witness: Option<String>,
+    /// Where the member keeps its ballot.
+    pub data_dir: PathBuf,
+}
+
 /// What the command does.
 pub enum Mode {
     Run,
@@ -79,6 +95,12 @@ pub enum Mode {
         group: GroupOptions,
         connect_within: Duration,
         listen: Option<String>,
+    },
+    /// A member of a replica group: the members elect a primary, which boots the VM;
+    /// the others follow it, and elect a new one when it dies.
+    Replica {
+        member: ReplicaOptions,
+        group: GroupOptions,
     },
 }
 
@@ -128,6 +150,10 @@ pub enum LaunchError {
     },
     #[error(transparent)]
     Affinity(crate::host::affinity::AffinityError),
+    #[error(transparent)]
+    Membership(#[from] crate::ft::election::peer::MembershipError),
+    #[error(transparent)]
+    Election(#[from] crate::ft::election::elector::ElectionError),
     #[error("the vCPU thread panicked; this is a bug in ftvmm")]
     VcpuPanicked,
 }
@@ -190,16 +216,17 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Mode::Record(_) => Role::Recording,
         Mode::Replay(_) => Role::Replaying,
         Mode::Primary { .. } => Role::Primary,
-        Mode::Backup { .. } => Role::Backup,
+        Mode::Backup { .. } | Mode::Replica { .. } => Role::Backup,
     });
     if let Some(addr) = &opts.status {
         status::serve(addr, stats.clone()).map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
     }
     let (events_tx, events_rx) = bounded::<VmEvent>(4096);
     let (control_tx, control_rx) = bounded::<Control>(64);
-    // A backup opens its TAP only when it goes live.
-    let tap = match mode {
-        Mode::Backup { .. } => None,
+    // A backup opens its TAP only when it goes live (a replica member too: it does not
+    // know yet whether it leads).
+    let mut tap = match mode {
+        Mode::Backup { .. } | Mode::Replica { .. } => None,
         _ => opts.tap.as_deref().map(Tap::open).transpose()?,
     };
     let releaser = SharedReleaser::new(Policy::Immediate, None, stats.clone());
@@ -209,8 +236,17 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Some(spec) => Some(Arc::from(arbiter::from_spec(spec, &service).map_err(LaunchError::Arbiter)?)),
         None => None,
     };
+    let elector = match mode {
+        Mode::Replica { member, group: g } => Some(elector(member, g, &machine.header, &service)?),
+        _ => None,
+    };
     let group = |g: &GroupOptions| {
-        let config = GroupConfig { mode: g.replication, max_followers: g.max_followers, arbiter: arbiter.clone() };
+        let config = GroupConfig {
+            mode: g.replication,
+            max_followers: g.max_followers,
+            arbiter: arbiter.clone(),
+            election: elector.clone().map(|elector| Election { elector, step_down_after: g.timing.failover_timeout }),
+        };
         Group::new(config, stats.clone(), machine.repl_status.clone(), events_tx.clone())
     };
     let services = |events, g: &GroupOptions| Services {
@@ -221,12 +257,12 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         events_tx: events_tx.clone(),
         timing: g.timing,
     };
-    let started: Option<Started> = match (mode, replay_log) {
-        (Mode::Primary { listen, group: g }, _) => {
+    let started: Option<Started> = match (mode, replay_log, &elector) {
+        (Mode::Primary { listen, group: g }, _, _) => {
             let s = services(events_rx.clone(), g);
             Some(start::primary(&mut machine, listen, s).map_err(LaunchError::Replication)?)
         }
-        (Mode::Backup { primary, group: g, connect_within, listen }, _) => {
+        (Mode::Backup { primary, group: g, connect_within, listen }, _, _) => {
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),
                 net: config.net,
@@ -234,16 +270,36 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
                 control: control_tx.clone(),
             };
             let s = services(events_rx.clone(), g);
-            Some(start::follower(&mut machine, primary, *connect_within, plan, s).map_err(LaunchError::Replication)?)
+            Some(
+                start::follower(&mut machine, primary, *connect_within, plan, s, None)
+                    .map_err(LaunchError::Replication)?,
+            )
         }
-        (Mode::Replay(path), Some((reader, recorded))) => {
+        (Mode::Replica { group: g, .. }, _, Some(elector)) => {
+            let s = services(events_rx.clone(), g);
+            elector.start(s.group.clone())?;
+            let plan = FollowerPlan {
+                tap: opts.tap.clone(),
+                net: config.net,
+                listen: Some(elector.join_addr()),
+                control: control_tx.clone(),
+            };
+            let started = start::replica(&mut machine, elector, plan, s).map_err(LaunchError::Replication)?;
+            if started.takeover.is_none() {
+                // Elected at boot: this member runs the VM and its NIC from the start.
+                stats.set_role(Role::Primary);
+                tap = opts.tap.as_deref().map(Tap::open).transpose()?;
+            }
+            Some(started)
+        }
+        (Mode::Replay(path), Some((reader, recorded)), _) => {
             recorded
                 .check_matches(&machine.header)
                 .map_err(|source| LaunchError::BadLog { path: path.display().to_string(), source })?;
             plain = Some(Driver::Replay(ReplayDriver::new(Box::new(reader))));
             None
         }
-        (Mode::Record(path), _) => {
+        (Mode::Record(path), _, _) => {
             let recorder = Recorder::create(path, &machine.header)?;
             plain = Some(Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx.clone())));
             None
@@ -294,6 +350,23 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         }
     }
     Ok(report(&outcome, opts.stop_at_exit))
+}
+
+/// A replica group member's elector, from its options.
+fn elector(
+    member: &ReplicaOptions,
+    g: &GroupOptions,
+    machine: &logging_channel::LogHeader,
+    service: &str,
+) -> Result<Arc<Elector>, LaunchError> {
+    let witness: Option<Arc<dyn Arbiter>> = match &member.witness {
+        Some(spec) => Some(Arc::from(arbiter::from_spec(spec, service).map_err(LaunchError::Arbiter)?)),
+        None => None,
+    };
+    let me = Rank { id: member.id, priority: member.priority };
+    let membership = Membership::parse(&member.group, me, witness.is_some(), machine)?;
+    let timing = ElectionTiming::from(g.timing.failover_timeout, g.timing.heartbeat);
+    Ok(Elector::new(membership, timing, witness, &member.data_dir)?)
 }
 
 fn report_held_times(releaser: &SharedReleaser, paired: bool) {
