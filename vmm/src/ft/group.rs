@@ -124,6 +124,9 @@ pub struct Group {
     /// This primary won the witness for its log's epoch and no follower joined since:
     /// no other member can win an election without it.
     holds_witness: AtomicBool,
+    /// This primary won the witness's vote and the witness still refuses every log but
+    /// its own (its floor): lowered once a follower has acknowledged the log.
+    witness_floor: AtomicBool,
     /// Itself, for the step-down timer.
     me: std::sync::OnceLock<std::sync::Weak<Group>>,
 }
@@ -151,6 +154,7 @@ impl Group {
             repl_status,
             events,
             holds_witness: AtomicBool::new(false),
+            witness_floor: AtomicBool::new(false),
             me: std::sync::OnceLock::new(),
         });
         let _ = group.me.set(Arc::downgrade(&group));
@@ -264,6 +268,20 @@ impl Group {
     /// An ack beyond what was sent is refused by the caller before it gets here.
     pub fn record_ack(&self, follower: &Follower, received: u64, replayed: u64) -> bool {
         follower.heard.store(true, Ordering::SeqCst);
+        // Holding the witness, this primary may have released output no follower holds.
+        // Once one holds everything released (output has waited for it since it was
+        // added), the witness may vote for it: the floor comes down to what it holds.
+        if self.witness_floor.load(Ordering::SeqCst)
+            && received >= self.released()
+            && self.witness_floor.swap(false, Ordering::SeqCst)
+        {
+            if let Some(e) = &self.config.election {
+                let (elector, epoch) = (e.elector.clone(), self.epoch());
+                let _ = std::thread::Builder::new()
+                    .name("witness-floor".into())
+                    .spawn(move || elector.lower_witness_floor(epoch, received));
+            }
+        }
         follower.replayed.fetch_max(replayed, Ordering::SeqCst);
         follower.acked.fetch_max(received, Ordering::SeqCst) < received
     }
@@ -333,6 +351,7 @@ impl Group {
             match e.elector.go_on_alone(self.epoch()) {
                 Ok(epoch) => {
                     self.holds_witness.store(true, Ordering::SeqCst);
+                    self.witness_floor.store(true, Ordering::SeqCst);
                     self.epoch.store(epoch, Ordering::SeqCst);
                     return;
                 }
@@ -415,8 +434,12 @@ impl Group {
             return 0;
         }
         let sync = self.synchronous.load(Ordering::SeqCst);
+        // A follower that has not acknowledged anything yet may not have loaded the state
+        // it was sent: it holds nothing, and output waits for its first ack (the model
+        // check found a release counted on a state transfer that was then lost).
+        let acked = |f: &Follower| if f.heard.load(Ordering::SeqCst) { f.acked() } else { 0 };
         let positions: Vec<Position> =
-            self.lock().iter().map(|f| Position { acked: f.acked(), synchronous: f.id == sync }).collect();
+            self.lock().iter().map(|f| Position { acked: acked(f), synchronous: f.id == sync }).collect();
         let limit = output_rule::release_limit(self.config.mode, &positions);
         // A replica group releases only what a majority holds, in every mode but async
         // (which waits for nobody, and may lose acknowledged writes on a failover).
@@ -463,6 +486,7 @@ impl Group {
             Some(e) => {
                 self.epoch.store(e.elector.epoch(), Ordering::SeqCst);
                 self.holds_witness.store(e.elector.won_with_witness(), Ordering::SeqCst);
+                self.witness_floor.store(e.elector.won_with_witness(), Ordering::SeqCst);
             }
             None => self.go_on_alone("backup")?,
         }
@@ -485,6 +509,7 @@ impl Group {
         self.epoch.store(epoch, Ordering::SeqCst);
         if let Some(e) = self.elector() {
             self.holds_witness.store(e.won_with_witness(), Ordering::SeqCst);
+            self.witness_floor.store(e.won_with_witness(), Ordering::SeqCst);
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The host side of a VM: its TAP device, the guest's network configuration,
-//! the arbiter that decides who may go on alone, the status endpoint, CPU pinning, and the
-//! frames that tell clients at go-live that an outage is over.
+//! the arbiter that decides who may go on alone, the register a replica group's
+//! witness keeps its ballot in, the status endpoint, CPU pinning, and the frames
+//! that tell clients at go-live that an outage is over.
 pub mod affinity;
 pub mod arbiter;
 pub mod bind;
 pub mod netcfg;
 pub mod nudge;
+pub mod register;
 pub mod status;
 pub mod tap;

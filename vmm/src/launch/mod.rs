@@ -7,6 +7,7 @@ pub mod threads;
 use crate::ft::election::elector::{ElectionTiming, Elector};
 use crate::ft::election::peer::Membership;
 use crate::ft::election::rules::Rank;
+use crate::ft::election::witness::Witness;
 use crate::ft::group::{Election, Group, GroupConfig};
 use crate::ft::output_rule::ReplicationMode;
 use crate::ft::release::{Control, Policy, SharedReleaser};
@@ -15,6 +16,7 @@ use crate::ft::takeover::announce;
 use crate::ft::{ReplicationError, Timing};
 use crate::host::affinity::CpuList;
 use crate::host::arbiter::{self, Arbiter};
+use crate::host::register;
 use crate::host::status::{self, Role, Stats};
 use crate::host::tap::{Tap, TapError};
 use crate::vm::digest;
@@ -359,8 +361,8 @@ fn elector(
     machine: &logging_channel::LogHeader,
     service: &str,
 ) -> Result<Arc<Elector>, LaunchError> {
-    let witness: Option<Arc<dyn Arbiter>> = match &member.witness {
-        Some(spec) => Some(Arc::from(arbiter::from_spec(spec, service).map_err(LaunchError::Arbiter)?)),
+    let witness = match &member.witness {
+        Some(spec) => Some(Arc::new(Witness::new(register::from_spec(spec, service).map_err(LaunchError::Arbiter)?))),
         None => None,
     };
     let me = Rank { id: member.id, priority: member.priority };

@@ -18,7 +18,7 @@
 use super::ballot_file::{BallotError, BallotFile};
 use super::peer::{self, Membership, PeerService, Until};
 use super::rules::{self, Ballot, LogPosition, MemberId, Rank, Request, Voter};
-use crate::host::arbiter::Arbiter;
+use super::witness::Witness;
 use logging_channel::vote::{PeerMessage, PeerRole, Probe, ProbeReply, VoteReply, VoteRequest};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -110,7 +110,7 @@ struct Held {
 pub struct Elector {
     group: Membership,
     timing: ElectionTiming,
-    witness: Option<Arc<dyn Arbiter>>,
+    witness: Option<Arc<Witness>>,
     ballot: Mutex<Ballot>,
     file: BallotFile,
     local: Mutex<Local>,
@@ -122,6 +122,12 @@ pub struct Elector {
     /// The last election this member won took the witness's vote: no other member can
     /// win the witness for the log epoch it claimed.
     won_with_witness: std::sync::atomic::AtomicBool,
+    /// This member was in the group before this process started (its ballot says so)
+    /// and has not received a whole state since: whatever it acknowledged then is
+    /// gone, so it must not vote or stand until a state transfer gives it a log
+    /// again (found by the model check: otherwise it votes with an empty log for a
+    /// candidate that lacks what it had acknowledged).
+    lost_log: std::sync::atomic::AtomicBool,
 }
 
 impl Elector {
@@ -129,7 +135,7 @@ impl Elector {
     pub fn new(
         group: Membership,
         timing: ElectionTiming,
-        witness: Option<Arc<dyn Arbiter>>,
+        witness: Option<Arc<Witness>>,
         data_dir: &std::path::Path,
     ) -> Result<Arc<Elector>, ElectionError> {
         let (file, ballot) = BallotFile::open(data_dir)?;
@@ -148,12 +154,16 @@ impl Elector {
             witness,
             ballot: Mutex::new(ballot),
             file,
-            local: Mutex::new(Local { role: PeerRole::Starting, primary: 0 }),
+            local: Mutex::new(Local {
+                role: if ballot.epoch > 0 { PeerRole::Rejoining } else { PeerRole::Starting },
+                primary: 0,
+            }),
             view: OnceLock::new(),
             seen: Mutex::new(BTreeMap::new()),
             last_election: Mutex::new(None),
             elections_won: std::sync::atomic::AtomicU64::new(0),
             won_with_witness: std::sync::atomic::AtomicBool::new(false),
+            lost_log: std::sync::atomic::AtomicBool::new(ballot.epoch > 0),
         }))
     }
 
@@ -230,6 +240,14 @@ impl Elector {
         self.set_local(PeerRole::Follower, primary);
     }
 
+    /// This member received a whole state from its primary: it has a log again, and
+    /// may vote and stand.
+    pub fn received_state(&self) {
+        if self.lost_log.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!("a whole state received: this member votes again");
+        }
+    }
+
     /// This member stopped being primary (it lost its majority or the witness).
     pub fn stepped_down(&self) {
         self.set_local(PeerRole::Follower, 0);
@@ -241,7 +259,8 @@ impl Elector {
         let mut turn: Option<Instant> = None;
         let mut attempt = 0u32;
         let mut rng = Jitter::new(self.group.me.id);
-        if self.local().role != PeerRole::Starting {
+        let mut told_lost = false;
+        if !matches!(self.local().role, PeerRole::Starting | PeerRole::Rejoining) {
             self.set_local(PeerRole::Follower, 0);
         }
         loop {
@@ -249,7 +268,16 @@ impl Elector {
             if let Some(next) = self.primary_to_follow(&replies) {
                 return next;
             }
-            if !self.group.me.may_stand() || self.hears_primary() {
+            if !self.has_log() && !told_lost && since.elapsed() > self.timing.step * 100 {
+                told_lost = true;
+                tracing::error!(
+                    "this member restarted and lost the log it had acknowledged; it waits for a primary to send it \
+                     a state, and no member has been primary for {} s. If a majority of the group restarted, \
+                     the group's state is gone and nobody can be elected: start a new group with fresh --data-dir",
+                    since.elapsed().as_secs()
+                );
+            }
+            if !self.group.me.may_stand() || self.hears_primary() || !self.has_log() {
                 turn = None;
                 std::thread::sleep(self.timing.poll);
                 continue;
@@ -263,6 +291,7 @@ impl Elector {
             // and one that hears a primary keeps others from deposing it.
             let would_grant = |r: &&ProbeReply| {
                 r.primary == 0
+                    && r.role != PeerRole::Rejoining
                     && (theirs(r) < position
                         || (theirs(r) == position && !(rank(r).may_stand() && rank(r).outranks(&me))))
             };
@@ -275,7 +304,7 @@ impl Elector {
             // Members whose logs are newer (or equal, with a better rank) go first.
             let ahead = replies
                 .iter()
-                .filter(|r| r.primary == 0 && rank(r).may_stand())
+                .filter(|r| r.primary == 0 && r.role != PeerRole::Rejoining && rank(r).may_stand())
                 .filter(|r| theirs(r) > position || (theirs(r) == position && rank(r).outranks(&me)))
                 .count() as u32;
             let when =
@@ -307,7 +336,7 @@ impl Elector {
             return None;
         }
         self.observe(p.epoch);
-        if self.local().role == PeerRole::Starting && b.epoch > 0 {
+        if self.local().role == PeerRole::Rejoining {
             // A member that was in the group before (an old primary, say) says where it
             // stands: it lost its VM with its process, and joins by state transfer.
             tracing::warn!(
@@ -397,15 +426,15 @@ impl Elector {
         let mut with_witness = false;
         if granted < needed && granted + 1 == needed {
             if let Some(w) = &self.witness {
-                // The witness's test-and-set is keyed by the log's epoch: "who succeeds epoch L".
-                match w.claim(position.epoch, &format!("member-{}", me.id)) {
-                    Ok(true) => {
+                let request = Request { epoch, candidate: me, position };
+                match w.vote(&self.group.ids(), &request) {
+                    Ok(Ok(())) => {
                         granted += 1;
                         with_witness = true;
-                        let _ = write!(votes, "; witness: yes (key {})", position.epoch);
+                        votes.push_str("; witness: yes");
                     }
-                    Ok(false) => {
-                        let _ = write!(votes, "; witness: no (key {} taken)", position.epoch);
+                    Ok(Err(why)) => {
+                        let _ = write!(votes, "; witness: no ({why})");
                     }
                     Err(e) => {
                         let _ = write!(votes, "; witness: unreachable ({e})");
@@ -442,23 +471,47 @@ impl Elector {
         self.won_with_witness.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// A two-member primary lost its follower: it goes on alone only if it wins the
-    /// witness for its log's epoch (exactly as the follower would claim it), and then
-    /// moves to a new epoch. Returns the new epoch, or why it must step down.
-    pub fn go_on_alone(&self, log_epoch: u64) -> Result<u64, String> {
+    /// A two-member primary of epoch `epoch` lost its follower: it goes on alone only by
+    /// winning the witness's vote for a new epoch, exactly as its follower would stand for
+    /// it (its own log holds all of `epoch`). Returns the new epoch, or why it must step down.
+    pub fn go_on_alone(&self, epoch: u64) -> Result<u64, String> {
         let Some(w) = &self.witness else {
             return Err("no witness to go on alone with".into());
         };
-        match w.claim(log_epoch, &format!("member-{}", self.group.me.id)) {
-            Ok(true) => {}
-            Ok(false) => return Err(format!("another member won the witness for epoch {log_epoch}")),
+        let next = {
+            let mut b = self.lock_ballot();
+            let next = b.stand(self.group.me.id);
+            self.file.store(&b).map_err(|e| e.to_string())?;
+            next
+        };
+        let request =
+            Request { epoch: next, candidate: self.group.me, position: LogPosition { epoch, exit: u64::MAX } };
+        match w.vote(&self.group.ids(), &request) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(format!("the witness refused to let it go on alone in epoch {next}: {why}")),
             Err(e) => return Err(format!("cannot reach the witness ({e})")),
         }
-        let mut b = self.lock_ballot();
-        let epoch = b.stand(self.group.me.id);
-        self.file.store(&b).map_err(|e| e.to_string())?;
-        tracing::warn!(epoch, witness_key = log_epoch, "won the witness: going on alone in epoch {epoch}");
-        Ok(epoch)
+        self.won_with_witness.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::warn!(epoch = next, "won the witness: going on alone in epoch {next}");
+        Ok(next)
+    }
+
+    /// The primary of `epoch`, which won the witness's vote, has a follower holding its
+    /// log through `exit`: it stops releasing alone (the caller's part) and lowers the
+    /// witness's floor, so that the follower can win the witness if this member dies.
+    pub fn lower_witness_floor(&self, epoch: u64, exit: u64) {
+        let Some(w) = &self.witness else { return };
+        match w.lower_floor(epoch, LogPosition { epoch, exit }) {
+            Ok(true) => tracing::info!(epoch, exit, "a follower holds the log: the witness may now vote for it"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot lower the witness's floor ({e}); the follower cannot win the witness yet"),
+        }
+        self.won_with_witness.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this member may vote or stand: not while it lost the log it had.
+    pub fn has_log(&self) -> bool {
+        !self.lost_log.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The election part of `status`, as JSON fields.
@@ -554,6 +607,7 @@ impl Elector {
             position: self.position(),
             is_primary: local.role == PeerRole::Primary,
             hears_primary: local.role == PeerRole::Follower && self.hears_primary(),
+            lost_log: !self.has_log(),
         };
         let request = Request {
             epoch: r.epoch,

@@ -63,8 +63,12 @@ fn a_grant_is_on_disk_before_it_is_sent_and_a_restarted_member_keeps_it() {
     let (file, ballot) = BallotFile::open(&dir).expect("reopens");
     drop(file);
     assert_eq!(ballot, Ballot { epoch: 2, voted_for: Some(1) });
-    // The restarted member has lost its log, but not its vote.
+    // The restarted member has lost its log, but not its vote: it votes for nobody
+    // until a state transfer gives it a log again, and then not twice in epoch 2.
     let (e, _) = elector_in(&dir, LogPosition::default());
+    let amnesiac = ask(&e, tag, 3, 2, (9, 9)).expect("a reply");
+    assert!(!amnesiac.granted && amnesiac.why.contains("without its log"), "{amnesiac:?}");
+    e.received_state();
     let again = ask(&e, tag, 2, 2, (9, 9)).expect("a reply");
     assert!(!again.granted && again.why.contains("already voted for member 1"), "{again:?}");
     let _ = std::fs::remove_dir_all(dir);
