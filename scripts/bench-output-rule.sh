@@ -11,6 +11,10 @@
 #   env:   RELAY_DELAYS="0 0.5 1 5"   one-way delays (ms) to repeat (b) with; "" for none. A relay
 #                                     that only takes whole milliseconds skips fractional ones.
 #          SAMPLES=3000               per-request latencies collected per config for the plot
+#          PINNED=1                   also run the direct setting pinned twice (0: skip): "pinned", (a)
+#                                     and the primary on CPU 0 (--cpu 0), the backup on CPU 1 (--cpu 1),
+#                                     as two hosts would keep them apart; "vcpus-pinned", only the vCPU
+#                                     threads so (--vcpu-cpu 0 / 1). The other phases leave placement to Linux
 #          FAILOVER_TIMEOUT_MS=1000   passed to the pair (ftvmm's default is 200): on a loaded 2-core
 #                                     machine a VMM thread can stall for 100+ ms, and a backup that
 #                                     hears nothing for 200 ms goes live while the primary runs,
@@ -31,6 +35,9 @@ N="${1:-20000}"
 [[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -gt 0 ] || bench_die "N must be a positive number of requests (got '$N')"
 read -r -a DELAYS <<<"${RELAY_DELAYS-0 0.5 1 5}"
 SAMPLES="${SAMPLES:-3000}"
+PINNED="${PINNED:-1}"
+# Set for the pinned phase only: where the primary and the backup run.
+PIN_P=() PIN_B=()
 FO_MS="${FAILOVER_TIMEOUT_MS:-1000}"
 TESTS=(INCR SET GET)
 CLIENTS=(1 50)
@@ -101,9 +108,9 @@ bench_phase() {
         n1=$(awk -v n="$N" -v d="$delay" 'BEGIN { m = (d > 0) ? int(4000 / (2 * d)) : n; if (m < 300) m = 300; print (m < n) ? m : n }')
     fi
     # shellcheck disable=SC2207 # the status flag is two words or none
-    PAIR_PRIMARY_ARGS=($(bench_status_flag $ST_P) --failover-timeout-ms "$FO_MS")
+    PAIR_PRIMARY_ARGS=($(bench_status_flag $ST_P) --failover-timeout-ms "$FO_MS" "${PIN_P[@]}")
     # shellcheck disable=SC2207
-    PAIR_BACKUP_ARGS=($(bench_status_flag $ST_B) --failover-timeout-ms "$FO_MS")
+    PAIR_BACKUP_ARGS=($(bench_status_flag $ST_B) --failover-timeout-ms "$FO_MS" "${PIN_B[@]}")
     bench_start_pair "$connect"
 
     # The floor, on the same path, with the pair up (and idle).
@@ -226,6 +233,23 @@ for d in "${DELAYS[@]}"; do
     fi
     bench_phase "relay +${d}ms" "$d"
 done
+if [ "$PINNED" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    # (a) again, pinned where the primary will be, so "unreplicated pinned" is like for like.
+    bench_stop a
+    # shellcheck disable=SC2046
+    bench_vm a "$NS_A" run --tap tap1 --guest-ip "$GUEST2_IP/24" $(bench_status_flag $ST_A) --cpu 0
+    bench_wait_guest a "$GUEST2_IP"
+    PIN_P=(--cpu 0) PIN_B=(--cpu 1)
+    bench_phase pinned none
+    # Only the vCPU threads apart (they are most of the CPU); the other threads go where Linux puts them.
+    bench_stop a
+    # shellcheck disable=SC2046
+    bench_vm a "$NS_A" run --tap tap1 --guest-ip "$GUEST2_IP/24" $(bench_status_flag $ST_A) --vcpu-cpu 0
+    bench_wait_guest a "$GUEST2_IP"
+    PIN_P=(--vcpu-cpu 0) PIN_B=(--vcpu-cpu 1)
+    bench_phase vcpus-pinned none
+    PIN_P=() PIN_B=()
+fi
 
 bench_stop a
 bench_stop ppserver
@@ -239,6 +263,7 @@ us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else printf "%
     bench_provenance
     echo "- (a) \`ftvmm run\` ($GUEST2_IP, host-a, tap1) and (b) \`ftvmm primary\` (host-a) + \`ftvmm backup\` (host-b) ($GUEST_IP) up at once; each redis-benchmark test runs against (a) then (b), order alternating; $N requests per test (fewer at -c 1 behind a delaying relay: column n)"
     echo "- the pair runs with --failover-timeout-ms $FO_MS (see the script's header)"
+    echo "- setting \`pinned\`: the direct path with (a) and the primary on CPU 0 (\`--cpu 0\`) and the backup on CPU 1 (\`--cpu 1\`), as two hosts keep them apart; \`vcpus-pinned\`: only the vCPU threads so (\`--vcpu-cpu 0\` / \`1\`), the other threads where Linux puts them; every other setting leaves placement to Linux (shared cores); redis-benchmark is never pinned"
     echo "- floor: 1-byte TCP ping-pong (python3, TCP_NODELAY) host-b -> $HOST_A_IP, the logging channel's path, through an identical relay when there is one, measured with the pair up"
     echo
     echo "## Floor: the logging channel's round trip"
@@ -264,6 +289,30 @@ us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else printf "%
             ok=$(awk -v m="$mult" 'BEGIN { print (m <= 2) ? "yes" : "no" }')
             echo "| $s | $t | $fp50 | $(us "$pa") | $(us "$pb") | $add | $mult | $ok |"
         done
+    done
+    echo
+    echo "## Targets (issue 14)"
+    echo
+    echo "| target | measured | verdict |"
+    echo "|---|---:|---|"
+    for s in direct pinned vcpus-pinned; do
+        [ -n "${FLOOR[$s]:-}" ] || continue
+        read -r fn fp50 fp99 <<<"${FLOOR[$s]}"
+        read -r ra pa qa na <<<"${R[$s.a.INCR.1]}"
+        read -r rb pb qb nb <<<"${R[$s.b.INCR.1]}"
+        lim=2
+        [ "$s" != direct ] && lim=1.3
+        mult=$(awk -v a="$pa" -v b="$pb" -v r="$fp50" 'BEGIN { printf "%.2f", (b - a) * 1000 / r }')
+        echo "| $s: INCR -c 1 added p50 <= $lim x RTT p50 | $mult x | $(awk -v m="$mult" -v l="$lim" 'BEGIN { print (m <= l) ? "met" : "**MISS**" }') |"
+    done
+    for s in direct pinned vcpus-pinned; do
+        [ -n "${FLOOR[$s]:-}" ] || continue
+        read -r ra pa qa na <<<"${R[$s.a.INCR.50]}"
+        read -r rb pb qb nb <<<"${R[$s.b.INCR.50]}"
+        x=$(bench_ratio "$rb" "$ra")
+        lim=0.8
+        [ "$s" != direct ] && lim=0.85
+        echo "| $s: INCR -c 50 throughput >= $lim x unreplicated | $x | $(awk -v m="$x" -v l="$lim" 'BEGIN { print (m >= l) ? "met" : "**MISS**" }') |"
     done
     echo
     echo "## redis-benchmark: throughput and latency"

@@ -3,6 +3,7 @@
 # and the backup over N requests (from /proc), and a system-wide perf profile
 # (cpu-clock sampling; these machines have no PMU) summarised by thread.
 #   usage: sudo scripts/profile-pair.sh [N=20000]     (needs perf: apt-get install linux-perf)
+#   env:   PRIMARY_PIN, BACKUP_PIN   extra flags for each VMM, e.g. "--vcpu-cpu 0" and "--vcpu-cpu 1"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, TAP devices)" >&2; exit 1; }
@@ -27,13 +28,13 @@ threads() {
     done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
 }
 scripts/netns.sh up >/dev/null
-ip netns exec pf-host-a "$B" primary --listen 10.77.0.1:7000 --tap tap0 --guest-ip 10.77.0.10/24 >/dev/null 2>&1 &
+ip netns exec pf-host-a "$B" primary --listen 10.77.0.1:7000 --tap tap0 --guest-ip 10.77.0.10/24 ${PRIMARY_PIN:-} >/dev/null 2>&1 &
 sleep 0.3
-ip netns exec pf-host-b "$B" backup --primary 10.77.0.1:7000 --tap tap0 --guest-ip 10.77.0.10/24 >/dev/null 2>&1 &
+ip netns exec pf-host-b "$B" backup --primary 10.77.0.1:7000 --tap tap0 --guest-ip 10.77.0.10/24 ${BACKUP_PIN:-} >/dev/null 2>&1 &
 sleep 2
 P=$(ip netns pids pf-host-a | head -1); Q=$(ip netns pids pf-host-b | head -1)
 threads "$P" >"$OUT/p0"; threads "$Q" >"$OUT/q0"
-echo "command: scripts/profile-pair.sh $N   ($(date -u +%Y-%m-%d), $(nproc) cores)"
+echo "command: ${PRIMARY_PIN:+PRIMARY_PIN=\"$PRIMARY_PIN\" }${BACKUP_PIN:+BACKUP_PIN=\"$BACKUP_PIN\" }scripts/profile-pair.sh $N   ($(date -u +%Y-%m-%d), $(nproc) cores)"
 perf record -q -e cpu-clock -F 2000 -a -o "$OUT/perf.data" -- \
     ip netns exec pf-client redis-benchmark -h 10.77.0.10 -t incr -n "$N" -c 1 -q 2>&1 | tr '\r' '\n' | grep 'per second'
 threads "$P" >"$OUT/p1"; threads "$Q" >"$OUT/q1"

@@ -316,7 +316,7 @@ bench_start_pair() {
     for ((try = 1; try <= 5; try++)); do
         bench_vm primary "$NS_A" primary --listen "$HOST_A_IP:7000" --tap tap0 --guest-ip "$GUEST_IP/24" "${PAIR_PRIMARY_ARGS[@]}"
         # A backup that reaches a relay before the primary listens fails its handshake: wait.
-        bench_wait_for primary err 'waiting for a backup' 30
+        bench_wait_for primary err 'waiting for (a backup|its first follower)' 30
         bench_vm backup "$NS_B" backup --primary "$connect" --tap tap0 --guest-ip "$GUEST_IP/24" "${PAIR_BACKUP_ARGS[@]}"
         bench_wait_for backup err 'backup paired' 30
         bench_wait_guest primary "$GUEST_IP"

@@ -67,3 +67,44 @@ fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> Option
     let _ = child.kill();
     None
 }
+
+/// The CPUs `/proc` says thread `task` of process `pid` may run on.
+fn allowed_cpus(pid: u32, task: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{task}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim().to_string()
+}
+
+#[test]
+fn cpu_pins_every_thread_and_vcpu_cpu_moves_the_vcpu_thread_alone() {
+    use ftvmm_tests::vm::VmProcess;
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let (rest, vcpu) = (cpus - 1, 0);
+    let mut cmd = Command::new(ftvmm_bin());
+    cmd.args(["run", "--tick-hz", "100", "--cpu", &rest.to_string(), "--vcpu-cpu", &vcpu.to_string()]);
+    let mut vm = VmProcess::spawn_command(cmd);
+    vm.wait_for_line("uptime 1 s", Duration::from_secs(10));
+    let pid = vm.pid();
+    let mut seen = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks").flatten() {
+        let task = task.file_name().to_string_lossy().to_string();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{task}/comm")).unwrap_or_default();
+        seen.push((comm.trim().to_string(), allowed_cpus(pid, &task)));
+    }
+    vm.terminate();
+    let of = |name: &str| seen.iter().find(|(c, _)| c == name).map(|(_, l)| l.clone());
+    assert_eq!(of("vcpu0"), Some(vcpu.to_string()), "the vCPU thread is not on --vcpu-cpu: {seen:?}");
+    for name in ["ftvmm", "signals", "output"] {
+        assert_eq!(of(name), Some(rest.to_string()), "thread {name} is not on --cpu: {seen:?}");
+    }
+}
+
+#[test]
+fn a_cpu_past_the_last_one_is_a_usage_error() {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let out = ftvmm(&["run", "--cpu", &cpus.to_string(), "--stop-at-exit", "100"]);
+    assert_eq!(out.status.code(), Some(2), "{}", ftvmm_tests::stderr(&out));
+    assert!(ftvmm_tests::stderr(&out).contains("does not exist here"), "{}", ftvmm_tests::stderr(&out));
+    // The last CPU is accepted, and the VM runs there.
+    let out = ftvmm(&["run", "--cpu", &(cpus - 1).to_string(), "--stop-at-exit", "100"]);
+    ok_digest(&out);
+}

@@ -228,3 +228,46 @@ fn a_clean_primary_stop_under_load_leaves_the_backup_in_the_same_final_state() {
     assert!(err.contains("EndOfLog(Shutdown)"), "{err}");
     assert!(!err.contains("GOING LIVE"), "{err}");
 }
+
+#[test]
+fn a_client_that_backed_off_resends_soon_after_a_hung_primarys_backup_goes_live() {
+    // A hung primary (SIGSTOP: no FIN, no RST, like a host that lost power) is declared
+    // dead only after the failover timeout, 900 ms here. The client's request sent into
+    // the hang is lost; Linux resends it by tail-loss probe at ~0.2 s and by timer at
+    // ~0.4 s and ~0.8 s (lost too), then backs off to ~1.6 s. At go-live the new
+    // primary's host sends an ICMP host unreachable per recent flow (host/nudge.rs); the
+    // client takes its backoff back (RFC 6069) and resends at ~1.0 s, or at once if that
+    // time has passed. Without the nudge the reply comes after ~1.6 s.
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut pair = pair::start(&topo, &["--failover-timeout-ms", "900"], None);
+    let host_a = topo.ns("host-a");
+    let (reply, waited) = in_netns(&topo, "client", move || {
+        let mut s = TcpStream::connect(GUEST).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        for _ in 0..50 {
+            // A steady round trip, as under load.
+            assert_eq!(command(&mut s, &mut r, "SET x 10"), "+OK");
+        }
+        let stopped = std::process::Command::new("sh")
+            .args(["-c", &format!("ip netns pids {host_a} | xargs -r kill -STOP")])
+            .status()
+            .expect("stop");
+        assert!(stopped.success());
+        let t0 = Instant::now();
+        let reply = command(&mut s, &mut r, "INCR x");
+        (reply, t0.elapsed())
+    });
+    topo.kill_all("host-a");
+    println!("the request sent into the hang was answered after {} ms", waited.as_millis());
+    assert_eq!(reply, ":11", "the new primary carries on with the same state on the same connection");
+    pair.backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
+    pair.backup.wait_for_line_in_stderr("told recent clients the outage is over", Duration::from_secs(5));
+    assert!(
+        waited < Duration::from_millis(1300),
+        "the client waited {} ms: without the nudge it resends only at its backed-off timer (~1.6 s)",
+        waited.as_millis()
+    );
+    assert!(pair.primary.wait(Duration::from_secs(5)).is_some(), "the hung primary was killed");
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use vmm::ft::output_rule::ReplicationMode;
 use vmm::ft::{self, Timing};
+use vmm::host::affinity::CpuList;
 use vmm::host::netcfg::{self, NetConfigError};
 use vmm::launch::{self, GroupOptions, LaunchError, Mode, VmOptions};
 
@@ -250,6 +251,13 @@ struct VmArgs {
     /// Skew this site's guest clock on purpose (tests).
     #[arg(long, default_value_t = 0, value_name = "MS", allow_hyphen_values = true, requires = "site_id")]
     clock_offset_ms: i64,
+    /// Pin every thread of this VMM to these CPUs, e.g. `1` or `0-1` (a primary and its
+    /// follower on one machine then need not share cores, as on two hosts).
+    #[arg(long = "cpu", value_name = "LIST", value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
+    /// Pin the vCPU thread alone to these CPUs; the other threads stay on --cpu.
+    #[arg(long = "vcpu-cpu", value_name = "LIST", value_parser = parse_cpus)]
+    vcpu_cpus: Option<CpuList>,
     /// The guest's wall clock at boot (Unix ms). Defaults to now for run, record and
     /// primary; a backup or replay of a site must be given the primary's value.
     #[arg(long, value_name = "MS", requires = "site_id")]
@@ -304,8 +312,14 @@ impl VmArgs {
             status: self.status.clone(),
             arbiter: None,
             guest_flags: String::new(),
+            cpus: self.cpus.clone(),
+            vcpu_cpus: self.vcpu_cpus.clone(),
         })
     }
+}
+
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    CpuList::parse_here(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

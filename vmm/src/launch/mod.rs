@@ -14,6 +14,7 @@ use crate::ft::release::{Control, Policy, SharedReleaser};
 use crate::ft::start::{self, FollowerPlan, Services, Started};
 use crate::ft::takeover::announce;
 use crate::ft::{ReplicationError, Timing};
+use crate::host::affinity::CpuList;
 use crate::host::arbiter::{self, Arbiter};
 use crate::host::register;
 use crate::host::status::{Role, Stats};
@@ -55,6 +56,10 @@ pub struct VmOptions {
     /// The guest flags a recording writes into its log (`flag=value` lines), so that
     /// a replay needs none.
     pub guest_flags: String,
+    /// Pin every thread of this VMM to these CPUs (`--cpu`).
+    pub cpus: Option<CpuList>,
+    /// Pin the vCPU thread alone to these CPUs (`--vcpu-cpu`).
+    pub vcpu_cpus: Option<CpuList>,
 }
 
 /// How a primary replicates.
@@ -149,6 +154,8 @@ pub enum LaunchError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Affinity(crate::host::affinity::AffinityError),
+    #[error(transparent)]
     Membership(#[from] crate::ft::election::peer::MembershipError),
     #[error(transparent)]
     Election(#[from] crate::ft::election::elector::ElectionError),
@@ -193,6 +200,10 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     // `signals` ever takes SIGINT/SIGTERM (default delivery would kill the process
     // without flushing the log).
     threads::block_stop_signals();
+    // Also before any thread exists: every thread inherits it.
+    if let Some(cpus) = &opts.cpus {
+        cpus.pin_current_thread("this VMM").map_err(LaunchError::Affinity)?;
+    }
     let signals = threads::Signals::start()?;
     let image = guest_image::load(opts.kernel.as_deref())?;
     let mut config =
@@ -329,7 +340,12 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         "booting guest"
     );
     releaser.set_tap(tap);
-    let output = OutputPlan { stats: stats.clone(), releaser: releaser.clone(), control: control_rx };
+    let output = OutputPlan {
+        stats: stats.clone(),
+        releaser: releaser.clone(),
+        control: control_rx,
+        vcpu_cpus: opts.vcpu_cpus.clone(),
+    };
     let outcome =
         threads::run_threads(machine, driver, program, first_index, opts.stop_at_exit, output, events_tx, &signals)?;
     report_held_times(&releaser, member);

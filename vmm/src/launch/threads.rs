@@ -9,12 +9,14 @@ use crate::ft::attach::Attacher;
 use crate::ft::member::Member;
 use crate::ft::release::{Control, SharedReleaser};
 use crate::ft::takeover::Takeover;
+use crate::host::affinity::CpuList;
 use crate::host::status::Stats;
-use crate::vm::driver::{OutputItem, RunError};
+use crate::vm::driver::RunError;
 use crate::vm::live::VmEvent;
 use crate::vm::machine::Machine;
+use crate::vm::outbox::outbox;
 use crate::vm::runner::{Driver, Outcome, Runner, Yield};
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +53,8 @@ pub struct OutputPlan {
     pub stats: Arc<Stats>,
     pub releaser: SharedReleaser,
     pub control: Receiver<Control>,
+    /// Where the vCPU thread runs, if pinned apart from the others (`--vcpu-cpu`).
+    pub vcpu_cpus: Option<CpuList>,
 }
 
 /// Runs the VM on `vcpu0` (with the output thread beside it) until it stops.
@@ -66,9 +70,10 @@ pub fn run_threads(
     signals: &Signals,
 ) -> Result<Outcome, LaunchError> {
     install_kick_handler();
-    let (output_tx, output_rx) = unbounded::<OutputItem>();
+    let (output_tx, output_rx) = outbox();
     let stop = Arc::new(AtomicBool::new(false));
     let exit_counter = output.stats.exit_index.clone();
+    let vcpu_cpus = output.vcpu_cpus;
     let output = output.releaser.spawn(output_rx, output.control).map_err(|e| LaunchError::Thread("output", e))?;
     let runner =
         Runner::new(machine, driver, stop_at, output_tx, stop.clone(), exit_counter).starting_after(first_index);
@@ -77,6 +82,10 @@ pub fn run_threads(
     let vcpu = std::thread::Builder::new()
         .name("vcpu0".into())
         .spawn(move || {
+            // A failed pin leaves the thread where --cpu put it: worth a warning, not a stop.
+            if let Some(Err(e)) = vcpu_cpus.map(|c| c.pin_current_thread("the vCPU thread")) {
+                tracing::warn!("{e}");
+            }
             let result = program.run(runner);
             *vcpu_alive.lock().unwrap_or_else(|p| p.into_inner()) = false;
             result

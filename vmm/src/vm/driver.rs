@@ -103,7 +103,7 @@ pub struct ExitContext<'a> {
 
 impl ExitContext<'_> {
     /// What the guest is doing at this exit, as a log entry records it.
-    pub fn sig(&self) -> Result<ExitSig, RunError> {
+    pub fn sig(&mut self) -> Result<ExitSig, RunError> {
         Ok(ExitSig {
             kind: self.exit.kind,
             addr: self.exit.addr,

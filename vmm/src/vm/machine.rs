@@ -77,7 +77,8 @@ impl Machine {
         register_memory(&vm, &mem)?;
         // Deliberately no KVM_CREATE_IRQCHIP: this monitor is the interrupt controller,
         // so every interrupt enters at an exit it chose and logged.
-        let vcpu = vm.create_vcpu(0).map_err(kvm_err("vCPU creation"))?;
+        let mut vcpu = vm.create_vcpu(0).map_err(kvm_err("vCPU creation"))?;
+        crate::vm::kvm_ext::enable_sync_regs(&kvm, &mut vcpu);
         let cpuid = cpuid::guest_cpuid(&kvm)?;
         vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
         let info = BootInfo::new(config.workload, config.mem_size, config.tick_hz, config.net);

@@ -12,6 +12,7 @@ pub mod guest_image;
 pub mod kvm_ext;
 pub mod live;
 pub mod machine;
+pub mod outbox;
 pub mod recorder;
 pub mod replay;
 pub mod replayer;

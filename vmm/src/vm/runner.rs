@@ -13,9 +13,9 @@ use crate::vm::driver::{Attaching, ExitContext, Finish, OutputItem, RunError, St
 use crate::vm::exit::{handle_exit, CountedExit, ExitAction};
 use crate::vm::live::LiveDriver;
 use crate::vm::machine::{AtExit, Machine};
+use crate::vm::outbox::Outbox;
 use crate::vm::replay::ReplayDriver;
 use crate::vm::snapshot;
-use crossbeam_channel::Sender;
 use logging_channel::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,7 +65,7 @@ pub struct Runner {
     machine: Machine,
     driver: Driver,
     stop_at: Option<u64>,
-    output: Sender<OutputItem>,
+    output: Outbox,
     stop: Arc<AtomicBool>,
 }
 
@@ -76,7 +76,7 @@ impl Runner {
         machine: Machine,
         driver: Driver,
         stop_at: Option<u64>,
-        output: Sender<OutputItem>,
+        output: Outbox,
         stop: Arc<AtomicBool>,
         exit_counter: Arc<AtomicU64>,
     ) -> Runner {
@@ -184,6 +184,12 @@ impl Runner {
             DeviceEffect::GuestFault(fault) => return Err(RunError::GuestFault { index, fault }),
         };
         let produced_output = output.is_some();
+        // Queued before the driver logs this exit: the ack that lets it go can only come
+        // after the log, and whoever releases on that ack finds it queued (vm::outbox).
+        // The output thread is not woken for it unless it must be.
+        if let Some(output) = output {
+            self.output.send(OutputItem { exit_index: index, output, produced: Instant::now() });
+        }
         let mut ctx = ExitContext {
             index,
             exit: &exit,
@@ -194,17 +200,9 @@ impl Runner {
             mem: &self.machine.mem,
             interrupts: &mut self.interrupts,
         };
-        let step = match &mut self.driver {
+        match &mut self.driver {
             Driver::Live(live) => live.at_exit(&mut ctx, self.stop_at),
             Driver::Replay(replay) => replay.at_exit(&mut ctx, self.stop_at),
-        };
-        // Handed over after the driver logged this exit: on a primary, the log write that
-        // starts the followers' acks is the critical path, and waking the output thread
-        // first could delay it. (The output thread may be gone at shutdown; the VM must
-        // not care.)
-        if let Some(output) = output {
-            let _ = self.output.send(OutputItem { exit_index: index, output, produced: Instant::now() });
         }
-        step
     }
 }
