@@ -71,6 +71,10 @@ pub struct Upstream {
     /// must not acknowledge a primary of any earlier one (Raft's fencing; without it, a
     /// primary whose follower voted for a rival could go on releasing with its acks).
     pub fence: std::sync::OnceLock<Arc<AtomicU64>>,
+    /// The epoch of the primary this follower is connected to (its hello's, then its
+    /// standing marks'): what the fence is checked against. Not the log's epoch, which
+    /// trails it while a resume across an election replays the old primary's records.
+    pub primary_epoch: AtomicU64,
     /// A reconnection on which the primary sends a new state (a resume was not
     /// possible): the vCPU restores it once it has replayed what it holds.
     pub restart: Mutex<Option<TcpStream>>,
@@ -274,6 +278,7 @@ fn rejoin_group(elector: &Elector, r: &Reconnect, upstream: &Upstream, seq: &Seq
                 let hello = Hello { epoch, ..r.hello };
                 match resume(&join, &hello, r.within, upstream, seq) {
                     Ok(resumed) => {
+                        upstream.primary_epoch.store(epoch, Ordering::SeqCst);
                         elector.following(member);
                         return Some(resumed);
                     }
@@ -355,7 +360,7 @@ fn receive_loop(
 /// Why this follower may no longer acknowledge its primary, if it may not.
 fn fenced(state: &Upstream) -> Option<String> {
     let below = state.fence.get()?.load(Ordering::SeqCst);
-    let epoch = state.epoch.load(Ordering::SeqCst);
+    let epoch = state.primary_epoch.load(Ordering::SeqCst).max(state.epoch.load(Ordering::SeqCst));
     (epoch < below).then(|| {
         format!("this member voted for another candidate in epoch {below}: it acknowledges no primary of epoch {epoch}")
     })
