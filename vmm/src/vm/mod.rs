@@ -3,6 +3,7 @@
 //! record), and stops at the points where the fault-tolerance core must act
 //! (a follower attaching, a replayed log ending).
 pub mod boot;
+pub mod checkpoint;
 pub mod clock;
 pub mod cpuid;
 pub mod digest;
@@ -12,6 +13,7 @@ pub mod guest_image;
 pub mod kvm_ext;
 pub mod live;
 pub mod machine;
+pub mod pagediff;
 pub mod recorder;
 pub mod replay;
 pub mod replayer;
