@@ -28,6 +28,7 @@
 //! - [`start`]: setting up a primary or a follower before the guest boots.
 pub mod attach;
 pub mod backlog;
+pub mod disklog;
 pub mod flow;
 pub mod follower;
 pub mod group;
