@@ -34,6 +34,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The longest a primary waits for a joining follower's page list (its guest is paused).
+const HAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Everything needed to attach followers to this VM.
 pub struct Attacher {
     pub group: Arc<Group>,
@@ -135,7 +138,11 @@ impl Attacher {
     fn send_state(&self, mut conn: TcpStream, addr: &str, why: &str, at: AtExit<'_>) -> Result<(), ReplicationError> {
         handshake::reply_attach(&mut conn, AttachReply::State { why: why.to_string() })?;
         let epoch = self.group.epoch();
+        // The follower's page list comes first; one that never sends it holds the guest
+        // paused for at most this long.
+        let _ = conn.set_read_timeout(Some(self.timing.failover_timeout.max(HAVE_TIMEOUT)));
         let sent = snapshot::send(&mut conn, at.vcpu, at.mem, at.bus, at.index, epoch)?;
+        let _ = conn.set_read_timeout(None);
         let follower = self.group.add_follower(addr, at.index);
         let id = follower.id;
         self.stream_to(conn, follower, None)?;
@@ -150,10 +157,16 @@ impl Attacher {
                 exit = at.index,
                 epoch,
                 pages = sent.pages,
+                same_pages = sent.same_pages,
+                full_pages = sent.full_pages,
+                have_bytes = sent.have_bytes,
                 bytes = sent.bytes,
                 pause_ms,
-                "new backup joined: a follower asked to resume, but {why}: full state transfer, {} bytes sent",
-                sent.bytes
+                "new backup joined: a follower asked to resume, but {why}: state transfer of the pages that differ, \
+                 {} bytes sent ({} of {} pages)",
+                sent.bytes,
+                sent.pages,
+                sent.full_pages
             );
         } else {
             tracing::info!(
@@ -163,6 +176,9 @@ impl Attacher {
                 epoch,
                 followers,
                 pages = sent.pages,
+                same_pages = sent.same_pages,
+                full_pages = sent.full_pages,
+                have_bytes = sent.have_bytes,
                 bytes = sent.bytes,
                 pause_ms,
                 "new backup joined: state sent, protected again"

@@ -21,14 +21,17 @@
 //! order; it stops at a torn or corrupt record and cuts the file there, after the last
 //! record that completed an exit (an entry or progress mark), so that appending can
 //! go on from a position the primary knows how to resume.
-use crate::vm::checkpoint::machine_differs;
+use crate::devices::bus::Bus;
+use crate::vm::checkpoint::{machine_differs, CheckpointError, SharedCheckpointer};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use kvm_ioctls::VcpuFd;
 use logging_channel::file::HEADER_LEN;
 use logging_channel::{codec, CodecError, LogHeader, Record, Sequencer};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use vm_memory::GuestMemoryMmap;
 
 /// When a follower's acknowledgement waits for its disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,55 @@ pub enum DiskLogError {
     Foreign { path: String, what: String },
     #[error("the disk log writer thread is gone")]
     WriterGone,
+}
+
+/// A follower's disk: its log and its checkpoints.
+pub struct Persist {
+    pub disk: Arc<DiskLog>,
+    pub checkpoints: SharedCheckpointer,
+}
+
+impl std::fmt::Debug for Persist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Persist { .. }")
+    }
+}
+
+impl Persist {
+    /// The VM's state was just replaced by one taken at exit `at` in `epoch` (a state
+    /// transfer): the log on disk belongs to another history. Deletes it, then writes a
+    /// full checkpoint of the new state (durable before this returns) that replaces
+    /// every older one. In that order, so a crash in between leaves an old checkpoint
+    /// with no log after it, never an old log after a new state.
+    pub fn new_history(
+        &self,
+        at: u64,
+        epoch: u64,
+        vcpu: &mut VcpuFd,
+        mem: &GuestMemoryMmap,
+        bus: &Bus,
+    ) -> Result<(), PersistError> {
+        self.disk.reset(at)?;
+        let mut c = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let t = c.take(vcpu, mem, bus, at, epoch, true)?;
+        tracing::info!(
+            exit = at,
+            epoch,
+            pages = t.pages,
+            bytes = t.bytes,
+            "data directory: a new history from exit {at}"
+        );
+        Ok(())
+    }
+}
+
+/// Why a follower's disk could not follow a new state.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error(transparent)]
+    Log(#[from] DiskLogError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// The file name of the segment that continues from exit `start`.

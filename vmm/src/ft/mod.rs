@@ -35,6 +35,7 @@ pub mod group;
 pub mod handshake;
 pub mod member;
 pub mod output_rule;
+pub mod recovery;
 pub mod release;
 pub mod start;
 pub mod stream;

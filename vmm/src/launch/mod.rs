@@ -6,6 +6,7 @@ pub mod threads;
 
 use crate::ft::group::{Group, GroupConfig};
 use crate::ft::output_rule::ReplicationMode;
+use crate::ft::recovery::DataDir;
 use crate::ft::release::{Control, Policy, SharedReleaser};
 use crate::ft::start::{self, FollowerPlan, Services, Started};
 use crate::ft::takeover::announce;
@@ -74,6 +75,8 @@ pub enum Mode {
         group: GroupOptions,
         connect_within: Duration,
         listen: Option<String>,
+        /// Where it keeps its log and checkpoints, to restart from (`--data-dir`).
+        data_dir: Option<DataDir>,
     },
 }
 
@@ -202,27 +205,28 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         let config = GroupConfig { mode: g.replication, max_followers: g.max_followers, arbiter: arbiter.clone() };
         Group::new(config, stats.clone(), machine.repl_status.clone(), events_tx.clone())
     };
-    let services = |events, g: &GroupOptions| Services {
+    let services = |events, g: &GroupOptions, data_dir: Option<DataDir>| Services {
         group: group(g),
         releaser: releaser.clone(),
         stats: stats.clone(),
         events,
         events_tx: events_tx.clone(),
         timing: g.timing,
+        data_dir,
     };
     let started: Option<Started> = match (mode, replay_log) {
         (Mode::Primary { listen, group: g }, _) => {
-            let s = services(events_rx.clone(), g);
+            let s = services(events_rx.clone(), g, None);
             Some(start::primary(&mut machine, listen, s).map_err(LaunchError::Replication)?)
         }
-        (Mode::Backup { primary, group: g, connect_within, listen }, _) => {
+        (Mode::Backup { primary, group: g, connect_within, listen, data_dir }, _) => {
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),
                 net: config.net,
                 listen: listen.clone(),
                 control: control_tx.clone(),
             };
-            let s = services(events_rx.clone(), g);
+            let s = services(events_rx.clone(), g, data_dir.clone());
             Some(start::follower(&mut machine, primary, *connect_within, plan, s).map_err(LaunchError::Replication)?)
         }
         (Mode::Replay(path), Some((reader, recorded))) => {
