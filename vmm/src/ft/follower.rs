@@ -325,6 +325,10 @@ fn receive(
             return Err(format!("sending an ack failed: {e}"));
         }
         if seq.is_ended() {
+            // The end record is on disk before this follower (and its process) stops.
+            if let Some(p) = disk {
+                p.disk.sync();
+            }
             state.clean_end.store(true, Ordering::SeqCst);
             return Ok("the primary ended its log".into());
         }
