@@ -18,12 +18,16 @@
 //! it, so a VM that does not reach what the log says stops (exit 3) instead of
 //! following from a bad state.
 use super::disklog::{self, DiskLog, Fsync, Persist, Recovered};
-use super::follower::{StreamSource, Upstream};
-use super::ReplicationError;
+use super::follower::{self, Reconnect, StreamSource, Upstream};
+use super::handshake::{self, OnRefused};
+use super::{ReplicationError, Timing};
+use crate::host::status::Stats;
 use crate::vm::checkpoint::{self, Checkpointer};
 use crate::vm::machine::Machine;
 use crate::vm::replayer::{RecordSource, ReplayError};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use logging_channel::channel::AttachRequest;
+use logging_channel::channel::{AttachReply, Hello};
 use logging_channel::{LogHeader, Record};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -128,23 +132,111 @@ pub fn start(
     Ok(persist)
 }
 
-/// The replaying vCPU's records: first the log from disk, then the primary's stream.
-pub struct ChainSource {
-    local: VecDeque<Record>,
-    stream: StreamSource,
+/// How a restarted follower asks its primary for what comes after its disk.
+pub struct Rejoin {
+    pub addr: String,
+    pub hello: Hello,
+    pub within: Duration,
+    pub request: AttachRequest,
+    pub timing: Timing,
+    pub stats: Arc<Stats>,
+    pub reconnect: Option<Reconnect>,
 }
 
-impl ChainSource {
-    pub fn new(local: Vec<Record>, stream: StreamSource) -> ChainSource {
-        ChainSource { local: local.into(), stream }
+/// The replaying vCPU's records for a follower restarted on its data directory: the
+/// log from disk, then (once the vCPU has replayed it, so its memory is as close to
+/// the primary's as it can be) the primary's stream after it. The `rejoin` thread
+/// connects meanwhile:
+///
+/// - `Resume`: the primary's records after the disk's position follow;
+/// - `State`: the stream ends here; the vCPU hands the connection to
+///   `follower::restore`, which sends its page hashes and gets the pages that differ;
+/// - failure: the replay stops with an error, and the follower with exit 7.
+pub fn rejoin(plan: Rejoin, local: Vec<Record>, upstream: Arc<Upstream>) -> Result<ChainSource, ReplicationError> {
+    let (tx, rx) = bounded::<Result<Option<StreamSource>, String>>(1);
+    let (drained_tx, drained) = bounded::<()>(1);
+    let position = upstream.received_through.load(Ordering::SeqCst);
+    std::thread::Builder::new()
+        .name("rejoin".into())
+        .spawn(move || {
+            // The vCPU has asked for a record past the disk's log: it has replayed all it
+            // could (the last exit's records are in, only the check for more is left).
+            if drained.recv().is_err() {
+                return; // the VM stopped first
+            }
+            let _ = tx.send(connect(&plan, position, &upstream).map_err(|e| {
+                format!(
+                    "this follower replayed its disk through exit {position} but cannot rejoin its primary at {}: {e}",
+                    plan.addr
+                )
+            }));
+        })
+        .map_err(|e| ReplicationError::Thread("rejoin", e))?;
+    Ok(ChainSource { local: local.into(), drained: Some(drained_tx), pending: Some(rx), stream: None })
+}
+
+/// Asks the primary for what comes after `position`. `Ok(None)`: it sends a state,
+/// which the vCPU restores from `upstream.restart`.
+fn connect(plan: &Rejoin, position: u64, upstream: &Arc<Upstream>) -> Result<Option<StreamSource>, ReplicationError> {
+    let t0 = Instant::now();
+    let (stream, reply) =
+        handshake::connect_primary(&plan.addr, &plan.hello, plan.within, plan.request, OnRefused::Retry)?;
+    match reply {
+        AttachReply::Resume { from, through } if from == position => {
+            tracing::info!(
+                primary = %plan.addr,
+                from,
+                through,
+                ms = t0.elapsed().as_millis() as u64,
+                "backup paired: resumed from the primary's backlog after exit {from}, the end of its data directory's \
+                 log; replaying the primary's log"
+            );
+            let source =
+                follower::start(stream, plan.timing, upstream.clone(), plan.stats.clone(), plan.reconnect.clone())?;
+            Ok(Some(source))
+        }
+        AttachReply::Resume { from, .. } => {
+            Err(ReplicationError::Handshake(format!("the primary resumes after exit {from}, not {position}")))
+        }
+        AttachReply::State { why } => {
+            tracing::warn!(
+                "backup paired: the primary cannot resume this follower's log ({why}): it sends the pages that differ"
+            );
+            *upstream.restart.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream);
+            Ok(None)
+        }
+        AttachReply::Refuse { why } => Err(ReplicationError::Refused(why)),
     }
+}
+
+/// Records from disk, then the primary's.
+pub struct ChainSource {
+    local: VecDeque<Record>,
+    /// Told when the records from disk are used up.
+    drained: Option<Sender<()>>,
+    pending: Option<Receiver<Result<Option<StreamSource>, String>>>,
+    stream: Option<StreamSource>,
 }
 
 impl RecordSource for ChainSource {
     fn next_record(&mut self) -> Result<Option<Record>, ReplayError> {
-        match self.local.pop_front() {
-            Some(r) => Ok(Some(r)),
-            None => self.stream.next_record(),
+        if let Some(r) = self.local.pop_front() {
+            return Ok(Some(r));
+        }
+        if let Some(drained) = self.drained.take() {
+            let _ = drained.send(());
+        }
+        if let Some(rx) = self.pending.take() {
+            match rx.recv() {
+                Ok(Ok(stream)) => self.stream = stream,
+                Ok(Err(why)) => return Err(ReplayError::Source(why)),
+                Err(_) => return Err(ReplayError::Source("the rejoin thread ended without an answer".into())),
+            }
+        }
+        match &mut self.stream {
+            Some(s) => s.next_record(),
+            // A state follows: the stream ends here, and the vCPU restores it.
+            None => Ok(None),
         }
     }
 }

@@ -9,12 +9,13 @@ use super::backlog::Backlog;
 use super::follower::{self, Reconnect, Upstream};
 use super::group::Group;
 use super::handshake;
-use super::recovery::{self, ChainSource, DataDir, Restart};
+use super::recovery::{self, DataDir, Restart};
 use super::release::{Control, Policy, SharedReleaser};
 use super::stream::{Fanout, GroupSink};
 use super::takeover::Takeover;
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::vm::checkpoint::SharedCheckpointer;
 use crate::vm::driver::Attaching;
 use crate::vm::live::{LiveDriver, VmEvent};
 use crate::vm::machine::Machine;
@@ -25,7 +26,7 @@ use crate::vm::runner::Driver;
 use crate::vm::snapshot::{self, SnapshotError};
 use crossbeam_channel::{Receiver, Sender};
 use guest_abi::NetConfig;
-use logging_channel::channel::{hello, AttachReply, Role};
+use logging_channel::channel::{hello, AttachReply, AttachRequest, Role};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,8 +97,9 @@ pub struct FollowerPlan {
     pub control: Sender<Control>,
 }
 
-/// Connects to the primary, pairs, receives its state (or, restarted on its data
-/// directory, resumes from what its disk holds), and returns the replaying driver.
+/// Connects to the primary, pairs, receives its state, and returns the replaying driver.
+/// A follower restarted on its data directory first restores its checkpoint and replays
+/// its log from disk, and only then asks the primary for the rest ([`recovery::rejoin`]).
 pub fn follower(
     machine: &mut Machine,
     primary_addr: &str,
@@ -106,82 +108,87 @@ pub fn follower(
     s: Services,
 ) -> Result<Started, ReplicationError> {
     let local = hello(Role::Backup, &machine.header, 0);
+    // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
+    let reconnect = (!s.timing.reconnect.is_zero()).then(|| Reconnect {
+        addr: primary_addr.to_string(),
+        hello: local.clone(),
+        within: s.timing.reconnect,
+    });
     let restart = match &s.data_dir {
         Some(d) => recovery::restore(d, machine)?,
         None => Restart::default(),
     };
+    if let (Some(d), Some((exit, epoch))) = (&s.data_dir, restart.checkpoint) {
+        let epoch = epoch.max(restart.log.epoch);
+        let position = restart.log.position;
+        let upstream = Upstream::new(exit);
+        // It holds its disk's log beyond the checkpoint: the stream continues after it.
+        upstream.received_through.store(position, std::sync::atomic::Ordering::SeqCst);
+        let persist = recovery::start(d, machine.header, position, &upstream)?;
+        s.group.follow(upstream.clone(), primary_addr, epoch);
+        s.releaser.set_policy(Policy::Follower(upstream.clone()));
+        let rejoin = recovery::Rejoin {
+            addr: primary_addr.to_string(),
+            hello: local,
+            within: connect_within,
+            request: restart.request(),
+            timing: s.timing,
+            stats: s.stats.clone(),
+            reconnect: reconnect.clone(),
+        };
+        let source = recovery::rejoin(rejoin, restart.log.records, upstream.clone())?;
+        let checkpoints = Some(persist.checkpoints.clone());
+        return Ok(finish(machine, plan, s, upstream, Box::new(source), exit, checkpoints, reconnect));
+    }
     // Hashed before connecting: the primary's guest is paused while it waits for the list.
     let have = pagediff::have_list(&machine.mem).map_err(SnapshotError::from)?;
     let (mut stream, reply) = handshake::connect_primary(
         primary_addr,
         &local,
         connect_within,
-        restart.request(),
+        AttachRequest::Fresh,
         handshake::OnRefused::Retry,
     )?;
-    let resumed = match (reply, restart.checkpoint) {
-        (AttachReply::Resume { from, through }, Some((exit, epoch))) if from == restart.log.position => {
-            tracing::info!(
-                primary = %primary_addr,
-                checkpoint = exit,
-                from,
-                through,
-                "backup paired: resuming from its data directory; replaying exits {} to {from} from disk, then the \
-                 primary's log",
-                exit + 1
-            );
-            Some((exit, epoch))
-        }
-        (AttachReply::Resume { from, .. }, _) => {
-            return Err(ReplicationError::Handshake(format!(
-                "the primary offered a resume after exit {from}, not asked for"
-            )))
-        }
-        (AttachReply::State { why }, _) if !why.is_empty() => {
-            tracing::warn!("the primary cannot resume this follower's log ({why}): it sends the state (a diff)");
-            None
-        }
-        _ => None,
-    };
-    let (first_index, epoch, position, local_records) = match resumed {
-        Some((exit, epoch)) => (exit, epoch.max(restart.log.epoch), restart.log.position, restart.log.records),
-        None => {
-            let (j, epoch) = snapshot::receive_prepared(
-                &mut stream,
-                &mut machine.vcpu,
-                &machine.mem,
-                &mut machine.buses.mmio,
-                &have,
-            )?;
-            (j, epoch, j, Vec::new())
-        }
-    };
-    tracing::info!(primary = %primary_addr, exit = first_index, epoch, "backup paired; replaying the primary's log");
+    if let AttachReply::Resume { .. } = reply {
+        return Err(ReplicationError::Handshake("the primary offered a resume to a new follower".into()));
+    }
+    let (first_index, epoch) =
+        snapshot::receive_prepared(&mut stream, &mut machine.vcpu, &machine.mem, &mut machine.buses.mmio, &have)?;
+    tracing::info!(
+        primary = %primary_addr,
+        exit = first_index,
+        epoch,
+        pages_held = have.0.len(),
+        "backup paired; replaying the primary's log"
+    );
     let upstream = Upstream::new(first_index);
-    // A resumed follower holds its disk's log beyond its checkpoint: the stream continues after it.
-    upstream.received_through.store(position, std::sync::atomic::Ordering::SeqCst);
     let persist = match &s.data_dir {
-        Some(d) => Some(recovery::start(d, machine.header, position, &upstream)?),
+        Some(d) => Some(recovery::start(d, machine.header, first_index, &upstream)?),
         None => None,
     };
-    if let (Some(p), None) = (&persist, resumed) {
+    if let Some(p) = &persist {
         p.new_history(first_index, epoch, &mut machine.vcpu, &machine.mem, &machine.buses.mmio)
             .map_err(|e| ReplicationError::Attach(format!("--data-dir: {e}")))?;
     }
     s.group.follow(upstream.clone(), primary_addr, epoch);
     s.releaser.set_policy(Policy::Follower(upstream.clone()));
-    // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
-    let reconnect = (!s.timing.reconnect.is_zero()).then(|| Reconnect {
-        addr: primary_addr.to_string(),
-        hello: local,
-        within: s.timing.reconnect,
-    });
-    let stream_source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone(), reconnect.clone())?;
-    let source: Box<dyn RecordSource + Send> = if local_records.is_empty() {
-        Box::new(stream_source)
-    } else {
-        Box::new(ChainSource::new(local_records, stream_source))
-    };
+    let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone(), reconnect.clone())?;
+    let checkpoints = persist.map(|p| p.checkpoints.clone());
+    Ok(finish(machine, plan, s, upstream, Box::new(source), first_index, checkpoints, reconnect))
+}
+
+/// A follower's driver and how it goes live, once it has a record source.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    machine: &Machine,
+    plan: FollowerPlan,
+    s: Services,
+    upstream: Arc<Upstream>,
+    source: Box<dyn RecordSource + Send>,
+    first_index: u64,
+    checkpoints: Option<SharedCheckpointer>,
+    reconnect: Option<Reconnect>,
+) -> Started {
     let takeover = Takeover {
         tap: plan.tap,
         net: plan.net,
@@ -197,9 +204,8 @@ pub fn follower(
         events: s.events,
         events_tx: s.events_tx,
     };
-    let checkpoints = persist.map(|p| p.checkpoints.clone());
     let driver = Driver::Replay(
         ReplayDriver::following(source, upstream.replayed_through.clone()).with_checkpoints(checkpoints),
     );
-    Ok(Started { driver, first_index, attacher: None, takeover: Some(takeover), upstream: Some(upstream) })
+    Started { driver, first_index, attacher: None, takeover: Some(takeover), upstream: Some(upstream) }
 }

@@ -146,6 +146,7 @@ impl LaunchError {
             LaunchError::Machine(MachineError::NoKvm(_)) => exit_code::NO_KVM,
             LaunchError::BadLog { .. } | LaunchError::Run(RunError::Replay(ReplayError::Log(_))) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(ReplayError::NoEnd { .. })) => exit_code::BAD_LOG,
+            LaunchError::Run(RunError::Replay(ReplayError::Source(_))) => exit_code::STOOD_DOWN,
             LaunchError::Run(RunError::Replay(_)) => exit_code::DIVERGENCE,
             LaunchError::Run(RunError::GuestFault { .. }) => exit_code::GUEST_FAILED,
             LaunchError::Run(RunError::StandDown(_)) => exit_code::STOOD_DOWN,
