@@ -61,6 +61,7 @@ pub mod file;
 pub mod pipe;
 mod record;
 pub mod state;
+pub mod vote;
 
 pub use codec::{CodecError, RecordReader, Sequencer};
 pub use file::{FileError, LogHeader, LogReader, LogWriter};

@@ -129,6 +129,7 @@ pub mod client;
 pub mod group;
 pub mod load;
 pub mod pair;
+pub mod replica;
 pub mod sites;
 pub mod status;
 pub mod vm;

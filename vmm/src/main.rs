@@ -65,6 +65,34 @@ enum Command {
         #[command(flatten)]
         disk: DiskArgs,
     },
+    /// Run as a member of a replica group: every member runs the same command with its own
+    /// --id. The members elect a primary, which boots the VM; the others follow it, and
+    /// when it dies they elect the most up-to-date one. A member that restarts, or a
+    /// primary that lost its majority, comes back as a follower.
+    Replica {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// This member's id in --group.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+        /// Every member's peer address, the same on every member: ID=IP:PORT,... Each
+        /// member answers votes on PORT and takes followers on PORT+1 while it is primary.
+        #[arg(long, value_name = "ID=IP:PORT,...")]
+        group: String,
+        /// A voter with no log for groups with an even number of members: file:DIR or
+        /// etcd:http://HOST:PORT[,...] (the same on every member).
+        #[arg(long, value_name = "SPEC")]
+        witness: Option<String>,
+        /// Higher stands first when logs are equal; 0 votes but never leads.
+        #[arg(long, default_value_t = 1)]
+        priority: u8,
+        /// Where this member keeps its ballot (its vote and epoch), which must survive
+        /// restarts: a member that forgot its vote could vote twice in one epoch.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        group_args: GroupArgs,
+    },
     /// Print the status of a running ftvmm (started with --status ADDR) as one JSON object.
     Status {
         /// The address given to --status.
@@ -316,6 +344,16 @@ fn main() -> ExitCode {
             }
             Err(e) => return usage_error(&e),
         },
+        Command::Replica { vm, id, group, witness, priority, data_dir, group_args } => match group_args.group() {
+            Ok(g) => {
+                if group_args.arbiter.is_some() {
+                    return usage_error("a replica group takes --witness, not --arbiter");
+                }
+                let member = launch::ReplicaOptions { id, group, priority, witness, data_dir };
+                (vm, Mode::Replica { member, group: g }, None)
+            }
+            Err(e) => return usage_error(&e),
+        },
     };
     let fresh_boot = matches!(mode, Mode::Run | Mode::Record(_) | Mode::Primary { .. });
     let boot_wall_ms = match vm.boot_wall_ms(fresh_boot) {
@@ -327,6 +365,11 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e.to_string()),
     };
     let result = launch::launch(&options, &mode).map_err(anyhow::Error::from);
+    if let (Mode::Replica { group, .. }, Err(e)) = (&mode, &result) {
+        if e.downcast_ref::<LaunchError>().map(LaunchError::exit_code) == Some(launch::exit_code::STOOD_DOWN) {
+            rejoin_as_follower(&error_chain(e), group.timing.failover_timeout);
+        }
+    }
     match result {
         Ok(report) => {
             if let Some(line) = report.digest_line {
@@ -340,6 +383,19 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// A replica group member that stood down (it lost its majority, or its stream broke in
+/// a way that forbids going live) comes back as a follower: the process starts over
+/// with the same command and a fresh VM, and joins the current primary by state
+/// transfer. Its ballot is on disk, so it remembers its votes. Returns only if the
+/// exec failed.
+fn rejoin_as_follower(why: &str, pause: Duration) {
+    use std::os::unix::process::CommandExt;
+    eprintln!("ftvmm: stood down ({why}); rejoining the group as a follower");
+    std::thread::sleep(pause);
+    let err = std::process::Command::new("/proc/self/exe").args(std::env::args_os().skip(1)).exec();
+    eprintln!("error: cannot restart to rejoin the group: {err}");
 }
 
 fn print_status(addr: &str) -> ExitCode {

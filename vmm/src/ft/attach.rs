@@ -20,7 +20,7 @@ use super::backlog::Backlog;
 use super::group::{Follower, Group};
 use super::handshake;
 use super::release::SharedReleaser;
-use super::stream::{Fanout, FollowerLink};
+use super::stream::{Fanout, FollowerLink, Resume};
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
 use crate::vm::driver::Attaching;
@@ -51,10 +51,12 @@ pub struct Attacher {
 /// How a follower will get what it lacks.
 #[derive(Debug, PartialEq, Eq)]
 enum Plan {
-    /// The encoded records after its position `from`.
+    /// The encoded records after its position `from`, with standing marks where the
+    /// epoch changed after it (`marked`).
     Resume {
         from: u64,
         records: Vec<u8>,
+        marked: bool,
     },
     /// The whole state; why a resume was not possible (empty if none was asked for).
     State(String),
@@ -79,7 +81,7 @@ impl Attacher {
                 handshake::refuse_attach(&mut conn, &why);
                 Err(ReplicationError::Attach(format!("refused the follower at {addr}: {why}")))
             }
-            Plan::Resume { from, records } => self.resume(conn, &addr, from, records, at.index),
+            Plan::Resume { from, records, marked } => self.resume(conn, &addr, from, records, marked, at.index),
             Plan::State(why) => self.send_state(conn, &addr, &why, at),
         }
     }
@@ -90,6 +92,7 @@ impl Attacher {
         addr: &str,
         from: u64,
         mut records: Vec<u8>,
+        marked: bool,
         now: u64,
     ) -> Result<(), ReplicationError> {
         let t0 = Instant::now();
@@ -98,7 +101,7 @@ impl Attacher {
         let bytes = records.len();
         let follower = self.group.add_follower(addr, from);
         let id = follower.id;
-        self.stream_to(conn, follower, Some((records, now)))?;
+        self.stream_to(conn, follower, Some(Resume { records, through: now, marked }))?;
         tracing::info!(
             follower = id,
             %addr,
@@ -119,7 +122,7 @@ impl Attacher {
         &self,
         conn: TcpStream,
         follower: Arc<Follower>,
-        resume: Option<(Vec<u8>, u64)>,
+        resume: Option<Resume>,
     ) -> Result<(), ReplicationError> {
         let link = FollowerLink::start(
             conn,
@@ -195,6 +198,13 @@ fn plan(request: AttachRequest, now: u64, backlog: &Backlog) -> Plan {
     };
     // Everything before `now` is logged and nothing at it: a follower cannot honestly
     // hold `now` or beyond.
+    if p >= now && epoch < backlog.epoch_now() {
+        return Plan::State(format!(
+            "it holds exits through {p} of epoch {epoch}, which this log (epoch {}) never had: they were never \
+             released, and the state replaces them",
+            backlog.epoch_now()
+        ));
+    }
     if p >= now {
         return Plan::Refuse(format!(
             "it says it holds the log through exit {p}, but this primary has logged only up to exit {}: \
@@ -202,8 +212,10 @@ fn plan(request: AttachRequest, now: u64, backlog: &Backlog) -> Plan {
             now.saturating_sub(1)
         ));
     }
-    match (backlog.epoch_at(p), backlog.from(p)) {
-        (Some(ours), Some(records)) if ours == epoch => Plan::Resume { from: p, records },
+    match (backlog.epoch_at(p), backlog.from_marked(p)) {
+        (Some(ours), Some(records)) if ours == epoch => {
+            Plan::Resume { from: p, records, marked: ours != backlog.epoch_now() }
+        }
         (Some(ours), Some(_)) => Plan::State(format!(
             "it was in epoch {epoch} at exit {p} and this log in epoch {ours}: its log is not a prefix of this one"
         )),
@@ -263,8 +275,13 @@ mod tests {
     #[test]
     fn a_position_in_the_backlog_in_the_same_epoch_resumes_with_the_records_after_it() {
         let b = backlog();
-        assert_eq!(plan(resume(1, 25), 50, &b), Plan::Resume { from: 25, records: [[30; 16], [40; 16]].concat() });
-        assert_eq!(plan(resume(2, 45), 50, &b), Plan::Resume { from: 45, records: Vec::new() });
+        assert_eq!(plan(resume(2, 45), 50, &b), Plan::Resume { from: 45, records: Vec::new(), marked: false });
+        let Plan::Resume { from: 25, records, marked: true } = plan(resume(1, 25), 50, &b) else {
+            panic!("a resume across the epoch change")
+        };
+        let mut mark = Vec::new();
+        codec::encode(&Record::Standing { exit_index: 30, epoch: 2, eligible: true }, &mut mark);
+        assert_eq!(records, [vec![30; 16], mark, vec![40; 16]].concat(), "the new epoch is marked where it begins");
     }
 
     #[test]
@@ -278,8 +295,15 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_holding_exits_of_an_older_epoch_past_this_log_gets_the_state() {
+        // It received exits 50..60 from the old primary, which the new one never had.
+        let Plan::State(why) = plan(resume(1, 60), 50, &backlog()) else { panic!("expected a state transfer") };
+        assert!(why.contains("never had"), "{why}");
+    }
+
+    #[test]
     fn a_position_past_what_was_logged_is_refused() {
-        assert!(matches!(plan(resume(1, 50), 50, &backlog()), Plan::Refuse(_)));
-        assert!(matches!(plan(resume(1, 0), 0, &backlog()), Plan::Refuse(_)), "at boot nothing was logged");
+        assert!(matches!(plan(resume(2, 50), 50, &backlog()), Plan::Refuse(_)));
+        assert!(matches!(plan(resume(2, 0), 0, &backlog()), Plan::Refuse(_)), "at boot nothing was logged");
     }
 }

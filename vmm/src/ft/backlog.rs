@@ -22,12 +22,14 @@ use std::collections::VecDeque;
 /// The default `--backlog-mib`.
 pub const DEFAULT_BACKLOG_MIB: u64 = 64;
 
+#[derive(Debug)]
 struct Chunk {
     exit_index: u64,
     bytes: Vec<u8>,
 }
 
 /// The recent log, bounded in bytes.
+#[derive(Debug)]
 pub struct Backlog {
     limit: usize,
     chunks: VecDeque<Chunk>,
@@ -88,12 +90,50 @@ impl Backlog {
         Some(out)
     }
 
+    /// Like [`Backlog::from`], with a standing mark wherever the epoch changes after `p`
+    /// (`Standing{s, e}`: the records after exit `s` are epoch `e`'s), so that a
+    /// follower resuming across an election knows which of the records it gets are of
+    /// the old primary's epoch and which of the new one's (its log position says so).
+    pub fn from_marked(&self, p: u64) -> Option<Vec<u8>> {
+        if p < self.floor {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut changes = self.epochs.iter().filter(|&&(first, _)| first > p).peekable();
+        let mut last = p;
+        for chunk in self.chunks.iter().filter(|c| c.exit_index > p) {
+            while let Some(&(_, epoch)) = changes.next_if(|&&(first, _)| first <= chunk.exit_index) {
+                let mark = logging_channel::Record::Standing { exit_index: last, epoch, eligible: true };
+                logging_channel::codec::encode(&mark, &mut out);
+            }
+            out.extend_from_slice(&chunk.bytes);
+            last = chunk.exit_index;
+        }
+        for &(_, epoch) in changes {
+            logging_channel::codec::encode(
+                &logging_channel::Record::Standing { exit_index: last, epoch, eligible: true },
+                &mut out,
+            );
+        }
+        Some(out)
+    }
+
     /// The epoch the log was in at exit `p`, if the backlog still reaches back to it.
     pub fn epoch_at(&self, p: u64) -> Option<u64> {
         if p < self.floor {
             return None;
         }
         self.epochs.iter().rev().find(|&&(from, _)| from <= p).map(|&(_, e)| e)
+    }
+
+    /// The most bytes it keeps.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The epoch of the newest records.
+    pub fn epoch_now(&self) -> u64 {
+        self.epochs.back().map_or(0, |&(_, e)| e)
     }
 
     /// The oldest position a follower can resume from.
@@ -184,6 +224,43 @@ mod tests {
         assert_eq!(b.epoch_at(179), Some(1));
         assert_eq!(b.epoch_at(180), Some(2));
         assert_eq!(b.epoch_at(5000), Some(2));
+    }
+
+    #[test]
+    fn a_resume_across_an_epoch_change_marks_where_the_new_epoch_begins() {
+        use logging_channel::{codec, Record};
+        let progress = |exit| {
+            let mut v = Vec::new();
+            codec::encode(&Record::Progress { exit_index: exit }, &mut v);
+            v
+        };
+        let mut b = Backlog::new(1 << 20, 0, 1);
+        b.push(10, 1, &progress(10));
+        b.push(20, 1, &progress(20));
+        b.note_epoch(21, 3);
+        b.push(25, 3, &progress(25));
+        let bytes = b.from_marked(5).expect("in the backlog");
+        let mut records = Vec::new();
+        let mut rest = &bytes[..];
+        while let Some((r, n)) = codec::decode(rest).expect("decodes") {
+            records.push(r);
+            rest = &rest[n..];
+        }
+        assert_eq!(
+            records,
+            vec![
+                Record::Progress { exit_index: 10 },
+                Record::Progress { exit_index: 20 },
+                Record::Standing { exit_index: 20, epoch: 3, eligible: true },
+                Record::Progress { exit_index: 25 },
+            ]
+        );
+        let mut seq = logging_channel::Sequencer::starting_at(5);
+        assert!(records.iter().all(|r| seq.check(r).is_ok()), "a follower's sequencer takes them in this order");
+        assert_eq!(b.from_marked(22), Some(progress(25)), "after the change: nothing to mark");
+        let mut after_all = Vec::new();
+        codec::encode(&Record::Standing { exit_index: 20, epoch: 3, eligible: true }, &mut after_all);
+        assert_eq!(b.from_marked(20), Some([after_all, progress(25)].concat()));
     }
 
     #[test]

@@ -16,7 +16,10 @@
 //!             '-- refused, or no primary within the deadline: the stream ends (go live)
 //! ```
 //! Meanwhile the VM waits for records, paused at its position.
+use super::backlog::Backlog;
 use super::disklog::Persist;
+use super::election::elector::{Elector, Next};
+use super::election::rules::LogPosition;
 use super::flow::ProgressWatch;
 use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
@@ -55,6 +58,13 @@ pub struct Upstream {
     pub clean_end: AtomicBool,
     /// The epoch the primary last announced (its state's, then standing marks).
     pub epoch: AtomicU64,
+    /// The records after this exit are `epoch`'s; those before, `earlier_epoch`'s (a
+    /// resume across an election gets the old primary's records, then the new one's).
+    epoch_from: AtomicU64,
+    earlier_epoch: AtomicU64,
+    /// In a replica group, the log this follower received, kept so that it can serve
+    /// resumes from it if it becomes primary.
+    pub backlog: Mutex<Option<Backlog>>,
     /// The primary last said this follower may take over: output waited for it, so it
     /// holds every write a client was told of. An asynchronous follower may not.
     pub eligible: AtomicBool,
@@ -71,10 +81,44 @@ impl Upstream {
     /// else would make flow control wait for exits that will never be sent.
     pub fn new(joined_at: u64) -> Arc<Upstream> {
         let u = Upstream { alive: AtomicBool::new(true), eligible: AtomicBool::new(true), ..Upstream::default() };
+        u.epoch_from.store(joined_at, Ordering::SeqCst);
         u.received_through.store(joined_at, Ordering::SeqCst);
         u.replayed_through.store(joined_at, Ordering::SeqCst);
         u.released.store(joined_at, Ordering::SeqCst);
         Arc::new(u)
+    }
+
+    /// Where this follower's log ends, for elections: the epoch of its last record,
+    /// and the last exit it holds.
+    pub fn log_position(&self) -> LogPosition {
+        let exit = self.received_through.load(Ordering::SeqCst);
+        let epoch = if exit > self.epoch_from.load(Ordering::SeqCst) {
+            self.epoch.load(Ordering::SeqCst)
+        } else {
+            self.earlier_epoch.load(Ordering::SeqCst)
+        };
+        LogPosition { epoch, exit }
+    }
+
+    /// The primary says the records after exit `from` are `epoch`'s.
+    fn announce_epoch(&self, epoch: u64, from: u64) -> bool {
+        let was = self.epoch.load(Ordering::SeqCst);
+        if epoch <= was {
+            return false;
+        }
+        // Records up to `from` keep the epoch they had.
+        let before =
+            if from > self.epoch_from.load(Ordering::SeqCst) { was } else { self.earlier_epoch.load(Ordering::SeqCst) };
+        self.earlier_epoch.store(before, Ordering::SeqCst);
+        self.epoch_from.store(from, Ordering::SeqCst);
+        self.epoch.store(epoch, Ordering::SeqCst);
+        true
+    }
+
+    /// Starts keeping the log this follower receives (replica groups), from a state
+    /// taken at exit `joined_at` in `epoch`.
+    pub fn keep_log(&self, bytes: usize, joined_at: u64, epoch: u64) {
+        *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = Some(Backlog::new(bytes, joined_at, epoch));
     }
 
     /// The connection a new state arrives on, if the primary is sending one.
@@ -89,19 +133,36 @@ impl Upstream {
         self.replayed_through.store(joined_at, Ordering::SeqCst);
         self.released.fetch_max(joined_at, Ordering::SeqCst);
         self.epoch.fetch_max(epoch, Ordering::SeqCst);
+        // The state is the primary's, in its epoch, through `joined_at`.
+        self.earlier_epoch.store(self.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.epoch_from.store(joined_at, Ordering::SeqCst);
+        let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = backlog.as_mut() {
+            *b = Backlog::new(b.limit(), joined_at, epoch);
+        }
+        drop(backlog);
         self.alive.store(true, Ordering::SeqCst);
     }
 }
 
-/// How `log-rx` reconnects to its primary when the connection breaks.
-#[derive(Debug, Clone)]
+/// How `log-rx` reconnects when the connection to its primary breaks.
+#[derive(Clone)]
 pub struct Reconnect {
-    /// The primary's address.
-    pub addr: String,
+    /// Where it reconnects.
+    pub to: Rejoin,
     /// This follower's hello.
     pub hello: Hello,
-    /// How long to keep trying (`--reconnect-secs`).
+    /// How long to keep trying one primary (`--reconnect-secs`).
     pub within: Duration,
+}
+
+/// Where a follower whose primary is gone goes.
+#[derive(Clone)]
+pub enum Rejoin {
+    /// Back to the same primary's address (`--reconnect-secs`); if that fails, live.
+    Same(String),
+    /// To whoever the group elects: this member, or another it then follows.
+    Elect(Arc<Elector>),
 }
 
 /// How `receive_loop` ended.
@@ -152,16 +213,29 @@ pub fn start(
             let why = loop {
                 let ended = receive_loop(&mut *stream, timing, &upstream, &stats, &tx, &mut seq);
                 stream.close();
-                let why = match (ended, &reconnect) {
-                    (Ended::Broken(why), Some(r)) => {
-                        why + &format!("; reconnecting for up to {} s", r.within.as_secs())
-                    }
+                let (why, r) = match (ended, &reconnect) {
+                    (Ended::Broken(why), Some(r)) => (why, r),
                     (Ended::Broken(why) | Ended::Final(why), _) => break why,
                 };
                 upstream.alive.store(false, Ordering::SeqCst);
-                tracing::warn!("the connection to the primary broke: {why}");
-                let Some(r) = &reconnect else { break why };
-                match resume(r, &upstream, &seq) {
+                let next = match &r.to {
+                    Rejoin::Same(addr) => {
+                        tracing::warn!(
+                            "the connection to the primary broke: {why}; reconnecting for up to {} s",
+                            r.within.as_secs()
+                        );
+                        resume(addr, &r.hello, r.within, &upstream, &seq)
+                            .map_err(|e| format!("{why}; reconnecting failed: {e}"))
+                    }
+                    Rejoin::Elect(elector) => {
+                        tracing::warn!("primary lost: {why}; the group elects a new one");
+                        match rejoin_group(elector, r, &upstream, &seq) {
+                            Some(resumed) => Ok(resumed),
+                            None => break format!("{why}; this member won the election"),
+                        }
+                    }
+                };
+                match next {
                     Ok(Resumed::Log(s)) => stream = Box::new(s),
                     Ok(Resumed::State(s, because)) => {
                         tracing::warn!(
@@ -171,7 +245,7 @@ pub fn start(
                         *upstream.restart.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
                         return;
                     }
-                    Err(e) => break format!("{why}; reconnecting failed: {e}"),
+                    Err(e) => break e,
                 }
             };
             upstream.alive.store(false, Ordering::SeqCst);
@@ -189,11 +263,39 @@ pub fn start(
     Ok(StreamSource { rx })
 }
 
-/// Asks the primary to resume the log after the exit this follower holds through.
-fn resume(r: &Reconnect, upstream: &Upstream, seq: &Sequencer) -> Result<Resumed, ReplicationError> {
+/// Until the group has a primary: follows the one it elects and returns how the log
+/// goes on, or `None` if this member won (its stream ends, and it goes live).
+fn rejoin_group(elector: &Elector, r: &Reconnect, upstream: &Upstream, seq: &Sequencer) -> Option<Resumed> {
+    loop {
+        match elector.find_or_win() {
+            Next::Lead { .. } => return None,
+            Next::Follow { member, join, epoch } => {
+                // Its hello carries the epoch it follows: a primary of an older one is refused.
+                let hello = Hello { epoch, ..r.hello };
+                match resume(&join, &hello, r.within, upstream, seq) {
+                    Ok(resumed) => {
+                        elector.following(member);
+                        return Some(resumed);
+                    }
+                    Err(e) => tracing::info!("cannot follow member {member} yet: {e}"),
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asks the primary at `addr` to resume the log after the exit this follower holds through.
+fn resume(
+    addr: &str,
+    hello: &Hello,
+    within: Duration,
+    upstream: &Upstream,
+    seq: &Sequencer,
+) -> Result<Resumed, ReplicationError> {
     let p = seq.covered_through().unwrap_or(0);
-    let request = AttachRequest::Resume { epoch: upstream.epoch.load(Ordering::SeqCst), exit_index: p };
-    let (stream, reply) = handshake::connect_primary(&r.addr, &r.hello, r.within, request, OnRefused::GiveUp)?;
+    let request = AttachRequest::Resume { epoch: upstream.log_position().epoch, exit_index: p };
+    let (stream, reply) = handshake::connect_primary(addr, hello, within, request, OnRefused::GiveUp)?;
     match reply {
         AttachReply::Resume { from, through } if from == p => {
             tracing::info!(from, through, "resumed the log from the primary's backlog: no state transfer");
@@ -364,9 +466,9 @@ fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &Upstream) -> (V
                     Record::Released { exit_index } => {
                         state.released.fetch_max(exit_index, Ordering::SeqCst);
                     }
-                    Record::Standing { epoch, eligible, .. } => {
+                    Record::Standing { exit_index, epoch, eligible } => {
                         let was = state.eligible.swap(eligible, Ordering::SeqCst);
-                        if state.epoch.fetch_max(epoch, Ordering::SeqCst) < epoch || was != eligible {
+                        if state.announce_epoch(epoch, exit_index) || was != eligible {
                             let may = if eligible { "may" } else { "may not" };
                             tracing::info!(
                                 epoch,
@@ -375,7 +477,11 @@ fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &Upstream) -> (V
                             );
                         }
                     }
-                    _ => {}
+                    _ => {
+                        if let Some(b) = state.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                            b.push(record.exit_index(), state.epoch.load(Ordering::SeqCst), &buf[used - n..used]);
+                        }
+                    }
                 }
                 records.push(record);
             }

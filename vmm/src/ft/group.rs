@@ -15,6 +15,8 @@
 //! alive behind a partition and about to go live) or when a follower goes live.
 //! With an arbiter it must first win the claim for the current epoch; the loser
 //! halts. The epoch then moves on, so the next claim is a fresh one.
+use super::election::elector::{Elector, LocalView};
+use super::election::rules::LogPosition;
 use super::follower::Upstream;
 use super::output_rule::{self, Position, ReplicationMode};
 use crate::host::arbiter::Arbiter;
@@ -85,6 +87,17 @@ pub struct GroupConfig {
     pub max_followers: usize,
     /// Decides who goes on alone; without one, a partition can cause split brain.
     pub arbiter: Option<Arc<dyn Arbiter>>,
+    /// A replica group's election (`ftvmm replica`), which then decides instead of the
+    /// arbiter: output waits for a majority, and a primary that loses it steps down.
+    pub election: Option<Election>,
+}
+
+/// A replica group member's election, as the group uses it.
+#[derive(Clone)]
+pub struct Election {
+    pub elector: Arc<Elector>,
+    /// A primary short of its majority this long steps down.
+    pub step_down_after: std::time::Duration,
 }
 
 /// The group, as this member sees it.
@@ -108,6 +121,11 @@ pub struct Group {
     repl_status: Arc<AtomicU64>,
     /// Where to tell the vCPU to halt when another member won the arbiter.
     events: Sender<VmEvent>,
+    /// This primary won the witness for its log's epoch and no follower joined since:
+    /// no other member can win an election without it.
+    holds_witness: AtomicBool,
+    /// Itself, for the step-down timer.
+    me: std::sync::OnceLock<std::sync::Weak<Group>>,
 }
 
 impl Group {
@@ -132,7 +150,10 @@ impl Group {
             upstream: Mutex::new(None),
             repl_status,
             events,
+            holds_witness: AtomicBool::new(false),
+            me: std::sync::OnceLock::new(),
         });
+        let _ = group.me.set(Arc::downgrade(&group));
         stats.set_group(group.clone());
         group
     }
@@ -162,6 +183,9 @@ impl Group {
     /// A primary must not start in an epoch that another member already went on
     /// alone in: it would be a second primary for the same service.
     pub fn refuse_if_stale(&self) -> Result<(), String> {
+        if self.config.election.is_some() {
+            return Ok(()); // it was elected
+        }
         let Some(arbiter) = &self.config.arbiter else {
             tracing::warn!("no --arbiter: if the link to a follower is cut, both sides may go on alone (split brain)");
             return Ok(());
@@ -192,7 +216,7 @@ impl Group {
         }
         // Until followers elect a primary, they race for the arbiter when theirs dies; with
         // no arbiter, every follower would go live at once.
-        if count >= 1 && self.config.arbiter.is_none() {
+        if count >= 1 && self.config.arbiter.is_none() && self.config.election.is_none() {
             return Some(
                 "a second follower needs --arbiter (file:DIR or etcd:URL) on every member: without one, \
                  a primary failure would leave every follower live"
@@ -226,6 +250,9 @@ impl Group {
         });
         let mut followers = self.lock();
         followers.push(follower.clone());
+        // Its log is of this epoch: it could win the witness for it, so this primary no
+        // longer holds it.
+        self.holds_witness.store(false, Ordering::SeqCst);
         if self.config.mode == ReplicationMode::SemiSync && self.synchronous.load(Ordering::SeqCst) == 0 {
             self.synchronous.store(follower.id, Ordering::SeqCst);
         }
@@ -251,7 +278,9 @@ impl Group {
             return false;
         }
         tracing::warn!(follower = follower.id, addr = %follower.addr, "backup lost: follower {} dropped ({why})", follower.id);
-        if let Err(lost) = self.go_on_alone("primary") {
+        if let Some(e) = &self.config.election {
+            self.keep_majority(e, follower.id);
+        } else if let Err(lost) = self.go_on_alone("primary") {
             self.halt(lost);
             return true;
         }
@@ -281,6 +310,56 @@ impl Group {
         true
     }
 
+    /// The followers output must wait for, whatever the mode (a replica group's majority).
+    fn followers_needed(&self) -> usize {
+        let Some(e) = &self.config.election else { return 0 };
+        let g = e.elector.membership();
+        crate::ft::election::rules::followers_needed(
+            g.members.len(),
+            g.witness,
+            self.holds_witness.load(Ordering::SeqCst),
+        )
+    }
+
+    /// A replica group primary lost follower `gone`: with too few left for a majority it
+    /// goes on alone only by winning the witness; otherwise it stops releasing at once
+    /// and steps down if no follower comes back within the failover timeout.
+    fn keep_majority(self: &Group, e: &Election, gone: u64) {
+        let left = self.lock().iter().filter(|f| f.id != gone).count();
+        if left >= self.followers_needed() {
+            return;
+        }
+        if e.elector.membership().witness {
+            match e.elector.go_on_alone(self.epoch()) {
+                Ok(epoch) => {
+                    self.holds_witness.store(true, Ordering::SeqCst);
+                    self.epoch.store(epoch, Ordering::SeqCst);
+                    return;
+                }
+                Err(why) => return self.halt(format!("{why}: this primary steps down")),
+            }
+        }
+        tracing::warn!(
+            "{left} follower(s) left, {} needed for a majority: output is held, and this primary steps down in {} ms \
+             unless followers come back",
+            self.followers_needed(),
+            e.step_down_after.as_millis()
+        );
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else { return };
+        let after = e.step_down_after;
+        let _ = std::thread::Builder::new().name("step-down".into()).spawn(move || {
+            std::thread::sleep(after);
+            let have = me.follower_count();
+            if !me.halted() && have < me.followers_needed() {
+                me.halt(format!(
+                    "no majority for {} ms ({have} follower(s), {} needed): this primary steps down",
+                    after.as_millis(),
+                    me.followers_needed()
+                ));
+            }
+        });
+    }
+
     /// With an arbiter, claims the current epoch for `me`; on a win the epoch moves on.
     /// `Err` says why this member must not go on alone.
     fn go_on_alone(&self, me: &str) -> Result<(), String> {
@@ -299,6 +378,9 @@ impl Group {
     /// This member must stop at once and release nothing more: another went on alone.
     pub fn halt(&self, why: String) {
         self.halted.store(true, Ordering::SeqCst);
+        if let Some(e) = &self.config.election {
+            e.elector.stepped_down();
+        }
         tracing::error!("{why}: this primary HALTS without releasing held output");
         let _ = self.events.send(VmEvent::Halt(why));
     }
@@ -315,6 +397,9 @@ impl Group {
     /// the mode's price) and `quorum:K` ones may too until the followers elect the most
     /// up-to-date one, so both may take over.
     pub fn eligible(&self, follower: &Follower) -> bool {
+        if self.config.election.is_some() {
+            return true; // the election picks the most up-to-date follower
+        }
         match self.config.mode {
             ReplicationMode::SemiSync => {
                 self.synchronous.load(Ordering::SeqCst) == follower.id
@@ -332,7 +417,17 @@ impl Group {
         let sync = self.synchronous.load(Ordering::SeqCst);
         let positions: Vec<Position> =
             self.lock().iter().map(|f| Position { acked: f.acked(), synchronous: f.id == sync }).collect();
-        output_rule::release_limit(self.config.mode, &positions)
+        let limit = output_rule::release_limit(self.config.mode, &positions);
+        // A replica group releases only what a majority holds, whatever the mode.
+        match self.followers_needed() {
+            0 => limit,
+            k if positions.len() < k => self.released(),
+            k => {
+                let mut acked: Vec<u64> = positions.iter().map(|p| p.acked).collect();
+                acked.sort_unstable_by(|a, b| b.cmp(a));
+                limit.min(acked[k - 1])
+            }
+        }
     }
 
     /// Output produced up to `exit_index` has left this VM; followers are told.
@@ -358,7 +453,11 @@ impl Group {
     /// no followers yet.
     pub fn take_over(&self) -> Result<(), String> {
         self.epoch();
-        self.go_on_alone("backup")?;
+        match &self.config.election {
+            // It won the election: its epoch is the one it won.
+            Some(e) => self.epoch.store(e.elector.epoch(), Ordering::SeqCst),
+            None => self.go_on_alone("backup")?,
+        }
         *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.repl_status.store(0, Ordering::SeqCst);
         Ok(())
@@ -366,6 +465,34 @@ impl Group {
 
     fn upstream(&self) -> Option<(Arc<Upstream>, String)> {
         self.upstream.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The election, in a replica group.
+    pub fn elector(&self) -> Option<&Arc<Elector>> {
+        self.config.election.as_ref().map(|e| &e.elector)
+    }
+
+    /// This member was elected primary of `epoch` at boot.
+    pub fn lead(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+}
+
+impl LocalView for Group {
+    fn position(&self) -> LogPosition {
+        match self.upstream() {
+            Some((up, _)) => up.log_position(),
+            // A primary's log is its epoch's through what it released (at least); before
+            // it has a VM, it has nothing.
+            None if self.epoch.load(Ordering::SeqCst) > FIRST_EPOCH || self.released() > 0 => {
+                LogPosition { epoch: self.epoch.load(Ordering::SeqCst), exit: self.released() }
+            }
+            None => LogPosition::default(),
+        }
+    }
+
+    fn hears_primary(&self) -> bool {
+        self.upstream().is_some_and(|(up, _)| up.alive.load(Ordering::SeqCst))
     }
 }
 
@@ -400,7 +527,11 @@ impl GroupReport for Group {
 
     fn json_fields(&self, exit_index: u64) -> String {
         let sync = self.synchronous.load(Ordering::SeqCst);
-        let mut out = format!("\"replication\":\"{}\",\"followers\":[", self.config.mode);
+        let mut out = match &self.config.election {
+            Some(e) => e.elector.json_fields(),
+            None => String::new(),
+        };
+        let _ = write!(out, "\"replication\":\"{}\",\"followers\":[", self.config.mode);
         let live = self.lock().clone();
         let dropped: Vec<_> = self.dropped.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
         for (i, f) in live.iter().chain(dropped.iter()).enumerate() {
@@ -437,7 +568,7 @@ mod tests {
 
     fn group(mode: ReplicationMode, max: usize) -> (Arc<Group>, crossbeam_channel::Receiver<VmEvent>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let config = GroupConfig { mode, max_followers: max, arbiter: None };
+        let config = GroupConfig { mode, max_followers: max, arbiter: None, election: None };
         (Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx), rx)
     }
 
@@ -495,7 +626,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ftvmm-group-test-{}", std::process::id()));
         let arbiter = crate::host::arbiter::from_spec(&format!("file:{}", dir.display()), "10.0.0.1").expect("arbiter");
         let (tx, _rx) = crossbeam_channel::unbounded();
-        let config = GroupConfig { mode: ReplicationMode::Sync, max_followers: 2, arbiter: Some(Arc::from(arbiter)) };
+        let config = GroupConfig {
+            mode: ReplicationMode::Sync,
+            max_followers: 2,
+            arbiter: Some(Arc::from(arbiter)),
+            election: None,
+        };
         let g = Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx);
         g.add_follower("a", 0);
         assert!(g.has_room());

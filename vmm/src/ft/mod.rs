@@ -18,6 +18,7 @@
 //! - [`handshake`]: pairing a follower with a primary;
 //! - [`follower`]: a follower's `log-rx` and what it knows of its primary ([`follower::Upstream`]);
 //! - [`backlog`]: the recent log a reconnecting follower resumes from, pure;
+//! - [`election`]: the replica group's election (votes, the witness, the peer port);
 //! - [`group`]: **the one owner** of the epoch, the followers and their positions, and the arbiter;
 //! - [`release`]: the output thread, holding output until the Output Rule lets it go;
 //! - [`stream`]: the primary's log stream to each follower, and the vCPU's sink over all of them;
@@ -29,6 +30,7 @@
 pub mod attach;
 pub mod backlog;
 pub mod disklog;
+pub mod election;
 pub mod flow;
 pub mod follower;
 pub mod group;

@@ -133,7 +133,7 @@ pub fn start(
 }
 
 /// How a restarted follower asks its primary for what comes after its disk.
-pub struct Rejoin {
+pub struct RestartPlan {
     pub addr: String,
     pub hello: Hello,
     pub within: Duration,
@@ -152,7 +152,7 @@ pub struct Rejoin {
 /// - `State`: the stream ends here; the vCPU hands the connection to
 ///   `follower::restore`, which sends its page hashes and gets the pages that differ;
 /// - failure: the replay stops with an error, and the follower with exit 7.
-pub fn rejoin(plan: Rejoin, local: Vec<Record>, upstream: Arc<Upstream>) -> Result<ChainSource, ReplicationError> {
+pub fn rejoin(plan: RestartPlan, local: Vec<Record>, upstream: Arc<Upstream>) -> Result<ChainSource, ReplicationError> {
     let (tx, rx) = bounded::<Result<Option<StreamSource>, String>>(1);
     let (drained_tx, drained) = bounded::<()>(1);
     let position = upstream.received_through.load(Ordering::SeqCst);
@@ -177,7 +177,11 @@ pub fn rejoin(plan: Rejoin, local: Vec<Record>, upstream: Arc<Upstream>) -> Resu
 
 /// Asks the primary for what comes after `position`. `Ok(None)`: it sends a state,
 /// which the vCPU restores from `upstream.restart`.
-fn connect(plan: &Rejoin, position: u64, upstream: &Arc<Upstream>) -> Result<Option<StreamSource>, ReplicationError> {
+fn connect(
+    plan: &RestartPlan,
+    position: u64,
+    upstream: &Arc<Upstream>,
+) -> Result<Option<StreamSource>, ReplicationError> {
     let t0 = Instant::now();
     let (stream, reply) =
         handshake::connect_primary(&plan.addr, &plan.hello, plan.within, plan.request, OnRefused::Retry)?;

@@ -6,7 +6,8 @@
 //! and if its primary dies goes live ([`Takeover`]).
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
-use super::follower::{self, Reconnect, Upstream};
+use super::election::elector::{Elector, Next};
+use super::follower::{self, Reconnect, Rejoin, Upstream};
 use super::group::Group;
 use super::handshake;
 use super::recovery::{self, DataDir, Restart};
@@ -26,7 +27,7 @@ use crate::vm::runner::Driver;
 use crate::vm::snapshot::{self, SnapshotError};
 use crossbeam_channel::{Receiver, Sender};
 use guest_abi::NetConfig;
-use logging_channel::channel::{hello, AttachReply, AttachRequest, Role};
+use logging_channel::channel::{hello, AttachReply, AttachRequest, Hello, Role};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +98,56 @@ pub struct FollowerPlan {
     pub control: Sender<Control>,
 }
 
+/// A replica group member: finds the group's primary or wins the election, then boots
+/// as the primary or joins the primary as a follower (by state transfer).
+pub fn replica(
+    machine: &mut Machine,
+    elector: &Arc<Elector>,
+    plan: FollowerPlan,
+    s: Services,
+) -> Result<Started, ReplicationError> {
+    loop {
+        match elector.find_or_win() {
+            Next::Lead { epoch } => {
+                s.group.lead(epoch);
+                tracing::info!(epoch, "this member boots the VM as the primary of epoch {epoch}");
+                return primary(machine, &elector.join_addr(), s);
+            }
+            Next::Follow { member, join, epoch } => {
+                let services = Services {
+                    group: s.group.clone(),
+                    releaser: s.releaser.clone(),
+                    stats: s.stats.clone(),
+                    events: s.events.clone(),
+                    events_tx: s.events_tx.clone(),
+                    timing: s.timing,
+                    data_dir: None,
+                };
+                let plan = FollowerPlan {
+                    tap: plan.tap.clone(),
+                    net: plan.net,
+                    listen: plan.listen.clone(),
+                    control: plan.control.clone(),
+                };
+                let group = Some((elector.clone(), epoch));
+                match follower(machine, &join, s.timing.failover_timeout, plan, services, group) {
+                    Ok(started) => {
+                        elector.following(member);
+                        return Ok(started);
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot join member {member}, primary of epoch {epoch}: {e}; looking again")
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Connects to the primary, pairs, receives its state, and returns the replaying driver.
+/// In a replica group (`group`: its elector, and the epoch of the primary it joins), a
+/// broken connection goes to the election, and the follower keeps the log it receives.
 /// A follower restarted on its data directory first restores its checkpoint and replays
 /// its log from disk, and only then asks the primary for the rest ([`recovery::rejoin`]).
 pub fn follower(
@@ -106,14 +156,9 @@ pub fn follower(
     connect_within: Duration,
     plan: FollowerPlan,
     s: Services,
+    group: Option<(Arc<Elector>, u64)>,
 ) -> Result<Started, ReplicationError> {
-    let local = hello(Role::Backup, &machine.header, 0);
-    // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
-    let reconnect = (!s.timing.reconnect.is_zero()).then(|| Reconnect {
-        addr: primary_addr.to_string(),
-        hello: local.clone(),
-        within: s.timing.reconnect,
-    });
+    let local = hello(Role::Backup, &machine.header, group.as_ref().map_or(0, |g| g.1));
     let restart = match &s.data_dir {
         Some(d) => recovery::restore(d, machine)?,
         None => Restart::default(),
@@ -127,7 +172,8 @@ pub fn follower(
         let persist = recovery::start(d, machine.header, position, &upstream)?;
         s.group.follow(upstream.clone(), primary_addr, epoch);
         s.releaser.set_policy(Policy::Follower(upstream.clone()));
-        let rejoin = recovery::Rejoin {
+        let reconnect = reconnect_plan(&s, &upstream, group, local, primary_addr, exit, epoch);
+        let plan_rejoin = recovery::RestartPlan {
             addr: primary_addr.to_string(),
             hello: local,
             within: connect_within,
@@ -136,7 +182,7 @@ pub fn follower(
             stats: s.stats.clone(),
             reconnect: reconnect.clone(),
         };
-        let source = recovery::rejoin(rejoin, restart.log.records, upstream.clone())?;
+        let source = recovery::rejoin(plan_rejoin, restart.log.records, upstream.clone())?;
         let checkpoints = Some(persist.checkpoints.clone());
         return Ok(finish(machine, plan, s, upstream, Box::new(source), exit, checkpoints, reconnect));
     }
@@ -172,9 +218,35 @@ pub fn follower(
     }
     s.group.follow(upstream.clone(), primary_addr, epoch);
     s.releaser.set_policy(Policy::Follower(upstream.clone()));
+    let reconnect = reconnect_plan(&s, &upstream, group, local, primary_addr, first_index, epoch);
     let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone(), reconnect.clone())?;
     let checkpoints = persist.map(|p| p.checkpoints.clone());
     Ok(finish(machine, plan, s, upstream, Box::new(source), first_index, checkpoints, reconnect))
+}
+
+/// Where a follower whose connection breaks goes.
+fn reconnect_plan(
+    s: &Services,
+    upstream: &Upstream,
+    group: Option<(Arc<Elector>, u64)>,
+    local: Hello,
+    primary_addr: &str,
+    first_index: u64,
+    epoch: u64,
+) -> Option<Reconnect> {
+    match group {
+        // A member whose primary is gone follows whoever the group elects next.
+        Some((elector, _)) => {
+            upstream.keep_log(s.timing.backlog_bytes, first_index, epoch);
+            Some(Reconnect { to: Rejoin::Elect(elector), hello: local, within: s.timing.failover_timeout })
+        }
+        // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
+        None => (!s.timing.reconnect.is_zero()).then(|| Reconnect {
+            to: Rejoin::Same(primary_addr.to_string()),
+            hello: local,
+            within: s.timing.reconnect,
+        }),
+    }
 }
 
 /// A follower's driver and how it goes live, once it has a record source.

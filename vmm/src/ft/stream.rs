@@ -67,6 +67,16 @@ pub struct FollowerLink {
     watchdog: Duration,
 }
 
+/// What a resuming follower gets before the live stream.
+pub struct Resume {
+    /// The encoded records it lacks.
+    pub records: Vec<u8>,
+    /// They cover every exit through this one.
+    pub through: u64,
+    /// They carry standing marks where the epoch changed (a resume across an election).
+    pub marked: bool,
+}
+
 impl FollowerLink {
     /// Starts `log-tx` (heartbeat) and `ack-rx` for `follower` on its connection; the
     /// follower holds the VM's state at exit `follower.joined_at`. A resuming follower
@@ -81,7 +91,7 @@ impl FollowerLink {
         group: Arc<Group>,
         releaser: SharedReleaser,
         stats: Arc<Stats>,
-        resume: Option<(Vec<u8>, u64)>,
+        resume: Option<Resume>,
     ) -> Result<Arc<FollowerLink>, ReplicationError> {
         // A dead-but-silent follower must not block the vCPU in write() for minutes;
         // until its first ack it is still restoring the state, so it gets longer.
@@ -91,10 +101,13 @@ impl FollowerLink {
         let read_half = stream.try_clone().map_err(|e| ReplicationError::Thread("ack-rx", e))?;
         let control = stream.try_clone().map_err(|e| ReplicationError::Thread("ack-rx", e))?;
         let joined_at = follower.joined_at;
-        let (buf, highest) = match resume {
-            Some((bytes, through)) => (bytes, through.max(joined_at)),
-            None => (Vec::with_capacity(FLUSH_BYTES), joined_at),
+        let (buf, highest, marked) = match resume {
+            Some(r) => (r.records, r.through.max(joined_at), r.marked),
+            None => (Vec::with_capacity(FLUSH_BYTES), joined_at, false),
         };
+        // Records that carry their own standing marks must not be led by the current
+        // epoch's: the follower would take the old epoch's records for the new one's.
+        let standing_sent = marked.then(|| (group.epoch(), group.eligible(&follower)));
         let link = Arc::new(FollowerLink {
             follower,
             group,
@@ -106,7 +119,7 @@ impl FollowerLink {
                 buf,
                 highest,
                 released_sent: 0,
-                standing_sent: None,
+                standing_sent,
                 last_write: Instant::now(),
             }),
             sent_through: AtomicU64::new(joined_at),

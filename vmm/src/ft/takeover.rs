@@ -69,7 +69,7 @@ impl Takeover {
                     .into(),
             ));
         }
-        if !self.upstream.eligible.load(Ordering::SeqCst) {
+        if !self.upstream.eligible.load(Ordering::SeqCst) && self.group.elector().is_none() {
             return Err(stand_down(
                 "this follower was asynchronous (semi-sync): it may lack writes a client was told of, so the \
                  synchronous follower takes over, not this one"
@@ -104,9 +104,18 @@ impl Takeover {
         attach::spawn_listener(listener, self.header, self.group.clone(), self.events_tx.clone())
             .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
         tracing::info!(%listen, "live: new followers may join here");
-        // Its own log starts after the go-live exit: followers of the old primary cannot
-        // resume from it (their positions are before its floor) and get the state.
-        let backlog = Backlog::new(self.timing.backlog_bytes, last_replayed + 1, self.group.epoch());
+        // Without a kept log, its own starts after the go-live exit: followers of the old
+        // primary cannot resume from it (their positions are before its floor) and get the state.
+        // A replica group member that followed kept the log it received: followers of the
+        // old primary resume from it, across the epoch change, with no state transfer.
+        let kept = self.upstream.backlog.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let backlog = match kept {
+            Some(mut b) => {
+                b.note_epoch(last_replayed + 1, self.group.epoch());
+                b
+            }
+            None => Backlog::new(self.timing.backlog_bytes, last_replayed + 1, self.group.epoch()),
+        };
         let fanout = Fanout::new(backlog);
         let sink: Box<dyn LogSink> = Box::new(GroupSink::new(fanout.clone(), self.group.clone(), self.stats.clone()));
         let attacher = Attacher {

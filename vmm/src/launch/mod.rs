@@ -4,7 +4,10 @@
 //! (for a group member) the fault-tolerance core; then `threads` runs it.
 pub mod threads;
 
-use crate::ft::group::{Group, GroupConfig};
+use crate::ft::election::elector::{ElectionTiming, Elector};
+use crate::ft::election::peer::Membership;
+use crate::ft::election::rules::Rank;
+use crate::ft::group::{Election, Group, GroupConfig};
 use crate::ft::output_rule::ReplicationMode;
 use crate::ft::recovery::DataDir;
 use crate::ft::release::{Control, Policy, SharedReleaser};
@@ -58,6 +61,19 @@ pub struct GroupOptions {
     pub max_followers: usize,
 }
 
+/// Who a replica group member is (`ftvmm replica`).
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    pub id: u64,
+    /// `--group`: every member's peer address.
+    pub group: String,
+    pub priority: u8,
+    /// `--witness`: file:DIR or etcd:URL.
+    pub witness: Option<String>,
+    /// Where the member keeps its ballot.
+    pub data_dir: PathBuf,
+}
+
 /// What the command does.
 pub enum Mode {
     Run,
@@ -77,6 +93,12 @@ pub enum Mode {
         listen: Option<String>,
         /// Where it keeps its log and checkpoints, to restart from (`--data-dir`).
         data_dir: Option<DataDir>,
+    },
+    /// A member of a replica group: the members elect a primary, which boots the VM;
+    /// the others follow it, and elect a new one when it dies.
+    Replica {
+        member: ReplicaOptions,
+        group: GroupOptions,
     },
 }
 
@@ -124,6 +146,10 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Membership(#[from] crate::ft::election::peer::MembershipError),
+    #[error(transparent)]
+    Election(#[from] crate::ft::election::elector::ElectionError),
     #[error("the vCPU thread panicked; this is a bug in ftvmm")]
     VcpuPanicked,
 }
@@ -183,16 +209,17 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Mode::Record(_) => Role::Recording,
         Mode::Replay(_) => Role::Replaying,
         Mode::Primary { .. } => Role::Primary,
-        Mode::Backup { .. } => Role::Backup,
+        Mode::Backup { .. } | Mode::Replica { .. } => Role::Backup,
     });
     if let Some(addr) = &opts.status {
         status::serve(addr, stats.clone()).map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
     }
     let (events_tx, events_rx) = bounded::<VmEvent>(4096);
     let (control_tx, control_rx) = bounded::<Control>(64);
-    // A backup opens its TAP only when it goes live.
-    let tap = match mode {
-        Mode::Backup { .. } => None,
+    // A backup opens its TAP only when it goes live (a replica member too: it does not
+    // know yet whether it leads).
+    let mut tap = match mode {
+        Mode::Backup { .. } | Mode::Replica { .. } => None,
         _ => opts.tap.as_deref().map(Tap::open).transpose()?,
     };
     let releaser = SharedReleaser::new(Policy::Immediate, None, stats.clone());
@@ -202,8 +229,17 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Some(spec) => Some(Arc::from(arbiter::from_spec(spec, &service).map_err(LaunchError::Arbiter)?)),
         None => None,
     };
+    let elector = match mode {
+        Mode::Replica { member, group: g } => Some(elector(member, g, &machine.header, &service)?),
+        _ => None,
+    };
     let group = |g: &GroupOptions| {
-        let config = GroupConfig { mode: g.replication, max_followers: g.max_followers, arbiter: arbiter.clone() };
+        let config = GroupConfig {
+            mode: g.replication,
+            max_followers: g.max_followers,
+            arbiter: arbiter.clone(),
+            election: elector.clone().map(|elector| Election { elector, step_down_after: g.timing.failover_timeout }),
+        };
         Group::new(config, stats.clone(), machine.repl_status.clone(), events_tx.clone())
     };
     let services = |events, g: &GroupOptions, data_dir: Option<DataDir>| Services {
@@ -228,7 +264,28 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
                 control: control_tx.clone(),
             };
             let s = services(events_rx.clone(), g, data_dir.clone());
-            Some(start::follower(&mut machine, primary, *connect_within, plan, s).map_err(LaunchError::Replication)?)
+            Some(
+                start::follower(&mut machine, primary, *connect_within, plan, s, None)
+                    .map_err(LaunchError::Replication)?,
+            )
+        }
+        (Mode::Replica { group: g, .. }, _) => {
+            let elector = elector.as_ref().ok_or(LaunchError::VcpuPanicked)?;
+            let s = services(events_rx.clone(), g, None);
+            elector.start(s.group.clone())?;
+            let plan = FollowerPlan {
+                tap: opts.tap.clone(),
+                net: config.net,
+                listen: Some(elector.join_addr()),
+                control: control_tx.clone(),
+            };
+            let started = start::replica(&mut machine, elector, plan, s).map_err(LaunchError::Replication)?;
+            if started.takeover.is_none() {
+                // Elected at boot: this member runs the VM and its NIC from the start.
+                stats.set_role(Role::Primary);
+                tap = opts.tap.as_deref().map(Tap::open).transpose()?;
+            }
+            Some(started)
         }
         (Mode::Replay(path), Some((reader, recorded))) => {
             recorded
@@ -283,6 +340,23 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         }
     }
     Ok(report(&outcome, opts.stop_at_exit))
+}
+
+/// A replica group member's elector, from its options.
+fn elector(
+    member: &ReplicaOptions,
+    g: &GroupOptions,
+    machine: &logging_channel::LogHeader,
+    service: &str,
+) -> Result<Arc<Elector>, LaunchError> {
+    let witness: Option<Arc<dyn Arbiter>> = match &member.witness {
+        Some(spec) => Some(Arc::from(arbiter::from_spec(spec, service).map_err(LaunchError::Arbiter)?)),
+        None => None,
+    };
+    let me = Rank { id: member.id, priority: member.priority };
+    let membership = Membership::parse(&member.group, me, witness.is_some(), machine)?;
+    let timing = ElectionTiming::from(g.timing.failover_timeout, g.timing.heartbeat);
+    Ok(Elector::new(membership, timing, witness, &member.data_dir)?)
 }
 
 fn report_held_times(releaser: &SharedReleaser, paired: bool) {

@@ -1,0 +1,688 @@
+//! The elector: one per member, the owner of its ballot (the term) and its
+//! role, and its side of every election. It answers vote requests and probes
+//! on the peer port, and when its member has no primary it finds one or stands.
+//!
+//! ```text
+//!   find_or_win (a member at start, or a follower that lost its primary):
+//!     loop every poll:
+//!       probe every member
+//!       a primary (at an epoch >= mine, see primary_to_follow)?  -> Follow it
+//!       pre-vote: would a majority vote for my log now (nobody
+//!       hears a primary, no newer log)?             no -> wait; do not stand
+//!       my turn? (members with newer logs, or equal logs and a better rank, go first)
+//!         stand for epoch+1: ask every member at once (and the witness, if short by one)
+//!         a majority                               -> Lead
+//!         otherwise back off (random) and go on
+//! ```
+//! Every election is logged with its duration and its votes.
+use super::ballot_file::{BallotError, BallotFile};
+use super::peer::{self, Membership, PeerService};
+use super::rules::{self, Ballot, LogPosition, MemberId, Rank, Request, Voter};
+use crate::host::arbiter::Arbiter;
+use logging_channel::vote::{PeerMessage, PeerRole, Probe, ProbeReply, VoteReply, VoteRequest};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How often a member refreshes its view of the others, for status.
+const STATUS_REFRESH: Duration = Duration::from_secs(1);
+
+/// What a member's VM and log say, for votes and probes (the group implements it).
+pub trait LocalView: Send + Sync {
+    /// Where this member's log ends ((0, 0) before it has a VM).
+    fn position(&self) -> LogPosition;
+    /// Whether its connection to its primary is alive (silence past the failover
+    /// timeout, or a close, ends that).
+    fn hears_primary(&self) -> bool;
+}
+
+/// What a member without a primary does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// It won `epoch`: it is the primary.
+    Lead { epoch: u64 },
+    /// Member `member` is primary of `epoch` and takes followers at `join`.
+    Follow { member: MemberId, join: String, epoch: u64 },
+}
+
+/// Why the elector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error(transparent)]
+    Ballot(#[from] BallotError),
+    #[error("cannot listen on the peer port {addr}: {source} (is another member or process using it?)")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The clocks of elections.
+#[derive(Debug, Clone, Copy)]
+pub struct ElectionTiming {
+    /// How often a member without a primary probes the group.
+    pub poll: Duration,
+    /// Each member with a newer log (or a better rank) ahead of this one delays its
+    /// standing by this much, so the best member usually stands alone.
+    pub step: Duration,
+    /// How long a probe or vote request may take.
+    pub ask_timeout: Duration,
+}
+
+impl ElectionTiming {
+    /// Derived from the failover timeout and heartbeat (see README, "Choosing the timeouts").
+    pub fn from(failover_timeout: Duration, heartbeat: Duration) -> ElectionTiming {
+        ElectionTiming {
+            poll: heartbeat.max(Duration::from_millis(5)),
+            step: failover_timeout / 4,
+            ask_timeout: (failover_timeout / 2).clamp(Duration::from_millis(20), peer::PEER_IO_TIMEOUT),
+        }
+    }
+}
+
+/// What this member is doing now.
+#[derive(Debug, Clone, Copy)]
+struct Local {
+    role: PeerRole,
+    /// The primary it follows (0: none).
+    primary: MemberId,
+}
+
+/// One finished election, for status.
+#[derive(Debug, Clone)]
+struct Held {
+    epoch: u64,
+    winner: MemberId,
+    ms: u64,
+}
+
+/// A member's elector.
+pub struct Elector {
+    group: Membership,
+    timing: ElectionTiming,
+    witness: Option<Arc<dyn Arbiter>>,
+    ballot: Mutex<Ballot>,
+    file: BallotFile,
+    local: Mutex<Local>,
+    view: OnceLock<Arc<dyn LocalView>>,
+    /// The latest probe reply of each member (status shows them).
+    seen: Mutex<BTreeMap<MemberId, ProbeReply>>,
+    last_election: Mutex<Option<Held>>,
+    elections_won: std::sync::atomic::AtomicU64,
+}
+
+impl Elector {
+    /// Reads this member's ballot from `data_dir`.
+    pub fn new(
+        group: Membership,
+        timing: ElectionTiming,
+        witness: Option<Arc<dyn Arbiter>>,
+        data_dir: &std::path::Path,
+    ) -> Result<Arc<Elector>, ElectionError> {
+        let (file, ballot) = BallotFile::open(data_dir)?;
+        tracing::info!(
+            member = group.me.id,
+            epoch = ballot.epoch,
+            voted_for = ballot.voted_for.unwrap_or(0),
+            members = group.members.len(),
+            witness = witness.as_ref().map(|w| w.describe()).unwrap_or_else(|| "none".into()),
+            "replica group member; its ballot says epoch {}",
+            ballot.epoch
+        );
+        Ok(Arc::new(Elector {
+            group,
+            timing,
+            witness,
+            ballot: Mutex::new(ballot),
+            file,
+            local: Mutex::new(Local { role: PeerRole::Starting, primary: 0 }),
+            view: OnceLock::new(),
+            seen: Mutex::new(BTreeMap::new()),
+            last_election: Mutex::new(None),
+            elections_won: std::sync::atomic::AtomicU64::new(0),
+        }))
+    }
+
+    /// Starts answering on this member's peer port; `view` says where its log ends.
+    pub fn start(self: &Arc<Self>, view: Arc<dyn LocalView>) -> Result<(), ElectionError> {
+        let _ = self.view.set(view);
+        let addr = self.group.mine().peer.to_string();
+        let listener = crate::host::bind::listen(&addr, crate::host::bind::ADDR_IN_USE_GRACE)
+            .map_err(|source| ElectionError::Listen { addr: addr.clone(), source })?;
+        peer::serve(listener, self.clone()).map_err(|source| ElectionError::Listen { addr: addr.clone(), source })?;
+        // Status shows every member as it last answered: refreshed once a second.
+        let me = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("peer-watch".into())
+            .spawn(move || {
+                while let Some(e) = me.upgrade() {
+                    e.probe_all();
+                    drop(e);
+                    std::thread::sleep(STATUS_REFRESH);
+                }
+            })
+            .map(|_| ())
+            .map_err(|source| ElectionError::Listen { addr, source })
+    }
+
+    /// The membership.
+    pub fn membership(&self) -> &Membership {
+        &self.group
+    }
+
+    /// This member's epoch (its ballot's): the highest it has seen.
+    pub fn epoch(&self) -> u64 {
+        self.lock_ballot().epoch
+    }
+
+    /// Where this member takes followers while it is primary.
+    pub fn join_addr(&self) -> String {
+        self.group.mine().join_addr()
+    }
+
+    fn lock_ballot(&self) -> MutexGuard<'_, Ballot> {
+        self.ballot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_local(&self, role: PeerRole, primary: MemberId) {
+        *self.local.lock().unwrap_or_else(|p| p.into_inner()) = Local { role, primary };
+    }
+
+    fn local(&self) -> Local {
+        *self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn position(&self) -> LogPosition {
+        self.view.get().map(|v| v.position()).unwrap_or_default()
+    }
+
+    fn hears_primary(&self) -> bool {
+        self.view.get().is_some_and(|v| v.hears_primary())
+    }
+
+    /// Learns of `epoch` and stores it (a later epoch clears the vote).
+    fn observe(&self, epoch: u64) {
+        let mut b = self.lock_ballot();
+        if epoch > b.epoch {
+            b.observe(epoch);
+            if let Err(e) = self.file.store(&b) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    /// This member now follows `primary` (it paired, or resumed).
+    pub fn following(&self, primary: MemberId) {
+        self.set_local(PeerRole::Follower, primary);
+    }
+
+    /// This member stopped being primary (it lost its majority or the witness).
+    pub fn stepped_down(&self) {
+        self.set_local(PeerRole::Follower, 0);
+    }
+
+    /// Finds the group's primary or wins an election; blocks until one happens.
+    pub fn find_or_win(&self) -> Next {
+        let since = Instant::now();
+        let mut turn: Option<Instant> = None;
+        let mut attempt = 0u32;
+        let mut rng = Jitter::new(self.group.me.id);
+        if self.local().role != PeerRole::Starting {
+            self.set_local(PeerRole::Follower, 0);
+        }
+        loop {
+            let replies = self.probe_all();
+            if let Some(next) = self.primary_to_follow(&replies) {
+                return next;
+            }
+            if !self.group.me.may_stand() || self.hears_primary() {
+                turn = None;
+                std::thread::sleep(self.timing.poll);
+                continue;
+            }
+            let position = self.position();
+            let me = self.group.me;
+            let theirs = |r: &ProbeReply| LogPosition { epoch: r.log_epoch, exit: r.log_exit };
+            let rank = |r: &ProbeReply| Rank { id: r.member, priority: r.priority };
+            // Pre-vote (Raft dissertation, section 9.6): stand only if a majority would vote
+            // for this log now. A member cut off from everyone then never moves its epoch on,
+            // and one that hears a primary keeps others from deposing it.
+            let would_grant = |r: &&ProbeReply| {
+                r.primary == 0
+                    && (theirs(r) < position
+                        || (theirs(r) == position && !(rank(r).may_stand() && rank(r).outranks(&me))))
+            };
+            let support = 1 + replies.iter().filter(would_grant).count() + usize::from(self.witness.is_some());
+            if support < rules::majority(self.group.members.len(), self.group.witness) {
+                turn = None;
+                std::thread::sleep(self.timing.poll);
+                continue;
+            }
+            // Members whose logs are newer (or equal, with a better rank) go first.
+            let ahead = replies
+                .iter()
+                .filter(|r| r.primary == 0 && rank(r).may_stand())
+                .filter(|r| theirs(r) > position || (theirs(r) == position && rank(r).outranks(&me)))
+                .count() as u32;
+            let when =
+                *turn.get_or_insert_with(|| Instant::now() + self.timing.step * ahead + rng.upto(self.timing.poll));
+            if Instant::now() >= when {
+                match self.stand(position, since) {
+                    Some(epoch) => return Next::Lead { epoch },
+                    None => {
+                        attempt += 1;
+                        let backoff = self.timing.step / 2 + rng.upto(self.timing.step) * attempt.min(4);
+                        turn = Some(Instant::now() + backoff + self.timing.step * ahead);
+                    }
+                }
+            }
+            std::thread::sleep(self.timing.poll);
+        }
+    }
+
+    /// The primary to follow among `replies`, if any. A primary of this member's epoch
+    /// or later, or of an earlier one if this member voted in its later epoch for
+    /// nobody but itself (a candidacy that failed): nobody can have won that epoch
+    /// with its vote, so acknowledging the earlier primary's log loses nothing.
+    fn primary_to_follow(&self, replies: &[ProbeReply]) -> Option<Next> {
+        let p = replies.iter().filter(|r| r.role == PeerRole::Primary).max_by_key(|r| r.epoch)?;
+        let member = self.group.member(p.member)?;
+        let b = *self.lock_ballot();
+        let only_self = b.voted_for.is_none_or(|v| v == self.group.me.id);
+        if p.epoch < b.epoch && !only_self {
+            return None;
+        }
+        self.observe(p.epoch);
+        tracing::info!(
+            primary = p.member,
+            epoch = p.epoch,
+            "member {} is primary of epoch {}: following it",
+            p.member,
+            p.epoch
+        );
+        Some(Next::Follow { member: p.member, join: member.join_addr(), epoch: p.epoch })
+    }
+
+    /// Probes every other member; remembers and returns the answers that came.
+    fn probe_all(&self) -> Vec<ProbeReply> {
+        let others: Vec<_> = self.group.others().cloned().collect();
+        let probe = PeerMessage::Probe(Probe { group: self.group.tag, from: self.group.me.id });
+        let mut seen = Vec::new();
+        for (id, answer) in peer::ask_all(&others, &probe, self.timing.ask_timeout) {
+            if let Ok(PeerMessage::ProbeReply(r)) = answer {
+                if r.group == self.group.tag && r.member == id {
+                    seen.push(r);
+                }
+            }
+        }
+        let mut map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for r in &seen {
+            map.insert(r.member, *r);
+        }
+        seen
+    }
+
+    /// Stands for the next epoch; returns it if this member won.
+    fn stand(&self, position: LogPosition, since: Instant) -> Option<u64> {
+        let t0 = Instant::now();
+        let me = self.group.me;
+        let epoch = {
+            let mut b = self.lock_ballot();
+            let epoch = b.stand(me.id);
+            if let Err(e) = self.file.store(&b) {
+                tracing::error!("{e}");
+                return None;
+            }
+            epoch
+        };
+        self.set_local(PeerRole::Candidate, 0);
+        tracing::info!(epoch, log_epoch = position.epoch, log_exit = position.exit, "standing for epoch {epoch}");
+        let request = PeerMessage::VoteRequest(VoteRequest {
+            group: self.group.tag,
+            epoch,
+            candidate: me.id,
+            priority: me.priority,
+            log_epoch: position.epoch,
+            log_exit: position.exit,
+        });
+        let others: Vec<_> = self.group.others().cloned().collect();
+        let mut granted = 1usize;
+        let mut votes = format!("{}: self", me.id);
+        for (id, answer) in peer::ask_all(&others, &request, self.timing.ask_timeout) {
+            let verdict = match answer {
+                Ok(PeerMessage::VoteReply(r)) if r.group == self.group.tag && r.voter == id => {
+                    self.observe(r.epoch);
+                    if r.granted && r.epoch == epoch {
+                        granted += 1;
+                        "yes".to_string()
+                    } else {
+                        format!("no ({})", r.why)
+                    }
+                }
+                Ok(other) => format!("no (answered {other:?})"),
+                Err(e) => format!("no answer ({e})"),
+            };
+            let _ = write!(votes, "; {id}: {verdict}");
+        }
+        let needed = rules::majority(self.group.members.len(), self.group.witness);
+        if granted < needed && granted + 1 == needed {
+            if let Some(w) = &self.witness {
+                // The witness's test-and-set is keyed by the log's epoch: "who succeeds epoch L".
+                match w.claim(position.epoch, &format!("member-{}", me.id)) {
+                    Ok(true) => {
+                        granted += 1;
+                        let _ = write!(votes, "; witness: yes (key {})", position.epoch);
+                    }
+                    Ok(false) => {
+                        let _ = write!(votes, "; witness: no (key {} taken)", position.epoch);
+                    }
+                    Err(e) => {
+                        let _ = write!(votes, "; witness: unreachable ({e})");
+                    }
+                }
+            }
+        }
+        let ms = t0.elapsed().as_millis() as u64;
+        let since_ms = since.elapsed().as_millis() as u64;
+        if granted >= needed && self.epoch() == epoch {
+            self.set_local(PeerRole::Primary, me.id);
+            self.elections_won.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *self.last_election.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Held { epoch, winner: me.id, ms: since_ms });
+            tracing::warn!(
+                epoch,
+                votes = %votes,
+                vote_ms = ms,
+                election_ms = since_ms,
+                "ELECTED: member {} is primary of epoch {epoch} ({granted} of {} votes, {needed} needed; {since_ms} ms without a primary)",
+                me.id,
+                self.group.members.len() + usize::from(self.group.witness)
+            );
+            return Some(epoch);
+        }
+        self.set_local(PeerRole::Follower, 0);
+        tracing::info!(epoch, votes = %votes, vote_ms = ms, "lost the election for epoch {epoch} ({granted} of {needed} votes needed)");
+        None
+    }
+
+    /// A two-member primary lost its follower: it goes on alone only if it wins the
+    /// witness for its log's epoch (exactly as the follower would claim it), and then
+    /// moves to a new epoch. Returns the new epoch, or why it must step down.
+    pub fn go_on_alone(&self, log_epoch: u64) -> Result<u64, String> {
+        let Some(w) = &self.witness else {
+            return Err("no witness to go on alone with".into());
+        };
+        match w.claim(log_epoch, &format!("member-{}", self.group.me.id)) {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("another member won the witness for epoch {log_epoch}")),
+            Err(e) => return Err(format!("cannot reach the witness ({e})")),
+        }
+        let mut b = self.lock_ballot();
+        let epoch = b.stand(self.group.me.id);
+        self.file.store(&b).map_err(|e| e.to_string())?;
+        tracing::warn!(epoch, witness_key = log_epoch, "won the witness: going on alone in epoch {epoch}");
+        Ok(epoch)
+    }
+
+    /// The election part of `status`, as JSON fields.
+    pub fn json_fields(&self) -> String {
+        let b = *self.lock_ballot();
+        let local = self.local();
+        let position = self.position();
+        let mut out = format!(
+            "\"member\":{},\"member_role\":\"{}\",\"ballot_epoch\":{},\"voted_for\":{},\"following\":{},\
+             \"log_position\":[{},{}],\"elections_won\":{},",
+            self.group.me.id,
+            local.role.name(),
+            b.epoch,
+            b.voted_for.unwrap_or(0),
+            local.primary,
+            position.epoch,
+            position.exit,
+            self.elections_won.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        if let Some(h) = &*self.last_election.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = write!(out, "\"last_election\":{{\"epoch\":{},\"winner\":{},\"ms\":{}}},", h.epoch, h.winner, h.ms);
+        }
+        out.push_str("\"members\":[");
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, m) in self.group.members.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            match seen.get(&m.id) {
+                _ if m.id == self.group.me.id => {
+                    let _ = write!(
+                        out,
+                        "{sep}{{\"id\":{},\"peer\":\"{}\",\"role\":\"{}\",\"epoch\":{}}}",
+                        m.id,
+                        m.peer,
+                        local.role.name(),
+                        b.epoch
+                    );
+                }
+                Some(r) => {
+                    let _ = write!(
+                        out,
+                        "{sep}{{\"id\":{},\"peer\":\"{}\",\"role\":\"{}\",\"epoch\":{},\"voted_for\":{},\"log_position\":[{},{}]}}",
+                        m.id, m.peer, r.role.name(), r.epoch, r.voted_for, r.log_epoch, r.log_exit
+                    );
+                }
+                None => {
+                    let _ = write!(out, "{sep}{{\"id\":{},\"peer\":\"{}\",\"role\":\"unknown\"}}", m.id, m.peer);
+                }
+            }
+        }
+        out.push_str("],");
+        out
+    }
+}
+
+impl PeerService for Elector {
+    fn answer(&self, request: PeerMessage, from: SocketAddr) -> Option<PeerMessage> {
+        match request {
+            PeerMessage::VoteRequest(r) if r.group == self.group.tag => Some(self.vote(r, from)),
+            PeerMessage::Probe(p) if p.group == self.group.tag => {
+                let b = *self.lock_ballot();
+                let local = self.local();
+                let position = self.position();
+                let hears = match local.role {
+                    PeerRole::Primary => self.group.me.id,
+                    PeerRole::Follower if self.hears_primary() => local.primary,
+                    _ => 0,
+                };
+                Some(PeerMessage::ProbeReply(ProbeReply {
+                    group: self.group.tag,
+                    member: self.group.me.id,
+                    epoch: b.epoch,
+                    role: local.role,
+                    priority: self.group.me.priority,
+                    primary: hears,
+                    log_epoch: position.epoch,
+                    log_exit: position.exit,
+                    voted_for: b.voted_for.unwrap_or(0),
+                }))
+            }
+            other => {
+                tracing::warn!(%from, "peer port: refused a message of another group or kind: {other:?}");
+                None
+            }
+        }
+    }
+}
+
+impl Elector {
+    fn vote(&self, r: VoteRequest, from: SocketAddr) -> PeerMessage {
+        let local = self.local();
+        let voter = Voter {
+            me: self.group.me,
+            position: self.position(),
+            is_primary: local.role == PeerRole::Primary,
+            hears_primary: local.role == PeerRole::Follower && self.hears_primary(),
+        };
+        let request = Request {
+            epoch: r.epoch,
+            candidate: Rank { id: r.candidate, priority: r.priority },
+            position: LogPosition { epoch: r.log_epoch, exit: r.log_exit },
+        };
+        let mut b = self.lock_ballot();
+        let before = *b;
+        let verdict = rules::decide(&mut b, &self.group.ids(), &request, &voter);
+        // Stable storage first: a grant (or a new epoch) must survive a crash right after.
+        if *b != before {
+            if let Err(e) = self.file.store(&b) {
+                *b = before;
+                tracing::error!("{e}");
+                return self.reply(before.epoch, false, "this member cannot store its ballot".into());
+            }
+        }
+        let epoch = b.epoch;
+        drop(b);
+        match verdict {
+            Ok(()) => {
+                if local.role == PeerRole::Candidate {
+                    self.set_local(PeerRole::Follower, 0);
+                }
+                tracing::info!(%from, candidate = r.candidate, epoch, "voted for member {} in epoch {epoch}", r.candidate);
+                self.reply(epoch, true, String::new())
+            }
+            Err(why) => {
+                tracing::info!(%from, candidate = r.candidate, asked = r.epoch, "refused a vote: {why}");
+                self.reply(epoch, false, why.to_string())
+            }
+        }
+    }
+
+    fn reply(&self, epoch: u64, granted: bool, why: String) -> PeerMessage {
+        PeerMessage::VoteReply(VoteReply { group: self.group.tag, epoch, voter: self.group.me.id, granted, why })
+    }
+}
+
+/// A small xorshift for election jitter (no need for a crypto-grade source).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: u64) -> Jitter {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Jitter((t.as_nanos() as u64) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn upto(&mut self, max: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let nanos = max.as_nanos().max(1) as u64;
+        Duration::from_nanos(self.0 % nanos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct View {
+        position: LogPosition,
+        hears: AtomicBool,
+    }
+
+    impl LocalView for View {
+        fn position(&self) -> LogPosition {
+            self.position
+        }
+        fn hears_primary(&self) -> bool {
+            self.hears.load(Ordering::SeqCst)
+        }
+    }
+
+    fn elector(name: &str, position: LogPosition) -> (Arc<Elector>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ftvmm-elector-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        elector_in(&dir, position)
+    }
+
+    fn elector_in(dir: &std::path::Path, position: LogPosition) -> (Arc<Elector>, std::path::PathBuf) {
+        let header = logging_channel::LogHeader {
+            guest_image_digest: [3; 32],
+            mem_size: 64 << 20,
+            cpuid_digest: [4; 32],
+            tick_hz: 250,
+        };
+        let group =
+            Membership::parse("1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3", Rank { id: 3, priority: 1 }, false, &header)
+                .expect("membership");
+        let timing = ElectionTiming::from(Duration::from_millis(500), Duration::from_millis(20));
+        let e = Elector::new(group, timing, None, dir).expect("elector");
+        let _ = e.view.set(Arc::new(View { position, hears: AtomicBool::new(false) }));
+        (e, dir.to_path_buf())
+    }
+
+    fn ask(e: &Elector, group: u64, epoch: u64, candidate: u64, log: (u64, u64)) -> Option<VoteReply> {
+        let request = PeerMessage::VoteRequest(VoteRequest {
+            group,
+            epoch,
+            candidate,
+            priority: 1,
+            log_epoch: log.0,
+            log_exit: log.1,
+        });
+        match e.answer(request, "127.0.0.1:9".parse().expect("addr")) {
+            Some(PeerMessage::VoteReply(r)) => Some(r),
+            None => None,
+            other => panic!("not a vote reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_grant_is_on_disk_before_it_is_sent_and_a_restarted_member_keeps_it() {
+        let (e, dir) = elector("grant", LogPosition { epoch: 1, exit: 50 });
+        let tag = e.membership().tag;
+        let r = ask(&e, tag, 2, 1, (1, 60)).expect("a reply");
+        assert!(r.granted, "{r:?}");
+        drop(e);
+        let (file, ballot) = BallotFile::open(&dir).expect("reopens");
+        drop(file);
+        assert_eq!(ballot, Ballot { epoch: 2, voted_for: Some(1) });
+        // The restarted member has lost its log, but not its vote.
+        let (e, _) = elector_in(&dir, LogPosition::default());
+        let again = ask(&e, tag, 2, 2, (9, 9)).expect("a reply");
+        assert!(!again.granted && again.why.contains("already voted for member 1"), "{again:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn hostile_vote_requests_are_refused_and_change_nothing() {
+        let (e, dir) = elector("hostile", LogPosition { epoch: 4, exit: 900 });
+        let tag = e.membership().tag;
+        // A non-member with a far-future epoch, and a candidate of another group.
+        let r = ask(&e, tag, u64::MAX, 77, (u64::MAX, u64::MAX)).expect("a reply");
+        assert!(!r.granted && r.why.contains("not a member"), "{r:?}");
+        assert_eq!(ask(&e, tag ^ 1, 9, 1, (9, 9)), None, "another group's request gets no answer");
+        assert_eq!(e.epoch(), 0, "neither moved the epoch");
+        // A real candidate behind this member's log moves the epoch on but gets no vote.
+        let r = ask(&e, tag, 5, 1, (4, 899)).expect("a reply");
+        assert!(!r.granted && r.why.contains("behind"), "{r:?}");
+        // A stale epoch now.
+        let r = ask(&e, tag, 3, 2, (9, 9)).expect("a reply");
+        assert!(!r.granted && r.why.contains("stale"), "{r:?}");
+        assert_eq!(*e.lock_ballot(), Ballot { epoch: 5, voted_for: None });
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_member_that_hears_its_primary_votes_for_nobody() {
+        let (e, dir) = elector("sticky", LogPosition { epoch: 1, exit: 10 });
+        let view = Arc::new(View { position: LogPosition { epoch: 1, exit: 10 }, hears: AtomicBool::new(true) });
+        let e = Elector::new(e.membership().clone(), e.timing, None, &dir).expect("elector");
+        let _ = e.view.set(view.clone());
+        e.following(1);
+        let tag = e.membership().tag;
+        let r = ask(&e, tag, 2, 2, (1, 20)).expect("a reply");
+        assert!(!r.granted && r.why.contains("still hears"), "{r:?}");
+        assert_eq!(e.epoch(), 0, "a disruptive request does not move the epoch");
+        view.hears.store(false, Ordering::SeqCst);
+        assert!(ask(&e, tag, 2, 2, (1, 20)).expect("a reply").granted, "once the primary is gone, it votes");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
