@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod cpuid;
 pub mod digest;
+pub mod dirtylog;
 pub mod driver;
 pub mod exit;
 pub mod guest_image;
