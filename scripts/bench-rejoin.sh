@@ -86,8 +86,8 @@ phase() { # name down_s primary-extra...
     insync=""
     for ((i = 0; i < 3000; i++)); do
         s="$(bench_status "$NS_A" $ST)"
-        # The restarted follower is the newest entry; "in sync" once it has caught up.
-        if python3 -c 'import json,sys; f=json.loads(sys.argv[1])["followers"]; sys.exit(0 if f and f[-1]["state"]=="in sync" and f[-1]["id"]>1 else 1)' "$s" 2>/dev/null; then
+        # The restarted follower is the one with an id above 1; "in sync" once it has caught up.
+        if python3 -c 'import json,sys; f=json.loads(sys.argv[1])["followers"]; sys.exit(0 if any(x["id"] > 1 and x["state"] == "in sync" for x in f) else 1)' "$s" 2>/dev/null; then
             insync="$(ms_since "$t0")"
             break
         fi
