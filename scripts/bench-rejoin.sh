@@ -15,6 +15,7 @@
 #   diff-5s      down 5 s, --backlog-kib 1: the backlog cannot cover it, pages that differ move
 #   resume-long  down DOWN_LONG_S, default backlog (a resume if the backlog still covers it)
 #   diff-long    down DOWN_LONG_S, --backlog-kib 1
+#   fresh-idle, diff-5s-idle   the same without load: the pause when the cores are free
 #
 # Measured per phase, from the primary's log: bytes the primary sent and the follower's page
 # list it received, the primary's pause (its guest stops while it attaches the follower), and
@@ -23,7 +24,7 @@
 # (`full_pages` x 4 KiB, the same frames), as measured in the fresh and diff phases.
 #
 # A second part measures what --fsync always costs: INCR at -c 1 and -c 50 (redis-benchmark,
-# 3000 requests) against a pair without --data-dir, with --data-dir (fsync async) and with
+# 10000 requests) against a pair without --data-dir, with --data-dir (fsync async) and with
 # --fsync always.
 #
 # Writes bench/rejoin.md and bench/rejoin.csv.
@@ -40,7 +41,7 @@ ST=7100
 now() { date +%s.%N; }
 ms_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
 # field KEY LINE: the value of key=value (quotes dropped) in a log line
-field() { grep -o " $1=\"\{0,1\}[0-9.]*" <<<"$2" | head -1 | sed 's/.*=//; s/"//g'; }
+field() { { grep -o " $1=\"\{0,1\}[0-9.]*" <<<"$2" || true; } | head -1 | sed 's/.*=//; s/"//g'; }
 
 start_load() {
     ip netns exec "$NS_C" redis-benchmark -h "$GUEST_IP" -p 6379 -t incr -c 4 -n 100000000 -q \
@@ -72,9 +73,11 @@ phase() { # name down_s primary-extra...
     follower "$name"
     bench_wait_for follower err 'backup paired' 30
     bench_wait_guest primary "$GUEST_IP"
-    start_load
+    if [ "${LOAD:-1}" = 1 ]; then start_load; fi
     sleep 5
     bench_wait_for follower err 'checkpoint taken' 30
+    # Idle phases: a short burst of writes before the kill, then nothing.
+    if [ "${LOAD:-1}" = 0 ]; then ip netns exec "$NS_C" redis-benchmark -h "$GUEST_IP" -t incr -c 4 -n 5000 -q >/dev/null 2>&1 || true; fi
     kill -KILL "${BENCH_PIDS[follower]}"
     wait "${BENCH_PIDS[follower]}" 2>/dev/null || true
     unset "BENCH_PIDS[follower]"
@@ -124,6 +127,8 @@ phase resume-5s 5
 phase diff-5s 5 --backlog-kib 1
 phase resume-long "$DOWN_LONG"
 phase diff-long "$DOWN_LONG" --backlog-kib 1
+LOAD=0 phase fresh-idle 5
+LOAD=0 phase diff-5s-idle 5 --backlog-kib 1
 
 # ------------------------------------------------------------------ the cost of --fsync always
 FS_CSV="$BENCH_RESULTS/rejoin-fsync.csv"
@@ -140,7 +145,7 @@ fsync_phase() { # label follower-extra...
     bench_wait_guest primary "$GUEST_IP"
     sleep 1
     for c in 1 50; do
-        r="$(bench_rb "$GUEST_IP" incr "$c" 3000)"
+        r="$(bench_rb "$GUEST_IP" incr "$c" 10000)"
         read -r rps _avg p50 _p95 p99 _max <<<"$r"
         echo "$label,$c,$rps,$p50,$p99" >>"$FS_CSV"
         bench_log "$label -c $c: $rps rps, p50 $p50 ms, p99 $p99 ms"
@@ -172,7 +177,8 @@ for r in rows:
     total = int(r["bytes_sent"] or 0) + int(r["have_bytes"] or 0)
     pages = f'{r["pages_sent"]} / {r["full_pages"]}' if r["full_pages"] else "-"
     out.append(f'| {r["phase"]} | {r["down_s"]} s | {r["how"]} | {r["bytes_sent"]} | {r["have_bytes"]} | {pct(total)} | {pages} | {r["pause_ms"]} ms | {r["in_sync_ms"]} ms |')
-out += ["", "## What `--fsync always` costs", "", "INCR, 3000 requests (`redis-benchmark`), primary and follower on the same 2 cores.", "",
+out += ["", "Phases named `-idle` run no load (a burst of 5000 INCRs before the kill, nothing after): the pause when the cores are free.",
+        "", "## What `--fsync always` costs", "", "INCR, 10000 requests (`redis-benchmark`), primary and follower on the same 2 cores, one run each.", "",
         "| follower | clients | requests/s | p50 | p99 |", "|---|---:|---:|---:|---:|"]
 for r in fs:
     out.append(f'| {r["follower"]} | {r["clients"]} | {r["rps"]} | {r["p50_ms"]} ms | {r["p99_ms"]} ms |')

@@ -263,27 +263,40 @@ impl Writer {
     }
 
     fn run(&mut self, rx: Receiver<Msg>) {
-        for msg in rx {
+        // Appends that arrive together go out in one write: under load `log-rx` hands
+        // over a batch per socket read, and a write(2) each would cost CPU the replicas
+        // compete for.
+        let mut pending: Vec<u8> = Vec::new();
+        for msg in rx.iter() {
             match msg {
                 Msg::Append { bytes, records, durable } => {
                     if self.failed {
                         continue;
                     }
-                    if let Err(e) = self.write(&bytes, &records) {
+                    if let Err(e) = self.check(&records) {
                         tracing::error!("{e}: this follower stops writing its disk log (it goes on replicating)");
                         self.failed = true;
-                        self.file = None;
                         continue;
                     }
-                    if let Some(d) = durable {
+                    pending.extend_from_slice(&bytes);
+                    if durable.is_none() && !rx.is_empty() && pending.len() < 1 << 20 {
+                        continue;
+                    }
+                    self.flush(&mut pending);
+                    if let (Some(d), false) = (durable, self.failed) {
                         let _ = d.send(());
                     }
                 }
-                Msg::Prune(keep_from) => self.prune(keep_from),
+                Msg::Prune(keep_from) => {
+                    self.flush(&mut pending);
+                    self.prune(keep_from);
+                }
                 Msg::Barrier(done) => {
+                    self.flush(&mut pending);
                     let _ = done.send(());
                 }
                 Msg::Reset { at, done } => {
+                    pending.clear();
                     for (_, path) in segments(&self.dir) {
                         let _ = fs::remove_file(path);
                     }
@@ -293,9 +306,23 @@ impl Writer {
                 }
             }
         }
+        self.flush(&mut pending);
     }
 
-    fn write(&mut self, bytes: &[u8], records: &[Record]) -> Result<(), DiskLogError> {
+    /// Writes what has been gathered.
+    fn flush(&mut self, pending: &mut Vec<u8>) {
+        if self.failed || pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write(pending) {
+            tracing::error!("{e}: this follower stops writing its disk log (it goes on replicating)");
+            self.failed = true;
+            self.file = None;
+        }
+        pending.clear();
+    }
+
+    fn check(&mut self, records: &[Record]) -> Result<(), DiskLogError> {
         for r in records {
             // log-rx checked the order already; a second check keeps this file readable
             // whatever a caller does.
@@ -303,6 +330,10 @@ impl Writer {
                 return Err(self.io(std::io::Error::other(e.to_string())));
             }
         }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), DiskLogError> {
         let file = self.file.as_mut().ok_or(DiskLogError::WriterGone)?;
         let written = file.write_all(bytes).and_then(|()| match self.fsync {
             Fsync::Always => file.sync_data(),
