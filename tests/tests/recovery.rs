@@ -212,3 +212,49 @@ fn the_log_on_disk_is_a_log_file_that_replay_reads_to_the_primarys_final_digest(
     let out = ftvmm_tests::ftvmm(&["replay", "--log", path_str(&segment), "--guest-ip", GUEST_CIDR]);
     assert!(out.status.success(), "replay of the follower's disk log: {}", ftvmm_tests::stderr(&out));
 }
+
+#[test]
+fn a_restarted_old_primary_rejoins_its_successor_by_a_diff_and_ends_at_its_digest() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut first = ftvmm_tests::pair::start_with(&topo, &[], &["--listen", ftvmm_tests::pair::BACKUP_LISTEN], None);
+    let load = Load::start(&topo, "old", 2);
+    std::thread::sleep(Duration::from_millis(800));
+    // The primary's host dies; the backup takes over. The old primary comes back as a
+    // follower of its successor: its freshly booted guest image is what it has in common.
+    topo.kill_all("host-a");
+    first.backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
+    let dir = TempDir::new("data-dir-old-primary");
+    let d = dir.path("d");
+    let args = [
+        "backup",
+        "--primary",
+        ftvmm_tests::pair::BACKUP_LISTEN,
+        "--tap",
+        "tap0",
+        "--guest-ip",
+        GUEST_CIDR,
+        "--data-dir",
+        path_str(&d),
+    ];
+    let mut old = VmProcess::spawn(&topo, "host-a", &args);
+    first.backup.wait_for_line_in_stderr("new backup joined", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(800));
+    let reports = load.stop();
+    let value = ftvmm_tests::vm::in_netns(&topo, "client", || client::get_int("old"));
+    load::assert_exact(&reports, value);
+
+    let new_primary = first.backup.stderr();
+    let line = "new backup joined";
+    let (pages, same, of) = (
+        field_of(&new_primary, line, "pages"),
+        field_of(&new_primary, line, "same_pages"),
+        field_of(&new_primary, line, "full_pages"),
+    );
+    println!("the old primary got {pages} of {of} pages; {same} it had already");
+    assert!(same > 0 && pages + same == of, "{pages} + {same} != {of}");
+    assert!(first.backup.terminate().success(), "{new_primary}");
+    let status = old.wait(Duration::from_secs(30)).expect("the old primary stops with its successor");
+    let err = old.stderr();
+    assert!(status.success() && err.contains("EndOfLog(Shutdown)"), "the old primary must reach the end digest: {err}");
+}
