@@ -15,7 +15,7 @@
 #   diff-5s      down 5 s, --backlog-kib 1: the backlog cannot cover it, pages that differ move
 #   resume-long  down DOWN_LONG_S, default backlog (a resume if the backlog still covers it)
 #   diff-long    down DOWN_LONG_S, --backlog-kib 1
-#   fresh-idle, diff-5s-idle   the same without load: the pause when the cores are free
+#   fresh-idle, resume-5s-idle, diff-5s-idle   the same without load (the cores are free)
 #
 # Measured per phase, from the primary's log: bytes the primary sent and the follower's page
 # list it received, the primary's pause (its guest stops while it attaches the follower), and
@@ -82,7 +82,7 @@ phase() { # name down_s primary-extra...
     wait "${BENCH_PIDS[follower]}" 2>/dev/null || true
     unset "BENCH_PIDS[follower]"
     cp "$BENCH_WORK/follower.err" "$BENCH_WORK/follower-$name-before.err"
-    [ "$name" = fresh ] && rm -rf "$DATA"
+    case "$name" in fresh*) rm -rf "$DATA" ;; esac
     sleep "$down"
     t0="$(now)"
     follower "$name"
@@ -128,6 +128,7 @@ phase diff-5s 5 --backlog-kib 1
 phase resume-long "$DOWN_LONG"
 phase diff-long "$DOWN_LONG" --backlog-kib 1
 LOAD=0 phase fresh-idle 5
+LOAD=0 phase resume-5s-idle 5
 LOAD=0 phase diff-5s-idle 5 --backlog-kib 1
 
 # ------------------------------------------------------------------ the cost of --fsync always

@@ -23,6 +23,7 @@
 //! go on from a position the primary knows how to resume.
 use crate::devices::bus::Bus;
 use crate::vm::checkpoint::{machine_differs, CheckpointError, SharedCheckpointer};
+use crate::vm::pagediff::HaveList;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use kvm_ioctls::VcpuFd;
 use logging_channel::file::HEADER_LEN;
@@ -65,6 +66,9 @@ pub enum DiskLogError {
 pub struct Persist {
     pub disk: Arc<DiskLog>,
     pub checkpoints: SharedCheckpointer,
+    /// The page list of the VM as it waits for its primary's answer, hashed before
+    /// asking: the primary's guest is paused while it waits for the list.
+    pub prepared: std::sync::Mutex<Option<HaveList>>,
 }
 
 impl std::fmt::Debug for Persist {
@@ -74,6 +78,11 @@ impl std::fmt::Debug for Persist {
 }
 
 impl Persist {
+    /// The page list hashed before asking, if it still describes the VM.
+    pub fn take_prepared(&self) -> Option<HaveList> {
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     /// The VM's state was just replaced by one taken at exit `at` in `epoch` (a state
     /// transfer): the log on disk belongs to another history. Deletes it, then writes a
     /// full checkpoint of the new state (durable before this returns) that replaces

@@ -325,7 +325,12 @@ pub fn restore(
     // The exit the loop stopped at is half done (KVM finishes its instruction on the
     // next run); finish it so that nothing of it lands on the restored state.
     snapshot::complete_pending_instruction(at.vcpu);
-    let (joined_at, epoch) = snapshot::receive(&mut conn, at.vcpu, at.mem, at.bus)?;
+    // A follower restarted on its disk hashed its pages while it waited for the answer
+    // (anything the instruction just finished changed is caught by the digest).
+    let (joined_at, epoch) = match upstream.persist.get().and_then(|p| p.take_prepared()) {
+        Some(have) => snapshot::receive_prepared(&mut conn, at.vcpu, at.mem, at.bus, &have)?,
+        None => snapshot::receive(&mut conn, at.vcpu, at.mem, at.bus)?,
+    };
     if let Some(p) = upstream.persist.get() {
         p.new_history(joined_at, epoch, at.vcpu, at.mem, at.bus)
             .map_err(|e| ReplicationError::Attach(format!("--data-dir: {e}")))?;

@@ -24,6 +24,7 @@ use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
 use crate::vm::checkpoint::{self, Checkpointer};
 use crate::vm::machine::Machine;
+use crate::vm::pagediff;
 use crate::vm::replayer::{RecordSource, ReplayError};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use logging_channel::channel::AttachRequest;
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vm_memory::GuestMemoryMmap;
 
 /// The default `--checkpoint-secs`.
 pub const DEFAULT_CHECKPOINT_SECS: u64 = 30;
@@ -127,7 +129,8 @@ pub fn start(
     let checkpointer = Checkpointer::new(&d.dir, machine, d.checkpoint_every, on_commit)
         .map_err(|e| failed(e.to_string()))?
         .with_epoch(Box::new(move || up.upgrade().map_or(0, |u| u.epoch.load(Ordering::SeqCst))));
-    let persist = Arc::new(Persist { disk, checkpoints: Arc::new(Mutex::new(checkpointer)) });
+    let persist =
+        Arc::new(Persist { disk, checkpoints: Arc::new(Mutex::new(checkpointer)), prepared: Mutex::new(None) });
     let _ = upstream.persist.set(persist.clone());
     Ok(persist)
 }
@@ -141,6 +144,8 @@ pub struct RestartPlan {
     pub timing: Timing,
     pub stats: Arc<Stats>,
     pub reconnect: Option<Reconnect>,
+    /// The VM's memory, to hash while the vCPU waits for the primary's answer.
+    pub mem: GuestMemoryMmap,
 }
 
 /// The replaying vCPU's records for a follower restarted on its data directory: the
@@ -163,6 +168,14 @@ pub fn rejoin(plan: RestartPlan, local: Vec<Record>, upstream: Arc<Upstream>) ->
             // could (the last exit's records are in, only the check for more is left).
             if drained.recv().is_err() {
                 return; // the VM stopped first
+            }
+            // The vCPU waits for records now, so memory stands still: hash it before
+            // asking, so that a primary that sends the state need not wait for the list.
+            if let Some(p) = upstream.persist.get() {
+                match pagediff::have_list(&plan.mem) {
+                    Ok(list) => *p.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(list),
+                    Err(e) => tracing::warn!("hashing the pages before rejoining failed: {e}"),
+                }
             }
             let _ = tx.send(connect(&plan, position, &upstream).map_err(|e| {
                 format!(
@@ -195,6 +208,10 @@ fn connect(
                 "backup paired: resumed from the primary's backlog after exit {from}, the end of its data directory's \
                  log; replaying the primary's log"
             );
+            // The page list hashed for a state is stale from here on.
+            if let Some(p) = upstream.persist.get() {
+                p.take_prepared();
+            }
             let source =
                 follower::start(stream, plan.timing, upstream.clone(), plan.stats.clone(), plan.reconnect.clone())?;
             Ok(Some(source))

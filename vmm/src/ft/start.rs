@@ -181,6 +181,7 @@ pub fn follower(
             timing: s.timing,
             stats: s.stats.clone(),
             reconnect: reconnect.clone(),
+            mem: machine.mem.clone(),
         };
         let source = recovery::rejoin(plan_rejoin, restart.log.records, upstream.clone())?;
         let checkpoints = Some(persist.checkpoints.clone());
