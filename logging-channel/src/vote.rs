@@ -49,6 +49,9 @@ pub enum PeerRole {
     Candidate = 3,
     /// Running the VM and releasing its output.
     Primary = 4,
+    /// Restarted after it had been in the group: it lost the log it had acknowledged,
+    /// so it neither votes nor stands until a state transfer gives it one again.
+    Rejoining = 5,
 }
 
 impl PeerRole {
@@ -58,6 +61,7 @@ impl PeerRole {
             2 => PeerRole::Follower,
             3 => PeerRole::Candidate,
             4 => PeerRole::Primary,
+            5 => PeerRole::Rejoining,
             _ => return None,
         })
     }
@@ -69,6 +73,7 @@ impl PeerRole {
             PeerRole::Follower => "follower",
             PeerRole::Candidate => "candidate",
             PeerRole::Primary => "primary",
+            PeerRole::Rejoining => "rejoining",
         }
     }
 }

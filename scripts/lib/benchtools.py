@@ -215,7 +215,7 @@ def failover(args):
         kill["t"] = time.perf_counter_ns()
         for p in pids:
             try:
-                os.kill(int(p), signal.SIGKILL)
+                os.kill(int(p), getattr(signal, "SIG" + args.signal))
             except (ProcessLookupError, ValueError):
                 pass
         kill["pids"] = len(pids)
@@ -334,6 +334,7 @@ def main():
     p.add_argument("addr")
     p.add_argument("--kill-ns", required=True)
     p.add_argument("--kill-after", type=float, default=1.0)
+    p.add_argument("--signal", default="KILL", choices=["KILL", "STOP"], help="KILL: the process dies; STOP: it hangs")
     p.add_argument("--jitter", type=float, default=0.2)
     p.add_argument("--after", type=int, default=20, help="replies to collect after the failover")
     p.add_argument("--timeout", type=float, default=15.0)

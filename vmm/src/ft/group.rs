@@ -124,6 +124,9 @@ pub struct Group {
     /// This primary won the witness for its log's epoch and no follower joined since:
     /// no other member can win an election without it.
     holds_witness: AtomicBool,
+    /// This primary won the witness's vote and the witness still refuses every log but
+    /// its own (its floor): lowered once a follower has acknowledged the log.
+    witness_floor: AtomicBool,
     /// Itself, for the step-down timer.
     me: std::sync::OnceLock<std::sync::Weak<Group>>,
 }
@@ -151,6 +154,7 @@ impl Group {
             repl_status,
             events,
             holds_witness: AtomicBool::new(false),
+            witness_floor: AtomicBool::new(false),
             me: std::sync::OnceLock::new(),
         });
         let _ = group.me.set(Arc::downgrade(&group));
@@ -264,6 +268,20 @@ impl Group {
     /// An ack beyond what was sent is refused by the caller before it gets here.
     pub fn record_ack(&self, follower: &Follower, received: u64, replayed: u64) -> bool {
         follower.heard.store(true, Ordering::SeqCst);
+        // Holding the witness, this primary may have released output no follower holds.
+        // Once one holds everything released (output has waited for it since it was
+        // added), the witness may vote for it: the floor comes down to what it holds.
+        if self.witness_floor.load(Ordering::SeqCst)
+            && received >= self.released()
+            && self.witness_floor.swap(false, Ordering::SeqCst)
+        {
+            if let Some(e) = &self.config.election {
+                let (elector, epoch) = (e.elector.clone(), self.epoch());
+                let _ = std::thread::Builder::new()
+                    .name("witness-floor".into())
+                    .spawn(move || elector.lower_witness_floor(epoch, received));
+            }
+        }
         follower.replayed.fetch_max(replayed, Ordering::SeqCst);
         follower.acked.fetch_max(received, Ordering::SeqCst) < received
     }
@@ -333,6 +351,7 @@ impl Group {
             match e.elector.go_on_alone(self.epoch()) {
                 Ok(epoch) => {
                     self.holds_witness.store(true, Ordering::SeqCst);
+                    self.witness_floor.store(true, Ordering::SeqCst);
                     self.epoch.store(epoch, Ordering::SeqCst);
                     return;
                 }
@@ -415,10 +434,18 @@ impl Group {
             return 0;
         }
         let sync = self.synchronous.load(Ordering::SeqCst);
+        // A follower that has not acknowledged anything yet may not have loaded the state
+        // it was sent: it holds nothing, and output waits for its first ack (the model
+        // check found a release counted on a state transfer that was then lost).
+        let acked = |f: &Follower| if f.heard.load(Ordering::SeqCst) { f.acked() } else { 0 };
         let positions: Vec<Position> =
-            self.lock().iter().map(|f| Position { acked: f.acked(), synchronous: f.id == sync }).collect();
+            self.lock().iter().map(|f| Position { acked: acked(f), synchronous: f.id == sync }).collect();
         let limit = output_rule::release_limit(self.config.mode, &positions);
-        // A replica group releases only what a majority holds, whatever the mode.
+        // A replica group releases only what a majority holds, in every mode but async
+        // (which waits for nobody, and may lose acknowledged writes on a failover).
+        if self.config.mode == ReplicationMode::Async {
+            return limit;
+        }
         match self.followers_needed() {
             0 => limit,
             k if positions.len() < k => self.released(),
@@ -454,8 +481,13 @@ impl Group {
     pub fn take_over(&self) -> Result<(), String> {
         self.epoch();
         match &self.config.election {
-            // It won the election: its epoch is the one it won.
-            Some(e) => self.epoch.store(e.elector.epoch(), Ordering::SeqCst),
+            // It won the election: its epoch is the one it won, and if the witness voted for
+            // it, no other member can win without this one: it may go on alone.
+            Some(e) => {
+                self.epoch.store(e.elector.epoch(), Ordering::SeqCst);
+                self.holds_witness.store(e.elector.won_with_witness(), Ordering::SeqCst);
+                self.witness_floor.store(e.elector.won_with_witness(), Ordering::SeqCst);
+            }
             None => self.go_on_alone("backup")?,
         }
         *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -475,6 +507,10 @@ impl Group {
     /// This member was elected primary of `epoch` at boot.
     pub fn lead(&self, epoch: u64) {
         self.epoch.store(epoch, Ordering::SeqCst);
+        if let Some(e) = self.elector() {
+            self.holds_witness.store(e.won_with_witness(), Ordering::SeqCst);
+            self.witness_floor.store(e.won_with_witness(), Ordering::SeqCst);
+        }
     }
 }
 
@@ -562,98 +598,4 @@ impl GroupReport for Group {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::host::status::Role;
-
-    fn group(mode: ReplicationMode, max: usize) -> (Arc<Group>, crossbeam_channel::Receiver<VmEvent>) {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let config = GroupConfig { mode, max_followers: max, arbiter: None, election: None };
-        (Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx), rx)
-    }
-
-    #[test]
-    fn a_follower_starts_at_the_exit_it_joined_at() {
-        let (g, _rx) = group(ReplicationMode::Sync, 4);
-        let f = g.add_follower("10.0.0.2:1", 293_643);
-        assert_eq!((f.acked(), f.replayed()), (293_643, 293_643));
-        assert_eq!(g.release_limit(), 293_643);
-    }
-
-    #[test]
-    fn sync_output_waits_for_every_follower_and_a_dropped_one_never_holds_it() {
-        let (g, _rx) = group(ReplicationMode::Sync, 4);
-        let (a, b) = (g.add_follower("a", 0), g.add_follower("b", 0));
-        assert!(g.record_ack(&a, 100, 90));
-        assert!(g.record_ack(&b, 40, 40));
-        assert_eq!(g.release_limit(), 40);
-        assert!(g.drop_follower(&b, "silent"));
-        assert!(!g.drop_follower(&b, "again"), "a follower is dropped once");
-        assert_eq!(g.release_limit(), 100);
-        assert!(g.drop_follower(&a, "closed"));
-        assert_eq!(g.release_limit(), u64::MAX, "no follower: unprotected, everything leaves");
-        assert!(!GroupReport::protected(&*g));
-    }
-
-    #[test]
-    fn semi_sync_promotes_the_most_advanced_follower_when_the_synchronous_one_drops() {
-        let (g, _rx) = group(ReplicationMode::SemiSync, 4);
-        let (a, b, c) = (g.add_follower("a", 0), g.add_follower("b", 0), g.add_follower("c", 0));
-        g.record_ack(&a, 50, 50);
-        g.record_ack(&b, 80, 80);
-        g.record_ack(&c, 70, 70);
-        assert_eq!(g.release_limit(), 50, "the first follower is synchronous");
-        g.drop_follower(&a, "killed");
-        assert_eq!(g.release_limit(), 80, "b had acknowledged the most");
-        assert!(g.json_fields(100).contains("\"id\":2,\"addr\":\"b\",\"mode\":\"sync\""));
-    }
-
-    #[test]
-    fn acks_never_move_positions_backwards() {
-        let (g, _rx) = group(ReplicationMode::Sync, 4);
-        let a = g.add_follower("a", 10);
-        assert!(g.record_ack(&a, 20, 15));
-        assert!(!g.record_ack(&a, 12, 11), "an old ack is not news");
-        assert_eq!((a.acked(), a.replayed()), (20, 15));
-    }
-
-    #[test]
-    fn the_group_has_room_for_max_followers_and_a_second_needs_an_arbiter() {
-        let (g, _rx) = group(ReplicationMode::Sync, 2);
-        g.add_follower("a", 0);
-        assert!(g.refuse_follower().is_some_and(|why| why.contains("needs --arbiter")));
-
-        let dir = std::env::temp_dir().join(format!("ftvmm-group-test-{}", std::process::id()));
-        let arbiter = crate::host::arbiter::from_spec(&format!("file:{}", dir.display()), "10.0.0.1").expect("arbiter");
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        let config = GroupConfig {
-            mode: ReplicationMode::Sync,
-            max_followers: 2,
-            arbiter: Some(Arc::from(arbiter)),
-            election: None,
-        };
-        let g = Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx);
-        g.add_follower("a", 0);
-        assert!(g.has_room());
-        g.add_follower("b", 0);
-        assert!(g.refuse_follower().is_some_and(|why| why.contains("already has a backup")));
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn going_on_alone_moves_the_epoch_on() {
-        let (g, _rx) = group(ReplicationMode::Sync, 2);
-        let a = g.add_follower("a", 0);
-        g.drop_follower(&a, "partition");
-        assert_eq!(g.epoch(), FIRST_EPOCH + 1);
-    }
-
-    #[test]
-    fn a_halted_primary_releases_nothing_and_takes_no_follower() {
-        let (g, rx) = group(ReplicationMode::Async, 2);
-        g.halt("lost the arbiter".into());
-        assert_eq!(g.release_limit(), 0);
-        assert!(!g.has_room());
-        assert!(matches!(rx.try_recv(), Ok(VmEvent::Halt(_))));
-    }
-}
+mod tests;

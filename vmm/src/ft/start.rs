@@ -132,6 +132,7 @@ pub fn replica(
                 let group = Some((elector.clone(), epoch));
                 match follower(machine, &join, s.timing.failover_timeout, plan, services, group) {
                     Ok(started) => {
+                        elector.received_state();
                         elector.following(member);
                         return Ok(started);
                     }

@@ -67,7 +67,7 @@ pub fn from_spec(spec: &str, service: &str) -> Result<Box<dyn Arbiter>, ArbiterE
     Err(ArbiterError::Spec(spec.into()))
 }
 
-fn parse_endpoint(url: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_endpoint(url: &str) -> Option<SocketAddr> {
     url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/').parse().ok()
 }
 
@@ -176,7 +176,7 @@ impl Arbiter for EtcdArbiter {
 }
 
 /// A minimal HTTP/1.1 POST with a JSON body and a JSON answer; etcd is the only peer.
-fn http_post(ep: SocketAddr, path: &str, body: &str) -> Result<serde_json::Value, String> {
+pub(crate) fn http_post(ep: SocketAddr, path: &str, body: &str) -> Result<serde_json::Value, String> {
     let mut s = TcpStream::connect_timeout(&ep, ETCD_TIMEOUT).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(ETCD_TIMEOUT)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(ETCD_TIMEOUT)).map_err(|e| e.to_string())?;

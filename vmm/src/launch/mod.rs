@@ -7,6 +7,7 @@ pub mod threads;
 use crate::ft::election::elector::{ElectionTiming, Elector};
 use crate::ft::election::peer::Membership;
 use crate::ft::election::rules::Rank;
+use crate::ft::election::witness::Witness;
 use crate::ft::group::{Election, Group, GroupConfig};
 use crate::ft::output_rule::ReplicationMode;
 use crate::ft::recovery::DataDir;
@@ -15,6 +16,7 @@ use crate::ft::start::{self, FollowerPlan, Services, Started};
 use crate::ft::takeover::announce;
 use crate::ft::{ReplicationError, Timing};
 use crate::host::arbiter::{self, Arbiter};
+use crate::host::register;
 use crate::host::status::{self, Role, Stats};
 use crate::host::tap::{Tap, TapError};
 use crate::vm::digest;
@@ -251,12 +253,12 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         timing: g.timing,
         data_dir,
     };
-    let started: Option<Started> = match (mode, replay_log) {
-        (Mode::Primary { listen, group: g }, _) => {
+    let started: Option<Started> = match (mode, replay_log, &elector) {
+        (Mode::Primary { listen, group: g }, _, _) => {
             let s = services(events_rx.clone(), g, None);
             Some(start::primary(&mut machine, listen, s).map_err(LaunchError::Replication)?)
         }
-        (Mode::Backup { primary, group: g, connect_within, listen, data_dir }, _) => {
+        (Mode::Backup { primary, group: g, connect_within, listen, data_dir }, _, _) => {
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),
                 net: config.net,
@@ -269,8 +271,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
                     .map_err(LaunchError::Replication)?,
             )
         }
-        (Mode::Replica { group: g, .. }, _) => {
-            let elector = elector.as_ref().ok_or(LaunchError::VcpuPanicked)?;
+        (Mode::Replica { group: g, .. }, _, Some(elector)) => {
             let s = services(events_rx.clone(), g, None);
             elector.start(s.group.clone())?;
             let plan = FollowerPlan {
@@ -287,14 +288,14 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             }
             Some(started)
         }
-        (Mode::Replay(path), Some((reader, recorded))) => {
+        (Mode::Replay(path), Some((reader, recorded)), _) => {
             recorded
                 .check_matches(&machine.header)
                 .map_err(|source| LaunchError::BadLog { path: path.display().to_string(), source })?;
             plain = Some(Driver::Replay(ReplayDriver::new(Box::new(reader))));
             None
         }
-        (Mode::Record(path), _) => {
+        (Mode::Record(path), _, _) => {
             let recorder = Recorder::create(path, &machine.header)?;
             plain = Some(Driver::Live(LiveDriver::new(config.tick_hz, Some(Box::new(recorder)), events_rx.clone())));
             None
@@ -349,8 +350,8 @@ fn elector(
     machine: &logging_channel::LogHeader,
     service: &str,
 ) -> Result<Arc<Elector>, LaunchError> {
-    let witness: Option<Arc<dyn Arbiter>> = match &member.witness {
-        Some(spec) => Some(Arc::from(arbiter::from_spec(spec, service).map_err(LaunchError::Arbiter)?)),
+    let witness = match &member.witness {
+        Some(spec) => Some(Arc::new(Witness::new(register::from_spec(spec, service).map_err(LaunchError::Arbiter)?))),
         None => None,
     };
     let me = Rank { id: member.id, priority: member.priority };

@@ -16,9 +16,9 @@
 //! ```
 //! Every election is logged with its duration and its votes.
 use super::ballot_file::{BallotError, BallotFile};
-use super::peer::{self, Membership, PeerService};
+use super::peer::{self, Membership, PeerService, Until};
 use super::rules::{self, Ballot, LogPosition, MemberId, Rank, Request, Voter};
-use crate::host::arbiter::Arbiter;
+use super::witness::Witness;
 use logging_channel::vote::{PeerMessage, PeerRole, Probe, ProbeReply, VoteReply, VoteRequest};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -68,8 +68,12 @@ pub struct ElectionTiming {
     /// Each member with a newer log (or a better rank) ahead of this one delays its
     /// standing by this much, so the best member usually stands alone.
     pub step: Duration,
-    /// How long a probe or vote request may take.
+    /// How long a vote request may take.
     pub ask_timeout: Duration,
+    /// How long a probe may take: a member that cannot answer within it is taken as
+    /// absent for this round (the next round asks again), so a hung member delays an
+    /// election by this much, not by `ask_timeout`.
+    pub probe_timeout: Duration,
 }
 
 impl ElectionTiming {
@@ -77,8 +81,11 @@ impl ElectionTiming {
     pub fn from(failover_timeout: Duration, heartbeat: Duration) -> ElectionTiming {
         ElectionTiming {
             poll: heartbeat.max(Duration::from_millis(5)),
-            step: failover_timeout / 4,
-            ask_timeout: (failover_timeout / 2).clamp(Duration::from_millis(20), peer::PEER_IO_TIMEOUT),
+            // Long enough for the first candidate's probe and vote on a LAN (a few ms, tens
+            // on a loaded host), short enough to add little to a failover.
+            step: (failover_timeout / 10).max(heartbeat * 2),
+            ask_timeout: failover_timeout.clamp(Duration::from_millis(20), peer::PEER_IO_TIMEOUT),
+            probe_timeout: (heartbeat * 2).clamp(Duration::from_millis(20), failover_timeout / 4),
         }
     }
 }
@@ -103,7 +110,7 @@ struct Held {
 pub struct Elector {
     group: Membership,
     timing: ElectionTiming,
-    witness: Option<Arc<dyn Arbiter>>,
+    witness: Option<Arc<Witness>>,
     ballot: Mutex<Ballot>,
     file: BallotFile,
     local: Mutex<Local>,
@@ -112,6 +119,15 @@ pub struct Elector {
     seen: Mutex<BTreeMap<MemberId, ProbeReply>>,
     last_election: Mutex<Option<Held>>,
     elections_won: std::sync::atomic::AtomicU64,
+    /// The last election this member won took the witness's vote: no other member can
+    /// win the witness for the log epoch it claimed.
+    won_with_witness: std::sync::atomic::AtomicBool,
+    /// This member was in the group before this process started (its ballot says so)
+    /// and has not received a whole state since: whatever it acknowledged then is
+    /// gone, so it must not vote or stand until a state transfer gives it a log
+    /// again (found by the model check: otherwise it votes with an empty log for a
+    /// candidate that lacks what it had acknowledged).
+    lost_log: std::sync::atomic::AtomicBool,
 }
 
 impl Elector {
@@ -119,7 +135,7 @@ impl Elector {
     pub fn new(
         group: Membership,
         timing: ElectionTiming,
-        witness: Option<Arc<dyn Arbiter>>,
+        witness: Option<Arc<Witness>>,
         data_dir: &std::path::Path,
     ) -> Result<Arc<Elector>, ElectionError> {
         let (file, ballot) = BallotFile::open(data_dir)?;
@@ -138,11 +154,16 @@ impl Elector {
             witness,
             ballot: Mutex::new(ballot),
             file,
-            local: Mutex::new(Local { role: PeerRole::Starting, primary: 0 }),
+            local: Mutex::new(Local {
+                role: if ballot.epoch > 0 { PeerRole::Rejoining } else { PeerRole::Starting },
+                primary: 0,
+            }),
             view: OnceLock::new(),
             seen: Mutex::new(BTreeMap::new()),
             last_election: Mutex::new(None),
             elections_won: std::sync::atomic::AtomicU64::new(0),
+            won_with_witness: std::sync::atomic::AtomicBool::new(false),
+            lost_log: std::sync::atomic::AtomicBool::new(ballot.epoch > 0),
         }))
     }
 
@@ -219,6 +240,14 @@ impl Elector {
         self.set_local(PeerRole::Follower, primary);
     }
 
+    /// This member received a whole state from its primary: it has a log again, and
+    /// may vote and stand.
+    pub fn received_state(&self) {
+        if self.lost_log.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!("a whole state received: this member votes again");
+        }
+    }
+
     /// This member stopped being primary (it lost its majority or the witness).
     pub fn stepped_down(&self) {
         self.set_local(PeerRole::Follower, 0);
@@ -230,7 +259,8 @@ impl Elector {
         let mut turn: Option<Instant> = None;
         let mut attempt = 0u32;
         let mut rng = Jitter::new(self.group.me.id);
-        if self.local().role != PeerRole::Starting {
+        let mut told_lost = false;
+        if !matches!(self.local().role, PeerRole::Starting | PeerRole::Rejoining) {
             self.set_local(PeerRole::Follower, 0);
         }
         loop {
@@ -238,7 +268,16 @@ impl Elector {
             if let Some(next) = self.primary_to_follow(&replies) {
                 return next;
             }
-            if !self.group.me.may_stand() || self.hears_primary() {
+            if !self.has_log() && !told_lost && since.elapsed() > self.timing.step * 100 {
+                told_lost = true;
+                tracing::error!(
+                    "this member restarted and lost the log it had acknowledged; it waits for a primary to send it \
+                     a state, and no member has been primary for {} s. If a majority of the group restarted, \
+                     the group's state is gone and nobody can be elected: start a new group with fresh --data-dir",
+                    since.elapsed().as_secs()
+                );
+            }
+            if !self.group.me.may_stand() || self.hears_primary() || !self.has_log() {
                 turn = None;
                 std::thread::sleep(self.timing.poll);
                 continue;
@@ -252,6 +291,7 @@ impl Elector {
             // and one that hears a primary keeps others from deposing it.
             let would_grant = |r: &&ProbeReply| {
                 r.primary == 0
+                    && r.role != PeerRole::Rejoining
                     && (theirs(r) < position
                         || (theirs(r) == position && !(rank(r).may_stand() && rank(r).outranks(&me))))
             };
@@ -264,7 +304,7 @@ impl Elector {
             // Members whose logs are newer (or equal, with a better rank) go first.
             let ahead = replies
                 .iter()
-                .filter(|r| r.primary == 0 && rank(r).may_stand())
+                .filter(|r| r.primary == 0 && r.role != PeerRole::Rejoining && rank(r).may_stand())
                 .filter(|r| theirs(r) > position || (theirs(r) == position && rank(r).outranks(&me)))
                 .count() as u32;
             let when =
@@ -296,6 +336,19 @@ impl Elector {
             return None;
         }
         self.observe(p.epoch);
+        if self.local().role == PeerRole::Rejoining {
+            // A member that was in the group before (an old primary, say) says where it
+            // stands: it lost its VM with its process, and joins by state transfer.
+            tracing::warn!(
+                was = b.epoch,
+                epoch = p.epoch,
+                "restarted: this member was last in epoch {}, the group is in epoch {} with member {} primary; \
+                 joining it as a follower by state transfer",
+                b.epoch,
+                p.epoch,
+                p.member
+            );
+        }
         tracing::info!(
             primary = p.member,
             epoch = p.epoch,
@@ -311,7 +364,7 @@ impl Elector {
         let others: Vec<_> = self.group.others().cloned().collect();
         let probe = PeerMessage::Probe(Probe { group: self.group.tag, from: self.group.me.id });
         let mut seen = Vec::new();
-        for (id, answer) in peer::ask_all(&others, &probe, self.timing.ask_timeout) {
+        for (id, answer) in peer::ask_all(&others, &probe, self.timing.probe_timeout, Until::Everyone) {
             if let Ok(PeerMessage::ProbeReply(r)) = answer {
                 if r.group == self.group.tag && r.member == id {
                     seen.push(r);
@@ -349,9 +402,12 @@ impl Elector {
             log_exit: position.exit,
         });
         let others: Vec<_> = self.group.others().cloned().collect();
+        let needed = rules::majority(self.group.members.len(), self.group.witness);
         let mut granted = 1usize;
         let mut votes = format!("{}: self", me.id);
-        for (id, answer) in peer::ask_all(&others, &request, self.timing.ask_timeout) {
+        // A majority settles it: a hung member's answer is not waited for.
+        let until = Until::Granted { epoch, needed };
+        for (id, answer) in peer::ask_all(&others, &request, self.timing.ask_timeout, until) {
             let verdict = match answer {
                 Ok(PeerMessage::VoteReply(r)) if r.group == self.group.tag && r.voter == id => {
                     self.observe(r.epoch);
@@ -367,17 +423,18 @@ impl Elector {
             };
             let _ = write!(votes, "; {id}: {verdict}");
         }
-        let needed = rules::majority(self.group.members.len(), self.group.witness);
+        let mut with_witness = false;
         if granted < needed && granted + 1 == needed {
             if let Some(w) = &self.witness {
-                // The witness's test-and-set is keyed by the log's epoch: "who succeeds epoch L".
-                match w.claim(position.epoch, &format!("member-{}", me.id)) {
-                    Ok(true) => {
+                let request = Request { epoch, candidate: me, position };
+                match w.vote(&self.group.ids(), &request) {
+                    Ok(Ok(())) => {
                         granted += 1;
-                        let _ = write!(votes, "; witness: yes (key {})", position.epoch);
+                        with_witness = true;
+                        votes.push_str("; witness: yes");
                     }
-                    Ok(false) => {
-                        let _ = write!(votes, "; witness: no (key {} taken)", position.epoch);
+                    Ok(Err(why)) => {
+                        let _ = write!(votes, "; witness: no ({why})");
                     }
                     Err(e) => {
                         let _ = write!(votes, "; witness: unreachable ({e})");
@@ -390,6 +447,7 @@ impl Elector {
         if granted >= needed && self.epoch() == epoch {
             self.set_local(PeerRole::Primary, me.id);
             self.elections_won.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.won_with_witness.store(with_witness, std::sync::atomic::Ordering::SeqCst);
             *self.last_election.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(Held { epoch, winner: me.id, ms: since_ms });
             tracing::warn!(
@@ -408,23 +466,52 @@ impl Elector {
         None
     }
 
-    /// A two-member primary lost its follower: it goes on alone only if it wins the
-    /// witness for its log's epoch (exactly as the follower would claim it), and then
-    /// moves to a new epoch. Returns the new epoch, or why it must step down.
-    pub fn go_on_alone(&self, log_epoch: u64) -> Result<u64, String> {
+    /// Whether the election this member last won took the witness's vote.
+    pub fn won_with_witness(&self) -> bool {
+        self.won_with_witness.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A two-member primary of epoch `epoch` lost its follower: it goes on alone only by
+    /// winning the witness's vote for a new epoch, exactly as its follower would stand for
+    /// it (its own log holds all of `epoch`). Returns the new epoch, or why it must step down.
+    pub fn go_on_alone(&self, epoch: u64) -> Result<u64, String> {
         let Some(w) = &self.witness else {
             return Err("no witness to go on alone with".into());
         };
-        match w.claim(log_epoch, &format!("member-{}", self.group.me.id)) {
-            Ok(true) => {}
-            Ok(false) => return Err(format!("another member won the witness for epoch {log_epoch}")),
+        let next = {
+            let mut b = self.lock_ballot();
+            let next = b.stand(self.group.me.id);
+            self.file.store(&b).map_err(|e| e.to_string())?;
+            next
+        };
+        let request =
+            Request { epoch: next, candidate: self.group.me, position: LogPosition { epoch, exit: u64::MAX } };
+        match w.vote(&self.group.ids(), &request) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(format!("the witness refused to let it go on alone in epoch {next}: {why}")),
             Err(e) => return Err(format!("cannot reach the witness ({e})")),
         }
-        let mut b = self.lock_ballot();
-        let epoch = b.stand(self.group.me.id);
-        self.file.store(&b).map_err(|e| e.to_string())?;
-        tracing::warn!(epoch, witness_key = log_epoch, "won the witness: going on alone in epoch {epoch}");
-        Ok(epoch)
+        self.won_with_witness.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::warn!(epoch = next, "won the witness: going on alone in epoch {next}");
+        Ok(next)
+    }
+
+    /// The primary of `epoch`, which won the witness's vote, has a follower holding its
+    /// log through `exit`: it stops releasing alone (the caller's part) and lowers the
+    /// witness's floor, so that the follower can win the witness if this member dies.
+    pub fn lower_witness_floor(&self, epoch: u64, exit: u64) {
+        let Some(w) = &self.witness else { return };
+        match w.lower_floor(epoch, LogPosition { epoch, exit }) {
+            Ok(true) => tracing::info!(epoch, exit, "a follower holds the log: the witness may now vote for it"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot lower the witness's floor ({e}); the follower cannot win the witness yet"),
+        }
+        self.won_with_witness.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this member may vote or stand: not while it lost the log it had.
+    pub fn has_log(&self) -> bool {
+        !self.lost_log.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The election part of `status`, as JSON fields.
@@ -520,6 +607,7 @@ impl Elector {
             position: self.position(),
             is_primary: local.role == PeerRole::Primary,
             hears_primary: local.role == PeerRole::Follower && self.hears_primary(),
+            lost_log: !self.has_log(),
         };
         let request = Request {
             epoch: r.epoch,
@@ -578,111 +666,4 @@ impl Jitter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    struct View {
-        position: LogPosition,
-        hears: AtomicBool,
-    }
-
-    impl LocalView for View {
-        fn position(&self) -> LogPosition {
-            self.position
-        }
-        fn hears_primary(&self) -> bool {
-            self.hears.load(Ordering::SeqCst)
-        }
-    }
-
-    fn elector(name: &str, position: LogPosition) -> (Arc<Elector>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("ftvmm-elector-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        elector_in(&dir, position)
-    }
-
-    fn elector_in(dir: &std::path::Path, position: LogPosition) -> (Arc<Elector>, std::path::PathBuf) {
-        let header = logging_channel::LogHeader {
-            guest_image_digest: [3; 32],
-            mem_size: 64 << 20,
-            cpuid_digest: [4; 32],
-            tick_hz: 250,
-        };
-        let group =
-            Membership::parse("1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3", Rank { id: 3, priority: 1 }, false, &header)
-                .expect("membership");
-        let timing = ElectionTiming::from(Duration::from_millis(500), Duration::from_millis(20));
-        let e = Elector::new(group, timing, None, dir).expect("elector");
-        let _ = e.view.set(Arc::new(View { position, hears: AtomicBool::new(false) }));
-        (e, dir.to_path_buf())
-    }
-
-    fn ask(e: &Elector, group: u64, epoch: u64, candidate: u64, log: (u64, u64)) -> Option<VoteReply> {
-        let request = PeerMessage::VoteRequest(VoteRequest {
-            group,
-            epoch,
-            candidate,
-            priority: 1,
-            log_epoch: log.0,
-            log_exit: log.1,
-        });
-        match e.answer(request, "127.0.0.1:9".parse().expect("addr")) {
-            Some(PeerMessage::VoteReply(r)) => Some(r),
-            None => None,
-            other => panic!("not a vote reply: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_grant_is_on_disk_before_it_is_sent_and_a_restarted_member_keeps_it() {
-        let (e, dir) = elector("grant", LogPosition { epoch: 1, exit: 50 });
-        let tag = e.membership().tag;
-        let r = ask(&e, tag, 2, 1, (1, 60)).expect("a reply");
-        assert!(r.granted, "{r:?}");
-        drop(e);
-        let (file, ballot) = BallotFile::open(&dir).expect("reopens");
-        drop(file);
-        assert_eq!(ballot, Ballot { epoch: 2, voted_for: Some(1) });
-        // The restarted member has lost its log, but not its vote.
-        let (e, _) = elector_in(&dir, LogPosition::default());
-        let again = ask(&e, tag, 2, 2, (9, 9)).expect("a reply");
-        assert!(!again.granted && again.why.contains("already voted for member 1"), "{again:?}");
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn hostile_vote_requests_are_refused_and_change_nothing() {
-        let (e, dir) = elector("hostile", LogPosition { epoch: 4, exit: 900 });
-        let tag = e.membership().tag;
-        // A non-member with a far-future epoch, and a candidate of another group.
-        let r = ask(&e, tag, u64::MAX, 77, (u64::MAX, u64::MAX)).expect("a reply");
-        assert!(!r.granted && r.why.contains("not a member"), "{r:?}");
-        assert_eq!(ask(&e, tag ^ 1, 9, 1, (9, 9)), None, "another group's request gets no answer");
-        assert_eq!(e.epoch(), 0, "neither moved the epoch");
-        // A real candidate behind this member's log moves the epoch on but gets no vote.
-        let r = ask(&e, tag, 5, 1, (4, 899)).expect("a reply");
-        assert!(!r.granted && r.why.contains("behind"), "{r:?}");
-        // A stale epoch now.
-        let r = ask(&e, tag, 3, 2, (9, 9)).expect("a reply");
-        assert!(!r.granted && r.why.contains("stale"), "{r:?}");
-        assert_eq!(*e.lock_ballot(), Ballot { epoch: 5, voted_for: None });
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn a_member_that_hears_its_primary_votes_for_nobody() {
-        let (e, dir) = elector("sticky", LogPosition { epoch: 1, exit: 10 });
-        let view = Arc::new(View { position: LogPosition { epoch: 1, exit: 10 }, hears: AtomicBool::new(true) });
-        let e = Elector::new(e.membership().clone(), e.timing, None, &dir).expect("elector");
-        let _ = e.view.set(view.clone());
-        e.following(1);
-        let tag = e.membership().tag;
-        let r = ask(&e, tag, 2, 2, (1, 20)).expect("a reply");
-        assert!(!r.granted && r.why.contains("still hears"), "{r:?}");
-        assert_eq!(e.epoch(), 0, "a disruptive request does not move the epoch");
-        view.hears.store(false, Ordering::SeqCst);
-        assert!(ask(&e, tag, 2, 2, (1, 20)).expect("a reply").granted, "once the primary is gone, it votes");
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
+mod tests;

@@ -5,9 +5,11 @@
 //!   must hold output before it leaves; pure, model-checked.
 //! - [`ballot_file`]: the ballot on disk (Raft's stable storage);
 //! - [`peer`]: the membership and the peer port (votes and probes);
+//! - [`witness`]: the voter with no log that even-sized groups add;
 //! - [`elector`]: a member's side of every election: its ballot, its role,
 //!   finding the primary or standing.
 pub mod ballot_file;
 pub mod elector;
 pub mod peer;
 pub mod rules;
+pub mod witness;

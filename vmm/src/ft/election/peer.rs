@@ -209,19 +209,60 @@ pub fn ask(addr: SocketAddr, request: &PeerMessage, timeout: Duration) -> Result
     }
 }
 
-/// Asks every one of `targets` at once; returns each one's id with its answer.
-pub fn ask_all(
-    targets: &[Member],
-    request: &PeerMessage,
-    timeout: Duration,
-) -> Vec<(MemberId, Result<PeerMessage, String>)> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = targets.iter().map(|m| (m.id, s.spawn(move || ask(m.peer, request, timeout)))).collect();
-        handles
-            .into_iter()
-            .map(|(id, h)| (id, h.join().unwrap_or_else(|_| Err("the asking thread panicked".into()))))
-            .collect()
-    })
+/// A member's answer to a request, or why there was none.
+pub type Answer = (MemberId, Result<PeerMessage, String>);
+
+/// When [`ask_all`] may stop collecting answers before every target has answered.
+#[derive(Debug, Clone, Copy)]
+pub enum Until {
+    /// Wait for every target (or the timeout): probes.
+    Everyone,
+    /// Stop once grants for `epoch`, with the asker's own vote, reach `needed`: votes.
+    Granted { epoch: u64, needed: usize },
+}
+
+impl Until {
+    fn settled(self, answers: &[Answer]) -> bool {
+        match self {
+            Until::Everyone => false,
+            Until::Granted { epoch, needed } => {
+                let yes = answers
+                    .iter()
+                    .filter(|(_, a)| matches!(a, Ok(PeerMessage::VoteReply(r)) if r.granted && r.epoch == epoch))
+                    .count();
+                1 + yes >= needed
+            }
+        }
+    }
+}
+
+/// Asks every one of `targets` at once and collects their answers until `until` says
+/// the ones so far settle the question, every target answered, or `timeout` passed.
+/// Returns each answering target's id with its answer; a slow or hung member only
+/// delays the caller when its answer is needed.
+pub fn ask_all(targets: &[Member], request: &PeerMessage, timeout: Duration, until: Until) -> Vec<Answer> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut asked = 0;
+    for m in targets {
+        let (tx, m, request) = (tx.clone(), m.clone(), request.clone());
+        let spawned = std::thread::Builder::new().name("peer-ask".into()).spawn(move || {
+            let _ = tx.send((m.id, ask(m.peer, &request, timeout)));
+        });
+        match spawned {
+            Ok(_) => asked += 1,
+            Err(e) => tracing::warn!("cannot ask member {}: {e}", m.id),
+        }
+    }
+    drop(tx);
+    let deadline = std::time::Instant::now() + timeout + Duration::from_millis(5);
+    let mut answers = Vec::with_capacity(asked);
+    while answers.len() < asked && !until.settled(&answers) {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(answer) => answers.push(answer),
+            Err(_) => break,
+        }
+    }
+    answers
 }
 
 #[cfg(test)]

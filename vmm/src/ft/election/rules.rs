@@ -4,7 +4,7 @@
 //! Ongaro's dissertation: a member that still hears its primary ignores vote
 //! requests (§4.2.3, so a cut-off member cannot depose a healthy primary), and
 //! ties between equally up-to-date members go to the higher `--priority`, then
-//! the lower id. No I/O and no clock: the model check (`tests/election_model.rs`)
+//! the lower id. No I/O and no clock: the model check (`tests/election_model/`)
 //! drives these same functions.
 //!
 //! ```text
@@ -12,6 +12,7 @@
 //!     C not a member, or C has priority 0        -> refuse
 //!     E < my epoch                              -> refuse (stale)
 //!     I am primary, or I heard my primary lately -> refuse (no epoch change)
+//!     I restarted and have no log yet           -> refuse (no epoch change)
 //!     E > my epoch: my epoch = E, my vote = none
 //!     I voted for someone else in E             -> refuse
 //!     (le, lx) < my position                    -> refuse (behind me)
@@ -99,6 +100,15 @@ pub struct Voter {
     pub is_primary: bool,
     /// It heard from its primary within the failover timeout.
     pub hears_primary: bool,
+    /// It restarted without its log (the VM and records live in memory) and no state
+    /// transfer has completed since. Its position (0, 0) says nothing of what the
+    /// group released: the primary counted its acknowledgements before the crash. If
+    /// it voted, a candidate missing released output could win (the model check's
+    /// counterexample: primary 1 releases an exit that only follower 3 acked, 3
+    /// restarts, 2 stands and wins with 3's vote). It neither votes nor stands until a
+    /// state transfer has given it a primary's whole log; streaming from (0, 0) would
+    /// not do, as it could vote again before it held what it had acked.
+    pub lost_log: bool,
 }
 
 /// Why a vote was refused.
@@ -109,6 +119,7 @@ pub enum Refusal {
     Stale { current: u64 },
     IsPrimary,
     HearsPrimary,
+    LostLog,
     AlreadyVoted { for_member: MemberId },
     Behind { mine: LogPosition },
     Outranked,
@@ -122,6 +133,7 @@ impl std::fmt::Display for Refusal {
             Refusal::Stale { current } => write!(f, "stale epoch: this member is in epoch {current}"),
             Refusal::IsPrimary => write!(f, "this member is the primary and has its majority"),
             Refusal::HearsPrimary => write!(f, "this member still hears its primary"),
+            Refusal::LostLog => write!(f, "this member restarted without its log and has not rejoined yet"),
             Refusal::AlreadyVoted { for_member } => write!(f, "already voted for member {for_member} in this epoch"),
             Refusal::Behind { mine } => {
                 write!(f, "the candidate's log is behind this member's (epoch {}, exit {})", mine.epoch, mine.exit)
@@ -149,6 +161,9 @@ pub fn decide(ballot: &mut Ballot, members: &[MemberId], request: &Request, vote
     }
     if voter.hears_primary {
         return Err(Refusal::HearsPrimary);
+    }
+    if voter.lost_log {
+        return Err(Refusal::LostLog);
     }
     ballot.observe(request.epoch);
     match ballot.voted_for {
@@ -208,7 +223,7 @@ mod tests {
     }
 
     fn voter(id: MemberId, position: LogPosition) -> Voter {
-        Voter { me: rank(id), position, is_primary: false, hears_primary: false }
+        Voter { me: rank(id), position, is_primary: false, hears_primary: false, lost_log: false }
     }
 
     #[test]
@@ -265,6 +280,17 @@ mod tests {
         let primary = Voter { is_primary: true, ..v };
         assert_eq!(decide(&mut b, &MEMBERS, &req(9, 2, pos(9, 9)), &primary), Err(Refusal::IsPrimary));
         assert_eq!(b, before);
+    }
+
+    #[test]
+    fn a_member_that_lost_its_log_does_not_vote() {
+        // Follower 2 acked an exit that the primary released, then restarted: its
+        // (0, 0) must not elect member 3, which never received that exit.
+        let before = Ballot { epoch: 1, voted_for: Some(1) };
+        let mut b = before;
+        let amnesiac = Voter { lost_log: true, ..voter(2, pos(0, 0)) };
+        assert_eq!(decide(&mut b, &MEMBERS, &req(2, 3, pos(1, 1)), &amnesiac), Err(Refusal::LostLog));
+        assert_eq!(b, before, "nothing changes: it learns the epoch when it rejoins");
     }
 
     #[test]

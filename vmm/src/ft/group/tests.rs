@@ -1,0 +1,95 @@
+use super::*;
+use crate::host::status::Role;
+
+fn group(mode: ReplicationMode, max: usize) -> (Arc<Group>, crossbeam_channel::Receiver<VmEvent>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let config = GroupConfig { mode, max_followers: max, arbiter: None, election: None };
+    (Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx), rx)
+}
+
+#[test]
+fn a_follower_starts_at_the_exit_it_joined_at() {
+    let (g, _rx) = group(ReplicationMode::Sync, 4);
+    let f = g.add_follower("10.0.0.2:1", 293_643);
+    assert_eq!((f.acked(), f.replayed()), (293_643, 293_643));
+    assert_eq!(g.release_limit(), 0, "until its first ack it may not have loaded the state: nothing more leaves");
+    g.record_ack(&f, 293_643, 293_643);
+    assert_eq!(g.release_limit(), 293_643);
+}
+
+#[test]
+fn sync_output_waits_for_every_follower_and_a_dropped_one_never_holds_it() {
+    let (g, _rx) = group(ReplicationMode::Sync, 4);
+    let (a, b) = (g.add_follower("a", 0), g.add_follower("b", 0));
+    assert!(g.record_ack(&a, 100, 90));
+    assert!(g.record_ack(&b, 40, 40));
+    assert_eq!(g.release_limit(), 40);
+    assert!(g.drop_follower(&b, "silent"));
+    assert!(!g.drop_follower(&b, "again"), "a follower is dropped once");
+    assert_eq!(g.release_limit(), 100);
+    assert!(g.drop_follower(&a, "closed"));
+    assert_eq!(g.release_limit(), u64::MAX, "no follower: unprotected, everything leaves");
+    assert!(!GroupReport::protected(&*g));
+}
+
+#[test]
+fn semi_sync_promotes_the_most_advanced_follower_when_the_synchronous_one_drops() {
+    let (g, _rx) = group(ReplicationMode::SemiSync, 4);
+    let (a, b, c) = (g.add_follower("a", 0), g.add_follower("b", 0), g.add_follower("c", 0));
+    g.record_ack(&a, 50, 50);
+    g.record_ack(&b, 80, 80);
+    g.record_ack(&c, 70, 70);
+    assert_eq!(g.release_limit(), 50, "the first follower is synchronous");
+    g.drop_follower(&a, "killed");
+    assert_eq!(g.release_limit(), 80, "b had acknowledged the most");
+    assert!(g.json_fields(100).contains("\"id\":2,\"addr\":\"b\",\"mode\":\"sync\""));
+}
+
+#[test]
+fn acks_never_move_positions_backwards() {
+    let (g, _rx) = group(ReplicationMode::Sync, 4);
+    let a = g.add_follower("a", 10);
+    assert!(g.record_ack(&a, 20, 15));
+    assert!(!g.record_ack(&a, 12, 11), "an old ack is not news");
+    assert_eq!((a.acked(), a.replayed()), (20, 15));
+}
+
+#[test]
+fn the_group_has_room_for_max_followers_and_a_second_needs_an_arbiter() {
+    let (g, _rx) = group(ReplicationMode::Sync, 2);
+    g.add_follower("a", 0);
+    assert!(g.refuse_follower().is_some_and(|why| why.contains("needs --arbiter")));
+
+    let dir = std::env::temp_dir().join(format!("ftvmm-group-test-{}", std::process::id()));
+    let arbiter = crate::host::arbiter::from_spec(&format!("file:{}", dir.display()), "10.0.0.1").expect("arbiter");
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let config = GroupConfig {
+        mode: ReplicationMode::Sync,
+        max_followers: 2,
+        arbiter: Some(Arc::from(arbiter)),
+        election: None,
+    };
+    let g = Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx);
+    g.add_follower("a", 0);
+    assert!(g.has_room());
+    g.add_follower("b", 0);
+    assert!(g.refuse_follower().is_some_and(|why| why.contains("already has a backup")));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn going_on_alone_moves_the_epoch_on() {
+    let (g, _rx) = group(ReplicationMode::Sync, 2);
+    let a = g.add_follower("a", 0);
+    g.drop_follower(&a, "partition");
+    assert_eq!(g.epoch(), FIRST_EPOCH + 1);
+}
+
+#[test]
+fn a_halted_primary_releases_nothing_and_takes_no_follower() {
+    let (g, rx) = group(ReplicationMode::Async, 2);
+    g.halt("lost the arbiter".into());
+    assert_eq!(g.release_limit(), 0);
+    assert!(!g.has_room());
+    assert!(matches!(rx.try_recv(), Ok(VmEvent::Halt(_))));
+}
