@@ -60,11 +60,16 @@ pub enum DiskLogError {
     Foreign { path: String, what: String },
     #[error("the disk log writer thread is gone")]
     WriterGone,
+    /// A checkpoint of a new state could not be written (`Persist::new_history`).
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// A follower's disk: its log and its checkpoints.
 pub struct Persist {
+    /// The log on disk.
     pub disk: Arc<DiskLog>,
+    /// The VM's checkpoints (taken by the replay driver).
     pub checkpoints: SharedCheckpointer,
     /// The page list of the VM as it waits for its primary's answer, hashed before
     /// asking: the primary's guest is paused while it waits for the list.
@@ -95,7 +100,7 @@ impl Persist {
         vcpu: &mut VcpuFd,
         mem: &GuestMemoryMmap,
         bus: &Bus,
-    ) -> Result<(), PersistError> {
+    ) -> Result<(), DiskLogError> {
         self.disk.reset(at)?;
         let mut c = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
         let t = c.take(vcpu, mem, bus, at, epoch, true)?;
@@ -108,15 +113,6 @@ impl Persist {
         );
         Ok(())
     }
-}
-
-/// Why a follower's disk could not follow a new state.
-#[derive(Debug, thiserror::Error)]
-pub enum PersistError {
-    #[error(transparent)]
-    Log(#[from] DiskLogError),
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
 }
 
 /// The file name of the segment that continues from exit `start`.

@@ -46,8 +46,11 @@ pub const MAX_LOCAL_REPLAY_BYTES: u64 = 256 << 20;
 /// `--data-dir` and its options.
 #[derive(Debug, Clone)]
 pub struct DataDir {
+    /// The directory (`--data-dir`).
     pub dir: PathBuf,
+    /// How often to checkpoint (`--checkpoint-secs`).
     pub checkpoint_every: Duration,
+    /// When acks wait for the disk (`--fsync`).
     pub fsync: Fsync,
 }
 
@@ -137,12 +140,17 @@ pub fn start(
 
 /// How a restarted follower asks its primary for what comes after its disk.
 pub struct RestartPlan {
+    /// The primary's address.
     pub addr: String,
+    /// This follower's hello.
     pub hello: Hello,
+    /// How long to keep trying to reach the primary (`--connect-timeout-secs`).
     pub within: Duration,
+    /// What to ask for: to resume after the disk's log.
     pub request: AttachRequest,
     pub timing: Timing,
     pub stats: Arc<Stats>,
+    /// Where a later broken connection goes.
     pub reconnect: Option<Reconnect>,
     /// The VM's memory, to hash while the vCPU waits for the primary's answer.
     pub mem: GuestMemoryMmap,

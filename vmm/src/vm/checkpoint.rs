@@ -92,6 +92,7 @@ pub struct CheckpointHeader {
 }
 
 impl CheckpointHeader {
+    /// The header as a checkpoint file starts with it.
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut out = Vec::with_capacity(HEADER_LEN);
         out.extend_from_slice(&MAGIC);
@@ -154,9 +155,13 @@ pub fn parse_name(name: &str) -> Option<u64> {
 /// What one checkpoint cost.
 #[derive(Debug, Clone, Copy)]
 pub struct Taken {
+    /// The exit it is of.
     pub exit: u64,
+    /// Not a delta.
     pub full: bool,
+    /// Pages written.
     pub pages: u64,
+    /// Bytes written.
     pub bytes: u64,
     /// How long the vCPU was held for it.
     pub pause: Duration,
