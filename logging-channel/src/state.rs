@@ -9,10 +9,19 @@
 //!  0x92 Pages  first_page u64 | count u32 (1..=MAX_PAGES) | count x PAGE_SIZE bytes
 //!  0x93 Blob   kind u8 | len u32 | len bytes        (vCPU registers, device state)
 //!  0x94 End    exit_index u64 | state_digest [32]
+//!  0x95 Zero   first_page u64 | count u32 (1..)   pages the receiver must clear
+//!  0x96 Have   last u8 (0|1) | count u32 (0..=MAX_HAVE) | count x (page u32 | hash [16])
 //!
-//!  Begin, then Pages (only pages that are not all zero: a fresh VM's memory
-//!  is zero), then one Blob of each kind, then End. The receiver restores,
-//!  hashes its state and must reach End's digest.
+//!  receiver --Have..Have(last)--> sender       (the receiver's non-zero pages, ascending)
+//!  sender   --Begin, Pages/Zero.., Blob x5, End--> receiver
+//!
+//!  The receiver first says what it has: a hash of each of its non-zero pages
+//!  (`Have`, in ascending page order; a VM that has nothing sends one empty
+//!  `Have` with `last` set). The sender sends only the pages whose hash differs
+//!  or that the receiver lacks (`Pages`), and clears the ones it has that are
+//!  zero here (`Zero`), then one Blob of each kind, then End. The receiver
+//!  applies them on top of what it had, hashes its state and must reach End's
+//!  digest: a diff transfer, and with nothing in common a full one.
 //! ```
 use crate::codec::frame::{self, Cursor};
 use crate::codec::CodecError;
@@ -24,11 +33,19 @@ mod tag {
     pub const PAGES: u8 = 0x92;
     pub const BLOB: u8 = 0x93;
     pub const END: u8 = 0x94;
+    pub const ZERO: u8 = 0x95;
+    pub const HAVE: u8 = 0x96;
 }
 
 pub const PAGE_SIZE: usize = 4096;
 /// Pages in one frame: keeps a frame under `MAX_FRAME_LEN`.
 pub const MAX_PAGES: usize = 255;
+/// Page hashes in one `Have` frame (20 bytes each: well under `MAX_FRAME_LEN`).
+pub const MAX_HAVE: usize = 16_384;
+
+/// A page's short hash in a `Have` (the first 16 bytes of its BLAKE3). A collision
+/// cannot go unnoticed: the receiver checks the whole-state digest at the end.
+pub type PageHash = [u8; 16];
 
 /// What a blob holds. The vCPU blobs are the raw KVM structures: sender and
 /// receiver have passed the handshake, so they run the same build on the same CPU model.
@@ -54,10 +71,33 @@ impl BlobKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateMessage {
-    Begin { exit_index: u64, epoch: u64, mem_size: u64 },
-    Pages { first_page: u64, data: Vec<u8> },
-    Blob { kind: BlobKind, bytes: Vec<u8> },
-    End { exit_index: u64, state_digest: Hash },
+    Begin {
+        exit_index: u64,
+        epoch: u64,
+        mem_size: u64,
+    },
+    Pages {
+        first_page: u64,
+        data: Vec<u8>,
+    },
+    Blob {
+        kind: BlobKind,
+        bytes: Vec<u8>,
+    },
+    End {
+        exit_index: u64,
+        state_digest: Hash,
+    },
+    /// Pages `first_page..first_page + count` are zero at the sender.
+    Zero {
+        first_page: u64,
+        count: u32,
+    },
+    /// Some of the receiver's non-zero pages and their hashes; `last` ends the list.
+    Have {
+        last: bool,
+        pages: Vec<(u32, PageHash)>,
+    },
 }
 
 pub fn encode(message: &StateMessage, out: &mut Vec<u8>) {
@@ -84,6 +124,20 @@ pub fn encode(message: &StateMessage, out: &mut Vec<u8>) {
             b.push(tag::END);
             b.extend_from_slice(&exit_index.to_le_bytes());
             b.extend_from_slice(state_digest);
+        }
+        StateMessage::Zero { first_page, count } => {
+            b.push(tag::ZERO);
+            b.extend_from_slice(&first_page.to_le_bytes());
+            b.extend_from_slice(&count.to_le_bytes());
+        }
+        StateMessage::Have { last, pages } => {
+            b.push(tag::HAVE);
+            b.push(u8::from(*last));
+            b.extend_from_slice(&(pages.len() as u32).to_le_bytes());
+            for (page, hash) in pages {
+                b.extend_from_slice(&page.to_le_bytes());
+                b.extend_from_slice(hash);
+            }
         }
     });
 }
@@ -121,6 +175,28 @@ fn decode_body(body: &[u8]) -> Result<StateMessage, CodecError> {
             StateMessage::Blob { kind, bytes: c.bytes(len, "blob bytes")?.to_vec() }
         }
         tag::END => StateMessage::End { exit_index: c.u64("end exit index")?, state_digest: c.hash("end digest")? },
+        tag::ZERO => {
+            let first_page = c.u64("zero first page")?;
+            let count = c.u32("zero count")?;
+            if count == 0 {
+                return Err(CodecError::Malformed { what: "zero frame with no pages".into() });
+            }
+            StateMessage::Zero { first_page, count }
+        }
+        tag::HAVE => {
+            let last = c.bool("have last")?;
+            let count = c.count("have count", 20)?;
+            if count > MAX_HAVE {
+                return Err(CodecError::Malformed { what: format!("have frame with {count} pages (0..={MAX_HAVE})") });
+            }
+            let mut pages = Vec::with_capacity(count);
+            for _ in 0..count {
+                let page = c.u32("have page")?;
+                let hash: PageHash = c.bytes(16, "have hash")?.try_into().expect("16 bytes");
+                pages.push((page, hash));
+            }
+            StateMessage::Have { last, pages }
+        }
         other => return Err(CodecError::UnknownTag { what: "state message", tag: other }),
     };
     c.finish("state message")?;
@@ -164,6 +240,29 @@ mod tests {
         round_trip(StateMessage::Pages { first_page: 9, data: vec![0xab; 3 * PAGE_SIZE] });
         round_trip(StateMessage::Blob { kind: BlobKind::Sregs, bytes: vec![1, 2, 3] });
         round_trip(StateMessage::End { exit_index: 7, state_digest: [5; 32] });
+        round_trip(StateMessage::Zero { first_page: 12, count: 3 });
+        round_trip(StateMessage::Have { last: true, pages: vec![] });
+        round_trip(StateMessage::Have { last: false, pages: vec![(3, [1; 16]), (9, [2; 16])] });
+    }
+
+    #[test]
+    fn a_have_frame_past_its_limit_or_claiming_more_than_it_holds_is_refused() {
+        let mut buf = Vec::new();
+        let pages = vec![(0u32, [0u8; 16]); MAX_HAVE + 1];
+        encode(&StateMessage::Have { last: true, pages }, &mut buf);
+        assert!(matches!(decode(&buf), Err(CodecError::Malformed { .. })), "one past MAX_HAVE");
+        let mut buf = Vec::new();
+        frame::write_frame(&mut buf, |b| {
+            b.extend_from_slice(&[tag::HAVE, 1]);
+            b.extend_from_slice(&u32::MAX.to_le_bytes());
+        });
+        assert!(decode(&buf).is_err(), "a count the frame cannot hold allocates nothing");
+        let mut buf = Vec::new();
+        frame::write_frame(&mut buf, |b| {
+            b.push(tag::ZERO);
+            b.extend_from_slice(&[0; 12]);
+        });
+        assert!(matches!(decode(&buf), Err(CodecError::Malformed { .. })), "a zero frame of no pages");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Backlog and resume: a follower whose link goes down reconnects on its own; if its
 //! position is still in the primary's backlog the log resumes from there (no state
-//! transfer), otherwise it gets a full state transfer. Either way it ends at the
+//! transfer), otherwise it gets a state transfer (of the pages that differ). Either way it ends at the
 //! primary's final digest. Real processes in namespaces, the link taken down with
 //! `ip link`.
 use ftvmm_tests::group::{self, Group};
@@ -66,7 +66,7 @@ fn a_follower_disconnected_for_two_seconds_resumes_from_the_backlog_without_a_st
     let resumed = line_with(&primary, "follower resumed from the backlog");
     assert!(resumed.contains("bytes of log sent"), "{resumed}");
     assert!(follower.contains("resumed the log from the primary's backlog"), "{follower}");
-    assert!(!primary.contains("full state transfer"), "{primary}");
+    assert!(!primary.contains("state transfer of the pages that differ"), "{primary}");
     assert!(!follower.contains("state transfer received"), "{follower}");
     assert!(!follower.contains("GOING LIVE"), "{follower}");
     println!("{resumed}");
@@ -82,7 +82,7 @@ fn a_follower_disconnected_past_the_backlog_gets_a_full_state_transfer() {
 
     let primary = g.primary.stderr();
     let follower = g.followers[0].stderr();
-    let full = line_with(&primary, "full state transfer");
+    let full = line_with(&primary, "state transfer of the pages that differ");
     assert!(full.contains("no longer in the backlog"), "{full}");
     assert!(follower.contains("state transfer received"), "{follower}");
     assert!(!primary.contains("follower resumed from the backlog"), "{primary}");

@@ -76,6 +76,8 @@ enum Command {
         listen: Option<String>,
         #[command(flatten)]
         group: GroupArgs,
+        #[command(flatten)]
+        disk: DiskArgs,
     },
     /// Run as a member of a replica group: every member runs the same command with its own
     /// --id. The members elect a primary, which boots the VM; the others follow it, and
@@ -166,6 +168,41 @@ struct GroupArgs {
     /// unreachable host delays the failover by up to this long.
     #[arg(long, default_value_t = ft::DEFAULT_RECONNECT_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     reconnect_secs: u64,
+}
+
+#[derive(Args)]
+struct DiskArgs {
+    /// Keep this follower's log and checkpoints of its VM here. Restarted with the same
+    /// directory (after a crash or a reboot), it restores its newest checkpoint, replays
+    /// its log and asks the primary only for what came after.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// With --data-dir: checkpoint the VM this often (incremental: only changed pages).
+    #[arg(long, default_value_t = vmm::ft::recovery::DEFAULT_CHECKPOINT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400), requires = "data_dir")]
+    checkpoint_secs: u64,
+    /// With --data-dir: `async` acks a record on receipt and writes it to disk after
+    /// (a host crash can lose the last moments of the log on disk, never the replica's);
+    /// `always` acks only once the record is fsync'd.
+    #[arg(long, default_value = "async", value_name = "async|always", value_parser = parse_fsync, requires = "data_dir")]
+    fsync: vmm::ft::disklog::Fsync,
+}
+
+impl DiskArgs {
+    fn data_dir(&self) -> Option<vmm::ft::recovery::DataDir> {
+        self.data_dir.as_ref().map(|dir| vmm::ft::recovery::DataDir {
+            dir: dir.clone(),
+            checkpoint_every: Duration::from_secs(self.checkpoint_secs),
+            fsync: self.fsync,
+        })
+    }
+}
+
+fn parse_fsync(s: &str) -> Result<vmm::ft::disklog::Fsync, String> {
+    match s {
+        "async" => Ok(vmm::ft::disklog::Fsync::Async),
+        "always" => Ok(vmm::ft::disklog::Fsync::Always),
+        other => Err(format!("--fsync {other}: expected async or always")),
+    }
 }
 
 fn parse_replication(s: &str) -> Result<ReplicationMode, String> {
@@ -342,10 +379,11 @@ fn main() -> ExitCode {
             Ok(group) => (vm, Mode::Primary { listen, group }, args.arbiter),
             Err(e) => return usage_error(&e),
         },
-        Command::Backup { vm, primary, connect_timeout_secs, listen, group: args } => match args.group() {
+        Command::Backup { vm, primary, connect_timeout_secs, listen, group: args, disk } => match args.group() {
             Ok(group) => {
                 let connect_within = Duration::from_secs(connect_timeout_secs);
-                (vm, Mode::Backup { primary, group, connect_within, listen }, args.arbiter)
+                let data_dir = disk.data_dir();
+                (vm, Mode::Backup { primary, group, connect_within, listen, data_dir }, args.arbiter)
             }
             Err(e) => return usage_error(&e),
         },

@@ -34,6 +34,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The longest a primary waits for a joining follower's page list (its guest is paused).
+const HAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Everything needed to attach followers to this VM.
 pub struct Attacher {
     pub group: Arc<Group>,
@@ -72,7 +75,7 @@ impl Attacher {
             return Err(ReplicationError::Attach(why));
         }
         let addr = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-        let plan = plan(request, at.index, &self.fanout.backlog());
+        let plan = cheaper_of(plan(request, at.index, &self.fanout.backlog()), at.mem);
         match plan {
             Plan::Refuse(why) => {
                 handshake::refuse_attach(&mut conn, &why);
@@ -139,7 +142,11 @@ impl Attacher {
     fn send_state(&self, mut conn: TcpStream, addr: &str, why: &str, at: AtExit<'_>) -> Result<(), ReplicationError> {
         handshake::reply_attach(&mut conn, AttachReply::State { why: why.to_string() })?;
         let epoch = self.group.epoch();
+        // The follower's page list comes first; one that never sends it holds the guest
+        // paused for at most this long.
+        let _ = conn.set_read_timeout(Some(self.timing.failover_timeout.max(HAVE_TIMEOUT)));
         let sent = snapshot::send(&mut conn, at.vcpu, at.mem, at.bus, at.index, epoch)?;
+        let _ = conn.set_read_timeout(None);
         let follower = self.group.add_follower(addr, at.index);
         let id = follower.id;
         self.stream_to(conn, follower, None)?;
@@ -155,10 +162,16 @@ impl Attacher {
                 exit = at.index,
                 epoch,
                 pages = sent.pages,
+                same_pages = sent.same_pages,
+                full_pages = sent.full_pages,
+                have_bytes = sent.have_bytes,
                 bytes = sent.bytes,
                 pause_ms,
-                "new backup joined: a follower asked to resume, but {why}: full state transfer, {} bytes sent",
-                sent.bytes
+                "new backup joined: a follower asked to resume, but {why}: state transfer of the pages that differ, \
+                 {} bytes sent ({} of {} pages)",
+                sent.bytes,
+                sent.pages,
+                sent.full_pages
             );
         } else {
             tracing::info!(
@@ -168,6 +181,9 @@ impl Attacher {
                 epoch,
                 followers,
                 pages = sent.pages,
+                same_pages = sent.same_pages,
+                full_pages = sent.full_pages,
+                have_bytes = sent.have_bytes,
                 bytes = sent.bytes,
                 pause_ms,
                 "new backup joined: state sent, protected again"
@@ -175,6 +191,40 @@ impl Attacher {
         }
         Ok(())
     }
+}
+
+/// A resume whose log is bigger than this is weighed against a state transfer.
+const WEIGH_RESUME_BYTES: usize = 256 << 10;
+
+/// A resume that would send more than this many times the state's non-zero pages is
+/// a state transfer instead.
+const RESUME_OVER_STATE: u64 = 4;
+
+/// A resume sends the log the follower missed, which under load grows by about a MiB a
+/// second here — soon more than the whole state; a state transfer sends at most the
+/// non-zero pages, only those that differ from the follower's, and spares the follower
+/// the replay. But it pauses the guest (~20 ms here, against ~1 ms for a resume), so the
+/// log must be [`RESUME_OVER_STATE`] times the state before the state goes instead.
+/// (Memory is scanned only for a big log: that costs the paused guest a few ms.)
+fn cheaper_of(plan: Plan, mem: &vm_memory::GuestMemoryMmap) -> Plan {
+    let Plan::Resume { from, records, .. } = &plan else { return plan };
+    if records.len() <= WEIGH_RESUME_BYTES {
+        return plan;
+    }
+    let mut pages = 0u64;
+    let counted = crate::vm::digest::for_each_page(mem, |_, page| {
+        pages += u64::from(!crate::vm::digest::is_zero(page));
+        Ok::<(), vm_memory::guest_memory::Error>(())
+    });
+    let state = pages * logging_channel::state::PAGE_SIZE as u64;
+    if counted.is_ok() && records.len() as u64 > RESUME_OVER_STATE * state {
+        return Plan::State(format!(
+            "the log after exit {from} is {} bytes, more than {RESUME_OVER_STATE} times the state's {pages} \
+             non-zero pages ({state} bytes)",
+            records.len()
+        ));
+    }
+    plan
 }
 
 /// Decides, at exit `now`, between a resume from `backlog` and a state transfer.
@@ -247,6 +297,32 @@ mod tests {
         b.note_epoch(35, 2);
         b.push(40, 2, &[40; 16]);
         b
+    }
+
+    #[test]
+    fn a_resume_whose_log_outweighs_the_state_becomes_a_state_transfer() {
+        use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+        // 16 MiB of memory, 100 non-zero pages: 400 KiB of state.
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("memory");
+        for p in 0..100u64 {
+            mem.write_slice(&[1u8; 8], GuestAddress(p * 4096)).expect("write");
+        }
+        let resume = |bytes: usize| Plan::Resume { from: 7, records: vec![0; bytes], marked: false };
+        let Plan::State(why) = cheaper_of(resume(1600 * 1024 + 1), &mem) else { panic!("past 4 x 400 KiB of state") };
+        assert!(why.contains("100 non-zero pages"), "{why}");
+        assert!(
+            matches!(cheaper_of(resume(1600 * 1024), &mem), Plan::Resume { .. }),
+            "4 x the state is still a resume"
+        );
+        assert!(
+            matches!(cheaper_of(resume(WEIGH_RESUME_BYTES), &mem), Plan::Resume { .. }),
+            "small logs are not weighed"
+        );
+        let empty = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("memory");
+        assert!(
+            matches!(cheaper_of(resume(WEIGH_RESUME_BYTES + 1), &empty), Plan::State(_)),
+            "one byte past the limit is weighed"
+        );
     }
 
     fn resume(epoch: u64, exit_index: u64) -> AttachRequest {

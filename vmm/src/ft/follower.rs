@@ -17,6 +17,7 @@
 //! ```
 //! Meanwhile the VM waits for records, paused at its position.
 use super::backlog::Backlog;
+use super::disklog::Persist;
 use super::election::elector::{Elector, Next};
 use super::election::rules::LogPosition;
 use super::flow::ProgressWatch;
@@ -33,7 +34,7 @@ use logging_channel::Record;
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What a follower knows about its primary, shared by `log-rx`, the replaying
@@ -78,6 +79,8 @@ pub struct Upstream {
     /// A reconnection on which the primary sends a new state (a resume was not
     /// possible): the vCPU restores it once it has replayed what it holds.
     pub restart: Mutex<Option<TcpStream>>,
+    /// With `--data-dir`: the disk every received record is appended to (`ft::recovery`).
+    pub persist: OnceLock<Arc<Persist>>,
 }
 
 impl Upstream {
@@ -211,9 +214,10 @@ pub fn start(
         .name("log-rx".into())
         .spawn(move || {
             let mut stream: Box<dyn Link + Send> = Box::new(stream);
-            // The state this follower restored was taken at this exit: it holds everything
-            // before. One sequencer across reconnections: a resumed stream continues the log.
-            let mut seq = Sequencer::starting_at(upstream.replayed_through.load(Ordering::SeqCst));
+            // This follower holds everything through this exit (a state taken there, or a log
+            // on its disk that reaches it). One sequencer across reconnections: a resumed
+            // stream continues the log.
+            let mut seq = Sequencer::starting_at(upstream.received_through.load(Ordering::SeqCst));
             let why = loop {
                 let ended = receive_loop(&mut *stream, timing, &upstream, &stats, &tx, &mut seq);
                 stream.close();
@@ -330,7 +334,16 @@ pub fn restore(
     // The exit the loop stopped at is half done (KVM finishes its instruction on the
     // next run); finish it so that nothing of it lands on the restored state.
     snapshot::complete_pending_instruction(at.vcpu);
-    let (joined_at, epoch) = snapshot::receive(&mut conn, at.vcpu, at.mem, at.bus)?;
+    // A follower restarted on its disk hashed its pages while it waited for the answer
+    // (anything the instruction just finished changed is caught by the digest).
+    let (joined_at, epoch) = match upstream.persist.get().and_then(|p| p.take_prepared()) {
+        Some(have) => snapshot::receive_prepared(&mut conn, at.vcpu, at.mem, at.bus, &have)?,
+        None => snapshot::receive(&mut conn, at.vcpu, at.mem, at.bus)?,
+    };
+    if let Some(p) = upstream.persist.get() {
+        p.new_history(joined_at, epoch, at.vcpu, at.mem, at.bus)
+            .map_err(|e| ReplicationError::Attach(format!("--data-dir: {e}")))?;
+    }
     upstream.restarted_at(joined_at, epoch);
     tracing::info!(
         exit = joined_at,
@@ -428,9 +441,17 @@ fn receive(
         }
         let ack = Ack { received_through: received, replayed_through: replayed };
         state.received_through.store(received, Ordering::SeqCst);
+        let disk = state.persist.get();
+        // With --fsync always the ack waits for the disk; otherwise the disk waits for the ack.
+        if let Some(p) = disk {
+            p.disk.append(&records, true);
+        }
         let mut out = Vec::with_capacity(24);
         channel::encode(&Message::Ack(ack), &mut out);
         let acked = stream.write_all(&out);
+        if let Some(p) = disk {
+            p.disk.append(&records, false);
+        }
         for record in records {
             if tx.send(record).is_err() {
                 return Ok("the VM stopped".into());
@@ -444,6 +465,10 @@ fn receive(
             return Err(format!("sending an ack failed: {e}"));
         }
         if seq.is_ended() {
+            // The end record is on disk before this follower (and its process) stops.
+            if let Some(p) = disk {
+                p.disk.sync();
+            }
             state.clean_end.store(true, Ordering::SeqCst);
             return Ok("the primary ended its log".into());
         }

@@ -69,7 +69,9 @@ impl Member {
             t.reconnect.clone(),
         )
         .map_err(|e| RunError::StandDown(format!("the state transfer after a reconnection failed: {e}")))?;
-        let driver = ReplayDriver::following(Box::new(source), t.upstream.replayed_through.clone());
+        let checkpoints = t.upstream.persist.get().map(|p| p.checkpoints.clone());
+        let driver = ReplayDriver::following(Box::new(source), t.upstream.replayed_through.clone())
+            .with_checkpoints(checkpoints);
         self.runner.restart_after(index, Driver::Replay(driver));
         Ok(true)
     }

@@ -18,6 +18,7 @@
 //! - [`handshake`]: pairing a follower with a primary;
 //! - [`follower`]: a follower's `log-rx` and what it knows of its primary ([`follower::Upstream`]);
 //! - [`backlog`]: the recent log a reconnecting follower resumes from, pure;
+//! - [`disklog`]: a follower's log on its own disk (`--data-dir`), and reading it back;
 //! - [`election`]: the replica group's election (votes, the witness, the peer port);
 //! - [`group`]: **the one owner** of the epoch, the followers and their positions, and the arbiter;
 //! - [`release`]: the output thread, holding output until the Output Rule lets it go;
@@ -26,10 +27,12 @@
 //!   at boot or while the VM runs;
 //! - [`takeover`]: a follower going live;
 //! - [`member`]: what runs on the vCPU thread of a group member;
+//! - [`recovery`]: a follower restarted on its data directory: restore, replay, rejoin;
 //! - [`start`]: setting up a primary or a follower before the guest boots;
 //! - `sabotage`: a test-only broken Output Rule for the fault campaign (debug builds only).
 pub mod attach;
 pub mod backlog;
+pub mod disklog;
 pub mod election;
 pub mod flow;
 pub mod follower;
@@ -37,6 +40,7 @@ pub mod group;
 pub mod handshake;
 pub mod member;
 pub mod output_rule;
+pub mod recovery;
 pub mod release;
 mod sabotage;
 pub mod start;

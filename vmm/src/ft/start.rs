@@ -10,20 +10,24 @@ use super::election::elector::{Elector, Next};
 use super::follower::{self, Reconnect, Rejoin, Upstream};
 use super::group::Group;
 use super::handshake;
+use super::recovery::{self, DataDir, Restart};
 use super::release::{Control, Policy, SharedReleaser};
 use super::stream::{Fanout, GroupSink};
 use super::takeover::Takeover;
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::vm::checkpoint::SharedCheckpointer;
 use crate::vm::driver::Attaching;
 use crate::vm::live::{LiveDriver, VmEvent};
 use crate::vm::machine::Machine;
+use crate::vm::pagediff;
 use crate::vm::replay::ReplayDriver;
+use crate::vm::replayer::RecordSource;
 use crate::vm::runner::Driver;
-use crate::vm::snapshot;
+use crate::vm::snapshot::{self, SnapshotError};
 use crossbeam_channel::{Receiver, Sender};
 use guest_abi::NetConfig;
-use logging_channel::channel::{hello, AttachReply, AttachRequest, Role};
+use logging_channel::channel::{hello, AttachReply, AttachRequest, Hello, Role};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +39,8 @@ pub struct Services {
     pub events: Receiver<VmEvent>,
     pub events_tx: Sender<VmEvent>,
     pub timing: Timing,
+    /// A follower's `--data-dir`: where it keeps its log and checkpoints.
+    pub data_dir: Option<DataDir>,
 }
 
 /// A member ready to boot.
@@ -137,6 +143,7 @@ pub fn replica(
                     events: s.events.clone(),
                     events_tx: s.events_tx.clone(),
                     timing: s.timing,
+                    data_dir: None,
                 };
                 let plan = FollowerPlan {
                     tap: plan.tap.clone(),
@@ -164,6 +171,8 @@ pub fn replica(
 /// Connects to the primary, pairs, receives its state, and returns the replaying driver.
 /// In a replica group (`group`: its elector, and the epoch of the primary it joins), a
 /// broken connection goes to the election, and the follower keeps the log it receives.
+/// A follower restarted on its data directory first restores its checkpoint and replays
+/// its log from disk, and only then asks the primary for the rest ([`recovery::rejoin`]).
 pub fn follower(
     machine: &mut Machine,
     primary_addr: &str,
@@ -173,19 +182,83 @@ pub fn follower(
     group: Option<(Arc<Elector>, u64)>,
 ) -> Result<Started, ReplicationError> {
     let local = hello(Role::Backup, &machine.header, group.as_ref().map_or(0, |g| g.1));
-    let fresh = AttachRequest::Fresh;
-    let (mut stream, reply) =
-        handshake::connect_primary(primary_addr, &local, connect_within, fresh, handshake::OnRefused::Retry)?;
+    let restart = match &s.data_dir {
+        Some(d) => recovery::restore(d, machine)?,
+        None => Restart::default(),
+    };
+    if let (Some(d), Some((exit, epoch))) = (&s.data_dir, restart.checkpoint) {
+        let epoch = epoch.max(restart.log.epoch);
+        let position = restart.log.position;
+        let upstream = Upstream::new(exit);
+        // It holds its disk's log beyond the checkpoint: the stream continues after it.
+        upstream.received_through.store(position, std::sync::atomic::Ordering::SeqCst);
+        let persist = recovery::start(d, machine.header, position, &upstream)?;
+        s.group.follow(upstream.clone(), primary_addr, epoch);
+        s.releaser.set_policy(Policy::Follower(upstream.clone()));
+        let reconnect = reconnect_plan(&s, &upstream, group, local, primary_addr, exit, epoch);
+        let plan_rejoin = recovery::RestartPlan {
+            addr: primary_addr.to_string(),
+            hello: local,
+            within: connect_within,
+            request: restart.request(),
+            timing: s.timing,
+            stats: s.stats.clone(),
+            reconnect: reconnect.clone(),
+            mem: machine.mem.clone(),
+        };
+        let source = recovery::rejoin(plan_rejoin, restart.log.records, upstream.clone())?;
+        let checkpoints = Some(persist.checkpoints.clone());
+        return Ok(finish(machine, plan, s, upstream, Box::new(source), exit, checkpoints, reconnect));
+    }
+    // Hashed before connecting: the primary's guest is paused while it waits for the list.
+    let have = pagediff::have_list(&machine.mem).map_err(SnapshotError::from)?;
+    let (mut stream, reply) = handshake::connect_primary(
+        primary_addr,
+        &local,
+        connect_within,
+        AttachRequest::Fresh,
+        handshake::OnRefused::Retry,
+    )?;
     if let AttachReply::Resume { .. } = reply {
         return Err(ReplicationError::Handshake("the primary offered a resume to a new follower".into()));
     }
     let (first_index, epoch) =
-        snapshot::receive(&mut stream, &mut machine.vcpu, &machine.mem, &mut machine.buses.mmio)?;
-    tracing::info!(primary = %primary_addr, exit = first_index, epoch, "backup paired; replaying the primary's log");
+        snapshot::receive_prepared(&mut stream, &mut machine.vcpu, &machine.mem, &mut machine.buses.mmio, &have)?;
+    tracing::info!(
+        primary = %primary_addr,
+        exit = first_index,
+        epoch,
+        pages_held = have.0.len(),
+        "backup paired; replaying the primary's log"
+    );
     let upstream = Upstream::new(first_index);
+    let persist = match &s.data_dir {
+        Some(d) => Some(recovery::start(d, machine.header, first_index, &upstream)?),
+        None => None,
+    };
+    if let Some(p) = &persist {
+        p.new_history(first_index, epoch, &mut machine.vcpu, &machine.mem, &machine.buses.mmio)
+            .map_err(|e| ReplicationError::Attach(format!("--data-dir: {e}")))?;
+    }
     s.group.follow(upstream.clone(), primary_addr, epoch);
     s.releaser.set_policy(Policy::Follower(upstream.clone()));
-    let reconnect = match group {
+    let reconnect = reconnect_plan(&s, &upstream, group, local, primary_addr, first_index, epoch);
+    let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone(), reconnect.clone())?;
+    let checkpoints = persist.map(|p| p.checkpoints.clone());
+    Ok(finish(machine, plan, s, upstream, Box::new(source), first_index, checkpoints, reconnect))
+}
+
+/// Where a follower whose connection breaks goes.
+fn reconnect_plan(
+    s: &Services,
+    upstream: &Upstream,
+    group: Option<(Arc<Elector>, u64)>,
+    local: Hello,
+    primary_addr: &str,
+    first_index: u64,
+    epoch: u64,
+) -> Option<Reconnect> {
+    match group {
         // A member whose primary is gone follows whoever the group elects next.
         Some((elector, _)) => {
             upstream.keep_log(s.timing.backlog_bytes, first_index, epoch);
@@ -198,8 +271,21 @@ pub fn follower(
             hello: local,
             within: s.timing.reconnect,
         }),
-    };
-    let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone(), reconnect.clone())?;
+    }
+}
+
+/// A follower's driver and how it goes live, once it has a record source.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    machine: &Machine,
+    plan: FollowerPlan,
+    s: Services,
+    upstream: Arc<Upstream>,
+    source: Box<dyn RecordSource + Send>,
+    first_index: u64,
+    checkpoints: Option<SharedCheckpointer>,
+    reconnect: Option<Reconnect>,
+) -> Started {
     let takeover = Takeover {
         tap: plan.tap,
         net: plan.net,
@@ -215,6 +301,8 @@ pub fn follower(
         events: s.events,
         events_tx: s.events_tx,
     };
-    let driver = Driver::Replay(ReplayDriver::following(Box::new(source), upstream.replayed_through.clone()));
-    Ok(Started { driver, first_index, attacher: None, takeover: Some(takeover), upstream: Some(upstream) })
+    let driver = Driver::Replay(
+        ReplayDriver::following(source, upstream.replayed_through.clone()).with_checkpoints(checkpoints),
+    );
+    Started { driver, first_index, attacher: None, takeover: Some(takeover), upstream: Some(upstream) }
 }

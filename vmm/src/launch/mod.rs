@@ -10,6 +10,7 @@ use crate::ft::election::rules::Rank;
 use crate::ft::election::witness::Witness;
 use crate::ft::group::{Election, Group, GroupConfig};
 use crate::ft::output_rule::ReplicationMode;
+use crate::ft::recovery::DataDir;
 use crate::ft::release::{Control, Policy, SharedReleaser};
 use crate::ft::start::{self, FollowerPlan, Services, Started};
 use crate::ft::takeover::announce;
@@ -100,6 +101,8 @@ pub enum Mode {
         group: GroupOptions,
         connect_within: Duration,
         listen: Option<String>,
+        /// Where it keeps its log and checkpoints, to restart from (`--data-dir`).
+        data_dir: Option<DataDir>,
     },
     /// A member of a replica group: the members elect a primary, which boots the VM;
     /// the others follow it, and elect a new one when it dies.
@@ -181,6 +184,7 @@ impl LaunchError {
             LaunchError::Machine(MachineError::NoKvm(_)) => exit_code::NO_KVM,
             LaunchError::BadLog { .. } | LaunchError::Run(RunError::Replay(ReplayError::Log(_))) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(ReplayError::NoEnd { .. })) => exit_code::BAD_LOG,
+            LaunchError::Run(RunError::Replay(ReplayError::Source(_))) => exit_code::STOOD_DOWN,
             LaunchError::Run(RunError::Replay(_)) => exit_code::DIVERGENCE,
             LaunchError::Run(RunError::GuestFault { .. }) => exit_code::GUEST_FAILED,
             LaunchError::Run(RunError::StandDown(_)) => exit_code::STOOD_DOWN,
@@ -255,34 +259,35 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         };
         Group::new(config, stats.clone(), machine.repl_status.clone(), events_tx.clone())
     };
-    let services = |events, g: &GroupOptions| Services {
+    let services = |events, g: &GroupOptions, data_dir: Option<DataDir>| Services {
         group: group(g),
         releaser: releaser.clone(),
         stats: stats.clone(),
         events,
         events_tx: events_tx.clone(),
         timing: g.timing,
+        data_dir,
     };
     let started: Option<Started> = match (mode, replay_log, &elector) {
         (Mode::Primary { listen, group: g }, _, _) => {
-            let s = services(events_rx.clone(), g);
+            let s = services(events_rx.clone(), g, None);
             Some(start::primary(&mut machine, listen, s).map_err(LaunchError::Replication)?)
         }
-        (Mode::Backup { primary, group: g, connect_within, listen }, _, _) => {
+        (Mode::Backup { primary, group: g, connect_within, listen, data_dir }, _, _) => {
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),
                 net: config.net,
                 listen: listen.clone(),
                 control: control_tx.clone(),
             };
-            let s = services(events_rx.clone(), g);
+            let s = services(events_rx.clone(), g, data_dir.clone());
             Some(
                 start::follower(&mut machine, primary, *connect_within, plan, s, None)
                     .map_err(LaunchError::Replication)?,
             )
         }
         (Mode::Replica { group: g, .. }, _, Some(elector)) => {
-            let s = services(events_rx.clone(), g);
+            let s = services(events_rx.clone(), g, None);
             elector.start(s.group.clone())?;
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),

@@ -65,6 +65,11 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError
 }
 
 impl Machine {
+    /// The KVM VM (for `dirtylog`, which registers its memory again).
+    pub fn vm(&self) -> &VmFd {
+        &self._vm
+    }
+
     /// The VM as it stands at counted exit `index`.
     pub fn at_exit(&mut self, index: u64) -> AtExit<'_> {
         AtExit { index, vcpu: &mut self.vcpu, mem: &self.mem, bus: &mut self.buses.mmio }

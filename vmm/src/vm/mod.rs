@@ -3,9 +3,11 @@
 //! record), and stops at the points where the fault-tolerance core must act
 //! (a follower attaching, a replayed log ending).
 pub mod boot;
+pub mod checkpoint;
 pub mod clock;
 pub mod cpuid;
 pub mod digest;
+pub mod dirtylog;
 pub mod driver;
 pub mod exit;
 pub mod guest_image;
@@ -13,6 +15,7 @@ pub mod kvm_ext;
 pub mod live;
 pub mod machine;
 pub mod outbox;
+pub mod pagediff;
 pub mod recorder;
 pub mod replay;
 pub mod replayer;

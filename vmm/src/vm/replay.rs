@@ -1,6 +1,7 @@
 //! The replay driver: at each counted exit, apply exactly what the log holds
 //! for it, after checking the guest is where the log says it was. A backup's
 //! replay driver also knows how to take over when the primary's log ends.
+use crate::vm::checkpoint::SharedCheckpointer;
 use crate::vm::digest;
 use crate::vm::driver::{ExitContext, Finish, RunError, Step};
 use crate::vm::replayer::{check_sig, AtExit, RecordSource, ReplayError, Replayer};
@@ -16,18 +17,32 @@ pub struct ReplayDriver {
     /// A follower publishes how far it has replayed (for its acks); its log may end
     /// without an end record (the primary died), which a file's may not.
     replayed_through: Option<Arc<AtomicU64>>,
+    /// A follower with a data directory checkpoints its VM at exits nothing is injected at.
+    checkpoints: Option<SharedCheckpointer>,
 }
 
 impl ReplayDriver {
     /// Replays a log that must end with an end record (a file).
     pub fn new(source: Box<dyn RecordSource + Send>) -> ReplayDriver {
-        ReplayDriver { log: Replayer::new(source), end_digest: None, replayed_through: None }
+        ReplayDriver { log: Replayer::new(source), end_digest: None, replayed_through: None, checkpoints: None }
     }
 
     /// Replays a primary's stream, publishing progress in `replayed_through`; when the
     /// stream ends without an end record, the run yields [`Step::LogEnded`].
     pub fn following(source: Box<dyn RecordSource + Send>, replayed_through: Arc<AtomicU64>) -> ReplayDriver {
-        ReplayDriver { log: Replayer::new(source), end_digest: None, replayed_through: Some(replayed_through) }
+        ReplayDriver {
+            log: Replayer::new(source),
+            end_digest: None,
+            replayed_through: Some(replayed_through),
+            checkpoints: None,
+        }
+    }
+
+    /// Checkpoints the VM when `checkpoints` says one is due, at the next exit nothing
+    /// is injected at: its state is then exactly what a log after it replays from.
+    pub fn with_checkpoints(mut self, checkpoints: Option<SharedCheckpointer>) -> ReplayDriver {
+        self.checkpoints = checkpoints;
+        self
     }
 
     pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
@@ -58,7 +73,11 @@ impl ReplayDriver {
                 apply(ctx, event)?;
             }
         }
-        check_digests(ctx, &at)
+        let step = check_digests(ctx, &at)?;
+        if let (None, Some(c)) = (&at.entry, &self.checkpoints) {
+            c.lock().unwrap_or_else(|p| p.into_inner()).take_if_due(ctx.vcpu, ctx.mem, ctx.bus, ctx.index);
+        }
+        Ok(step)
     }
 
     pub fn finish(&self, index: u64, finish: Finish, stop_at: Option<u64>, digest: &Hash) -> Result<(), RunError> {

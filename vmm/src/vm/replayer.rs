@@ -13,6 +13,10 @@ pub enum ReplayError {
     PastEnd { end: u64, reason: EndReason, wanted: u64 },
     #[error("the log ends without an end record after exit {last}: it was cut short (a crash while recording, or a truncated copy)")]
     NoEnd { last: u64 },
+    /// Where the records come from failed for a reason of its own (a follower that could
+    /// not rejoin its primary after replaying its disk).
+    #[error("{0}")]
+    Source(String),
 }
 
 /// Where records come from. `Ok(None)`: the stream has ended (and nothing more will come).

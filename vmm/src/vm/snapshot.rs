@@ -1,10 +1,15 @@
-//! Moving a running VM's state to a new backup: the primary pauses at a
-//! counted exit, completes the instruction in flight, and sends memory (only
-//! pages that are not zero), the vCPU's registers and every device's state,
-//! then the state digest; the backup restores it into a freshly booted VM and
-//! must reach the same digest before it replays a single record.
+//! Moving a running VM's state to a follower: the primary pauses at a counted
+//! exit, completes the instruction in flight, reads what the follower already
+//! has (a hash per non-zero page, [`crate::vm::pagediff`]), and sends only the
+//! pages that differ (and which of the follower's pages to clear), the vCPU's
+//! registers and every device's state, then the state digest; the follower
+//! applies it on top of its own memory and must reach the same digest before it
+//! replays a single record. A follower with a recent copy (restored from its
+//! disk, or cut off for a while) gets a small diff; a freshly booted one shares
+//! only the guest image's pages, and gets the rest.
 use crate::devices::bus::Bus;
 use crate::vm::digest::{self, DigestError};
+use crate::vm::pagediff::{self, HaveList, PageDiffError, Theirs};
 use kvm_bindings::{kvm_regs, kvm_sregs, kvm_vcpu_events};
 use kvm_ioctls::VcpuFd;
 use logging_channel::state::{self, BlobKind, StateMessage, StateReader, MAX_PAGES, PAGE_SIZE};
@@ -34,14 +39,24 @@ pub enum SnapshotError {
     Protocol(String),
     #[error("restored state digest {restored} differs from the primary's {sent}: the VMs are not identical")]
     Mismatch { restored: String, sent: String },
+    #[error(transparent)]
+    Pages(#[from] PageDiffError),
 }
 
 /// What a transfer cost.
 #[derive(Debug, Clone, Copy)]
 pub struct TransferStats {
+    /// Pages sent.
     pub pages: u64,
+    /// Bytes sent.
     pub bytes: u64,
     pub pause: Duration,
+    /// The sender's non-zero pages: what a follower with nothing in common would get.
+    pub full_pages: u64,
+    /// Pages the follower already had (same hash), so not sent.
+    pub same_pages: u64,
+    /// Bytes of the follower's page list (received).
+    pub have_bytes: u64,
 }
 
 fn vcpu_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SnapshotError {
@@ -56,11 +71,12 @@ pub fn complete_pending_instruction(vcpu: &mut VcpuFd) {
     vcpu.set_kvm_immediate_exit(0);
 }
 
-/// Sends the VM's state as of counted exit `exit_index`. The caller has stopped the vCPU there.
-/// Memory is read once: each page is hashed into the state digest and, unless it is all
-/// zero, sent.
-pub fn send(
-    out: &mut impl Write,
+/// Sends the VM's state as of counted exit `exit_index` over `conn`, after reading the
+/// follower's page list from it. The caller has stopped the vCPU there. Memory is read
+/// once: each non-zero page is hashed into the state digest and sent unless the follower
+/// has it already.
+pub fn send<S: Read + Write>(
+    conn: &mut S,
     vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     bus: &Bus,
@@ -70,10 +86,11 @@ pub fn send(
     let started = Instant::now();
     complete_pending_instruction(vcpu);
     let mem_size: u64 = mem.iter().map(|r| r.len()).sum();
+    let theirs = pagediff::read_have(conn, pagediff::page_count(mem))?;
     let mut hasher = digest::cpu_hasher(vcpu)?;
-    let mut wire = Wire { out, buf: Vec::with_capacity(2 << 20), bytes: 0 };
+    let mut wire = Wire { out: conn, buf: Vec::with_capacity(2 << 20), bytes: 0 };
     wire.put(&StateMessage::Begin { exit_index, epoch, mem_size })?;
-    let pages = send_pages(&mut wire, &mut hasher, mem)?;
+    let counts = send_pages(&mut wire, &mut hasher, mem, &theirs)?;
     let blobs = [
         (BlobKind::Regs, vcpu.get_regs().map_err(vcpu_err("registers"))?.as_bytes().to_vec()),
         (BlobKind::Sregs, vcpu.get_sregs().map_err(vcpu_err("special registers"))?.as_bytes().to_vec()),
@@ -87,7 +104,14 @@ pub fn send(
     let state_digest = *hasher.finalize().as_bytes();
     wire.put(&StateMessage::End { exit_index, state_digest })?;
     wire.flush()?;
-    Ok(TransferStats { pages, bytes: wire.bytes, pause: started.elapsed() })
+    Ok(TransferStats {
+        pages: counts.sent,
+        bytes: wire.bytes,
+        pause: started.elapsed(),
+        full_pages: counts.non_zero,
+        same_pages: counts.non_zero - counts.sent,
+        have_bytes: theirs.bytes,
+    })
 }
 
 /// Frames buffered and written in large writes.
@@ -114,72 +138,130 @@ impl<W: Write> Wire<'_, W> {
     }
 }
 
-/// Sends every run of non-zero pages, hashing them into the state digest as it goes;
-/// returns the pages sent.
+/// Pages counted while sending.
+struct PageCounts {
+    sent: u64,
+    non_zero: u64,
+}
+
+/// Sends every run of non-zero pages the follower lacks (or has otherwise) and every run
+/// of its pages to clear, hashing all non-zero pages into the state digest as it goes.
 fn send_pages<W: Write>(
     wire: &mut Wire<'_, W>,
     hasher: &mut blake3::Hasher,
     mem: &GuestMemoryMmap,
-) -> Result<u64, SnapshotError> {
+    theirs: &Theirs,
+) -> Result<PageCounts, SnapshotError> {
     let mut run: Vec<u8> = Vec::with_capacity(MAX_PAGES * PAGE_SIZE);
     let mut run_start = 0u64;
-    let mut pages = 0u64;
+    let (mut zero_start, mut zero_count) = (0u64, 0u32);
+    let mut counts = PageCounts { sent: 0, non_zero: 0 };
     digest::for_each_page(mem, |number, page| {
         let zero = digest::is_zero(page);
+        let has = theirs.get(number);
+        // Only pages the follower has are hashed for it: a fresh follower costs nothing extra.
+        let send = !zero && has.is_none_or(|h| *h != pagediff::page_hash(page));
+        let clear = zero && has.is_some();
         let contiguous = run_start + (run.len() / PAGE_SIZE) as u64 == number;
-        if !run.is_empty() && (zero || !contiguous || run.len() == MAX_PAGES * PAGE_SIZE) {
+        if !run.is_empty() && (!send || !contiguous || run.len() == MAX_PAGES * PAGE_SIZE) {
             wire.put(&StateMessage::Pages { first_page: run_start, data: std::mem::take(&mut run) })?;
+        }
+        if zero_count > 0 && (!clear || zero_start + u64::from(zero_count) != number || zero_count == u32::MAX) {
+            wire.put(&StateMessage::Zero { first_page: zero_start, count: zero_count })?;
+            zero_count = 0;
         }
         if !zero {
             digest::hash_page(hasher, number, page);
+            counts.non_zero += 1;
+        }
+        if send {
             if run.is_empty() {
                 run_start = number;
             }
             run.extend_from_slice(page);
-            pages += 1;
+            counts.sent += 1;
+        }
+        if clear {
+            if zero_count == 0 {
+                zero_start = number;
+            }
+            zero_count += 1;
         }
         Ok::<(), SnapshotError>(())
     })?;
     if !run.is_empty() {
         wire.put(&StateMessage::Pages { first_page: run_start, data: run })?;
     }
-    Ok(pages)
+    if zero_count > 0 {
+        wire.put(&StateMessage::Zero { first_page: zero_start, count: zero_count })?;
+    }
+    Ok(counts)
 }
 
 fn blob<T: FromBytes>(bytes: &[u8], what: &str) -> Result<T, SnapshotError> {
     T::read_from_bytes(bytes).map_err(|_| SnapshotError::Protocol(format!("{what} blob has the wrong size")))
 }
 
-/// Receives a state into `mem`/`vcpu`/`bus` (a freshly booted VM of the same shape).
-/// Returns (exit_index, epoch) of the primary at the snapshot.
-pub fn receive(
-    input: &mut impl Read,
+/// Receives a state into `mem`/`vcpu`/`bus` (a VM of the same shape, in whatever state):
+/// says what pages it has, then applies the difference. Returns (exit_index, epoch) of
+/// the primary at the snapshot.
+pub fn receive<S: Read + Write>(
+    conn: &mut S,
     vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     bus: &mut Bus,
 ) -> Result<(u64, u64), SnapshotError> {
-    let mut reader = StateReader::new(input);
+    let have = pagediff::have_list(mem)?;
+    receive_prepared(conn, vcpu, mem, bus, &have)
+}
+
+/// [`receive`] with the page list computed beforehand (`have` must describe `mem` as it
+/// is now): the sender is paused while it waits for the list.
+pub fn receive_prepared<S: Read + Write>(
+    conn: &mut S,
+    vcpu: &mut VcpuFd,
+    mem: &GuestMemoryMmap,
+    bus: &mut Bus,
+    have: &HaveList,
+) -> Result<(u64, u64), SnapshotError> {
+    pagediff::send_have(conn, have)?;
+    apply_state(&mut StateReader::new(conn), vcpu, mem, bus, "the primary closed the connection mid-state")
+}
+
+/// Applies a state (Begin, Pages/Zero, Blobs, End) on top of what `mem` holds and checks
+/// the digest. `cut` says what a stream that ends early means.
+pub fn apply_state<R: Read>(
+    reader: &mut StateReader<R>,
+    vcpu: &mut VcpuFd,
+    mem: &GuestMemoryMmap,
+    bus: &mut Bus,
+    cut: &str,
+) -> Result<(u64, u64), SnapshotError> {
     let mut next = || -> Result<StateMessage, SnapshotError> {
-        reader
-            .next_message()?
-            .ok_or_else(|| SnapshotError::Protocol("the primary closed the connection mid-state".into()))
+        reader.next_message()?.ok_or_else(|| SnapshotError::Protocol(cut.into()))
     };
     let StateMessage::Begin { exit_index, epoch, mem_size } = next()? else {
         return Err(SnapshotError::Protocol("the state does not start with Begin".into()));
     };
     let ours: u64 = mem.iter().map(|r| r.len()).sum();
     if mem_size != ours {
-        return Err(SnapshotError::Protocol(format!("the primary has {mem_size} bytes of memory, this VM {ours}")));
+        return Err(SnapshotError::Protocol(format!("the state has {mem_size} bytes of memory, this VM {ours}")));
     }
-    zero_memory(mem)?;
+    let range = |first_page: u64, bytes: u64| {
+        first_page
+            .checked_mul(PAGE_SIZE as u64)
+            .filter(|a| a.checked_add(bytes).is_some_and(|end| end <= ours))
+            .ok_or_else(|| SnapshotError::Protocol(format!("pages at {first_page} lie outside memory")))
+    };
     loop {
         match next()? {
             StateMessage::Pages { first_page, data } => {
-                let addr =
-                    first_page.checked_mul(PAGE_SIZE as u64).filter(|a| a.saturating_add(data.len() as u64) <= ours);
-                let addr =
-                    addr.ok_or_else(|| SnapshotError::Protocol(format!("pages at {first_page} lie outside memory")))?;
+                let addr = range(first_page, data.len() as u64)?;
                 mem.write_slice(&data, GuestAddress(addr))?;
+            }
+            StateMessage::Zero { first_page, count } => {
+                let len = u64::from(count) * PAGE_SIZE as u64;
+                zero_range(mem, range(first_page, len)?, len)?;
             }
             StateMessage::Blob { kind, bytes } => restore_blob(kind, &bytes, vcpu, bus)?,
             StateMessage::End { exit_index: end_index, state_digest } => {
@@ -190,6 +272,7 @@ pub fn receive(
                 return Ok((exit_index, epoch));
             }
             StateMessage::Begin { .. } => return Err(SnapshotError::Protocol("a second Begin".into())),
+            StateMessage::Have { .. } => return Err(SnapshotError::Protocol("a page list inside a state".into())),
         }
     }
 }
@@ -217,7 +300,8 @@ fn restore_blob(kind: BlobKind, bytes: &[u8], vcpu: &mut VcpuFd, bus: &mut Bus) 
 /// join divergence. `KVM_GET_XSAVE` reports it correctly.
 const XSAVE_BYTES: usize = 4096;
 
-fn xsave_bytes(x: &kvm_bindings::kvm_xsave) -> Vec<u8> {
+/// The XSAVE area as the FPU blob carries it.
+pub fn xsave_bytes(x: &kvm_bindings::kvm_xsave) -> Vec<u8> {
     x.region.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
@@ -240,15 +324,22 @@ fn check_digest(vcpu: &VcpuFd, mem: &GuestMemoryMmap, sent: &Hash) -> Result<(),
     Ok(())
 }
 
-fn zero_memory(mem: &GuestMemoryMmap) -> Result<(), SnapshotError> {
-    let zeros = vec![0u8; 1 << 20];
+/// Clears `len` bytes of guest memory at `addr` (checked by the caller to lie inside it).
+pub fn zero_range(mem: &GuestMemoryMmap, addr: u64, len: u64) -> Result<(), SnapshotError> {
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(ZEROS.len() as u64) as usize;
+        mem.write_slice(&ZEROS[..n], GuestAddress(addr + off))?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Clears all of guest memory.
+pub fn zero_memory(mem: &GuestMemoryMmap) -> Result<(), SnapshotError> {
     for region in mem.iter() {
-        let mut off = 0;
-        while off < region.len() {
-            let n = (region.len() - off).min(zeros.len() as u64) as usize;
-            mem.write_slice(&zeros[..n], GuestAddress(region.start_addr().0 + off))?;
-            off += n as u64;
-        }
+        zero_range(mem, region.start_addr().0, region.len())?;
     }
     Ok(())
 }

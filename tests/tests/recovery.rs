@@ -1,0 +1,260 @@
+//! A follower that recovers from its own disk (`--data-dir`): killed with `kill -9`
+//! and started again on the same directory, it restores its newest checkpoint,
+//! replays its log from disk and asks the primary only for what came after —
+//! from the backlog when it is there, by a transfer of the pages that differ when
+//! it is not — and ends at the primary's final digest. Damaged files make it fall
+//! back, never run from a bad state. Real processes in namespaces.
+use ftvmm_tests::client;
+use ftvmm_tests::load::{self, Load};
+use ftvmm_tests::netns::Topology;
+use ftvmm_tests::pair::{serial, GUEST_CIDR, PRIMARY_LISTEN};
+use ftvmm_tests::status::{flag, wait_until_or, STATUS};
+use ftvmm_tests::vm::VmProcess;
+use ftvmm_tests::{ftvmm_bin, path_str, TempDir};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long the follower stays dead.
+const DOWN: Duration = Duration::from_secs(5);
+
+fn primary(topo: &Topology, extra: &[&str]) -> VmProcess {
+    let mut args = vec!["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
+    args.extend_from_slice(&["--status", STATUS]);
+    args.extend_from_slice(extra);
+    VmProcess::spawn(topo, "host-a", &args)
+}
+
+fn follower(topo: &Topology, dir: &Path) -> VmProcess {
+    follower_every(topo, dir, "1")
+}
+
+fn follower_every(topo: &Topology, dir: &Path, checkpoint_secs: &str) -> VmProcess {
+    let args = [
+        "backup",
+        "--primary",
+        PRIMARY_LISTEN,
+        "--tap",
+        "tap0",
+        "--guest-ip",
+        GUEST_CIDR,
+        "--status",
+        STATUS,
+        "--data-dir",
+        path_str(dir),
+        "--checkpoint-secs",
+        checkpoint_secs,
+    ];
+    VmProcess::spawn(topo, "host-b", &args)
+}
+
+/// A `key=value` field of the first log line containing `needle`.
+fn field_of(log: &str, needle: &str, key: &str) -> u64 {
+    let line = log.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} in:\n{log}"));
+    let at = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 2;
+    let digits: String = line[at..].chars().skip_while(|c| *c == '"').take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("{key} in {line}"))
+}
+
+/// Boots a primary (with `primary_extra`) and a follower on `dir`; runs INCR load for
+/// three seconds (checkpoints are taken every second), then kills the follower with
+/// `kill -9` and stops the load. Returns the primary, the dead follower's log, and
+/// the size of its first (full) checkpoint: what a full state transfer moves.
+fn run_then_kill(topo: &Topology, dir: &Path, primary_extra: &[&str]) -> (VmProcess, Vec<load::ConnReport>, u64) {
+    let mut p = primary(topo, primary_extra);
+    let mut f = follower(topo, dir);
+    p.wait_for_line("kv-server: listening", Duration::from_secs(15));
+    f.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
+    let load = Load::start(topo, "disk", 2);
+    std::thread::sleep(Duration::from_secs(3));
+    f.wait_for_line_in_stderr("checkpoint taken", Duration::from_secs(5));
+    f.kill9();
+    let reports = load.stop();
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+    let full = field_of(&f.stderr(), "a new history from exit", "bytes");
+    (p, reports, full)
+}
+
+/// Restarts the follower on `dir` after [`DOWN`], waits until it is in sync again under
+/// load, then stops the primary cleanly: the follower must replay to its final digest.
+fn restart_and_finish(
+    topo: &Topology,
+    dir: &Path,
+    mut p: VmProcess,
+    mut reports: Vec<load::ConnReport>,
+) -> (String, String) {
+    std::thread::sleep(DOWN);
+    let mut f = follower(topo, dir);
+    let p_log = || format!("primary:\n{}\nrestarted follower:\n{}", p.stderr(), f.stderr());
+    wait_until_or(
+        topo,
+        "host-a",
+        Duration::from_secs(30),
+        |s| flag(s, "protected") == Some(true) && s.contains("\"state\":\"in sync\""),
+        p_log,
+    );
+    let load = Load::start(topo, "disk", 2);
+    std::thread::sleep(Duration::from_secs(2));
+    reports.extend(load.stop());
+    let value = ftvmm_tests::vm::in_netns(topo, "client", || client::get_int("disk"));
+    load::assert_exact(&reports, value);
+    let primary_log = p.stderr();
+    assert!(p.terminate().success(), "{primary_log}");
+    let status = f.wait(Duration::from_secs(30)).expect("the follower stops with the primary");
+    let follower_log = f.stderr();
+    assert!(status.success(), "follower: {follower_log}");
+    assert!(follower_log.contains("EndOfLog(Shutdown)"), "the follower must reach the end digest: {follower_log}");
+    assert!(!follower_log.contains("GOING LIVE"), "{follower_log}");
+    for line in primary_log.lines().chain(follower_log.lines()) {
+        if ["data directory", "resumed", "joined", "backup paired", "checkpoint taken"].iter().any(|n| line.contains(n))
+        {
+            println!("{line}");
+        }
+    }
+    (primary_log, follower_log)
+}
+
+#[test]
+fn a_killed_follower_restarted_on_its_data_dir_resumes_from_the_backlog() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let dir = TempDir::new("data-dir-resume");
+    let (p, reports, full) = run_then_kill(&topo, &dir.path("d"), &[]);
+    let (primary_log, follower_log) = restart_and_finish(&topo, &dir.path("d"), p, reports);
+
+    assert!(follower_log.contains("restored the checkpoint of exit"), "{follower_log}");
+    assert!(follower_log.contains("resumed from the primary's backlog after exit"), "{follower_log}");
+    let sent = field_of(&primary_log, "follower resumed from the backlog", "bytes");
+    // A full transfer moves what a full checkpoint holds: the restarted follower's first.
+    let full = full.max(field_of(&follower_log, "checkpoint taken", "bytes"));
+    println!("resume sent {sent} bytes; a full transfer is {full} bytes ({:.1}%)", 100.0 * sent as f64 / full as f64);
+    assert!(sent * 10 < full, "resume sent {sent} bytes, a full transfer {full}");
+    assert!(!primary_log.contains("state transfer of the pages that differ"), "{primary_log}");
+}
+
+#[test]
+fn a_follower_restarted_past_the_backlog_gets_only_the_pages_that_differ() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let dir = TempDir::new("data-dir-diff");
+    // 1 KiB of backlog: five seconds of ticks are more than that.
+    let (p, reports, full) = run_then_kill(&topo, &dir.path("d"), &["--backlog-kib", "1"]);
+    let (primary_log, follower_log) = restart_and_finish(&topo, &dir.path("d"), p, reports);
+    let full = full.max(field_of(&follower_log, "checkpoint taken", "bytes"));
+
+    let line = "state transfer of the pages that differ";
+    let (pages, of, bytes) = (
+        field_of(&primary_log, line, "pages"),
+        field_of(&primary_log, line, "full_pages"),
+        field_of(&primary_log, line, "bytes"),
+    );
+    println!("diff: {pages} of {of} pages, {bytes} bytes; a full transfer is {full} bytes");
+    assert!(primary_log.contains("no longer in the backlog"), "{primary_log}");
+    // Only the pages that differ move (how many is the guest's own churn: see README).
+    assert!(pages < of, "{pages} of {of} pages sent");
+    assert!(bytes < full, "{bytes} bytes sent, a full transfer {full}");
+}
+
+#[test]
+fn a_torn_checkpoint_and_a_torn_log_record_fall_back_and_still_end_exact() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let dir = TempDir::new("data-dir-torn");
+    let d = dir.path("d");
+    let (p, reports, _) = run_then_kill(&topo, &d, &[]);
+    // A crash in the middle of a checkpoint that was renamed into place (a disk that
+    // reordered writes): the newest checkpoint ends early. And the last log record is
+    // cut in half.
+    let mut files: Vec<_> = std::fs::read_dir(&d).expect("data dir").flatten().map(|e| e.path()).collect();
+    files.sort();
+    let newest = files.iter().rev().find(|f| f.extension().is_some_and(|e| e == "ftck")).expect("a checkpoint");
+    let len = std::fs::metadata(newest).expect("checkpoint").len();
+    std::fs::OpenOptions::new().write(true).open(newest).expect("open").set_len(len / 2).expect("cut");
+    let segment = files.iter().rev().find(|f| f.extension().is_some_and(|e| e == "ftlog")).expect("a segment");
+    let len = std::fs::metadata(segment).expect("segment").len();
+    std::fs::OpenOptions::new().write(true).open(segment).expect("open").set_len(len - 3).expect("tear");
+
+    let (_, follower_log) = restart_and_finish(&topo, &d, p, reports);
+    assert!(follower_log.contains("checkpoint not usable, trying an older one"), "{follower_log}");
+    assert!(follower_log.contains("restored the checkpoint of exit"), "{follower_log}");
+
+    // The same directory under another memory size: refused, saying what to do.
+    let out = topo
+        .command("host-b", ftvmm_bin())
+        .args(["backup", "--primary", PRIMARY_LISTEN, "--mem-mib", "128", "--data-dir", path_str(&d)])
+        .output()
+        .expect("run ftvmm");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("another VM") && err.contains("memory size 64 MiB"), "{err}");
+    assert!(err.contains("own --data-dir"), "{err}");
+}
+
+#[test]
+fn the_log_on_disk_is_a_log_file_that_replay_reads_to_the_primarys_final_digest() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let dir = TempDir::new("data-dir-format");
+    let d = dir.path("d");
+    let mut p = primary(&topo, &[]);
+    // No periodic checkpoint: the log from boot stays whole in its first segment.
+    let mut f = follower_every(&topo, &d, "3600");
+    p.wait_for_line("kv-server: listening", Duration::from_secs(15));
+    f.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
+    let load = Load::start(&topo, "disk", 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let reports = load.stop();
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+    assert!(p.terminate().success(), "{}", p.stderr());
+    let status = f.wait(Duration::from_secs(30)).expect("the follower stops with the primary");
+    assert!(status.success(), "{}", f.stderr());
+
+    let segment = d.join(format!("log-{:020}.ftlog", 0));
+    let out = ftvmm_tests::ftvmm(&["replay", "--log", path_str(&segment), "--guest-ip", GUEST_CIDR]);
+    assert!(out.status.success(), "replay of the follower's disk log: {}", ftvmm_tests::stderr(&out));
+}
+
+#[test]
+fn a_restarted_old_primary_rejoins_its_successor_by_a_diff_and_ends_at_its_digest() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut first = ftvmm_tests::pair::start_with(&topo, &[], &["--listen", ftvmm_tests::pair::BACKUP_LISTEN], None);
+    let load = Load::start(&topo, "old", 2);
+    std::thread::sleep(Duration::from_millis(800));
+    // The primary's host dies; the backup takes over. The old primary comes back as a
+    // follower of its successor: its freshly booted guest image is what it has in common.
+    topo.kill_all("host-a");
+    first.backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
+    let dir = TempDir::new("data-dir-old-primary");
+    let d = dir.path("d");
+    let args = [
+        "backup",
+        "--primary",
+        ftvmm_tests::pair::BACKUP_LISTEN,
+        "--tap",
+        "tap0",
+        "--guest-ip",
+        GUEST_CIDR,
+        "--data-dir",
+        path_str(&d),
+    ];
+    let mut old = VmProcess::spawn(&topo, "host-a", &args);
+    first.backup.wait_for_line_in_stderr("new backup joined", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(800));
+    let reports = load.stop();
+    let value = ftvmm_tests::vm::in_netns(&topo, "client", || client::get_int("old"));
+    load::assert_exact(&reports, value);
+
+    let new_primary = first.backup.stderr();
+    let line = "new backup joined";
+    let (pages, same, of) = (
+        field_of(&new_primary, line, "pages"),
+        field_of(&new_primary, line, "same_pages"),
+        field_of(&new_primary, line, "full_pages"),
+    );
+    println!("the old primary got {pages} of {of} pages; {same} it had already");
+    assert!(same > 0 && pages + same == of, "{pages} + {same} != {of}");
+    assert!(first.backup.terminate().success(), "{new_primary}");
+    let status = old.wait(Duration::from_secs(30)).expect("the old primary stops with its successor");
+    let err = old.stderr();
+    assert!(status.success() && err.contains("EndOfLog(Shutdown)"), "the old primary must reach the end digest: {err}");
+}

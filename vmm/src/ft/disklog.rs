@@ -1,0 +1,518 @@
+//! A follower's log on its own disk (`--data-dir`): every record it receives,
+//! appended to segment files in the format `ftvmm record` writes, so that a
+//! follower restarted on the same directory replays from its newest checkpoint
+//! to where it was and asks its primary only for what came after.
+//!
+//! ```text
+//!   DIR/log-<start, 20 digits>.ftlog     a log file (logging_channel::file): the header
+//!                                        (guest image, memory, CPUID, tick rate), then
+//!                                        record frames (len | tag | payload | crc32)
+//!        start: the exit this segment continues from; the segment before it covered
+//!               exactly through `start` (a checkpoint or the state transfer holds the rest)
+//!
+//!   log-rx --records--> DiskLog::append --(channel)--> `disk-log` thread --> segment
+//!            --fsync async:  append after the ack, the thread writes (the ack never waits)
+//!            --fsync always: append before the ack, and wait until it is fsync'd
+//!   checkpoint thread --prune(keep_from)--> a new segment; segments wholly at or
+//!                                           before keep_from are deleted
+//! ```
+//!
+//! Reading back ([`recover`]) checks the header, every frame's CRC and the records'
+//! order; it stops at a torn or corrupt record and cuts the file there, after the last
+//! record that completed an exit (an entry or progress mark), so that appending can
+//! go on from a position the primary knows how to resume.
+use crate::devices::bus::Bus;
+use crate::vm::checkpoint::{machine_differs, CheckpointError, SharedCheckpointer};
+use crate::vm::pagediff::HaveList;
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use kvm_ioctls::VcpuFd;
+use logging_channel::file::HEADER_LEN;
+use logging_channel::{codec, CodecError, LogHeader, Record, Sequencer};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use vm_memory::GuestMemoryMmap;
+
+/// When a follower's acknowledgement waits for its disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Acks are sent on receipt; records reach the disk soon after (a process crash
+    /// loses nothing the kernel has, a host crash the last moments).
+    Async,
+    /// A record is acked only once it is fsync'd.
+    Always,
+}
+
+/// Why the disk log could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskLogError {
+    #[error("cannot use {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is the log of another VM ({what}): give this VM its own --data-dir, or empty this one \
+         (its log is useless here)"
+    )]
+    Foreign { path: String, what: String },
+    #[error("the disk log writer thread is gone")]
+    WriterGone,
+    /// A checkpoint of a new state could not be written (`Persist::new_history`).
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// A follower's disk: its log and its checkpoints.
+pub struct Persist {
+    /// The log on disk.
+    pub disk: Arc<DiskLog>,
+    /// The VM's checkpoints (taken by the replay driver).
+    pub checkpoints: SharedCheckpointer,
+    /// The page list of the VM as it waits for its primary's answer, hashed before
+    /// asking: the primary's guest is paused while it waits for the list.
+    pub prepared: std::sync::Mutex<Option<HaveList>>,
+}
+
+impl std::fmt::Debug for Persist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Persist { .. }")
+    }
+}
+
+impl Persist {
+    /// The page list hashed before asking, if it still describes the VM.
+    pub fn take_prepared(&self) -> Option<HaveList> {
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The VM's state was just replaced by one taken at exit `at` in `epoch` (a state
+    /// transfer): the log on disk belongs to another history. Deletes it, then writes a
+    /// full checkpoint of the new state (durable before this returns) that replaces
+    /// every older one. In that order, so a crash in between leaves an old checkpoint
+    /// with no log after it, never an old log after a new state.
+    pub fn new_history(
+        &self,
+        at: u64,
+        epoch: u64,
+        vcpu: &mut VcpuFd,
+        mem: &GuestMemoryMmap,
+        bus: &Bus,
+    ) -> Result<(), DiskLogError> {
+        self.disk.reset(at)?;
+        let mut c = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let t = c.take(vcpu, mem, bus, at, epoch, true)?;
+        tracing::info!(
+            exit = at,
+            epoch,
+            pages = t.pages,
+            bytes = t.bytes,
+            "data directory: a new history from exit {at}"
+        );
+        Ok(())
+    }
+}
+
+/// The file name of the segment that continues from exit `start`.
+pub fn segment_name(start: u64) -> String {
+    format!("log-{start:020}.ftlog")
+}
+
+fn parse_segment(name: &str) -> Option<u64> {
+    name.strip_prefix("log-")?.strip_suffix(".ftlog")?.parse().ok()
+}
+
+/// The segments in `dir`, oldest first.
+fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().filter_map(|e| Some((parse_segment(e.file_name().to_str()?)?, e.path()))).collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+enum Msg {
+    Append {
+        bytes: Vec<u8>,
+        records: Vec<Record>,
+        durable: Option<Sender<()>>,
+    },
+    Prune(u64),
+    Reset {
+        at: u64,
+        done: Sender<Result<(), String>>,
+    },
+    /// Answered once everything sent before it is written.
+    Barrier(Sender<()>),
+}
+
+/// The writer's end of a follower's disk log.
+pub struct DiskLog {
+    tx: Sender<Msg>,
+    fsync: Fsync,
+}
+
+impl DiskLog {
+    /// Starts the `disk-log` thread, appending to a new segment that continues from
+    /// exit `start` (what the VM's state or the segments before already hold).
+    pub fn open(dir: &Path, machine: LogHeader, start: u64, fsync: Fsync) -> Result<Arc<DiskLog>, DiskLogError> {
+        let mut writer = Writer::new(dir, machine, start, fsync)?;
+        let (tx, rx) = unbounded::<Msg>();
+        std::thread::Builder::new()
+            .name("disk-log".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| DiskLogError::Io { path: dir.display().to_string(), source })?;
+        Ok(Arc::new(DiskLog { tx, fsync }))
+    }
+
+    /// Hands `records` (just received, in order) to the disk. Called twice per batch,
+    /// before the ack (`before_ack`) and after it: with `--fsync always` the first call
+    /// writes and waits for the disk, otherwise the second hands them to the thread.
+    pub fn append(&self, records: &[Record], before_ack: bool) {
+        if records.is_empty() || before_ack != (self.fsync == Fsync::Always) {
+            return;
+        }
+        let mut bytes = Vec::new();
+        for r in records {
+            codec::encode(r, &mut bytes);
+        }
+        let (durable, wait) = match self.fsync {
+            Fsync::Always => {
+                let (tx, rx) = bounded(1);
+                (Some(tx), Some(rx))
+            }
+            Fsync::Async => (None, None),
+        };
+        if self.tx.send(Msg::Append { bytes, records: records.to_vec(), durable }).is_ok() {
+            if let Some(rx) = wait {
+                // The thread drops the sender without answering when the write failed;
+                // it has said so, and the ack goes out anyway (the memory copy is intact).
+                let _ = rx.recv();
+            }
+        }
+    }
+
+    /// A checkpoint is durable and the log before `keep_from` is no longer needed.
+    pub fn prune(&self, keep_from: u64) {
+        let _ = self.tx.send(Msg::Prune(keep_from));
+    }
+
+    /// Waits until everything appended so far has been written.
+    pub fn sync(&self) {
+        let (tx, rx) = bounded(1);
+        if self.tx.send(Msg::Barrier(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// The VM's state was replaced by one taken at exit `at`: the log before it belongs
+    /// to another history. Deletes every segment and starts a new one from `at`.
+    pub fn reset(&self, at: u64) -> Result<(), DiskLogError> {
+        let (done, rx) = bounded(1);
+        self.tx.send(Msg::Reset { at, done }).map_err(|_| DiskLogError::WriterGone)?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DiskLogError::Io { path: segment_name(at), source: std::io::Error::other(e) }),
+            Err(_) => Err(DiskLogError::WriterGone),
+        }
+    }
+}
+
+/// The `disk-log` thread's state.
+struct Writer {
+    dir: PathBuf,
+    machine: LogHeader,
+    fsync: Fsync,
+    file: Option<File>,
+    /// The current segment's start.
+    start: u64,
+    seq: Sequencer,
+    failed: bool,
+}
+
+impl Writer {
+    fn new(dir: &Path, machine: LogHeader, start: u64, fsync: Fsync) -> Result<Writer, DiskLogError> {
+        fs::create_dir_all(dir).map_err(|source| DiskLogError::Io { path: dir.display().to_string(), source })?;
+        let mut w = Writer {
+            dir: dir.to_path_buf(),
+            machine,
+            fsync,
+            file: None,
+            start,
+            seq: Sequencer::starting_at(start),
+            failed: false,
+        };
+        w.roll(start)?;
+        Ok(w)
+    }
+
+    fn io(&self, source: std::io::Error) -> DiskLogError {
+        DiskLogError::Io { path: self.dir.join(segment_name(self.start)).display().to_string(), source }
+    }
+
+    /// Starts the segment that continues from `start`.
+    fn roll(&mut self, start: u64) -> Result<(), DiskLogError> {
+        self.start = start;
+        let path = self.dir.join(segment_name(start));
+        let mut file = File::create(&path).map_err(|e| self.io(e))?;
+        file.write_all(&self.machine.to_bytes()).map_err(|e| self.io(e))?;
+        if self.fsync == Fsync::Always {
+            file.sync_all().and_then(|()| File::open(&self.dir)?.sync_all()).map_err(|e| self.io(e))?;
+        }
+        self.file = Some(file);
+        Ok(())
+    }
+
+    fn run(&mut self, rx: Receiver<Msg>) {
+        // Appends that arrive together go out in one write: under load `log-rx` hands
+        // over a batch per socket read, and a write(2) each would cost CPU the replicas
+        // compete for.
+        let mut pending: Vec<u8> = Vec::new();
+        for msg in rx.iter() {
+            match msg {
+                Msg::Append { bytes, records, durable } => {
+                    if self.failed {
+                        continue;
+                    }
+                    if let Err(e) = self.check(&records) {
+                        tracing::error!("{e}: this follower stops writing its disk log (it goes on replicating)");
+                        self.failed = true;
+                        continue;
+                    }
+                    pending.extend_from_slice(&bytes);
+                    if durable.is_none() && !rx.is_empty() && pending.len() < 1 << 20 {
+                        continue;
+                    }
+                    self.flush(&mut pending);
+                    if let (Some(d), false) = (durable, self.failed) {
+                        let _ = d.send(());
+                    }
+                }
+                Msg::Prune(keep_from) => {
+                    self.flush(&mut pending);
+                    self.prune(keep_from);
+                }
+                Msg::Barrier(done) => {
+                    self.flush(&mut pending);
+                    let _ = done.send(());
+                }
+                Msg::Reset { at, done } => {
+                    pending.clear();
+                    for (_, path) in segments(&self.dir) {
+                        let _ = fs::remove_file(path);
+                    }
+                    self.seq = Sequencer::starting_at(at);
+                    self.failed = false;
+                    let _ = done.send(self.roll(at).map_err(|e| e.to_string()));
+                }
+            }
+        }
+        self.flush(&mut pending);
+    }
+
+    /// Writes what has been gathered.
+    fn flush(&mut self, pending: &mut Vec<u8>) {
+        if self.failed || pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write(pending) {
+            tracing::error!("{e}: this follower stops writing its disk log (it goes on replicating)");
+            self.failed = true;
+            self.file = None;
+        }
+        pending.clear();
+    }
+
+    fn check(&mut self, records: &[Record]) -> Result<(), DiskLogError> {
+        for r in records {
+            // log-rx checked the order already; a second check keeps this file readable
+            // whatever a caller does.
+            if let Err(e) = self.seq.check(r) {
+                return Err(self.io(std::io::Error::other(e.to_string())));
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), DiskLogError> {
+        let file = self.file.as_mut().ok_or(DiskLogError::WriterGone)?;
+        let written = file.write_all(bytes).and_then(|()| match self.fsync {
+            Fsync::Always => file.sync_data(),
+            Fsync::Async => Ok(()),
+        });
+        written.map_err(|e| self.io(e))
+    }
+
+    /// Starts a new segment at the covered position, and deletes every segment that
+    /// ends at or before `keep_from` (the next one starts there or earlier).
+    fn prune(&mut self, keep_from: u64) {
+        if self.failed {
+            return;
+        }
+        let covered = self.seq.covered_through().unwrap_or(self.start);
+        if covered > self.start {
+            if let Err(e) = self.roll(covered) {
+                tracing::error!("{e}: this follower stops writing its disk log (it goes on replicating)");
+                self.failed = true;
+                return;
+            }
+        }
+        let all = segments(&self.dir);
+        for pair in all.windows(2) {
+            let ((_, path), (next_start, _)) = (&pair[0], &pair[1]);
+            if *next_start <= keep_from {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// What a follower's disk log holds after a checkpoint.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The records after the checkpoint's exit, in order, through `position`.
+    pub records: Vec<Record>,
+    /// The highest exit the log (with the checkpoint) holds completely.
+    pub position: u64,
+    /// The highest epoch a standing mark in the log announced.
+    pub epoch: u64,
+    /// What was wrong at the end of the log, if anything (a torn or corrupt record, a gap).
+    pub damage: Option<String>,
+    /// Bytes of log read.
+    pub bytes: u64,
+}
+
+/// Reads the log in `dir` after exit `from` (the restored checkpoint's), keeping at
+/// most `limit` bytes of records; cuts it after the last complete exit and deletes
+/// segments that cannot be used, so that appending can continue from `position`.
+pub fn recover(dir: &Path, machine: &LogHeader, from: u64, limit: u64) -> Result<Recovered, DiskLogError> {
+    let mut out = Recovered { position: from, ..Recovered::default() };
+    let all = segments(dir);
+    // The segment the checkpoint falls in, and those after it.
+    let first = all.iter().rposition(|(start, _)| *start <= from);
+    let Some(first) = first else {
+        if !all.is_empty() {
+            out.damage = Some(format!("the log on disk starts after exit {from}: it cannot continue this checkpoint"));
+        }
+        remove_all(&all);
+        return Ok(out);
+    };
+    let mut seq = Sequencer::starting_at(all[first].0);
+    let mut keep: Option<(usize, u64)> = None; // (segment, byte length) of the last complete exit
+    for (i, (start, path)) in all.iter().enumerate().skip(first) {
+        if seq.covered_through() != Some(*start) {
+            out.damage = Some(format!("a gap in the log before {}", path.display()));
+            break;
+        }
+        let stop = read_segment(path, machine, from, limit, &mut seq, &mut out, |len| keep = Some((i, len)))?;
+        if let Some(why) = stop {
+            out.damage = Some(why);
+            break;
+        }
+    }
+    // Cut after the last complete exit; later segments go.
+    match keep {
+        Some((i, len)) if seq.covered_through().is_some_and(|c| c > from) => {
+            let cut = fs::OpenOptions::new().write(true).open(&all[i].1).and_then(|f| f.set_len(len));
+            cut.map_err(|source| DiskLogError::Io { path: all[i].1.display().to_string(), source })?;
+            remove_all(&all[i + 1..]);
+            out.records.retain(|r| r.exit_index() <= out.position || is_side_mark(r));
+        }
+        _ => {
+            // Nothing after the checkpoint: the segments hold nothing it needs.
+            out.records.clear();
+            out.position = from;
+            remove_all(&all);
+        }
+    }
+    Ok(out)
+}
+
+fn is_side_mark(r: &Record) -> bool {
+    matches!(r, Record::Released { .. } | Record::Standing { .. })
+}
+
+fn remove_all(segments: &[(u64, PathBuf)]) {
+    for (_, path) in segments {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// Reads one segment into `out`; `complete(len)` is told the file length after every
+/// record that completes an exit. Returns why reading must stop, if it must.
+fn read_segment(
+    path: &Path,
+    machine: &LogHeader,
+    from: u64,
+    limit: u64,
+    seq: &mut Sequencer,
+    out: &mut Recovered,
+    mut complete: impl FnMut(u64),
+) -> Result<Option<String>, DiskLogError> {
+    let shown = path.display().to_string();
+    let io = |source| DiskLogError::Io { path: shown.clone(), source };
+    let mut file = File::open(path).map_err(io)?;
+    let mut header = [0u8; HEADER_LEN];
+    if file.read_exact(&mut header).is_err() {
+        return Ok(Some(format!("{shown} ends inside its header")));
+    }
+    let header = match LogHeader::from_bytes(&header) {
+        Ok(h) => h,
+        Err(e) => return Ok(Some(format!("{shown} has a bad header: {e}"))),
+    };
+    if let Some(what) = machine_differs(&header, machine) {
+        return Err(DiskLogError::Foreign { path: shown, what });
+    }
+    let mut offset = HEADER_LEN as u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut chunk).map_err(io)?;
+        if n == 0 {
+            return Ok((!buf.is_empty()).then(|| format!("{shown} ends in a torn record (a crash while writing)")));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut used = 0;
+        loop {
+            let (record, len) = match codec::decode(&buf[used..]) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return Ok(Some(corrupt(&shown, offset, &e))),
+            };
+            if let Err(e) = seq.check(&record) {
+                return Ok(Some(corrupt(&shown, offset, &e)));
+            }
+            used += len;
+            offset += len as u64;
+            if let Record::Standing { epoch, .. } = record {
+                out.epoch = out.epoch.max(epoch);
+            }
+            let completes = matches!(record, Record::Entry { .. } | Record::Progress { .. });
+            if record.exit_index() > from || is_side_mark(&record) && out.position > from {
+                out.bytes += len as u64;
+                out.records.push(record);
+            }
+            if completes {
+                out.position = out.position.max(seq.covered_through().unwrap_or(from));
+                complete(offset);
+            }
+            if out.bytes > limit {
+                return Ok(Some(format!(
+                    "the log after the checkpoint is over {limit} bytes: replaying only that much"
+                )));
+            }
+        }
+        buf.drain(..used);
+    }
+}
+
+fn corrupt(path: &str, offset: u64, e: &CodecError) -> String {
+    format!("{path} is corrupt at byte {offset} ({e}): the log is used up to there")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! A follower with a data directory (`--data-dir`): what it restores from its
+//! disk when it starts, what it asks its primary for, and how its disk keeps up
+//! while it follows.
+//!
+//! ```text
+//!   start:  newest usable checkpoint (exit C)  --restore-->  VM at C
+//!           log on disk after C, through p     --------->   records C+1..=p (checked)
+//!           Attach(Resume{epoch, p})  (Fresh when there was no checkpoint)
+//!             Resume{p, J}: replay C+1..=p from disk, then the primary's records after p
+//!             State:        a diff transfer onto the VM at C (only differing pages
+//!                           move); the disk starts a new history at J
+//!   follow: every record received --> disk log (async, or fsync'd before the ack)
+//!           every --checkpoint-secs, at an exit nothing is injected at --> checkpoint
+//! ```
+//! A torn or corrupt last record is cut off; a corrupt checkpoint falls back to the
+//! one before it, and with none usable the VM gets a whole state transfer. The
+//! replay of the log from disk checks every entry's signature and every digest in
+//! it, so a VM that does not reach what the log says stops (exit 3) instead of
+//! following from a bad state.
+use super::disklog::{self, DiskLog, Fsync, Persist, Recovered};
+use super::follower::{self, Reconnect, StreamSource, Upstream};
+use super::handshake::{self, OnRefused};
+use super::{ReplicationError, Timing};
+use crate::host::status::Stats;
+use crate::vm::checkpoint::{self, Checkpointer};
+use crate::vm::machine::Machine;
+use crate::vm::pagediff;
+use crate::vm::replayer::{RecordSource, ReplayError};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use logging_channel::channel::AttachRequest;
+use logging_channel::channel::{AttachReply, Hello};
+use logging_channel::{LogHeader, Record};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vm_memory::GuestMemoryMmap;
+
+/// The default `--checkpoint-secs`.
+pub const DEFAULT_CHECKPOINT_SECS: u64 = 30;
+/// At most this much log after a checkpoint is replayed from disk at a restart; a
+/// follower that was down longer than its log is big asks for the rest.
+pub const MAX_LOCAL_REPLAY_BYTES: u64 = 256 << 20;
+
+/// `--data-dir` and its options.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    /// The directory (`--data-dir`).
+    pub dir: PathBuf,
+    /// How often to checkpoint (`--checkpoint-secs`).
+    pub checkpoint_every: Duration,
+    /// When acks wait for the disk (`--fsync`).
+    pub fsync: Fsync,
+}
+
+/// What a follower restarted on its data directory holds.
+#[derive(Debug, Default)]
+pub struct Restart {
+    /// The checkpoint restored into the VM: (exit, epoch).
+    pub checkpoint: Option<(u64, u64)>,
+    /// Its log after that checkpoint.
+    pub log: Recovered,
+}
+
+impl Restart {
+    /// What to ask the primary for.
+    pub fn request(&self) -> AttachRequest {
+        match self.checkpoint {
+            Some((_, epoch)) => {
+                AttachRequest::Resume { epoch: epoch.max(self.log.epoch), exit_index: self.log.position }
+            }
+            None => AttachRequest::Fresh,
+        }
+    }
+}
+
+/// Restores the newest usable checkpoint in the data directory into `machine` and reads
+/// the log after it. A directory holding another VM's state is an error.
+pub fn restore(d: &DataDir, machine: &mut Machine) -> Result<Restart, ReplicationError> {
+    let t0 = Instant::now();
+    let refused = |e: String| ReplicationError::Stale(format!("--data-dir {}: {e}", d.dir.display()));
+    let found =
+        checkpoint::restore_newest(&d.dir, &machine.header, &mut machine.vcpu, &machine.mem, &mut machine.buses.mmio)
+            .map_err(|e| refused(e.to_string()))?;
+    for name in &found.interrupted {
+        tracing::warn!("data directory: {name} is a checkpoint whose writing was interrupted (a crash): ignored");
+    }
+    for why in &found.skipped {
+        tracing::warn!("data directory: checkpoint not usable, trying an older one: {why}");
+    }
+    let Some((exit, epoch)) = found.at else {
+        if !found.skipped.is_empty() {
+            tracing::warn!("data directory: no usable checkpoint; this follower needs a whole state transfer");
+        }
+        return Ok(Restart::default());
+    };
+    let log =
+        disklog::recover(&d.dir, &machine.header, exit, MAX_LOCAL_REPLAY_BYTES).map_err(|e| refused(e.to_string()))?;
+    if let Some(why) = &log.damage {
+        tracing::warn!("data directory: {why}");
+    }
+    tracing::info!(
+        checkpoint = exit,
+        epoch,
+        position = log.position,
+        records = log.records.len(),
+        log_bytes = log.bytes,
+        ms = t0.elapsed().as_millis() as u64,
+        "data directory: restored the checkpoint of exit {exit}; its log holds through exit {}",
+        log.position
+    );
+    Ok(Restart { checkpoint: Some((exit, epoch)), log })
+}
+
+/// Starts the disk side of a follower whose log on disk continues from exit `position`.
+pub fn start(
+    d: &DataDir,
+    machine: LogHeader,
+    position: u64,
+    upstream: &Arc<Upstream>,
+) -> Result<Arc<Persist>, ReplicationError> {
+    let failed = |e: String| ReplicationError::Attach(format!("--data-dir {}: {e}", d.dir.display()));
+    let disk = DiskLog::open(&d.dir, machine, position, d.fsync).map_err(|e| failed(e.to_string()))?;
+    let prune = Arc::downgrade(&disk);
+    let on_commit = Box::new(move |keep_from| {
+        if let Some(disk) = prune.upgrade() {
+            disk.prune(keep_from);
+        }
+    });
+    let up = Arc::downgrade(upstream);
+    let checkpointer = Checkpointer::new(&d.dir, machine, d.checkpoint_every, on_commit)
+        .map_err(|e| failed(e.to_string()))?
+        .with_epoch(Box::new(move || up.upgrade().map_or(0, |u| u.epoch.load(Ordering::SeqCst))));
+    let persist =
+        Arc::new(Persist { disk, checkpoints: Arc::new(Mutex::new(checkpointer)), prepared: Mutex::new(None) });
+    let _ = upstream.persist.set(persist.clone());
+    Ok(persist)
+}
+
+/// How a restarted follower asks its primary for what comes after its disk.
+pub struct RestartPlan {
+    /// The primary's address.
+    pub addr: String,
+    /// This follower's hello.
+    pub hello: Hello,
+    /// How long to keep trying to reach the primary (`--connect-timeout-secs`).
+    pub within: Duration,
+    /// What to ask for: to resume after the disk's log.
+    pub request: AttachRequest,
+    pub timing: Timing,
+    pub stats: Arc<Stats>,
+    /// Where a later broken connection goes.
+    pub reconnect: Option<Reconnect>,
+    /// The VM's memory, to hash while the vCPU waits for the primary's answer.
+    pub mem: GuestMemoryMmap,
+}
+
+/// The replaying vCPU's records for a follower restarted on its data directory: the
+/// log from disk, then (once the vCPU has replayed it, so its memory is as close to
+/// the primary's as it can be) the primary's stream after it. The `rejoin` thread
+/// connects meanwhile:
+///
+/// - `Resume`: the primary's records after the disk's position follow;
+/// - `State`: the stream ends here; the vCPU hands the connection to
+///   `follower::restore`, which sends its page hashes and gets the pages that differ;
+/// - failure: the replay stops with an error, and the follower with exit 7.
+pub fn rejoin(plan: RestartPlan, local: Vec<Record>, upstream: Arc<Upstream>) -> Result<ChainSource, ReplicationError> {
+    let (tx, rx) = bounded::<Result<Option<StreamSource>, String>>(1);
+    let (drained_tx, drained) = bounded::<()>(1);
+    let position = upstream.received_through.load(Ordering::SeqCst);
+    std::thread::Builder::new()
+        .name("rejoin".into())
+        .spawn(move || {
+            // The vCPU has asked for a record past the disk's log: it has replayed all it
+            // could (the last exit's records are in, only the check for more is left).
+            if drained.recv().is_err() {
+                return; // the VM stopped first
+            }
+            // The vCPU waits for records now, so memory stands still: hash it before
+            // asking, so that a primary that sends the state need not wait for the list.
+            if let Some(p) = upstream.persist.get() {
+                match pagediff::have_list(&plan.mem) {
+                    Ok(list) => *p.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(list),
+                    Err(e) => tracing::warn!("hashing the pages before rejoining failed: {e}"),
+                }
+            }
+            let _ = tx.send(connect(&plan, position, &upstream).map_err(|e| {
+                format!(
+                    "this follower replayed its disk through exit {position} but cannot rejoin its primary at {}: {e}",
+                    plan.addr
+                )
+            }));
+        })
+        .map_err(|e| ReplicationError::Thread("rejoin", e))?;
+    Ok(ChainSource { local: local.into(), drained: Some(drained_tx), pending: Some(rx), stream: None })
+}
+
+/// Asks the primary for what comes after `position`. `Ok(None)`: it sends a state,
+/// which the vCPU restores from `upstream.restart`.
+fn connect(
+    plan: &RestartPlan,
+    position: u64,
+    upstream: &Arc<Upstream>,
+) -> Result<Option<StreamSource>, ReplicationError> {
+    let t0 = Instant::now();
+    let (stream, reply) =
+        handshake::connect_primary(&plan.addr, &plan.hello, plan.within, plan.request, OnRefused::Retry)?;
+    match reply {
+        AttachReply::Resume { from, through } if from == position => {
+            tracing::info!(
+                primary = %plan.addr,
+                from,
+                through,
+                ms = t0.elapsed().as_millis() as u64,
+                "backup paired: resumed from the primary's backlog after exit {from}, the end of its data directory's \
+                 log; replaying the primary's log"
+            );
+            // The page list hashed for a state is stale from here on.
+            if let Some(p) = upstream.persist.get() {
+                p.take_prepared();
+            }
+            let source =
+                follower::start(stream, plan.timing, upstream.clone(), plan.stats.clone(), plan.reconnect.clone())?;
+            Ok(Some(source))
+        }
+        AttachReply::Resume { from, .. } => {
+            Err(ReplicationError::Handshake(format!("the primary resumes after exit {from}, not {position}")))
+        }
+        AttachReply::State { why } => {
+            tracing::warn!(
+                "backup paired: the primary cannot resume this follower's log ({why}): it sends the pages that differ"
+            );
+            *upstream.restart.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream);
+            Ok(None)
+        }
+        AttachReply::Refuse { why } => Err(ReplicationError::Refused(why)),
+    }
+}
+
+/// Records from disk, then the primary's.
+pub struct ChainSource {
+    local: VecDeque<Record>,
+    /// Told when the records from disk are used up.
+    drained: Option<Sender<()>>,
+    pending: Option<Receiver<Result<Option<StreamSource>, String>>>,
+    stream: Option<StreamSource>,
+}
+
+impl RecordSource for ChainSource {
+    fn next_record(&mut self) -> Result<Option<Record>, ReplayError> {
+        if let Some(r) = self.local.pop_front() {
+            return Ok(Some(r));
+        }
+        if let Some(drained) = self.drained.take() {
+            let _ = drained.send(());
+        }
+        if let Some(rx) = self.pending.take() {
+            match rx.recv() {
+                Ok(Ok(stream)) => self.stream = stream,
+                Ok(Err(why)) => return Err(ReplayError::Source(why)),
+                Err(_) => return Err(ReplayError::Source("the rejoin thread ended without an answer".into())),
+            }
+        }
+        match &mut self.stream {
+            Some(s) => s.next_record(),
+            // A state follows: the stream ends here, and the vCPU restores it.
+            None => Ok(None),
+        }
+    }
+}
