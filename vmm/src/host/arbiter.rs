@@ -125,18 +125,27 @@ impl EtcdArbiter {
         format!("/ftvmm/{}/epoch/{epoch:020}", self.service)
     }
 
-    /// POSTs `body` to `path` on the first endpoint that answers.
     fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ArbiterError> {
-        let body = body.to_string();
-        let mut errors = Vec::new();
-        for ep in &self.endpoints {
-            match http_post(*ep, path, &body) {
-                Ok(json) => return Ok(json),
-                Err(e) => errors.push(format!("{ep}: {e}")),
-            }
-        }
-        Err(ArbiterError::Unreachable(errors.join("; ")))
+        etcd_post(&self.endpoints, path, body)
     }
+}
+
+/// POSTs `body` to `path` on the first of `endpoints` that answers (the arbiter's and
+/// the witness register's way to etcd's JSON gateway).
+pub(crate) fn etcd_post(
+    endpoints: &[SocketAddr],
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, ArbiterError> {
+    let body = body.to_string();
+    let mut errors = Vec::new();
+    for ep in endpoints {
+        match http_post(*ep, path, &body) {
+            Ok(json) => return Ok(json),
+            Err(e) => errors.push(format!("{ep}: {e}")),
+        }
+    }
+    Err(ArbiterError::Unreachable(errors.join("; ")))
 }
 
 impl Arbiter for EtcdArbiter {

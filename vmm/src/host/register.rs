@@ -8,7 +8,7 @@
 //! - `etcd:URL[,URL...]`: the key `/ftvmm/<name>/witness`; a swap is a transaction
 //!   that puts the value only if the key's `mod_revision` is still the one read
 //!   (or, for version 0, only if the key was never created).
-use super::arbiter::{http_post, parse_endpoint, ArbiterError};
+use super::arbiter::{etcd_post, parse_endpoint, ArbiterError};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use std::io::Write;
@@ -139,15 +139,7 @@ pub struct EtcdRegister {
 
 impl EtcdRegister {
     fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ArbiterError> {
-        let body = body.to_string();
-        let mut errors = Vec::new();
-        for ep in &self.endpoints {
-            match http_post(*ep, path, &body) {
-                Ok(json) => return Ok(json),
-                Err(e) => errors.push(format!("{ep}: {e}")),
-            }
-        }
-        Err(ArbiterError::Unreachable(errors.join("; ")))
+        etcd_post(&self.endpoints, path, body)
     }
 }
 
