@@ -108,7 +108,11 @@ fn entry(count: u32, events: &[u8]) -> Vec<u8> {
 #[test]
 fn hostile_log_files_are_refused_without_a_panic_or_an_allocation_of_what_they_claim() {
     let dir = TempDir::new("evil");
-    let header = std::fs::read(record(&dir)).expect("read")[..92].to_vec();
+    // The header and the guest-configuration block after it (file format 2), so that each
+    // case's hostile bytes land where records are read.
+    let full = std::fs::read(record(&dir)).expect("read");
+    let config_len = u32::from_le_bytes(full[92..96].try_into().expect("4 bytes")) as usize;
+    let header = full[..92 + 4 + config_len + 4].to_vec();
     let mut huge_mem = header.clone();
     huge_mem[44..52].copy_from_slice(&(!0xF_FFFFu64).to_le_bytes());
     let crc = crc32(&huge_mem[..88]);

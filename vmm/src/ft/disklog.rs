@@ -260,6 +260,9 @@ impl Writer {
         let path = self.dir.join(segment_name(start));
         let mut file = File::create(&path).map_err(|e| self.io(e))?;
         file.write_all(&self.machine.to_bytes()).map_err(|e| self.io(e))?;
+        // The file format's guest-configuration block, empty: a follower's log is replayed
+        // with the flags its VM was started with (`ftvmm replay` takes them as given).
+        file.write_all(&EMPTY_CONFIG_BLOCK).map_err(|e| self.io(e))?;
         if self.fsync == Fsync::Always {
             file.sync_all().and_then(|()| File::open(&self.dir)?.sync_all()).map_err(|e| self.io(e))?;
         }
@@ -386,6 +389,10 @@ pub struct Recovered {
     pub bytes: u64,
 }
 
+/// What follows a log file's header when the guest configuration is empty (the
+/// format's block: length 0, no bytes, the CRC-32 of nothing, which is 0).
+const EMPTY_CONFIG_BLOCK: [u8; 8] = [0; 8];
+
 /// Reads the log in `dir` after exit `from` (the restored checkpoint's), keeping at
 /// most `limit` bytes of records; cuts it after the last complete exit and deletes
 /// segments that cannot be used, so that appending can continue from `position`.
@@ -467,7 +474,11 @@ fn read_segment(
     if let Some(what) = machine_differs(&header, machine) {
         return Err(DiskLogError::Foreign { path: shown, what });
     }
-    let mut offset = HEADER_LEN as u64;
+    let mut block = [0u8; EMPTY_CONFIG_BLOCK.len()];
+    if file.read_exact(&mut block).is_err() || block != EMPTY_CONFIG_BLOCK {
+        return Ok(Some(format!("{shown} has no empty guest-configuration block after its header")));
+    }
+    let mut offset = (HEADER_LEN + EMPTY_CONFIG_BLOCK.len()) as u64;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut chunk = vec![0u8; 1 << 20];
     loop {
