@@ -81,8 +81,14 @@ fn followers_cut_off_then_primary_killed(mode: &str, env: &[(&str, &str)]) -> Fi
 fn async_loses_acknowledged_writes_when_its_primary_dies_and_the_checker_says_so_while_sync_does_not() {
     let _turn = serial();
     let lossy = followers_cut_off_then_primary_killed("async", &[]);
-    assert!(lossy.lost > 0, "async with late followers must lose acknowledged INCRs: {}", lossy.summary());
-    assert!(lossy.anomalies() > 0 && !lossy.ok(), "{}", lossy.summary());
+    // Which acknowledged writes die with the primary is a matter of timing (INCRs on the
+    // counter, SETs on the registers, or both); that some do, and that the checker says
+    // so, is not.
+    assert!(
+        lossy.anomalies() > 0 && !lossy.ok(),
+        "async with late followers must lose acknowledged writes: {}",
+        lossy.summary()
+    );
     assert!(lossy.summary().contains("NOT LINEARIZABLE"), "{}", lossy.summary());
     let safe = followers_cut_off_then_primary_killed("sync", &[]);
     assert!(safe.ok(), "sync must survive the same failover: {}\n{}", safe.summary(), safe.reports());
