@@ -29,7 +29,7 @@ use crate::vm::digest;
 use crate::vm::pagediff::page_hash;
 use crate::vm::snapshot::{self, SnapshotError};
 use kvm_ioctls::VcpuFd;
-use logging_channel::state::{self, BlobKind, PageHash, StateMessage, StateReader, MAX_PAGES, PAGE_SIZE};
+use logging_channel::state::{BlobKind, PageHash, StateMessage, StateReader, MAX_PAGES, PAGE_SIZE};
 use logging_channel::{FileError, LogHeader};
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -331,7 +331,8 @@ impl Checkpointer {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
         let header = CheckpointHeader { base: base.map(|(b, _)| b), machine: self.machine };
         out.write_all(&header.to_bytes()).map_err(io)?;
-        let mut frames = Frames { out: &mut out, buf: Vec::with_capacity(1 << 20), bytes: HEADER_LEN as u64 };
+        let mut frames =
+            crate::vm::snapshot::Wire { out: &mut out, buf: Vec::with_capacity(1 << 20), bytes: HEADER_LEN as u64 };
         let mem_size: u64 = mem.iter().map(|r| r.len()).sum();
         frames.put(&StateMessage::Begin { exit_index: exit, epoch, mem_size })?;
         let mut hasher = digest::cpu_hasher(vcpu).map_err(SnapshotError::from)?;
@@ -388,34 +389,10 @@ fn blobs(vcpu: &VcpuFd, bus: &Bus) -> Result<Vec<(BlobKind, Vec<u8>)>, SnapshotE
     ])
 }
 
-/// State frames buffered and written in large writes.
-struct Frames<'a, W: Write> {
-    out: &'a mut W,
-    buf: Vec<u8>,
-    bytes: u64,
-}
-
-impl<W: Write> Frames<'_, W> {
-    fn put(&mut self, m: &StateMessage) -> Result<(), SnapshotError> {
-        state::encode(m, &mut self.buf);
-        if self.buf.len() >= 1 << 20 {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), SnapshotError> {
-        self.out.write_all(&self.buf).map_err(SnapshotError::Send)?;
-        self.bytes += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-}
-
 /// Writes the pages that differ from `known` (all non-zero ones when `known` is empty),
 /// hashes every non-zero page into the digest, and updates `known`. Returns pages written.
 fn write_pages<W: Write>(
-    frames: &mut Frames<'_, W>,
+    frames: &mut crate::vm::snapshot::Wire<'_, W>,
     hasher: &mut blake3::Hasher,
     mem: &GuestMemoryMmap,
     known: &mut Vec<Option<PageHash>>,

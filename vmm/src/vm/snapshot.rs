@@ -114,15 +114,16 @@ pub fn send<S: Read + Write>(
     })
 }
 
-/// Frames buffered and written in large writes.
-struct Wire<'a, W: Write> {
-    out: &'a mut W,
-    buf: Vec<u8>,
-    bytes: u64,
+/// Frames buffered and written in large writes (state transfer and checkpoints).
+pub(crate) struct Wire<'a, W: Write> {
+    pub(crate) out: &'a mut W,
+    pub(crate) buf: Vec<u8>,
+    /// Bytes written so far.
+    pub(crate) bytes: u64,
 }
 
 impl<W: Write> Wire<'_, W> {
-    fn put(&mut self, m: &StateMessage) -> Result<(), SnapshotError> {
+    pub(crate) fn put(&mut self, m: &StateMessage) -> Result<(), SnapshotError> {
         state::encode(m, &mut self.buf);
         if self.buf.len() >= 1 << 20 {
             self.flush()?;
@@ -130,7 +131,7 @@ impl<W: Write> Wire<'_, W> {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), SnapshotError> {
+    pub(crate) fn flush(&mut self) -> Result<(), SnapshotError> {
         self.out.write_all(&self.buf).and_then(|()| self.out.flush()).map_err(SnapshotError::Send)?;
         self.bytes += self.buf.len() as u64;
         self.buf.clear();
