@@ -72,6 +72,19 @@ for arg in "$@"; do
     esac
 done
 
+# The tests run target/<profile>/ftvmm, which `cargo test -p ftvmm-tests` alone does not
+# build: with packages picked, build it first, or the tests would run a stale monitor.
+if [ ${#scope[@]} -eq 0 ]; then
+    profile=()
+    for arg in "$@"; do
+        case "$arg" in
+        --) break ;;
+        --release) profile=(--release) ;;
+        esac
+    done
+    cargo build -q -p vmm --bin ftvmm "${profile[@]}" || die "building the ftvmm binary failed (see above)"
+fi
+
 mkdir -p target
 LOG="$REPO/target/test.log"
 say "cargo test ${scope[*]} --no-fail-fast $* (output also in target/test.log; a first build takes minutes)"
