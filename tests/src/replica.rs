@@ -48,13 +48,27 @@ impl Replicas {
     ) -> Replicas {
         let mut r = Replicas::launch(topo, n, extra, per_member, env);
         let p = r.wait_primary(topo, None, Duration::from_secs(20)).expect("the group elects a first primary");
-        r.members[p].wait_for_line("kv-server: listening", Duration::from_secs(20));
+        if r.members[p].try_wait_for_line("kv-server: listening", Duration::from_secs(20)).is_none() {
+            panic!("member {}, elected first, never served:\n{}", p + 1, r.logs());
+        }
         for i in 0..n {
             if i != p {
                 r.wait_following(topo, i, Duration::from_secs(20));
             }
         }
         r
+    }
+
+    /// Every member's diagnostics, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, m) in self.members.iter().enumerate() {
+            out.push_str(&format!("--- member {} ---\n{}\n", i + 1, m.stderr()));
+        }
+        for m in &self.graveyard {
+            out.push_str(&format!("--- an earlier process ---\n{}\n", m.stderr()));
+        }
+        out
     }
 
     /// Spawns the members of [`Replicas::start_with_env`] without waiting for anything.

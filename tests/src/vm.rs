@@ -85,6 +85,11 @@ impl VmProcess {
         VmProcess { child, stdout: LineReader { rx, seen: Vec::new() }, stderr }
     }
 
+    /// Waits up to `timeout` for a console line containing `needle`.
+    pub fn try_wait_for_line(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        self.stdout.wait_for(needle, Instant::now() + timeout)
+    }
+
     /// Waits for a console line containing `needle`; panics with the VM's output on timeout.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
         match self.stdout.wait_for(needle, Instant::now() + timeout) {
