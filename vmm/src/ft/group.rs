@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use witness_hold::{WitnessHold, WitnessState};
 
 /// The replication epoch a fresh group starts in.
 pub const FIRST_EPOCH: u64 = 1;
@@ -121,12 +122,8 @@ pub struct Group {
     repl_status: Arc<AtomicU64>,
     /// Where to tell the vCPU to halt when another member won the arbiter.
     events: Sender<VmEvent>,
-    /// This primary won the witness for its log's epoch and no follower joined since:
-    /// no other member can win an election without it.
-    holds_witness: AtomicBool,
-    /// This primary won the witness's vote and the witness still refuses every log but
-    /// its own (its floor): lowered once a follower has acknowledged the log.
-    witness_floor: AtomicBool,
+    /// Where this primary stands with the witness (two-member groups).
+    witness: WitnessState,
     /// Itself, for the step-down timer.
     me: std::sync::OnceLock<std::sync::Weak<Group>>,
 }
@@ -153,8 +150,7 @@ impl Group {
             upstream: Mutex::new(None),
             repl_status,
             events,
-            holds_witness: AtomicBool::new(false),
-            witness_floor: AtomicBool::new(false),
+            witness: WitnessState::new(),
             me: std::sync::OnceLock::new(),
         });
         let _ = group.me.set(Arc::downgrade(&group));
@@ -256,7 +252,7 @@ impl Group {
         followers.push(follower.clone());
         // Its log is of this epoch: it could win the witness for it, so this primary no
         // longer holds it.
-        self.holds_witness.store(false, Ordering::SeqCst);
+        self.witness.follower_joined();
         if self.config.mode == ReplicationMode::SemiSync && self.synchronous.load(Ordering::SeqCst) == 0 {
             self.synchronous.store(follower.id, Ordering::SeqCst);
         }
@@ -271,10 +267,7 @@ impl Group {
         // Holding the witness, this primary may have released output no follower holds.
         // Once one holds everything released (output has waited for it since it was
         // added), the witness may vote for it: the floor comes down to what it holds.
-        if self.witness_floor.load(Ordering::SeqCst)
-            && received >= self.released()
-            && self.witness_floor.swap(false, Ordering::SeqCst)
-        {
+        if self.witness.get() != WitnessHold::Free && received >= self.released() && self.witness.take_floor() {
             if let Some(e) = &self.config.election {
                 let (elector, epoch) = (e.elector.clone(), self.epoch());
                 let _ = std::thread::Builder::new()
@@ -332,11 +325,7 @@ impl Group {
     fn followers_needed(&self) -> usize {
         let Some(e) = &self.config.election else { return 0 };
         let g = e.elector.membership();
-        crate::ft::election::rules::followers_needed(
-            g.members.len(),
-            g.witness,
-            self.holds_witness.load(Ordering::SeqCst),
-        )
+        crate::ft::election::rules::followers_needed(g.members.len(), g.witness, self.witness.counts())
     }
 
     /// A replica group primary lost follower `gone`: with too few left for a majority it
@@ -350,8 +339,7 @@ impl Group {
         if e.elector.membership().witness {
             match e.elector.go_on_alone(self.epoch()) {
                 Ok(epoch) => {
-                    self.holds_witness.store(true, Ordering::SeqCst);
-                    self.witness_floor.store(true, Ordering::SeqCst);
+                    self.witness.won(true);
                     self.epoch.store(epoch, Ordering::SeqCst);
                     return;
                 }
@@ -489,8 +477,7 @@ impl Group {
             // it, no other member can win without this one: it may go on alone.
             Some(e) => {
                 self.epoch.store(e.elector.epoch(), Ordering::SeqCst);
-                self.holds_witness.store(e.elector.won_with_witness(), Ordering::SeqCst);
-                self.witness_floor.store(e.elector.won_with_witness(), Ordering::SeqCst);
+                self.witness.won(e.elector.won_with_witness());
             }
             None => self.go_on_alone("backup")?,
         }
@@ -512,8 +499,7 @@ impl Group {
     pub fn lead(&self, epoch: u64) {
         self.epoch.store(epoch, Ordering::SeqCst);
         if let Some(e) = self.elector() {
-            self.holds_witness.store(e.won_with_witness(), Ordering::SeqCst);
-            self.witness_floor.store(e.won_with_witness(), Ordering::SeqCst);
+            self.witness.won(e.won_with_witness());
         }
     }
 }
@@ -603,3 +589,4 @@ impl GroupReport for Group {
 
 #[cfg(test)]
 mod tests;
+mod witness_hold;

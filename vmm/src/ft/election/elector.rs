@@ -126,8 +126,9 @@ pub struct Elector {
     seen: Mutex<BTreeMap<MemberId, ProbeReply>>,
     last_election: Mutex<Option<Held>>,
     elections_won: std::sync::atomic::AtomicU64,
-    /// The last election this member won took the witness's vote: no other member can
-    /// win the witness for the log epoch it claimed.
+    /// The last election this member won (or its last going on alone) took the
+    /// witness's vote: a fact about that win, which the group reads when it takes
+    /// office; what the primary holds afterwards is the group's (`WitnessState`).
     won_with_witness: std::sync::atomic::AtomicBool,
     /// This member was in the group before this process started (its ballot says so)
     /// and has not received a whole state since: whatever it acknowledged then is
@@ -557,7 +558,6 @@ impl Elector {
             Ok(false) => {}
             Err(e) => tracing::warn!("cannot lower the witness's floor ({e}); the follower cannot win the witness yet"),
         }
-        self.won_with_witness.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Why this member, primary of `epoch`, must step down: another member says it is
