@@ -71,29 +71,46 @@ fn sync_three_members_lose_their_primary_twenty_times_and_keep_every_acknowledge
 fn the_follower_that_missed_records_does_not_become_primary_even_with_the_higher_priority() {
     let _turn = serial();
     let topo = Topology::up();
-    // Member 1 boots the VM; member 3 outranks member 2, so on equal logs it would lead.
+    // Priorities 10, 1, 9: whichever member leads first, of the other two the one with
+    // the higher priority would lead on equal logs, and is the one that lags.
     let prio = |p: &'static str| -> [&'static str; 2] { ["--priority", p] };
+    let priorities = [10, 1, 9];
     let (p1, p2, p3) = (prio("10"), prio("1"), prio("9"));
     let mut r = Replicas::start(&topo, 3, &["--replication", "sync"], &[&p1, &p2, &p3]);
-    assert_eq!(r.primaries(&topo), vec![0], "member 1 has the highest priority and leads first");
+    let first = r.primaries(&topo);
+    assert_eq!(first.len(), 1, "one first primary: {first:?}");
+    let old = first[0];
+    let mut others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    others.sort_by_key(|&i| std::cmp::Reverse(priorities[i]));
+    let (lagging, current) = (others[0], others[1]);
     let load = Load::start(&topo, "lag", 4);
     std::thread::sleep(Duration::from_millis(500));
-    // Member 3's link goes down: records sent to it from now on are lost with the primary.
-    topo.link(MEMBER_HOSTS[2], false);
+    // The lagging member's link goes down: records sent to it from now on are lost with
+    // the primary.
+    topo.link(MEMBER_HOSTS[lagging], false);
     std::thread::sleep(Duration::from_millis(150));
-    r.kill(&topo, 0);
+    r.kill(&topo, old);
     std::thread::sleep(Duration::from_millis(300));
-    topo.link(MEMBER_HOSTS[2], true);
-    let new = r.wait_primary(&topo, Some(0), Duration::from_secs(10)).expect("a new primary");
-    assert_eq!(new, 1, "member 2 holds the newer log and must lead: {:?}", r.lines("election"));
-    r.wait_following(&topo, 2, Duration::from_secs(20));
+    topo.link(MEMBER_HOSTS[lagging], true);
+    let new = r.wait_primary(&topo, Some(old), Duration::from_secs(10)).expect("a new primary");
+    assert_eq!(
+        new,
+        current,
+        "member {} holds the newer log and must lead, not member {} (priority {} over {}): {:?}",
+        current + 1,
+        lagging + 1,
+        priorities[lagging],
+        priorities[current],
+        r.lines("election")
+    );
+    r.wait_following(&topo, lagging, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     let reports = load.stop();
     let final_value = in_netns(&topo, "client", || get_int("lag"));
     assert_exact(&reports, final_value);
     assert_one_primary_per_epoch(&r);
-    r.restart(&topo, 0);
-    r.wait_following(&topo, 0, Duration::from_secs(20));
+    r.restart(&topo, old);
+    r.wait_following(&topo, old, Duration::from_secs(20));
 }
 
 /// Garbage, a slow peer, and forged vote requests (a non-member with a far-future epoch,
