@@ -8,9 +8,12 @@ use crate::reply;
 /// KEYS pattern: every live key matching the Redis glob, in hash order.
 pub(crate) fn keys(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
     let pattern = args.get(1).map_or(&[][..], Vec::as_slice);
-    let keys = ctx.store.matching_keys(pattern, ctx.now_ms);
-    reply::array_header(ctx.out, keys.len());
-    keys.iter().for_each(|k| reply::bulk(ctx.out, k));
+    // Count first, then write: the array header needs the count, and a copy of every
+    // matching key would double the memory a large keyspace's listing takes.
+    let n = ctx.store.for_each_matching(pattern, ctx.now_ms, |_| {});
+    reply::array_header(ctx.out, n);
+    let out = &mut *ctx.out;
+    ctx.store.for_each_matching(pattern, ctx.now_ms, |key| reply::bulk(out, key));
 }
 
 /// SCAN's cursor as Redis reads it (`strtoul`): optional sign, decimal digits, no

@@ -229,7 +229,10 @@ pub(crate) fn getex(ctx: &mut Ctx, args: &mut [Vec<u8>]) {
             Ok(true)
         }
         Some((_, at)) => ctx.store.set_expiry(key, Some(at), ctx.now_ms),
-        None if o.persist => ctx.store.set_expiry(key, None, ctx.now_ms),
+        // Only a TTL actually removed is a change (WATCH would see it).
+        None if o.persist && matches!(ctx.store.expiry(key, ctx.now_ms), Some(Some(_))) => {
+            ctx.store.set_expiry(key, None, ctx.now_ms)
+        }
         None => Ok(true),
     };
     match result {

@@ -7,6 +7,12 @@ use core::ops::Bound;
 use super::{is_expired, Store};
 use crate::glob::glob_match;
 
+/// Most keys one SCAN call visits, whatever its COUNT (a hint, in Redis too): a
+/// COUNT of a billion must not copy the whole keyspace at once in a 64 MiB guest.
+pub(crate) const MAX_SCAN_KEYS: usize = 4096;
+/// Most key bytes one SCAN call visits (the page ends after the bucket that crosses it).
+pub(crate) const MAX_SCAN_BYTES: usize = 1024 * 1024;
+
 /// One SCAN call's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ScanPage {
@@ -24,20 +30,24 @@ pub(super) fn mix(n: u64) -> u64 {
 }
 
 impl Store {
-    /// Live keys matching the Redis glob `pattern` (`*` matches every key, even ""),
-    /// as KEYS lists them. Expired keys are skipped, not removed, as in Redis.
-    pub(crate) fn matching_keys(&self, pattern: &[u8], now_ms: u64) -> Vec<Vec<u8>> {
+    /// Call `each` with every live key matching the Redis glob `pattern` (`*` matches
+    /// every key, even ""), as KEYS lists them; returns how many. Expired keys are
+    /// skipped, not removed, as in Redis. Nothing is copied: KEYS writes its reply
+    /// straight from here, so listing a large keyspace needs no second copy of it.
+    pub(crate) fn for_each_matching(&self, pattern: &[u8], now_ms: u64, mut each: impl FnMut(&[u8])) -> usize {
         let all = pattern == b"*";
-        self.buckets
-            .values()
-            .flatten()
-            .filter(|(key, entry)| (all || glob_match(pattern, key, false)) && !is_expired(entry, now_ms))
-            .map(|(key, _)| key.clone())
-            .collect()
+        let mut n = 0usize;
+        for (key, entry) in self.buckets.values().flatten() {
+            if (all || glob_match(pattern, key, false)) && !is_expired(entry, now_ms) {
+                each(key);
+                n = n.saturating_add(1);
+            }
+        }
+        n
     }
 
-    /// One SCAN step: visit at least `count` keys (whole hash buckets) with a hash at or
-    /// after `cursor`, and return the live ones matching `pattern` (None: all) and
+    /// One SCAN step: visit `count` keys (whole hash buckets; at most [`MAX_SCAN_KEYS`]
+    /// keys and about [`MAX_SCAN_BYTES`] of them) with a hash at or after `cursor`, and return the live ones matching `pattern` (None: all) and
     /// `type_name` (None: all). The next cursor is the hash after the last bucket
     /// visited, so every key present for a whole walk is returned, once, however the
     /// keyspace changes meanwhile. Expired keys visited are removed, as Redis does.
@@ -50,13 +60,18 @@ impl Store {
         now_ms: u64,
     ) -> ScanPage {
         let mut visited: Vec<Vec<u8>> = Vec::new();
+        let mut visited_bytes = 0usize;
         let mut next = 0u64;
+        let want = count.clamp(1, MAX_SCAN_KEYS);
         for (&hash, bucket) in self.buckets.range((Bound::Included(cursor), Bound::Unbounded)) {
-            if visited.len() >= count.max(1) {
+            if visited.len() >= want || visited_bytes >= MAX_SCAN_BYTES {
                 next = hash;
                 break;
             }
-            visited.extend(bucket.iter().map(|(k, _)| k.clone()));
+            for (key, _) in bucket {
+                visited_bytes = visited_bytes.saturating_add(key.len());
+                visited.push(key.clone());
+            }
         }
         let mut keys = Vec::new();
         for key in visited {
@@ -155,6 +170,28 @@ mod tests {
         for i in 0..300 {
             assert!(got.contains(alloc::format!("key:{i}").as_bytes()), "key:{i} missing");
         }
+    }
+
+    #[test]
+    fn a_huge_count_is_capped_and_the_walk_goes_on() {
+        let mut store = store_with(super::MAX_SCAN_KEYS as u32 + 100);
+        let first = store.scan(0, usize::MAX, None, None, 0);
+        assert!(first.keys.len() >= super::MAX_SCAN_KEYS && first.keys.len() < super::MAX_SCAN_KEYS + 10);
+        assert_ne!(first.cursor, 0, "the page stopped at the cap, the walk is not over");
+        let rest = store.scan(first.cursor, usize::MAX, None, None, 0);
+        assert_eq!(rest.cursor, 0);
+        assert_eq!(first.keys.len() + rest.keys.len(), super::MAX_SCAN_KEYS + 100);
+        // Long keys: the byte cap ends the page first.
+        let mut big = Store::new(Limits::default());
+        for i in 0..40u32 {
+            let mut key = alloc::vec![b'k'; 65536];
+            key.extend_from_slice(alloc::format!("{i}").as_bytes());
+            big.set(&key, b"v".to_vec(), None, false, 0).unwrap();
+        }
+        let page = big.scan(0, 1000, None, None, 0);
+        // 16 keys of 64 KiB and a few bytes cross 1 MiB: the page ends there.
+        assert_eq!(page.keys.len(), 16);
+        assert_ne!(page.cursor, 0);
     }
 
     #[test]
