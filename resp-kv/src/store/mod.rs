@@ -328,14 +328,26 @@ impl Store {
             Ttl::At(at) => Some(at),
         };
         let new_cost = cost(key.len(), value.len(), expires_at.is_some());
-        if !self.fits(self.cost_of(key), new_cost) {
+        let old_cost = self.cost_of(key);
+        if !self.fits(old_cost, new_cost) {
             return Err(OutOfMemory);
         }
-        let owned_key = match self.take(key) {
-            Some((k, _)) => k,
-            None => key.to_vec(),
+        let Some(entry) = self.find_mut(key) else {
+            self.insert(key.to_vec(), Entry { value, expires_at, enc });
+            return Ok(());
         };
-        self.insert(owned_key, Entry { value, expires_at, enc });
+        // Overwrite in place: no tree node or bucket is freed and made again.
+        let old_at = core::mem::replace(entry, Entry { value, expires_at, enc }).expires_at;
+        if old_at != expires_at {
+            if let Some(at) = old_at {
+                self.expiry_index.remove(&(at, key.to_vec()));
+            }
+            if let Some(at) = expires_at {
+                self.expiry_index.insert((at, key.to_vec()));
+            }
+        }
+        self.used_bytes = self.used_bytes.saturating_sub(old_cost).saturating_add(new_cost);
+        self.watches.touch(key);
         Ok(())
     }
 
@@ -346,13 +358,19 @@ impl Store {
             return Ok(false);
         };
         let new_cost = cost(key.len(), value_len, expires_at.is_some());
-        if !self.fits(self.cost_of(key), new_cost) {
+        let old_cost = self.cost_of(key);
+        if !self.fits(old_cost, new_cost) {
             return Err(OutOfMemory);
         }
-        if let Some((owned_key, mut entry)) = self.take(key) {
-            entry.expires_at = expires_at;
-            self.insert(owned_key, entry);
+        let old_at = self.find_mut(key).and_then(|entry| core::mem::replace(&mut entry.expires_at, expires_at));
+        if let Some(at) = old_at {
+            self.expiry_index.remove(&(at, key.to_vec()));
         }
+        if let Some(at) = expires_at {
+            self.expiry_index.insert((at, key.to_vec()));
+        }
+        self.used_bytes = self.used_bytes.saturating_sub(old_cost).saturating_add(new_cost);
+        self.watches.touch(key);
         Ok(true)
     }
 
@@ -488,8 +506,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Add a key (absent before); every change of a key ends here or in `take`, and
-    /// flags the connections watching it.
+    /// Add a key (absent before). Every change of a key goes through here, `take`, or
+    /// an in-place update that also flags the connections watching it.
     fn insert(&mut self, key: Vec<u8>, entry: Entry) {
         self.used_bytes = self.used_bytes.saturating_add(entry_cost(&key, &entry));
         if let Some(at) = entry.expires_at {
