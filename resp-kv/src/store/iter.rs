@@ -37,7 +37,7 @@ impl Store {
     pub(crate) fn for_each_matching(&self, pattern: &[u8], now_ms: u64, mut each: impl FnMut(&[u8])) -> usize {
         let all = pattern == b"*";
         let mut n = 0usize;
-        for (key, entry) in self.buckets.values().flatten() {
+        for (key, entry) in self.buckets.values().flat_map(|b| b.iter()) {
             if (all || glob_match(pattern, key, false)) && !is_expired(entry, now_ms) {
                 each(key);
                 n = n.saturating_add(1);
@@ -68,7 +68,7 @@ impl Store {
                 next = hash;
                 break;
             }
-            for (key, _) in bucket {
+            for (key, _) in bucket.iter() {
                 visited_bytes = visited_bytes.saturating_add(key.len());
                 visited.push(key.clone());
             }
@@ -102,7 +102,7 @@ impl Store {
                 None => self.buckets.values().next()?,
             };
             let pick = usize::try_from(target.checked_rem(bucket.len() as u64).unwrap_or(0)).unwrap_or(0);
-            let (key, entry) = bucket.get(pick).or_else(|| bucket.first())?;
+            let (key, entry) = bucket.get(pick).or_else(|| bucket.get(0))?;
             if !is_expired(entry, now_ms) {
                 return Some(key.clone());
             }

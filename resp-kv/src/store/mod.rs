@@ -11,15 +11,17 @@
 //! change to a key goes through [`Store::insert`] or [`Store::take`], which flag its
 //! watchers. `iter.rs` has the walks over the whole keyspace (KEYS, SCAN, RANDOMKEY).
 
+mod bucket;
 mod iter;
 mod watch;
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{btree_map, BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use crate::parse::parse_i64;
 use crate::sites::{SiteConfig, SiteStore};
 use crate::Limits;
+use bucket::Bucket;
 
 /// Bookkeeping cost charged per key besides its bytes (tree node, `Vec` headers...).
 const ENTRY_OVERHEAD: usize = 64;
@@ -90,9 +92,6 @@ pub(crate) struct Entry {
     pub(crate) expires_at: Option<u64>,
     pub(crate) enc: Enc,
 }
-
-/// Keys whose hashes collide, in insertion order (almost always exactly one).
-type Bucket = Vec<(Vec<u8>, Entry)>;
 
 /// The keyspace, shared by all connections.
 #[derive(Debug, Clone)]
@@ -226,13 +225,11 @@ impl Store {
     }
 
     fn find(&self, key: &[u8]) -> Option<&Entry> {
-        let bucket = self.buckets.get(&key_hash(key))?;
-        bucket.iter().find(|(k, _)| k == key).map(|(_, e)| e)
+        self.buckets.get(&key_hash(key))?.find(key)
     }
 
     fn find_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        let bucket = self.buckets.get_mut(&key_hash(key))?;
-        bucket.iter_mut().find(|(k, _)| k == key).map(|(_, e)| e)
+        self.buckets.get_mut(&key_hash(key))?.find_mut(key)
     }
 
     /// Drop `key` if its TTL has passed, so every read sees only live keys.
@@ -515,16 +512,19 @@ impl Store {
         }
         self.watches.touch(&key);
         self.keys = self.keys.saturating_add(1);
-        self.buckets.entry(key_hash(&key)).or_default().push((key, entry));
+        match self.buckets.entry(key_hash(&key)) {
+            btree_map::Entry::Vacant(slot) => {
+                slot.insert(Bucket::One(key, entry));
+            }
+            btree_map::Entry::Occupied(mut slot) => slot.get_mut().push(key, entry),
+        }
     }
 
     /// Remove a key, expired or not; flags its watchers.
     fn take(&mut self, key: &[u8]) -> Option<(Vec<u8>, Entry)> {
         let hash = key_hash(key);
-        let bucket = self.buckets.get_mut(&hash)?;
-        let at = bucket.iter().position(|(k, _)| k == key)?;
-        let (owned_key, entry) = bucket.remove(at);
-        if bucket.is_empty() {
+        let ((owned_key, entry), now_empty) = self.buckets.get_mut(&hash)?.remove(key)?;
+        if now_empty {
             self.buckets.remove(&hash);
         }
         self.keys = self.keys.saturating_sub(1);
