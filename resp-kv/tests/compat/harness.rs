@@ -206,7 +206,7 @@ pub struct Outcome {
 pub fn run(script: &str, redis: &mut dyn Endpoint, ours: &mut dyn Endpoint, unix_clock: bool) -> Outcome {
     let mut outcome = Outcome::default();
     let mut conn = 0usize;
-    for raw in script.lines() {
+    for (number, raw) in script.lines().enumerate() {
         let mut line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -261,7 +261,8 @@ pub fn run(script: &str, redis: &mut dyn Endpoint, ours: &mut dyn Endpoint, unix
         };
         if !same {
             outcome.differences.push(format!(
-                "[conn {conn}] {line}\n    redis: {:?}\n    ours:  {:?}",
+                "line {}, [conn {conn}] {line}\n    redis: {:?}\n    ours:  {:?}",
+                number + 1,
                 String::from_utf8_lossy(&a),
                 String::from_utf8_lossy(&b)
             ));
