@@ -126,7 +126,7 @@ pub fn state_transfer(rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-const COMMANDS: [&str; 35] = [
+const COMMANDS: [&str; 62] = [
     "PING",
     "ECHO",
     "GET",
@@ -162,8 +162,35 @@ const COMMANDS: [&str; 35] = [
     "SADD",
     "CONFLICTS",
     "RESOLVE",
+    "SETEX",
+    "PSETEX",
+    "GETSET",
+    "GETEX",
+    "GETRANGE",
+    "SETRANGE",
+    "INCRBYFLOAT",
+    "MSETNX",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "EXPIRETIME",
+    "PEXPIRETIME",
+    "RENAME",
+    "RENAMENX",
+    "COPY",
+    "KEYS",
+    "SCAN",
+    "TYPE",
+    "RANDOMKEY",
+    "UNLINK",
+    "TOUCH",
+    "OBJECT",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
 ];
-const WORDS: [&str; 16] = [
+const WORDS: [&str; 24] = [
     "k",
     "x",
     "NX",
@@ -180,6 +207,14 @@ const WORDS: [&str; 16] = [
     "*",
     "3",
     "SETNAME",
+    "EXAT",
+    "PXAT",
+    "PERSIST",
+    "ENCODING",
+    "MATCH",
+    "COUNT",
+    "REPLACE",
+    "1.5e3",
 ];
 
 /// Pipelined requests: RESP arrays and inline lines, commands with plausible arguments.
