@@ -82,17 +82,11 @@ if [ ${#scope[@]} -eq 0 ]; then
         --release) profile=(--release) ;;
         esac
     done
-    cargo build -q -p vmm --bin ftvmm "${profile[@]}" || die "building the ftvmm binary failed (see above)"
+    cargo build -q -p vmm --bins "${profile[@]}" || die "building the ftvmm binary failed (see above)"
 fi
 
 mkdir -p target
 LOG="$REPO/target/test.log"
-if [ ${#scope[@]} -eq 0 ]; then
-    # `cargo test -p ftvmm-tests` does not build the ftvmm binary those tests spawn:
-    # without this, they would run whatever ftvmm (and embedded guest) was built last.
-    say "cargo build -p vmm --bins (the binary the VM tests run)"
-    cargo build -p vmm --bins || die "cargo build -p vmm --bins failed (see above)"
-fi
 say "cargo test ${scope[*]} --no-fail-fast $* (output also in target/test.log; a first build takes minutes)"
 T0=$SECONDS
 set +e
