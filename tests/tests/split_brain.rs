@@ -72,9 +72,10 @@ fn twenty_partitions_with_a_file_arbiter_never_leave_two_sides_serving() {
     let _turn = serial();
     let topo = Topology::up();
     let dir = TempDir::new("arbiter");
+    // One arbiter for every cycle, never cleared: each cycle's pair is a new group.
+    let arbiter = format!("file:{}", dir.path("claims").display());
     let mut survivors = Vec::new();
-    for i in 0..PARTITIONS {
-        let arbiter = format!("file:{}", dir.path(&format!("cycle{i}")).display());
+    for _ in 0..PARTITIONS {
         survivors.push(partition_once(&topo, &arbiter));
     }
     println!("survivors over {PARTITIONS} partitions (file arbiter): {survivors:?}");
@@ -134,22 +135,30 @@ fn twenty_partitions_with_an_etcd_arbiter_never_leave_two_sides_serving() {
     let _etcd = start_etcd(&topo);
     let url = format!("http://{}:2379", Topology::CLIENT_IP);
     let mut survivors = Vec::new();
+    // Never cleared between cycles: each cycle's pair is a new group, with keys of its own.
     for _ in 0..PARTITIONS {
-        let cleared =
-            topo.command("client", "etcdctl").args(["--endpoints", &url, "del", "--prefix", "/ftvmm/"]).output();
-        assert!(cleared.is_ok_and(|o| o.status.success()), "clearing the arbiter between cycles");
         survivors.push(partition_once(&topo, &format!("etcd:{url}")));
     }
+    let keys = topo
+        .command("client", "etcdctl")
+        .args(["--endpoints", &url, "get", "--prefix", "--keys-only", "/ftvmm/"])
+        .output()
+        .expect("etcdctl get");
+    let keys = String::from_utf8_lossy(&keys.stdout).into_owned();
+    let groups: std::collections::BTreeSet<&str> = keys.lines().filter_map(|k| k.split('/').nth(2)).collect();
+    assert_eq!(groups.len(), PARTITIONS, "one group per cycle, each with its claim:\n{keys}");
     println!("survivors over {PARTITIONS} partitions (etcd arbiter): {survivors:?}");
 }
 
 #[test]
-fn a_restarted_old_primary_with_a_stale_epoch_refuses_to_serve() {
+fn a_restarted_old_primary_of_a_named_group_with_a_stale_epoch_refuses_to_serve() {
     let _turn = serial();
     let topo = Topology::up();
     let dir = TempDir::new("stale");
     let arbiter = format!("file:{}", dir.path("arb").display());
-    let mut p = pair::start(&topo, &["--arbiter", &arbiter], None);
+    // Named: a primary started without --group-name is a new deployment (a new group),
+    // which no old claim blocks (tests/tests/group_name.rs).
+    let mut p = pair::start(&topo, &["--arbiter", &arbiter, "--group-name", "kv-prod"], None);
     in_netns(&topo, "client", || incr("s")).expect("INCR");
     topo.kill_all("host-a");
     p.backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
@@ -157,7 +166,7 @@ fn a_restarted_old_primary_with_a_stale_epoch_refuses_to_serve() {
     let out = topo
         .command("host-a", ftvmm_tests::ftvmm_bin())
         .args(["primary", "--listen", pair::PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", pair::GUEST_CIDR])
-        .args(["--arbiter", &arbiter])
+        .args(["--arbiter", &arbiter, "--group-name", "kv-prod"])
         .env("FTVMM_LOG", "warn")
         .output()
         .expect("run the old primary again");

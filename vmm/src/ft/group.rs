@@ -211,8 +211,35 @@ impl Group {
                  a new deployment needs no --group-name (or a new one)",
                 arbiter.describe()
             )),
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.warn_of_older_groups(arbiter.as_ref());
+                Ok(())
+            }
             Err(e) => Err(format!("cannot consult the arbiter: {e}")),
+        }
+    }
+
+    /// A primary that made its group's name up is a new deployment, which no old claim
+    /// blocks; but if the arbiter shows an older group of the same guest address whose
+    /// member went on alone, that VM may still be serving at the address: say so.
+    fn warn_of_older_groups(&self, arbiter: &dyn Arbiter) {
+        let name = self.config.scope.name();
+        let Some((guest, _)) = name.as_str().rsplit_once('-') else { return };
+        let Ok(listing) = crate::host::records::list(&arbiter.location()) else { return };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        for (group, records) in listing.iter().filter(|(g, _)| g.as_str() != name.as_str()) {
+            let same_guest = group.rsplit_once('-').is_some_and(|(g, _)| g == guest);
+            if let (true, Some(last)) = (same_guest, records.claims.last()) {
+                tracing::warn!(
+                    other_group = %group,
+                    "the arbiter holds claims of an older group of this guest address ({group}: epoch {}, {} ago, \
+                     by {}): this primary starts a new group; if that group's VM still serves, two VMs now answer \
+                     at {guest} (give every member of a deployment the same --group-name to have the arbiter refuse)",
+                    last.epoch,
+                    crate::host::records::age(last.at_unix, now),
+                    last.holder
+                );
+            }
         }
     }
 

@@ -117,6 +117,8 @@ pub trait Arbiter: Send + Sync {
     fn latest_claim(&self, group: &str) -> Result<Option<u64>, ArbiterError>;
     /// Where it is, as the flag says it.
     fn describe(&self) -> String;
+    /// Where it is, to list what it holds (`host::records`).
+    fn location(&self) -> Location;
 }
 
 /// Parses `--arbiter` and creates a file arbiter's directory.
@@ -164,7 +166,11 @@ impl Arbiter for FileArbiter {
     }
 
     fn describe(&self) -> String {
-        Location::File(self.dir.clone()).describe()
+        self.location().describe()
+    }
+
+    fn location(&self) -> Location {
+        Location::File(self.dir.clone())
     }
 }
 
@@ -225,7 +231,11 @@ impl Arbiter for EtcdArbiter {
     }
 
     fn describe(&self) -> String {
-        Location::Etcd(self.endpoints.clone()).describe()
+        self.location().describe()
+    }
+
+    fn location(&self) -> Location {
+        Location::Etcd(self.endpoints.clone())
     }
 }
 
