@@ -83,9 +83,12 @@ fn a_new_pair_starts_and_fails_over_on_an_arbiter_an_old_pair_left_claims_in_and
     assert_ne!(new_group, old_group);
     assert!(new_group.starts_with(&format!("{}-", Topology::GUEST_IP)), "{new_group}");
     assert_eq!(in_netns(&topo, "client", || incr("k")), Ok(1), "a new VM");
-    // ... its backup learned the name in the handshake and logged the state transfer ...
+    // ... its backup learned the name in the handshake and logged the state transfer: at
+    // boot both VMs are the same, so not a page differs ...
     let received = progress_lines(&new.backup, "state transfer received");
-    assert_plausible_transfer(received.last().expect("the backup's state transfer summary"));
+    let at_boot = received.last().expect("the backup's state transfer summary");
+    let summary = (at_boot["pages"].as_u64(), at_boot["bytes"].as_u64(), at_boot["done"].as_bool());
+    assert_eq!(summary, (Some(0), Some(0), Some(true)), "{at_boot}");
     // ... a follower that joins the running VM too ...
     for _ in 0..50 {
         in_netns(&topo, "client", || incr("load")).expect("INCR");
@@ -217,6 +220,36 @@ fn a_new_replica_group_fails_over_through_a_witness_an_old_group_left_a_record_i
     for i in 0..2 {
         second.kill(&topo, i);
     }
+}
+
+#[test]
+fn arbiter_list_and_clear_work_on_etcd_and_say_so_when_it_is_gone() {
+    let _turn = serial();
+    let topo = Topology::up();
+    let etcd = ftvmm_tests::etcd::start(&topo);
+    let spec = format!("etcd:{}", ftvmm_tests::etcd::url());
+    let in_client = |args: &[&str]| {
+        let out = topo.command("client", ftvmm_tests::ftvmm_bin()).arg("arbiter").args(args).output().expect("ftvmm");
+        (out.status.code(), stdout(&out), stderr(&out))
+    };
+    let mut p = pair::start(&topo, &["--arbiter", &spec], None);
+    let group = group_of(&p.primary);
+    topo.kill_all("host-a");
+    p.backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(10));
+    let (code, out, err) = in_client(&["list", "--arbiter", &spec]);
+    assert_eq!(code, Some(0), "{err}");
+    let row = out.lines().find(|l| l.starts_with(&group)).unwrap_or_else(|| panic!("{group} missing:\n{out}"));
+    assert!(row.contains(" 1 ") && row.contains("backup pid"), "{row}");
+    let (code, out, err) = in_client(&["clear", "--arbiter", &spec, "--group-name", &group]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("removed group {group}: 1 arbiter claim (epoch 1)")), "{out}");
+    let (_, out, _) = in_client(&["list", "--arbiter", &spec]);
+    assert!(out.contains("holds no records"), "{out}");
+    p.backup.kill9();
+    drop(etcd);
+    let (code, _, err) = in_client(&["list", "--arbiter", &spec]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no etcd endpoint answered"), "{err}");
 }
 
 #[test]

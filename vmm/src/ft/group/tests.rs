@@ -150,3 +150,36 @@ fn a_halted_primary_releases_nothing_and_takes_no_follower() {
     assert!(!g.has_room());
     assert!(matches!(rx.try_recv(), Ok(VmEvent::Halt(_))));
 }
+
+#[test]
+fn a_replica_group_primary_with_no_follower_left_says_it_holds_output_and_steps_down_not_unprotected() {
+    use crate::ft::election::elector::{ElectionTiming, Elector};
+    use crate::ft::election::peer::Membership;
+    use crate::ft::election::rules::Rank;
+    let header = logging_channel::LogHeader {
+        guest_image_digest: [3; 32],
+        mem_size: 64 << 20,
+        cpuid_digest: [4; 32],
+        tick_hz: 250,
+    };
+    let message = |mode: ReplicationMode| {
+        let dir = std::env::temp_dir().join(format!("ftvmm-group-alone-{mode}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let members =
+            Membership::parse("1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3", Rank { id: 1, priority: 1 }, false, &header)
+                .expect("membership");
+        let timing = ElectionTiming::from(std::time::Duration::from_millis(500), std::time::Duration::from_millis(20));
+        let elector = Elector::new(members, timing, None, &dir).expect("elector");
+        let election = Election { elector, step_down_after: std::time::Duration::from_millis(500) };
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let config = GroupConfig { mode, max_followers: 2, arbiter: None, scope: scope("g"), election: Some(election) };
+        let g = Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx);
+        let _ = std::fs::remove_dir_all(dir);
+        g.alone_message()
+    };
+    let sync = message(ReplicationMode::Sync);
+    assert!(sync.contains("HOLDS all output") && sync.contains("steps down in 500 ms"), "{sync}");
+    assert!(!sync.contains("UNPROTECTED"), "{sync}");
+    let async_ = message(ReplicationMode::Async);
+    assert!(async_.contains("output still leaves (async)") && async_.contains("steps down"), "{async_}");
+}
