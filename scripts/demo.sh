@@ -331,7 +331,8 @@ for ((attempt = 1; ; attempt++)); do
     for f in host-a-primary "${F_HOST[@]/%/-backup}"; do
         for ext in log console rc; do [ ! -e "$LOGS/$f.$ext" ] || mv "$LOGS/$f.$ext" "$LOGS/$f.attempt$attempt.$ext"; done
     done
-    # A claimed epoch would make the next primary refuse to start: a fresh arbiter.
+    # Old claims would not block the next primary (every start is a new group); a fresh
+    # arbiter per attempt only keeps what `ftvmm arbiter list` shows about this one.
     [ "$FOLLOWERS" -eq 1 ] || { rm -rf "$LOGS/arbiter"; mkdir -p "$LOGS/arbiter"; }
 done
 if [ "$FOLLOWERS" -eq 1 ]; then

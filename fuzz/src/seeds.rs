@@ -85,6 +85,12 @@ pub fn channel_messages(rng: &mut Rng) -> Vec<u8> {
                 cpuid_digest: hash(rng),
                 tick_hz: rng.next_u64() as u32,
                 epoch: rng.interesting_u64(),
+                group: match rng.below(3) {
+                    0 => logging_channel::GroupName::NONE,
+                    1 => logging_channel::GroupName::new("10.77.0.10-0badc0de").unwrap_or_default(),
+                    _ => logging_channel::GroupName::new(&"g".repeat(logging_channel::MAX_GROUP_NAME))
+                        .unwrap_or_default(),
+                },
             }),
             1 => Message::HelloReply(HelloReply::Accept),
             2 => Message::HelloReply(HelloReply::Refuse { code: *rng.pick(&RefuseCode::VALID), reason: text(rng) }),

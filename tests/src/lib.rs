@@ -129,6 +129,7 @@ pub fn path_str(p: &Path) -> &str {
 }
 pub mod browser;
 pub mod client;
+pub mod etcd;
 pub mod group;
 pub mod history;
 pub mod linear;

@@ -10,6 +10,7 @@ use vmm::host::affinity::CpuList;
 use vmm::host::netcfg::{self, NetConfigError};
 use vmm::launch::{self, GroupOptions, LaunchError, Mode, VmOptions};
 
+mod arbiter_cmd;
 mod recorded_flags;
 mod watch;
 
@@ -119,6 +120,12 @@ enum Command {
         #[arg(long)]
         metrics: bool,
     },
+    /// List or clear the records of groups at an arbiter or witness location (the rare
+    /// manual case: every deployment has its own group name, so none is ever in the way).
+    Arbiter {
+        #[command(subcommand)]
+        command: arbiter_cmd::ArbiterCommand,
+    },
     /// Run a fresh VM from a log alone (no timer, no device input) and check it does what was
     /// recorded. The log carries the guest flags it was recorded with; flags given here must agree.
     Replay {
@@ -137,6 +144,11 @@ struct GroupArgs {
     /// leave both sides serving.
     #[arg(long, value_name = "SPEC")]
     arbiter: Option<String>,
+    /// The group's name, which scopes its arbiter claims and witness record. Normally
+    /// not given: a primary makes one up (the guest's address and a random id) and
+    /// every member learns it from its primary. Given, every member must give the same.
+    #[arg(long, value_name = "NAME")]
+    group_name: Option<logging_channel::GroupName>,
     /// How often the primary sends a heartbeat when it has nothing else to send.
     #[arg(long, default_value_t = ft::DEFAULT_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     heartbeat_ms: u64,
@@ -213,7 +225,12 @@ impl GroupArgs {
     fn group(&self) -> Result<GroupOptions, String> {
         let max_followers = self.max_followers as usize;
         let replication = self.replication.check(max_followers).map_err(|e| e.to_string())?;
-        Ok(GroupOptions { timing: self.timing()?, replication, max_followers })
+        Ok(GroupOptions {
+            timing: self.timing()?,
+            replication,
+            max_followers,
+            name: self.group_name.unwrap_or_default(),
+        })
     }
 
     fn timing(&self) -> Result<Timing, String> {
@@ -369,6 +386,7 @@ fn main() -> ExitCode {
     }
     let (vm, mode, arbiter) = match cli.command {
         Command::Status { addr, watch: true, .. } => return watch::run(&addr),
+        Command::Arbiter { command } => return arbiter_cmd::run(&command),
         Command::Status { addr, metrics, .. } => {
             return print_status(&addr, if metrics { "/metrics" } else { "/status" })
         }

@@ -271,7 +271,7 @@ pub fn spawn_listener(
     events: Sender<VmEvent>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name("join-listen".into()).spawn(move || loop {
-        let local = || hello(Role::Primary, &machine, group.epoch());
+        let local = || hello(Role::Primary, &machine, group.epoch(), group.scope().name());
         let refuse = || group.refuse_follower();
         match handshake::accept_backup(&listener, &local, &refuse) {
             Ok((conn, request)) => {

@@ -162,6 +162,8 @@ pub struct Reconnect {
     pub hello: Hello,
     /// How long to keep trying one primary (`--reconnect-secs`).
     pub within: Duration,
+    /// The group's name, learned from whichever primary it joins.
+    pub scope: Arc<crate::host::scope::Scope>,
 }
 
 /// Where a follower whose primary is gone goes.
@@ -232,7 +234,7 @@ pub fn start(
                             "the connection to the primary broke: {why}; reconnecting for up to {} s",
                             r.within.as_secs()
                         );
-                        resume(addr, &r.hello, r.within, &upstream, &seq)
+                        resume(addr, r, &r.hello, &upstream, &seq)
                             .map_err(|e| format!("{why}; reconnecting failed: {e}"))
                     }
                     Rejoin::Elect(elector) => {
@@ -280,7 +282,7 @@ fn rejoin_group(elector: &Elector, r: &Reconnect, upstream: &Upstream, seq: &Seq
             Next::Follow { member, join, epoch } => {
                 // Its hello carries the epoch it follows: a primary of an older one is refused.
                 let hello = Hello { epoch, ..r.hello };
-                match resume(&join, &hello, r.within, upstream, seq) {
+                match resume(&join, r, &hello, upstream, seq) {
                     Ok(resumed) => {
                         upstream.primary_epoch.store(epoch, Ordering::SeqCst);
                         elector.following(member);
@@ -297,14 +299,14 @@ fn rejoin_group(elector: &Elector, r: &Reconnect, upstream: &Upstream, seq: &Seq
 /// Asks the primary at `addr` to resume the log after the exit this follower holds through.
 fn resume(
     addr: &str,
+    r: &Reconnect,
     hello: &Hello,
-    within: Duration,
     upstream: &Upstream,
     seq: &Sequencer,
 ) -> Result<Resumed, ReplicationError> {
     let p = seq.covered_through().unwrap_or(0);
     let request = AttachRequest::Resume { epoch: upstream.log_position().epoch, exit_index: p };
-    let (stream, reply) = handshake::connect_primary(addr, hello, within, request, OnRefused::GiveUp)?;
+    let (stream, reply) = handshake::connect_primary(addr, hello, r.within, request, OnRefused::GiveUp, &r.scope)?;
     match reply {
         AttachReply::Resume { from, through } if from == p => {
             tracing::info!(from, through, "resumed the log from the primary's backlog: no state transfer");

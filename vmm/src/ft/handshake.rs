@@ -13,6 +13,7 @@
 //! ```
 //! (the messages are drawn in full in `logging_channel::channel`).
 use super::ReplicationError;
+use crate::host::scope::Scope;
 use logging_channel::channel::{
     self, AttachReply, AttachRequest, Hello, HelloReply, Message, MessageReader, RefuseCode,
 };
@@ -138,18 +139,20 @@ pub enum OnRefused {
 
 /// Connects to the primary (retrying until `within` has passed), checks its `Hello`,
 /// answers, asks for `request`, and returns the primary's answer; what the answer
-/// announces follows on the stream.
+/// announces follows on the stream. The follower takes the primary's group name
+/// into `scope` (the group's first primary made it up).
 pub fn connect_primary(
     addr: &str,
     local: &Hello,
     within: Duration,
     request: AttachRequest,
     on_refused: OnRefused,
+    scope: &Scope,
 ) -> Result<(TcpStream, AttachReply), ReplicationError> {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match try_pair(addr, local, left, request, on_refused) {
+        match try_pair(addr, local, left, request, on_refused, scope) {
             // A connection that closes before the primary's hello (a relay whose primary is
             // not up yet, a primary restarting) is worth another try; refusals are final.
             Err(ReplicationError::Handshake(why)) if Instant::now() < deadline => {
@@ -167,6 +170,7 @@ fn try_pair(
     within: Duration,
     request: AttachRequest,
     on_refused: OnRefused,
+    scope: &Scope,
 ) -> Result<(TcpStream, AttachReply), ReplicationError> {
     let mut stream = connect_retrying(addr, within, on_refused)?;
     let _ = stream.set_nodelay(true);
@@ -193,6 +197,11 @@ fn try_pair(
         }
         Message::HelloReply(HelloReply::Refuse { reason, .. }) => return Err(ReplicationError::Refused(reason)),
         other => return Err(ReplicationError::Handshake(format!("expected the primary's verdict, got {other:?}"))),
+    }
+    // Not fatal: unstored, a restarted replica member knows no name and does not ask the
+    // witness until it joins a primary again (which is safe).
+    if let Err(e) = scope.adopt(primary.group) {
+        tracing::error!("{e}");
     }
     send(&mut stream, &Message::Attach(request)).map_err(io)?;
     match receive_within(&stream, ATTACH_REPLY_TIMEOUT)? {

@@ -18,6 +18,7 @@
 //! - [`handshake`]: pairing a follower with a primary;
 //! - [`follower`]: a follower's `log-rx` and what it knows of its primary ([`follower::Upstream`]);
 //! - [`backlog`]: the recent log a reconnecting follower resumes from, pure;
+//! - [`catchup`]: a follower's catch-up progress (exits behind, rate), as log lines;
 //! - [`disklog`]: a follower's log on its own disk (`--data-dir`), and reading it back;
 //! - [`election`]: the replica group's election (votes, the witness, the peer port);
 //! - [`group`]: **the one owner** of the epoch, the followers and their positions, and the arbiter;
@@ -32,6 +33,7 @@
 //! - `sabotage`: a test-only broken Output Rule for the fault campaign (debug builds only).
 pub mod attach;
 pub mod backlog;
+pub mod catchup;
 pub mod disklog;
 pub mod election;
 pub mod flow;

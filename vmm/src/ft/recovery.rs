@@ -154,6 +154,8 @@ pub struct RestartPlan {
     pub reconnect: Option<Reconnect>,
     /// The VM's memory, to hash while the vCPU waits for the primary's answer.
     pub mem: GuestMemoryMmap,
+    /// The group's name, learned from the primary.
+    pub scope: Arc<crate::host::scope::Scope>,
 }
 
 /// The replaying vCPU's records for a follower restarted on its data directory: the
@@ -205,7 +207,7 @@ fn connect(
 ) -> Result<Option<StreamSource>, ReplicationError> {
     let t0 = Instant::now();
     let (stream, reply) =
-        handshake::connect_primary(&plan.addr, &plan.hello, plan.within, plan.request, OnRefused::Retry)?;
+        handshake::connect_primary(&plan.addr, &plan.hello, plan.within, plan.request, OnRefused::Retry, &plan.scope)?;
     match reply {
         AttachReply::Resume { from, through } if from == position => {
             tracing::info!(

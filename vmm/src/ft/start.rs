@@ -61,7 +61,7 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     let listener = handshake::listen(listen)?;
     tracing::info!(%listen, replication = %s.group.mode(), "primary waiting for its first follower");
     let header = machine.header;
-    let local = || hello(Role::Primary, &header, s.group.epoch());
+    let local = || hello(Role::Primary, &header, s.group.epoch(), s.group.scope().name());
     let fanout = Fanout::new(Backlog::new(s.timing.backlog_bytes, 0, s.group.epoch()));
     let attacher = Attacher {
         group: s.group.clone(),
@@ -131,7 +131,10 @@ pub fn replica(
     loop {
         match elector.find_or_win() {
             Next::Lead { epoch } => {
+                // The group's first primary names it (a member that followed knows the name).
+                let name = s.group.scope().create_if_none().map_err(|e| ReplicationError::Attach(e.to_string()))?;
                 s.group.lead(epoch);
+                tracing::info!(group = %name, "group name");
                 tracing::info!(epoch, "this member boots the VM as the primary of epoch {epoch}");
                 return primary(machine, &elector.join_addr(), s);
             }
@@ -181,7 +184,7 @@ pub fn follower(
     s: Services,
     group: Option<(Arc<Elector>, u64)>,
 ) -> Result<Started, ReplicationError> {
-    let local = hello(Role::Backup, &machine.header, group.as_ref().map_or(0, |g| g.1));
+    let local = hello(Role::Backup, &machine.header, group.as_ref().map_or(0, |g| g.1), s.group.scope().introduce());
     let restart = match &s.data_dir {
         Some(d) => recovery::restore(d, machine)?,
         None => Restart::default(),
@@ -205,6 +208,7 @@ pub fn follower(
             stats: s.stats.clone(),
             reconnect: reconnect.clone(),
             mem: machine.mem.clone(),
+            scope: s.group.scope().clone(),
         };
         let source = recovery::rejoin(plan_rejoin, restart.log.records, upstream.clone())?;
         let checkpoints = Some(persist.checkpoints.clone());
@@ -218,6 +222,7 @@ pub fn follower(
         connect_within,
         AttachRequest::Fresh,
         handshake::OnRefused::Retry,
+        s.group.scope(),
     )?;
     if let AttachReply::Resume { .. } = reply {
         return Err(ReplicationError::Handshake("the primary offered a resume to a new follower".into()));
@@ -263,13 +268,19 @@ fn reconnect_plan(
         Some((elector, _)) => {
             upstream.keep_log(s.timing.backlog_bytes, first_index, epoch);
             let _ = upstream.fence.set(elector.fence());
-            Some(Reconnect { to: Rejoin::Elect(elector), hello: local, within: s.timing.failover_timeout })
+            Some(Reconnect {
+                to: Rejoin::Elect(elector),
+                hello: local,
+                within: s.timing.failover_timeout,
+                scope: s.group.scope().clone(),
+            })
         }
         // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
         None => (!s.timing.reconnect.is_zero()).then(|| Reconnect {
             to: Rejoin::Same(primary_addr.to_string()),
             hello: local,
             within: s.timing.reconnect,
+            scope: s.group.scope().clone(),
         }),
     }
 }
@@ -301,6 +312,9 @@ fn finish(
         events: s.events,
         events_tx: s.events_tx,
     };
+    if let Err(e) = super::catchup::watch(Arc::downgrade(&upstream)) {
+        tracing::warn!("cannot start the catch-up thread ({e}); its progress lines are missing");
+    }
     let driver = Driver::Replay(
         ReplayDriver::following(source, upstream.replayed_through.clone()).with_checkpoints(checkpoints),
     );

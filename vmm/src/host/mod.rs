@@ -11,6 +11,8 @@ pub mod http;
 pub mod metrics;
 pub mod netcfg;
 pub mod nudge;
+pub mod records;
 pub mod register;
+pub mod scope;
 pub mod status;
 pub mod tap;

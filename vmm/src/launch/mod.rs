@@ -16,8 +16,8 @@ use crate::ft::start::{self, FollowerPlan, Services, Started};
 use crate::ft::takeover::announce;
 use crate::ft::{ReplicationError, Timing};
 use crate::host::affinity::CpuList;
-use crate::host::arbiter::{self, Arbiter};
-use crate::host::register;
+use crate::host::arbiter::{self, Arbiter, Location};
+use crate::host::scope::{Scope, ScopeError};
 use crate::host::status::{Role, Stats};
 use crate::host::tap::{Tap, TapError};
 use crate::vm::digest;
@@ -69,6 +69,8 @@ pub struct GroupOptions {
     pub timing: Timing,
     pub replication: ReplicationMode,
     pub max_followers: usize,
+    /// `--group-name`: none (the usual case) to make one up (a primary) or learn it.
+    pub name: logging_channel::GroupName,
 }
 
 /// Who a replica group member is (`ftvmm replica`).
@@ -150,6 +152,8 @@ pub enum LaunchError {
     Replication(ReplicationError),
     #[error(transparent)]
     Arbiter(crate::host::arbiter::ArbiterError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
     #[error("cannot serve status on {addr}: {source}")]
     Status {
         addr: String,
@@ -243,11 +247,12 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     let mut plain: Option<Driver> = None;
     let service = std::net::Ipv4Addr::from(config.net.ip).to_string();
     let arbiter: Option<Arc<dyn Arbiter>> = match &opts.arbiter {
-        Some(spec) => Some(Arc::from(arbiter::from_spec(spec, &service).map_err(LaunchError::Arbiter)?)),
+        Some(spec) => Some(Arc::from(arbiter::from_spec(spec).map_err(LaunchError::Arbiter)?)),
         None => None,
     };
+    let scope = Arc::new(scope(mode, &service)?);
     let elector = match mode {
-        Mode::Replica { member, group: g } => Some(elector(member, g, &machine.header, &service)?),
+        Mode::Replica { member, group: g } => Some(elector(member, g, &machine.header, &scope)?),
         _ => None,
     };
     let group = |g: &GroupOptions| {
@@ -255,6 +260,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             mode: g.replication,
             max_followers: g.max_followers,
             arbiter: arbiter.clone(),
+            scope: scope.clone(),
             election: elector.clone().map(|elector| Election { elector, step_down_after: g.timing.failover_timeout }),
         };
         Group::new(config, stats.clone(), machine.repl_status.clone(), events_tx.clone())
@@ -363,15 +369,30 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     Ok(report(&outcome, opts.stop_at_exit))
 }
 
+/// This member's group name (`host::scope`): a primary starts a new group, a backup
+/// learns its primary's, a replica member keeps the one in its data directory.
+fn scope(mode: &Mode, guest: &str) -> Result<Scope, LaunchError> {
+    Ok(match mode {
+        Mode::Primary { group, .. } if group.name.is_none() => Scope::fresh(guest)?,
+        Mode::Primary { group, .. } | Mode::Backup { group, .. } => Scope::given(group.name),
+        Mode::Replica { member, group } => Scope::stored_in(&member.data_dir, group.name, guest)?,
+        Mode::Run | Mode::Record(_) | Mode::Replay(_) => Scope::unknown(),
+    })
+}
+
 /// A replica group member's elector, from its options.
 fn elector(
     member: &ReplicaOptions,
     g: &GroupOptions,
     machine: &logging_channel::LogHeader,
-    service: &str,
+    scope: &Arc<Scope>,
 ) -> Result<Arc<Elector>, LaunchError> {
     let witness = match &member.witness {
-        Some(spec) => Some(Arc::new(Witness::new(register::from_spec(spec, service).map_err(LaunchError::Arbiter)?))),
+        Some(spec) => {
+            let location = Location::parse(spec).map_err(LaunchError::Arbiter)?;
+            location.create().map_err(LaunchError::Arbiter)?;
+            Some(Arc::new(Witness::new(location, scope.clone())))
+        }
         None => None,
     };
     let me = Rank { id: member.id, priority: member.priority };

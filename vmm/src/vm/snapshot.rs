@@ -10,6 +10,7 @@
 use crate::devices::bus::Bus;
 use crate::vm::digest::{self, DigestError};
 use crate::vm::pagediff::{self, HaveList, PageDiffError, Theirs};
+use crate::vm::progress::Progress;
 use kvm_bindings::{kvm_regs, kvm_sregs, kvm_vcpu_events};
 use kvm_ioctls::VcpuFd;
 use logging_channel::state::{self, BlobKind, StateMessage, StateReader, MAX_PAGES, PAGE_SIZE};
@@ -90,7 +91,8 @@ pub fn send<S: Read + Write>(
     let mut hasher = digest::cpu_hasher(vcpu)?;
     let mut wire = Wire { out: conn, buf: Vec::with_capacity(2 << 20), bytes: 0 };
     wire.put(&StateMessage::Begin { exit_index, epoch, mem_size })?;
-    let counts = send_pages(&mut wire, &mut hasher, mem, &theirs)?;
+    let mut progress = Progress::start("state transfer sent", None);
+    let counts = send_pages(&mut wire, &mut hasher, mem, &theirs, &mut progress)?;
     let blobs = [
         (BlobKind::Regs, vcpu.get_regs().map_err(vcpu_err("registers"))?.as_bytes().to_vec()),
         (BlobKind::Sregs, vcpu.get_sregs().map_err(vcpu_err("special registers"))?.as_bytes().to_vec()),
@@ -104,6 +106,8 @@ pub fn send<S: Read + Write>(
     let state_digest = *hasher.finalize().as_bytes();
     wire.put(&StateMessage::End { exit_index, state_digest })?;
     wire.flush()?;
+    progress.set(wire.bytes, counts.sent);
+    progress.finish();
     Ok(TransferStats {
         pages: counts.sent,
         bytes: wire.bytes,
@@ -152,6 +156,7 @@ fn send_pages<W: Write>(
     hasher: &mut blake3::Hasher,
     mem: &GuestMemoryMmap,
     theirs: &Theirs,
+    progress: &mut Progress,
 ) -> Result<PageCounts, SnapshotError> {
     let mut run: Vec<u8> = Vec::with_capacity(MAX_PAGES * PAGE_SIZE);
     let mut run_start = 0u64;
@@ -188,6 +193,9 @@ fn send_pages<W: Write>(
             }
             zero_count += 1;
         }
+        if number % PROGRESS_PAGES == 0 {
+            progress.set(wire.bytes + wire.buf.len() as u64, counts.sent);
+        }
         Ok::<(), SnapshotError>(())
     })?;
     if !run.is_empty() {
@@ -198,6 +206,9 @@ fn send_pages<W: Write>(
     }
     Ok(counts)
 }
+
+/// Pages between two looks at the clock for progress (a second is ~100,000 pages).
+const PROGRESS_PAGES: u64 = 256;
 
 fn blob<T: FromBytes>(bytes: &[u8], what: &str) -> Result<T, SnapshotError> {
     T::read_from_bytes(bytes).map_err(|_| SnapshotError::Protocol(format!("{what} blob has the wrong size")))
@@ -226,18 +237,25 @@ pub fn receive_prepared<S: Read + Write>(
     have: &HaveList,
 ) -> Result<(u64, u64), SnapshotError> {
     pagediff::send_have(conn, have)?;
-    apply_state(&mut StateReader::new(conn), vcpu, mem, bus, "the primary closed the connection mid-state")
+    let mut progress = Progress::start("state transfer received", None);
+    let cut = "the primary closed the connection mid-state";
+    let done = apply_state(&mut StateReader::new(conn), vcpu, mem, bus, cut, &mut progress)?;
+    progress.finish();
+    Ok(done)
 }
 
 /// Applies a state (Begin, Pages/Zero, Blobs, End) on top of what `mem` holds and checks
-/// the digest. `cut` says what a stream that ends early means.
+/// the digest. `cut` says what a stream that ends early means; the pages written are
+/// counted on `progress` (bytes: the page data).
 pub fn apply_state<R: Read>(
     reader: &mut StateReader<R>,
     vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     bus: &mut Bus,
     cut: &str,
+    progress: &mut Progress,
 ) -> Result<(u64, u64), SnapshotError> {
+    let (mut pages, mut bytes) = (0u64, 0u64);
     let mut next = || -> Result<StateMessage, SnapshotError> {
         reader.next_message()?.ok_or_else(|| SnapshotError::Protocol(cut.into()))
     };
@@ -259,6 +277,9 @@ pub fn apply_state<R: Read>(
             StateMessage::Pages { first_page, data } => {
                 let addr = range(first_page, data.len() as u64)?;
                 mem.write_slice(&data, GuestAddress(addr))?;
+                bytes += data.len() as u64;
+                pages += (data.len() / PAGE_SIZE) as u64;
+                progress.set(bytes, pages);
             }
             StateMessage::Zero { first_page, count } => {
                 let len = u64::from(count) * PAGE_SIZE as u64;

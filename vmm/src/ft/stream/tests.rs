@@ -38,7 +38,7 @@ fn group() -> Arc<Group> {
 }
 
 fn group_in(mode: ReplicationMode) -> Arc<Group> {
-    let config = GroupConfig { mode, max_followers: 4, arbiter: None, election: None };
+    let config = GroupConfig { mode, max_followers: 4, arbiter: None, scope: Default::default(), election: None };
     let (events, _rx) = crossbeam_channel::unbounded();
     Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), events)
 }
