@@ -18,9 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         MachineConfig { mem_size: 64 << 20, tick_hz: 0, workload: Workload::SelfTest, net: Default::default() };
     let mut m = Machine::new(&config, vmm::vm::guest_image::EMBEDDED)?;
     let t = Instant::now();
-    dirtylog::set_logging(&m, true)?;
+    dirtylog::set_logging(m.vm(), &m.mem, true)?;
     println!("dirty logging switched on in {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
-    let _ = dirtylog::take_dirty(&m)?;
+    let _ = dirtylog::take_dirty(m.vm(), &m.mem)?;
     let mut before = pagediff::have_list(&m.mem)?;
     for round in 1..=rounds {
         let mut exits = 0;
@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let t = Instant::now();
-        let dirty: BTreeSet<u64> = dirtylog::take_dirty(&m)?.into_iter().collect();
+        let dirty: BTreeSet<u64> = dirtylog::take_dirty(m.vm(), &m.mem)?.into_iter().collect();
         let log_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
         let after = pagediff::have_list(&m.mem)?;

@@ -168,6 +168,18 @@ struct GroupArgs {
     /// unreachable host delays the failover by up to this long.
     #[arg(long, default_value_t = ft::DEFAULT_RECONNECT_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     reconnect_secs: u64,
+    /// A state transfer to a running VM copies its memory while it runs, in rounds of the
+    /// pages KVM's dirty-page log says were written, and pauses it only for the last round
+    /// (on); off stops the VM for the whole copy of the pages that differ.
+    #[arg(long, default_value = "on", value_enum)]
+    precopy: OnOff,
+}
+
+/// A switch.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Args)]
@@ -230,6 +242,7 @@ impl GroupArgs {
             backlog_bytes: usize::try_from(self.backlog_kib.map_or(self.backlog_mib << 20, |k| k << 10))
                 .unwrap_or(usize::MAX),
             reconnect: Duration::from_secs(self.reconnect_secs),
+            precopy: self.precopy == OnOff::On,
         })
     }
 }

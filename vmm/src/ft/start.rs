@@ -70,6 +70,8 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         stats: s.stats.clone(),
         timing: s.timing,
         tick_hz: header.tick_hz,
+        events: s.events_tx.clone(),
+        precopying: Default::default(),
     };
     // A follower of an earlier run may ask to resume here: it is refused (nothing has been
     // logged yet), and the primary goes on waiting for a first follower it can attach.
@@ -86,7 +88,7 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
             }
         }
         let (conn, request) = handshake::accept_backup(&listener, &local, &|| None)?;
-        match attacher.attach(Attaching { conn, request }, machine.at_exit(0)) {
+        match attacher.attach(Attaching::Asked { conn, request }, machine.at_exit(0)) {
             Ok(()) => break,
             Err(ReplicationError::Attach(why)) => tracing::warn!("{why}; still waiting for a first follower"),
             Err(e) => return Err(e),

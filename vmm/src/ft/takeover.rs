@@ -125,6 +125,8 @@ impl Takeover {
             stats: self.stats,
             timing: self.timing,
             tick_hz: self.header.tick_hz,
+            events: self.events_tx.clone(),
+            precopying: Default::default(),
         };
         Ok(Live { driver: LiveDriver::new(self.header.tick_hz, Some(sink), self.events), attacher: Some(attacher) })
     }

@@ -33,7 +33,8 @@ pub struct LiveDriver {
     events: Receiver<VmEvent>,
     frames: VecDeque<Vec<u8>>,
     stopping: bool,
-    attach: Option<Attaching>,
+    /// Followers to attach, one per exit (a pre-copy's end can meet a new follower).
+    attach: VecDeque<Attaching>,
     halt: Option<String>,
 }
 
@@ -45,7 +46,7 @@ impl LiveDriver {
             events,
             frames: VecDeque::new(),
             stopping: false,
-            attach: None,
+            attach: VecDeque::new(),
             halt: None,
         }
     }
@@ -64,7 +65,7 @@ impl LiveDriver {
         if self.stopping {
             return Ok(Step::Finish(Finish::Shutdown));
         }
-        if let Some(stream) = self.attach.take() {
+        if let Some(stream) = self.attach.pop_front() {
             // Nothing else happens at this exit: the follower's log starts at the next one.
             return Ok(Step::Attach(stream));
         }
@@ -147,7 +148,7 @@ impl LiveDriver {
         match event {
             VmEvent::Frame(f) => self.frames.push_back(f),
             VmEvent::Stop => self.stopping = true,
-            VmEvent::Attach(stream) => self.attach = Some(stream),
+            VmEvent::Attach(stream) => self.attach.push_back(stream),
             VmEvent::Halt(why) => self.halt = Some(why),
         }
     }
@@ -157,7 +158,7 @@ impl LiveDriver {
     fn wait_for_event(&mut self) {
         if self.stopping
             || self.halt.is_some()
-            || self.attach.is_some()
+            || !self.attach.is_empty()
             || !self.frames.is_empty()
             || self.clock.pending(Instant::now())
         {
