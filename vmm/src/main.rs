@@ -59,6 +59,8 @@ enum Command {
         listen: String,
         #[command(flatten)]
         group: GroupArgs,
+        #[command(flatten)]
+        disk: DiskArgs,
     },
     /// Pair with a primary and replay its log (dropping all output); if the primary dies,
     /// go live in its place. Same guest and flags as the primary.
@@ -101,9 +103,17 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         priority: u8,
         /// Where this member keeps its ballot (its vote and epoch), which must survive
-        /// restarts: a member that forgot its vote could vote twice in one epoch.
+        /// restarts: a member that forgot its vote could vote twice in one epoch; and its
+        /// log and checkpoints, from which it rejoins after a restart.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+        /// Checkpoint the VM this often (incremental: only changed pages).
+        #[arg(long, default_value_t = vmm::ft::recovery::DEFAULT_CHECKPOINT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        checkpoint_secs: u64,
+        /// `async` writes the log to disk after acking it; `always` acks (and, on a
+        /// primary, lets the guest go on) only once it is fsync'd.
+        #[arg(long, default_value = "async", value_name = "async|always", value_parser = parse_fsync)]
+        fsync: vmm::ft::disklog::Fsync,
         #[command(flatten)]
         group_args: GroupArgs,
     },
@@ -184,8 +194,9 @@ enum OnOff {
 
 #[derive(Args)]
 struct DiskArgs {
-    /// Keep this follower's log and checkpoints of its VM here. Restarted with the same
-    /// directory (after a crash or a reboot), it restores its newest checkpoint, replays
+    /// Keep this VM's log and checkpoints here (a primary too: it may be a follower
+    /// later). A follower restarted with the same directory (after a crash or a reboot,
+    /// or an old primary restarted as a backup) restores its newest checkpoint, replays
     /// its log and asks the primary only for what came after.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
@@ -388,8 +399,8 @@ fn main() -> ExitCode {
         Command::Run(vm) => (vm, Mode::Run, None),
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file), None),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file), None),
-        Command::Primary { vm, listen, group: args } => match args.group() {
-            Ok(group) => (vm, Mode::Primary { listen, group }, args.arbiter),
+        Command::Primary { vm, listen, group: args, disk } => match args.group() {
+            Ok(group) => (vm, Mode::Primary { listen, group, data_dir: disk.data_dir() }, args.arbiter),
             Err(e) => return usage_error(&e),
         },
         Command::Backup { vm, primary, connect_timeout_secs, listen, group: args, disk } => match args.group() {
@@ -400,16 +411,23 @@ fn main() -> ExitCode {
             }
             Err(e) => return usage_error(&e),
         },
-        Command::Replica { vm, id, group, witness, priority, data_dir, group_args } => match group_args.group() {
-            Ok(g) => {
-                if group_args.arbiter.is_some() {
-                    return usage_error("a replica group takes --witness, not --arbiter");
+        Command::Replica { vm, id, group, witness, priority, data_dir, checkpoint_secs, fsync, group_args } => {
+            match group_args.group() {
+                Ok(g) => {
+                    if group_args.arbiter.is_some() {
+                        return usage_error("a replica group takes --witness, not --arbiter");
+                    }
+                    let disk = vmm::ft::recovery::DataDir {
+                        dir: data_dir.clone(),
+                        checkpoint_every: Duration::from_secs(checkpoint_secs),
+                        fsync,
+                    };
+                    let member = launch::ReplicaOptions { id, group, priority, witness, data_dir, disk };
+                    (vm, Mode::Replica { member, group: g }, None)
                 }
-                let member = launch::ReplicaOptions { id, group, priority, witness, data_dir };
-                (vm, Mode::Replica { member, group: g }, None)
+                Err(e) => return usage_error(&e),
             }
-            Err(e) => return usage_error(&e),
-        },
+        }
     };
     let mut vm = vm;
     if let Mode::Replay(path) = &mode {

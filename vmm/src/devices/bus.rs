@@ -6,6 +6,7 @@
 //! block and never see time: a device is a pure function of the guest's
 //! accesses and of the events the log feeds it, which is what makes replay exact.
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
 
 /// The unit [`Bus::monitor_written`] counts in (a guest page).
@@ -121,8 +122,22 @@ pub enum BusError {
 #[derive(Default)]
 pub struct Bus {
     slots: Vec<Slot>,
-    /// While a pre-copy runs: the pages devices may have written since tracking began.
-    monitor_written: Option<BTreeSet<u64>>,
+    /// While a pre-copy runs: the pages devices may have written since it last looked.
+    monitor_written: Option<MonitorWrites>,
+}
+
+/// The pages devices wrote to guest memory themselves (around KVM), noted by the bus
+/// on the vCPU thread and taken by a pre-copy on its own thread, round by round.
+#[derive(Debug, Clone, Default)]
+pub struct MonitorWrites(Arc<Mutex<BTreeSet<u64>>>);
+
+impl MonitorWrites {
+    /// The pages noted since the last call, ascending (a superset: every page of every
+    /// range a device that was written to or given input could write).
+    pub fn take(&self) -> Vec<u64> {
+        let mut pages = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *pages).into_iter().collect()
+    }
 }
 
 /// An access to an address no device claims; the loop logs it and goes on
@@ -168,20 +183,25 @@ impl Bus {
         Ok(effect)
     }
 
-    /// Starts (clearing what was noted) or stops noting the pages devices write to guest
-    /// memory themselves: a pre-copy must send those again, as KVM's dirty log misses them.
-    pub fn track_monitor_writes(&mut self, on: bool) {
-        self.monitor_written = on.then(BTreeSet::new);
+    /// Starts noting (afresh) the pages devices write to guest memory themselves: a
+    /// pre-copy must send those again, as KVM's dirty log misses them.
+    pub fn track_monitor_writes(&mut self) -> MonitorWrites {
+        let writes = MonitorWrites::default();
+        self.monitor_written = Some(writes.clone());
+        writes
     }
 
-    /// The pages devices may have written since tracking began (a superset: every page of
-    /// every range a device that was written to or given input could write), ascending.
-    pub fn monitor_written(&self) -> Vec<u64> {
-        self.monitor_written.iter().flatten().copied().collect()
+    /// Stops noting them.
+    pub fn untrack_monitor_writes(&mut self) {
+        self.monitor_written = None;
     }
 
     fn note_writes(&mut self, ranges: &[(u64, u64)]) {
-        let Some(pages) = &mut self.monitor_written else { return };
+        let Some(writes) = &self.monitor_written else { return };
+        if ranges.is_empty() {
+            return;
+        }
+        let mut pages = writes.0.lock().unwrap_or_else(|p| p.into_inner());
         for &(addr, len) in ranges {
             if len > 0 {
                 // Ranges were checked to lie in guest RAM when the device accepted them.
@@ -303,18 +323,17 @@ mod tests {
         let mut bus = Bus::default();
         bus.insert(0x1000, 0x100, Box::new(Dma(vec![(0x3ff0, 0x20), (0x8000, 1), (0x9000, 0)]))).expect("insert");
         bus.input(9, b"frame", &mem()).expect("input");
-        assert!(bus.monitor_written().is_empty(), "not tracking");
-        bus.track_monitor_writes(true);
+        let writes = bus.track_monitor_writes();
+        assert!(writes.take().is_empty(), "nothing before tracking began");
         bus.input(9, b"frame", &mem()).expect("input");
         // 0x3ff0..0x4010 spans pages 3 and 4; an empty range is no page.
-        assert_eq!(bus.monitor_written(), [3, 4, 8]);
-        bus.track_monitor_writes(true);
-        assert!(bus.monitor_written().is_empty(), "starting again clears");
+        assert_eq!(writes.take(), [3, 4, 8]);
+        assert!(writes.take().is_empty(), "taken: noted afresh");
         bus.write(0x1000, &[1], &mem()).expect("claimed");
-        assert_eq!(bus.monitor_written(), [3, 4, 8], "register writes count too (a doorbell)");
-        bus.track_monitor_writes(false);
+        assert_eq!(writes.take(), [3, 4, 8], "register writes count too (a doorbell)");
+        bus.untrack_monitor_writes();
         bus.input(9, b"frame", &mem()).expect("input");
-        assert!(bus.monitor_written().is_empty());
+        assert!(writes.take().is_empty(), "not tracking any more");
     }
 
     #[test]

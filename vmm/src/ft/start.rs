@@ -97,8 +97,15 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     s.releaser.set_policy(Policy::Primary(s.group.clone()));
     attach::spawn_listener(listener, header, s.group.clone(), s.events_tx.clone())
         .map_err(|e| ReplicationError::Thread("join-listen", e))?;
-    let sink = GroupSink::new(fanout, s.group.clone(), s.stats.clone());
-    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events);
+    // Its own log and checkpoints, so that restarted later (as a follower) it rejoins from them.
+    let persist = match &s.data_dir {
+        Some(d) => Some(recovery::start_primary(d, machine, &s.group)?),
+        None => None,
+    };
+    let sink =
+        GroupSink::new(fanout, s.group.clone(), s.stats.clone()).with_disk(persist.as_ref().map(|p| p.disk.clone()));
+    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events)
+        .with_checkpoints(persist.map(|p| p.checkpoints.clone()));
     Ok(Started { driver: Driver::Live(live), first_index: 0, attacher: Some(attacher), takeover: None, upstream: None })
 }
 
@@ -145,7 +152,7 @@ pub fn replica(
                     events: s.events.clone(),
                     events_tx: s.events_tx.clone(),
                     timing: s.timing,
-                    data_dir: None,
+                    data_dir: s.data_dir.clone(),
                 };
                 let plan = FollowerPlan {
                     tap: plan.tap.clone(),

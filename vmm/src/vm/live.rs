@@ -1,6 +1,7 @@
 //! The live driver: events come from the host (timer ticks, frames from the
 //! TAP) and are injected at the exit the vCPU happens to be at; with a
 //! recorder, each injection is logged with that exit's index and signature.
+use crate::vm::checkpoint::SharedCheckpointer;
 use crate::vm::clock::TickClock;
 use crate::vm::digest;
 use crate::vm::driver::{Attaching, ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
@@ -36,6 +37,8 @@ pub struct LiveDriver {
     /// Followers to attach, one per exit (a pre-copy's end can meet a new follower).
     attach: VecDeque<Attaching>,
     halt: Option<String>,
+    /// With `--data-dir`: checkpoints of the VM, at exits nothing is injected at.
+    checkpoints: Option<SharedCheckpointer>,
 }
 
 impl LiveDriver {
@@ -48,7 +51,15 @@ impl LiveDriver {
             stopping: false,
             attach: VecDeque::new(),
             halt: None,
+            checkpoints: None,
         }
+    }
+
+    /// Checkpoints the VM when `checkpoints` says one is due, at the next exit nothing is
+    /// injected at (the same points a follower's replay checkpoints at).
+    pub fn with_checkpoints(mut self, checkpoints: Option<SharedCheckpointer>) -> LiveDriver {
+        self.checkpoints = checkpoints;
+        self
     }
 
     pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
@@ -84,6 +95,9 @@ impl LiveDriver {
                 Ok(()) => events.push(Event::DeviceInput { device, bytes }),
                 Err(e) => tracing::warn!("device {device} refused host input: {e}"),
             }
+        }
+        if let (true, Some(c)) = (events.is_empty(), &self.checkpoints) {
+            c.lock().unwrap_or_else(|p| p.into_inner()).take_if_due(ctx.vcpu, ctx.mem, ctx.bus, ctx.index);
         }
         if self.sink.is_some() && !events.is_empty() {
             records.push(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events });

@@ -9,10 +9,11 @@
 //!   vCPU thread, exit J0:  begin(): the bus notes pages devices write from here on
 //!   precopy thread:        dirty log on; the joiner's page list; Begin{J0, epoch}
 //!                          round 0: every page, sent where the joiner's copy differs
-//!                          rounds 1..: the pages written since the round before
+//!                          rounds 1..: the pages written since the round before (KVM's
+//!                          dirty log + the pages the bus noted)
 //!                          until plan::next_step says pause       -> Precopied
-//!   vCPU thread, exit J:   finish(): pages written since the last round (dirty log +
-//!                          device writes); dirty log off; vCPU, devices; End{J, digest}
+//!   vCPU thread, exit J:   finish(): pages written since the last round (the same);
+//!                          dirty log off; vCPU, devices; End{J, digest}
 //! ```
 //! Why it is exact: a page read in round k was either not written afterwards (and the
 //! joiner's copy is the VM's at J), or written — by the guest, which KVM logs from
@@ -21,7 +22,7 @@
 //! the joiner holds, so after the last round it is also exactly which pages are
 //! non-zero at J: the digest reads only those, not all of memory. The joiner checks
 //! that digest against its own, of all its memory, as after any transfer.
-use crate::devices::bus::Bus;
+use crate::devices::bus::{Bus, MonitorWrites};
 use crate::vm::digest;
 use crate::vm::dirtylog;
 use crate::vm::machine::AtExit;
@@ -49,6 +50,8 @@ pub struct Precopied {
     /// Why the joiner gets a state (for the log; empty when it asked for nothing else).
     pub why: String,
     sync: PageSync,
+    /// Pages devices wrote themselves, noted by the bus.
+    writes: MonitorWrites,
     counts: Counts,
     started: Instant,
     /// Why the running rounds ended, or why the pre-copy failed.
@@ -80,9 +83,10 @@ struct Counts {
 }
 
 /// At exit J0 on the vCPU thread, before the running rounds start: from here on the
-/// bus notes the pages devices write themselves (KVM's log will not show them).
-pub fn begin(bus: &mut Bus) {
-    bus.track_monitor_writes(true);
+/// bus notes the pages devices write themselves (KVM's log will not show them), for
+/// [`copy_while_running`].
+pub fn begin(bus: &mut Bus) -> MonitorWrites {
+    bus.track_monitor_writes()
 }
 
 /// The running rounds, on a thread of their own while the vCPU runs: switches KVM's
@@ -93,6 +97,7 @@ pub fn copy_while_running(
     mut conn: TcpStream,
     vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
+    writes: MonitorWrites,
     begin: u64,
     epoch: u64,
     why: String,
@@ -102,50 +107,71 @@ pub fn copy_while_running(
     let mut sync = PageSync::new(Vec::new());
     let _ = conn.set_read_timeout(Some(STALL_TIMEOUT));
     let _ = conn.set_write_timeout(Some(STALL_TIMEOUT));
-    let outcome = running_rounds(&mut conn, &vm, &mem, begin, epoch, &mut sync, &mut counts);
-    Precopied { conn, epoch, why, sync, counts, started, outcome }
+    let copy = Copy { vm: &vm, mem: &mem, writes: &writes };
+    let outcome = copy.running_rounds(&mut conn, begin, epoch, &mut sync, &mut counts);
+    Precopied { conn, epoch, why, sync, writes, counts, started, outcome }
 }
 
-fn running_rounds(
-    conn: &mut TcpStream,
-    vm: &VmFd,
-    mem: &GuestMemoryMmap,
-    begin: u64,
-    epoch: u64,
-    sync: &mut PageSync,
-    counts: &mut Counts,
-) -> Result<PauseWhy, SnapshotError> {
-    dirtylog::set_logging(vm, mem, true)?;
-    // From this read on every guest write is logged; round 0 reads all memory after it.
-    dirtylog::take_dirty(vm, mem)?;
-    let theirs = pagediff::read_have(conn, pagediff::page_count(mem))?;
-    counts.have_bytes = theirs.bytes;
-    *sync = PageSync::new(theirs.into_slots());
-    let mut wire = Wire { out: conn, buf: Vec::with_capacity(2 << 20), bytes: 0 };
-    let mem_size = sync.len() * PAGE_SIZE as u64;
-    wire.put(&StateMessage::Begin { exit_index: begin, epoch, mem_size })?;
-    let mut runs = Runs::default();
-    digest::for_each_page(mem, |n, page| runs.visit(&mut wire, sync, n, page))?;
-    counts.same = runs.same;
-    runs.finish(&mut wire)?;
-    wire.flush()?;
-    counts.rounds.push(runs.sent);
-    counts.sent += runs.sent;
-    let (mut dirty, mut previous) = (None, None);
-    let why = loop {
-        if let Next::Pause(why) = plan::next_step(counts.rounds.len() as u32, dirty, previous) {
-            break why;
-        }
-        let pages = dirtylog::take_dirty(vm, mem)?;
-        let runs = send_listed(&mut wire, mem, sync, &pages)?;
+/// What the running rounds read.
+struct Copy<'a> {
+    vm: &'a VmFd,
+    mem: &'a GuestMemoryMmap,
+    writes: &'a MonitorWrites,
+}
+
+impl Copy<'_> {
+    /// The pages written since the last call, by the guest or a device, ascending.
+    fn written(&self) -> Result<Vec<u64>, SnapshotError> {
+        let mut pages = dirtylog::take_dirty(self.vm, self.mem)?;
+        pages.extend(self.writes.take());
+        pages.sort_unstable();
+        pages.dedup();
+        Ok(pages)
+    }
+
+    fn running_rounds(
+        &self,
+        conn: &mut TcpStream,
+        begin: u64,
+        epoch: u64,
+        sync: &mut PageSync,
+        counts: &mut Counts,
+    ) -> Result<PauseWhy, SnapshotError> {
+        let mem = self.mem;
+        dirtylog::set_logging(self.vm, mem, true)?;
+        // From here on every write is logged or noted; round 0 reads all memory after it.
+        self.written()?;
+        let theirs = pagediff::read_have(conn, pagediff::page_count(mem))?;
+        counts.have_bytes = theirs.bytes;
+        *sync = PageSync::new(theirs.into_slots());
+        let mut wire = Wire { out: conn, buf: Vec::with_capacity(2 << 20), bytes: 0 };
+        let mem_size = sync.len() * PAGE_SIZE as u64;
+        wire.put(&StateMessage::Begin { exit_index: begin, epoch, mem_size })?;
+        let mut runs = Runs::default();
+        digest::for_each_page(mem, |n, page| runs.visit(&mut wire, sync, n, page))?;
+        counts.same = runs.same;
+        runs.finish(&mut wire)?;
         wire.flush()?;
         counts.rounds.push(runs.sent);
         counts.sent += runs.sent;
-        previous = dirty;
-        dirty = Some(pages.len());
-    };
-    counts.bytes = wire.bytes;
-    Ok(why)
+        let (mut dirty, mut previous) = (None, None);
+        let why = loop {
+            if let Next::Pause(why) = plan::next_step(counts.rounds.len() as u32, dirty, previous) {
+                break why;
+            }
+            let pages = self.written()?;
+            let runs = send_listed(&mut wire, mem, sync, &pages)?;
+            wire.flush()?;
+            counts.rounds.push(runs.sent);
+            counts.sent += runs.sent;
+            previous = dirty;
+            // Pages that changed, not pages listed: the bus lists a device's whole ring
+            // (128 pages of the default guest's NIC) when it wrote a frame anywhere in it.
+            dirty = Some((runs.sent + runs.cleared) as usize);
+        };
+        counts.bytes = wire.bytes;
+        Ok(why)
+    }
 }
 
 /// At exit J on the vCPU thread, the VM stopped there: the last round (pages written
@@ -156,7 +182,7 @@ pub fn finish(p: &mut Precopied, at: AtExit<'_>) -> Result<TransferStats, Snapsh
     let paused = Instant::now();
     snapshot::complete_pending_instruction(at.vcpu);
     let dirty = dirtylog::take_dirty(at.vm, at.mem);
-    let mut pages = at.bus.monitor_written();
+    let mut pages = p.writes.take();
     stop(at.vm, at.mem, at.bus);
     p.outcome.as_ref().map_err(|e| SnapshotError::Abandoned(format!("copying while the VM ran failed: {e}")))?;
     pages.extend(dirty?);
@@ -187,7 +213,7 @@ pub fn finish(p: &mut Precopied, at: AtExit<'_>) -> Result<TransferStats, Snapsh
 /// Switches dirty logging off (it makes the guest's first write to each page after a
 /// read of the log fault into KVM) and the bus's noting of device writes.
 pub fn stop(vm: &VmFd, mem: &GuestMemoryMmap, bus: &mut Bus) {
-    bus.track_monitor_writes(false);
+    bus.untrack_monitor_writes();
     if let Err(e) = dirtylog::set_logging(vm, mem, false) {
         tracing::warn!("switching KVM's dirty-page log off failed ({e}); the guest runs on with it");
     }
@@ -219,6 +245,7 @@ struct Runs {
     zero_start: u64,
     zeros: u32,
     sent: u64,
+    cleared: u64,
     same: u64,
 }
 
@@ -251,6 +278,7 @@ impl Runs {
                     self.zero_start = n;
                 }
                 self.zeros += 1;
+                self.cleared += 1;
             }
         }
         Ok(())

@@ -38,12 +38,12 @@ impl Attacher {
     ) -> Result<(), ReplicationError> {
         handshake::reply_attach(&mut conn, AttachReply::State { why: why.to_string() })?;
         self.precopying.store(true, Ordering::Relaxed);
-        precopy::begin(at.bus);
+        let writes = precopy::begin(at.bus);
         let (vm, mem, begin, epoch) = (at.vm.clone(), at.mem.clone(), at.index, self.group.epoch());
         let why = why.to_string();
         let events = self.events.clone();
         let spawned = std::thread::Builder::new().name("precopy".into()).spawn(move || {
-            let copied = precopy::copy_while_running(conn, vm, mem, begin, epoch, why);
+            let copied = precopy::copy_while_running(conn, vm, mem, writes, begin, epoch, why);
             // A VM that stopped meanwhile takes no follower.
             let _ = events.send(VmEvent::Attach(Attaching::Precopied(Box::new(copied))));
         });

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //!   round 0 (running): every page          -> send where the joiner's copy differs
-//!   round k (running): pages KVM says were written since round k-1 -> the same
-//!     after each: next_step(rounds, dirty this round, dirty the round before)
+//!   round k (running): pages written since round k-1 (KVM's dirty log, and the
+//!                      pages devices wrote) -> the same
+//!     after each: next_step(rounds, pages changed this round, the round before)
 //!       <= CONVERGED_PAGES      -> Pause (the last round will be about as small)
 //!       not fewer than before   -> Pause (the guest writes as fast as we copy)
 //!       MAX_RUNNING_ROUNDS done -> Pause
@@ -19,7 +20,7 @@ use logging_channel::state::PageHash;
 /// time a pre-copy takes whatever the guest does; the last round, paused, comes after.
 pub const MAX_RUNNING_ROUNDS: u32 = 6;
 
-/// A running round that found at most this many pages written pauses the VM next:
+/// A running round that found at most this many pages changed pauses the VM next:
 /// the paused round will copy about as many (256 KiB: ~1 ms to hash and send here).
 pub const CONVERGED_PAGES: usize = 64;
 
@@ -54,8 +55,8 @@ impl std::fmt::Display for PauseWhy {
     }
 }
 
-/// After `rounds` running rounds (round 0 included), the last of which copied the
-/// `dirty` pages written during the one before it (`previous`; `None` after round 0,
+/// After `rounds` running rounds (round 0 included), the last of which found `dirty`
+/// pages changed since the one before it (which found `previous`; `None` after round 0,
 /// which copied all of memory and says nothing about the guest's write rate).
 pub fn next_step(rounds: u32, dirty: Option<usize>, previous: Option<usize>) -> Next {
     if let Some(d) = dirty {
