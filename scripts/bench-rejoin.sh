@@ -110,7 +110,7 @@ phase() { # name down_s primary-extra...
     *joined*) how="fresh" ;;
     *) how="?" ;;
     esac
-    case "$line" in *pre-copy*) how="$how, pre-copy" ;; *stop-and-copy*) how="$how, stop-and-copy" ;; esac
+    case "$line" in *pre-copy*) how="$how (pre-copy)" ;; *stop-and-copy*) how="$how (stop-and-copy)" ;; esac
     bytes="$(field bytes "$line")"
     have="$(field have_bytes "$line")"
     pages="$(field pages "$line")"
