@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
 
-/// The unit [`Bus::monitor_written`] counts in (a guest page).
+/// The unit [`MonitorWrites`] counts in (a guest page).
 const PAGE: u64 = 4096;
 
 /// What a device access asks the monitor to do next.

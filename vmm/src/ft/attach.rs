@@ -17,7 +17,7 @@
 //! the backlog holds every record through J - 1, and J is complete once sent.
 //! The guest notices nothing but the pause, which is measured and logged.
 //!
-//! A state transfer to a VM that has booted is a pre-copy ([`precopy`],
+//! A state transfer to a VM that has booted is a pre-copy (`attach/precopy.rs`,
 //! [`crate::vm::precopy`]): at the exit J0 the request is answered, memory is copied
 //! while the VM runs, and the VM stops again at a later exit J for the last round;
 //! the follower is attached at J exactly as above. One pre-copy runs at a time (the
