@@ -33,7 +33,9 @@
 # 10000 requests) against a pair without --data-dir, with --data-dir (fsync async) and with
 # --fsync always.
 #
-# Writes bench/rejoin.md and bench/rejoin.csv.
+# Writes bench/rejoin.md and bench/rejoin.csv. PHASES="fresh fresh-stop" runs only the phases
+# named, each REPEAT times (default 1), skips the --fsync part, writes nothing to bench/ and
+# prints the rows: for the spread of one phase on a noisy machine.
 set -euo pipefail
 # shellcheck source=lib/bench-common.sh
 source "$(dirname "$0")/lib/bench-common.sh"
@@ -131,19 +133,31 @@ phase() { # name down_s primary-extra...
     bench_wait_exit follower 20 || bench_stop follower
 }
 
-phase fresh 5
-phase fresh-stop 5 --precopy off
-phase resume-5s 5
-phase diff-5s 5 --backlog-kib 1
-phase diff-5s-stop 5 --backlog-kib 1 --precopy off
-phase resume-long "$DOWN_LONG"
-phase diff-long "$DOWN_LONG" --backlog-kib 1
-phase diff-long-stop "$DOWN_LONG" --backlog-kib 1 --precopy off
-LOAD=0 phase fresh-idle 5
-LOAD=0 phase fresh-idle-stop 5 --precopy off
-LOAD=0 phase resume-5s-idle 5
-LOAD=0 phase diff-5s-idle 5 --backlog-kib 1
-LOAD=0 phase diff-5s-idle-stop 5 --backlog-kib 1 --precopy off
+run_phase() { # name down_s primary-extra...: phase, if PHASES names it, REPEAT times
+    local i
+    if [ -n "${PHASES:-}" ] && [[ " $PHASES " != *" $1 "* ]]; then return 0; fi
+    for ((i = 1; i <= ${REPEAT:-1}; i++)); do phase "$@"; done
+}
+
+run_phase fresh 5
+run_phase fresh-stop 5 --precopy off
+run_phase resume-5s 5
+run_phase diff-5s 5 --backlog-kib 1
+run_phase diff-5s-stop 5 --backlog-kib 1 --precopy off
+run_phase resume-long "$DOWN_LONG"
+run_phase diff-long "$DOWN_LONG" --backlog-kib 1
+run_phase diff-long-stop "$DOWN_LONG" --backlog-kib 1 --precopy off
+LOAD=0 run_phase fresh-idle 5
+LOAD=0 run_phase fresh-idle-stop 5 --precopy off
+LOAD=0 run_phase resume-5s-idle 5
+LOAD=0 run_phase diff-5s-idle 5 --backlog-kib 1
+LOAD=0 run_phase diff-5s-idle-stop 5 --backlog-kib 1 --precopy off
+
+if [ -n "${PHASES:-}" ]; then
+    bench_topology_down
+    cat "$CSV"
+    exit 0
+fi
 
 # ------------------------------------------------------------------ the cost of --fsync always
 FS_CSV="$BENCH_RESULTS/rejoin-fsync.csv"
