@@ -103,17 +103,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         priority: u8,
         /// Where this member keeps its ballot (its vote and epoch), which must survive
-        /// restarts: a member that forgot its vote could vote twice in one epoch; and its
-        /// log and checkpoints, from which it rejoins after a restart.
+        /// restarts: a member that forgot its vote could vote twice in one epoch.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
-        /// Checkpoint the VM this often (incremental: only changed pages).
-        #[arg(long, default_value_t = vmm::ft::recovery::DEFAULT_CHECKPOINT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-        checkpoint_secs: u64,
-        /// `async` writes the log to disk after acking it; `always` acks (and, on a
-        /// primary, lets the guest go on) only once it is fsync'd.
-        #[arg(long, default_value = "async", value_name = "async|always", value_parser = parse_fsync)]
-        fsync: vmm::ft::disklog::Fsync,
         #[command(flatten)]
         group_args: GroupArgs,
     },
@@ -411,23 +403,16 @@ fn main() -> ExitCode {
             }
             Err(e) => return usage_error(&e),
         },
-        Command::Replica { vm, id, group, witness, priority, data_dir, checkpoint_secs, fsync, group_args } => {
-            match group_args.group() {
-                Ok(g) => {
-                    if group_args.arbiter.is_some() {
-                        return usage_error("a replica group takes --witness, not --arbiter");
-                    }
-                    let disk = vmm::ft::recovery::DataDir {
-                        dir: data_dir.clone(),
-                        checkpoint_every: Duration::from_secs(checkpoint_secs),
-                        fsync,
-                    };
-                    let member = launch::ReplicaOptions { id, group, priority, witness, data_dir, disk };
-                    (vm, Mode::Replica { member, group: g }, None)
+        Command::Replica { vm, id, group, witness, priority, data_dir, group_args } => match group_args.group() {
+            Ok(g) => {
+                if group_args.arbiter.is_some() {
+                    return usage_error("a replica group takes --witness, not --arbiter");
                 }
-                Err(e) => return usage_error(&e),
+                let member = launch::ReplicaOptions { id, group, priority, witness, data_dir };
+                (vm, Mode::Replica { member, group: g }, None)
             }
-        }
+            Err(e) => return usage_error(&e),
+        },
     };
     let mut vm = vm;
     if let Mode::Replay(path) = &mode {

@@ -82,8 +82,6 @@ pub struct ReplicaOptions {
     pub witness: Option<String>,
     /// Where the member keeps its ballot.
     pub data_dir: PathBuf,
-    /// Its log and checkpoints (in the same directory).
-    pub disk: DataDir,
 }
 
 /// What the command does.
@@ -290,8 +288,10 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
                     .map_err(LaunchError::Replication)?,
             )
         }
-        (Mode::Replica { member, group: g }, _, Some(elector)) => {
-            let s = services(events_rx.clone(), g, Some(member.disk.clone()));
+        (Mode::Replica { group: g, .. }, _, Some(elector)) => {
+            // The ballot only: a replica member keeps no log or checkpoints on disk yet
+            // (README, Limits).
+            let s = services(events_rx.clone(), g, None);
             elector.start(s.group.clone())?;
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),
