@@ -70,7 +70,7 @@ CSV="$BENCH_RESULTS/rejoin.csv"
 } >"$CSV"
 
 phase() { # name down_s primary-extra...
-    local name="$1" down="$2" line how bytes have pages full full_bytes rounds total pause t0 insync local_exits s
+    local name="$1" down="$2" line how bytes have pages full full_bytes rounds total pause t0 insync local_exits s i
     shift 2
     bench_log "== $name (down ${down} s)"
     bench_topology_up
@@ -134,9 +134,9 @@ phase() { # name down_s primary-extra...
 }
 
 run_phase() { # name down_s primary-extra...: phase, if PHASES names it, REPEAT times
-    local i
+    local run
     if [ -n "${PHASES:-}" ] && [[ " $PHASES " != *" $1 "* ]]; then return 0; fi
-    for ((i = 1; i <= ${REPEAT:-1}; i++)); do phase "$@"; done
+    for ((run = 1; run <= ${REPEAT:-1}; run++)); do phase "$@"; done
 }
 
 run_phase fresh 5
