@@ -34,7 +34,7 @@ pub struct LiveDriver {
     events: Receiver<VmEvent>,
     frames: VecDeque<Vec<u8>>,
     stopping: bool,
-    /// Followers to attach, one per exit (a pre-copy's end can meet a new follower).
+    /// Followers to attach, one per exit: at most one request, and the end of a pre-copy.
     attach: VecDeque<Attaching>,
     halt: Option<String>,
     /// With `--data-dir`: checkpoints of the VM, at exits nothing is injected at.
@@ -162,7 +162,14 @@ impl LiveDriver {
         match event {
             VmEvent::Frame(f) => self.frames.push_back(f),
             VmEvent::Stop => self.stopping = true,
-            VmEvent::Attach(stream) => self.attach.push_back(stream),
+            VmEvent::Attach(stream) => {
+                // A newer request replaces one not yet served (its joiner sees the connection
+                // close and asks again), as before pre-copy; a pre-copy's end always waits its turn.
+                if matches!(stream, Attaching::Asked { .. }) {
+                    self.attach.retain(|a| matches!(a, Attaching::Precopied(_)));
+                }
+                self.attach.push_back(stream)
+            }
             VmEvent::Halt(why) => self.halt = Some(why),
         }
     }
