@@ -60,6 +60,8 @@ enum Command {
         listen: String,
         #[command(flatten)]
         group: GroupArgs,
+        #[command(flatten)]
+        disk: DiskArgs,
     },
     /// Pair with a primary and replay its log (dropping all output); if the primary dies,
     /// go live in its place. Same guest and flags as the primary.
@@ -180,12 +182,25 @@ struct GroupArgs {
     /// unreachable host delays the failover by up to this long.
     #[arg(long, default_value_t = ft::DEFAULT_RECONNECT_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     reconnect_secs: u64,
+    /// A state transfer to a running VM copies its memory while it runs, in rounds of the
+    /// pages KVM's dirty-page log says were written, and pauses it only for the last round
+    /// (on); off stops the VM for the whole copy of the pages that differ.
+    #[arg(long, default_value = "on", value_enum)]
+    precopy: OnOff,
+}
+
+/// A switch.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Args)]
 struct DiskArgs {
-    /// Keep this follower's log and checkpoints of its VM here. Restarted with the same
-    /// directory (after a crash or a reboot), it restores its newest checkpoint, replays
+    /// Keep this VM's log and checkpoints here (a primary too: it may be a follower
+    /// later). A follower restarted with the same directory (after a crash or a reboot,
+    /// or an old primary restarted as a backup) restores its newest checkpoint, replays
     /// its log and asks the primary only for what came after.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
@@ -247,6 +262,7 @@ impl GroupArgs {
             backlog_bytes: usize::try_from(self.backlog_kib.map_or(self.backlog_mib << 20, |k| k << 10))
                 .unwrap_or(usize::MAX),
             reconnect: Duration::from_secs(self.reconnect_secs),
+            precopy: self.precopy == OnOff::On,
         })
     }
 }
@@ -393,8 +409,8 @@ fn main() -> ExitCode {
         Command::Run(vm) => (vm, Mode::Run, None),
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file), None),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file), None),
-        Command::Primary { vm, listen, group: args } => match args.group() {
-            Ok(group) => (vm, Mode::Primary { listen, group }, args.arbiter),
+        Command::Primary { vm, listen, group: args, disk } => match args.group() {
+            Ok(group) => (vm, Mode::Primary { listen, group, data_dir: disk.data_dir() }, args.arbiter),
             Err(e) => return usage_error(&e),
         },
         Command::Backup { vm, primary, connect_timeout_secs, listen, group: args, disk } => match args.group() {

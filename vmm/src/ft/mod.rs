@@ -79,6 +79,9 @@ pub struct Timing {
     /// How long a follower whose connection broke tries to reconnect and resume before
     /// it takes its primary for dead (zero: it does not try).
     pub reconnect: Duration,
+    /// A state transfer to a running VM copies memory while it runs, pausing it only
+    /// for the last round (`--precopy on`, the default); off, it stops for the whole copy.
+    pub precopy: bool,
 }
 
 /// Why replication could not be set up.

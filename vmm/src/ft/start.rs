@@ -70,6 +70,8 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         stats: s.stats.clone(),
         timing: s.timing,
         tick_hz: header.tick_hz,
+        events: s.events_tx.clone(),
+        precopying: Default::default(),
     };
     // A follower of an earlier run may ask to resume here: it is refused (nothing has been
     // logged yet), and the primary goes on waiting for a first follower it can attach.
@@ -86,7 +88,7 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
             }
         }
         let (conn, request) = handshake::accept_backup(&listener, &local, &|| None)?;
-        match attacher.attach(Attaching { conn, request }, machine.at_exit(0)) {
+        match attacher.attach(Attaching::Asked { conn, request }, machine.at_exit(0)) {
             Ok(()) => break,
             Err(ReplicationError::Attach(why)) => tracing::warn!("{why}; still waiting for a first follower"),
             Err(e) => return Err(e),
@@ -95,8 +97,15 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     s.releaser.set_policy(Policy::Primary(s.group.clone()));
     attach::spawn_listener(listener, header, s.group.clone(), s.events_tx.clone())
         .map_err(|e| ReplicationError::Thread("join-listen", e))?;
-    let sink = GroupSink::new(fanout, s.group.clone(), s.stats.clone());
-    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events);
+    // Its own log and checkpoints, so that restarted later (as a follower) it rejoins from them.
+    let persist = match &s.data_dir {
+        Some(d) => Some(recovery::start_primary(d, machine, &s.group)?),
+        None => None,
+    };
+    let sink =
+        GroupSink::new(fanout, s.group.clone(), s.stats.clone()).with_disk(persist.as_ref().map(|p| p.disk.clone()));
+    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events)
+        .with_checkpoints(persist.map(|p| p.checkpoints.clone()));
     Ok(Started { driver: Driver::Live(live), first_index: 0, attacher: Some(attacher), takeover: None, upstream: None })
 }
 
@@ -146,7 +155,7 @@ pub fn replica(
                     events: s.events.clone(),
                     events_tx: s.events_tx.clone(),
                     timing: s.timing,
-                    data_dir: None,
+                    data_dir: s.data_dir.clone(),
                 };
                 let plan = FollowerPlan {
                     tap: plan.tap.clone(),

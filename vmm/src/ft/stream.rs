@@ -18,6 +18,7 @@
 //! Every exit's records also go to the [`Backlog`] (followers or not), so that a
 //! follower whose connection broke can resume from it.
 use super::backlog::Backlog;
+use super::disklog::DiskLog;
 use super::flow::{LagGate, ProgressWatch};
 use super::group::{Follower, Group};
 use super::output_rule::ReplicationMode;
@@ -414,12 +415,21 @@ pub struct GroupSink {
     group: Arc<Group>,
     stats: Arc<Stats>,
     scratch: Vec<u8>,
+    /// With `--data-dir`: the VM's own log on disk.
+    disk: Option<Arc<DiskLog>>,
 }
 
 impl GroupSink {
     /// A sink over `fanout`'s links and backlog; `group` says the epoch of each exit.
     pub fn new(fanout: Arc<Fanout>, group: Arc<Group>, stats: Arc<Stats>) -> GroupSink {
-        GroupSink { fanout, group, stats, scratch: Vec::with_capacity(4096) }
+        GroupSink { fanout, group, stats, scratch: Vec::with_capacity(4096), disk: None }
+    }
+
+    /// Every record also goes to `disk` (`--data-dir`), as a follower's do: the log a
+    /// primary restarted later as a follower replays from its checkpoint.
+    pub fn with_disk(mut self, disk: Option<Arc<DiskLog>>) -> GroupSink {
+        self.disk = disk;
+        self
     }
 
     fn fan_out(&mut self, records: &[Record]) {
@@ -445,6 +455,12 @@ impl GroupSink {
         }
         for link in &links {
             link.append_encoded(&self.scratch, highest, flush);
+        }
+        if let Some(disk) = &self.disk {
+            // One of the two writes: now and waiting for the disk (--fsync always), or
+            // handed to the disk-log thread (async).
+            disk.append(records, true);
+            disk.append(records, false);
         }
     }
 }

@@ -117,7 +117,11 @@ impl Takeover {
             None => Backlog::new(self.timing.backlog_bytes, last_replayed + 1, self.group.epoch()),
         };
         let fanout = Fanout::new(backlog);
-        let sink: Box<dyn LogSink> = Box::new(GroupSink::new(fanout.clone(), self.group.clone(), self.stats.clone()));
+        // A follower with a data directory goes on writing its log and checkpoints, now its own.
+        let persist = self.upstream.persist.get().cloned();
+        let sink = GroupSink::new(fanout.clone(), self.group.clone(), self.stats.clone())
+            .with_disk(persist.as_ref().map(|p| p.disk.clone()));
+        let sink: Box<dyn LogSink> = Box::new(sink);
         let attacher = Attacher {
             group: self.group,
             fanout,
@@ -125,8 +129,12 @@ impl Takeover {
             stats: self.stats,
             timing: self.timing,
             tick_hz: self.header.tick_hz,
+            events: self.events_tx.clone(),
+            precopying: Default::default(),
         };
-        Ok(Live { driver: LiveDriver::new(self.header.tick_hz, Some(sink), self.events), attacher: Some(attacher) })
+        let driver = LiveDriver::new(self.header.tick_hz, Some(sink), self.events)
+            .with_checkpoints(persist.map(|p| p.checkpoints.clone()));
+        Ok(Live { driver, attacher: Some(attacher) })
     }
 }
 

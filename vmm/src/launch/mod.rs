@@ -95,6 +95,8 @@ pub enum Mode {
     Primary {
         listen: String,
         group: GroupOptions,
+        /// Where it keeps its log and checkpoints (`--data-dir`), for when it follows later.
+        data_dir: Option<DataDir>,
     },
     /// Pair with the primary at `primary`, replay its log, go live if it dies
     /// (and then take followers at `listen`, if given).
@@ -275,8 +277,8 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         data_dir,
     };
     let started: Option<Started> = match (mode, replay_log, &elector) {
-        (Mode::Primary { listen, group: g }, _, _) => {
-            let s = services(events_rx.clone(), g, None);
+        (Mode::Primary { listen, group: g, data_dir }, _, _) => {
+            let s = services(events_rx.clone(), g, data_dir.clone());
             Some(start::primary(&mut machine, listen, s).map_err(LaunchError::Replication)?)
         }
         (Mode::Backup { primary, group: g, connect_within, listen, data_dir }, _, _) => {
@@ -293,6 +295,8 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             )
         }
         (Mode::Replica { group: g, .. }, _, Some(elector)) => {
+            // The ballot only: a replica member keeps no log or checkpoints on disk yet
+            // (README, Limits).
             let s = services(events_rx.clone(), g, None);
             elector.start(s.group.clone())?;
             let plan = FollowerPlan {

@@ -59,6 +59,7 @@ fn rig_ticking(group: &Arc<Group>, joined_at: u64, max_replay_lag: u64, acks: Ac
         failover_timeout: Duration::from_millis(300),
         max_replay_lag,
         backlog_bytes: 1 << 20,
+        precopy: true,
         reconnect: Duration::ZERO,
     };
     let follower = group.add_follower("pretend", joined_at);
