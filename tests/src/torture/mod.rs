@@ -200,7 +200,7 @@ pub fn final_reads(id: usize, shared: &Shared) -> Vec<crate::history::Op> {
         let got = conn.as_mut().map(|c| c.run(key, Call::Get));
         let complete = shared.t0.elapsed().as_micros() as u64;
         ops.push(match got {
-            Some(Ok(outcome)) => Op::done(id, key, Call::Get, outcome, invoke, complete),
+            Some(Ok(Some(outcome))) => Op::done(id, key, Call::Get, outcome, invoke, complete),
             _ => Op::indeterminate(id, key, Call::Get, invoke),
         });
     }
