@@ -4,11 +4,13 @@
 //! ```text
 //! ftvmm-torture [--members 3|2] [--replication MODE] [--seed N] [--minutes M | --seconds S]
 //!               [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]...
-//!               [--wipe-data]                   (half the kills lose the member's --data-dir)
+//!               [--keep-data]                   (no kill loses the member's --data-dir; by
+//!                                                default a third of the restarts begin empty)
 //!               [--unsafe-release-before-ack]   (a broken build: debug builds of ftvmm only)
 //! ftvmm-torture --check FILE      recheck a saved history
 //! ```
 //!
+//! `NETNS_PREFIX` in the environment names the namespaces (default: a unique prefix).
 //! Exit 0 when every check passed, 1 on an anomaly (the history and the members' logs
 //! are written), 2 on a usage error. Needs root, KVM and the `ftvmm` binary of the same
 //! build (`cargo build --workspace`); it takes the tests' lock /tmp/ftvmm-tests.lock.
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: ftvmm-torture [--members 3|2] [--replication sync|semi-sync|async|quorum:K] [--seed N] \
 [--minutes M | --seconds S] [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]... \
-[--wipe-data] [--unsafe-release-before-ack] \
+[--keep-data] [--unsafe-release-before-ack] \
 | --check HISTORY-FILE";
 
 struct Args {
@@ -62,7 +64,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--history" => a.history = Some(value()?),
             "--logs" => a.logs = Some(value()?),
             "--member-flag" => a.config.extra.push(value()?),
+            // A third of the kills restart without the --data-dir unless told otherwise
+            // (--wipe-data, the old switch, is the default now).
             "--wipe-data" => a.config.wipe = true,
+            "--keep-data" => a.config.wipe = false,
             "--check" => a.check = Some(value()?),
             // A broken build, to show the checker catches one: members release output
             // before the ack. Honoured by debug builds of ftvmm only (see vmm's group.rs).
@@ -100,8 +105,11 @@ fn main() -> ExitCode {
         print!("{}", f.reports());
         return if f.anomalies() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) };
     }
+    let mut config = args.config.clone();
+    // NETNS_PREFIX names the namespaces (a long run on a shared machine); else a unique prefix.
+    config.netns_prefix = std::env::var("NETNS_PREFIX").ok().filter(|p| !p.is_empty());
     let _turn = ftvmm_tests::pair::serial();
-    let report = run(&args.config);
+    let report = run(&config);
     let ok = report.ok();
     if !ok || args.history.is_some() {
         let path = args.history.clone().unwrap_or_else(|| format!("torture-seed{}.history", args.config.seed));
@@ -130,14 +138,19 @@ fn main() -> ExitCode {
     println!("{}", report.summary());
     let (f, keys) = (&report.faults, report.findings.keys.len());
     println!(
-        "figures: ops={} kills={} pauses={} partitions={} slow_links={} wipes={} unrecovered={} histories={keys} anomalies={} lost={}",
+        "figures: ops={} kills={} pauses={} partitions={} one_way={} slow_links={} witness_outages={} wipes={} unrecovered={} \
+         nemesis_failures={} cas_ok={} histories={keys} anomalies={} lost={}",
         report.history.len(),
         f.kills,
         f.pauses,
         f.partitions,
+        f.one_way,
         f.slow_links,
+        f.witness_outages,
         f.wipes,
         f.unrecovered,
+        f.failures.len(),
+        report.history.iter().filter(|o| o.outcome == ftvmm_tests::history::Outcome::Cas(true)).count(),
         report.findings.anomalies(),
         report.findings.lost
     );
@@ -168,6 +181,8 @@ mod tests {
         let ops = args("--ops 5000").expect("valid");
         assert_eq!((ops.config.ops, ops.config.duration), (Some(5000), None), "--ops alone has no time limit");
         assert!(args("").expect("defaults").config.env.is_empty(), "the sabotage is off by default");
+        assert!(args("").expect("defaults").config.wipe, "kills restart without the --data-dir now and then");
+        assert!(!args("--keep-data").expect("valid").config.wipe);
         assert!(args("--members 4").is_err());
         assert!(args("--seed").is_err());
         assert!(args("--seed x").is_err());
