@@ -5,7 +5,9 @@
 /// TEST-ONLY SABOTAGE, for the fault campaign (`ftvmm-torture`) to prove that its
 /// checker catches a broken Output Rule: with `FTVMM_UNSAFE_RELEASE_BEFORE_ACK=1` in
 /// the environment of a **debug build**, a primary releases output at once, before
-/// any follower acknowledged it, in every mode. A release build never reads the
+/// any follower acknowledged it, in every mode, and sends the log as `async` does
+/// (never waiting for a follower's socket: otherwise a full socket would stall the
+/// vCPU after a few KiB and hide the bug from the checker). A release build never reads the
 /// variable (`cfg!(debug_assertions)` is false there), and nothing sets it but
 /// `tests/tests/torture.rs`.
 pub(crate) fn unsafe_release_before_ack() -> bool {

@@ -20,34 +20,23 @@
 use super::backlog::Backlog;
 use super::flow::{LagGate, ProgressWatch};
 use super::group::{Follower, Group};
+use super::output_rule::ReplicationMode;
 use super::release::SharedReleaser;
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
 use crate::vm::recorder::{LogSink, RecordError};
 use logging_channel::channel::{Message, MessageReader};
 use logging_channel::{codec, Record};
-use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use wire::Wire;
 
 /// How long a new follower may take to restore the state before its first ack.
 const FIRST_ACK_GRACE: Duration = Duration::from_secs(10);
 /// Buffered log bytes that force a write even without output.
 const FLUSH_BYTES: usize = 64 * 1024;
-
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// Highest exit index appended (released marks aside): a heartbeat repeats it.
-    highest: u64,
-    /// The last released mark put in the stream.
-    released_sent: u64,
-    /// The standing (epoch, may take over) the follower was last told.
-    standing_sent: Option<(u64, bool)>,
-    last_write: Instant,
-}
 
 /// The log stream to one follower.
 pub struct FollowerLink {
@@ -108,20 +97,16 @@ impl FollowerLink {
         // Records that carry their own standing marks must not be led by the current
         // epoch's: the follower would take the old epoch's records for the new one's.
         let standing_sent = marked.then(|| (group.epoch(), group.eligible(&follower)));
+        // Async never waits for a follower, for its network neither (see `wire`); nor
+        // does the test-only broken build, which releases as async does in every mode.
+        let nonblocking = group.mode() == ReplicationMode::Async || super::sabotage::unsafe_release_before_ack();
         let link = Arc::new(FollowerLink {
             follower,
             group,
             releaser,
             stats,
             control,
-            wire: Mutex::new(Wire {
-                stream,
-                buf,
-                highest,
-                released_sent: 0,
-                standing_sent,
-                last_write: Instant::now(),
-            }),
+            wire: Mutex::new(Wire::new(stream, buf, highest, standing_sent, nonblocking)),
             sent_through: AtomicU64::new(joined_at),
             stopped: AtomicBool::new(false),
             gate: LagGate::new(timing.max_replay_lag),
@@ -146,7 +131,12 @@ impl FollowerLink {
                     ProgressWatch::new(exits.load(Ordering::Relaxed), Instant::now(), timing.failover_timeout);
                 let mut reported = false;
                 while l.is_live() {
-                    std::thread::sleep(timing.heartbeat / 2);
+                    if l.lock().pending() > 0 {
+                        wire::wait_writable(&l.control, timing.heartbeat / 2);
+                        l.send_pending();
+                    } else {
+                        std::thread::sleep(timing.heartbeat / 2);
+                    }
                     l.heartbeat(timing.heartbeat);
                     let at = exits.load(Ordering::Relaxed);
                     match vcpu.observe(at, tick_hz > 0, Instant::now()) {
@@ -240,14 +230,19 @@ impl FollowerLink {
         // Published before the bytes go: the follower may ack them before write_all even
         // returns here, and an ack beyond `sent_through` is treated as a lie.
         self.sent_through.fetch_max(w.highest, Ordering::SeqCst);
-        let Wire { stream, buf, .. } = w;
-        let n = buf.len() as u64;
-        let result = stream.write_all(buf);
-        buf.clear();
-        w.last_write = Instant::now();
+        let n = w.buf.len() as u64;
+        let result = w.send();
         self.stats.log_bytes.fetch_add(n, Ordering::Relaxed);
         self.follower.log_bytes.fetch_add(n, Ordering::Relaxed);
         result
+    }
+
+    /// Async: sends what waits for the socket (log-tx, once it is writable).
+    fn send_pending(&self) {
+        let mut w = self.lock();
+        let result = if self.is_live() { w.send_pending() } else { Ok(()) };
+        drop(w);
+        self.check(result);
     }
 
     fn check(&self, result: std::io::Result<()>) {
@@ -317,10 +312,8 @@ impl FollowerLink {
         self.stopped.store(true, Ordering::SeqCst);
         let mut w = self.lock();
         let live = !self.follower.is_dropped();
-        let Wire { stream, buf, .. } = &mut *w;
-        let result = if live { stream.write_all(buf) } else { Ok(()) };
-        buf.clear();
-        let _ = stream.shutdown(Shutdown::Write);
+        let result = if live { w.drain_all() } else { Ok(()) };
+        let _ = w.stream.shutdown(Shutdown::Write);
         drop(w);
         if let Err(e) = result {
             tracing::warn!(follower = self.follower.id, "the end of the log did not reach the follower: {e}");
@@ -483,3 +476,4 @@ impl LogSink for GroupSink {
 
 #[cfg(test)]
 mod tests;
+mod wire;

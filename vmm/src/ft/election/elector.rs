@@ -74,6 +74,12 @@ pub struct ElectionTiming {
     /// absent for this round (the next round asks again), so a hung member delays an
     /// election by this much, not by `ask_timeout`.
     pub probe_timeout: Duration,
+    /// How long after voting for a candidate a member backs it as if it heard it as
+    /// primary: it grants no vote or pre-vote to another (Raft resets its election
+    /// timer on a grant, section 5.2). Without it, a candidate that just lost could
+    /// stand again at once and win the voters that had not heard from the winner
+    /// yet, deposing a primary that had not had the time to take its followers.
+    pub backing: Duration,
 }
 
 impl ElectionTiming {
@@ -86,6 +92,7 @@ impl ElectionTiming {
             step: (failover_timeout / 10).max(heartbeat * 2),
             ask_timeout: failover_timeout.clamp(Duration::from_millis(20), peer::PEER_IO_TIMEOUT),
             probe_timeout: heartbeat.clamp(Duration::from_millis(10), failover_timeout / 4),
+            backing: failover_timeout,
         }
     }
 }
@@ -131,6 +138,8 @@ pub struct Elector {
     /// The epoch in which this member voted for another candidate: from then on it
     /// acknowledges no primary of an earlier epoch (its log-rx checks this).
     fence: Arc<std::sync::atomic::AtomicU64>,
+    /// The candidate this member last voted for, and when (see `ElectionTiming::backing`).
+    granted: Mutex<Option<(MemberId, Instant)>>,
 }
 
 impl Elector {
@@ -168,6 +177,7 @@ impl Elector {
             won_with_witness: std::sync::atomic::AtomicBool::new(false),
             lost_log: std::sync::atomic::AtomicBool::new(ballot.epoch > 0),
             fence: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            granted: Mutex::new(None),
         }))
     }
 
@@ -226,6 +236,14 @@ impl Elector {
 
     fn hears_primary(&self) -> bool {
         self.view.get().is_some_and(|v| v.hears_primary())
+    }
+
+    /// The candidate this member voted for less than `backing` ago, unless that is
+    /// itself: it counts as the primary this member hears until it has had the time
+    /// to take its followers.
+    fn backs(&self) -> Option<MemberId> {
+        let granted = *self.granted.lock().unwrap_or_else(|p| p.into_inner());
+        granted.filter(|(c, at)| *c != self.group.me.id && at.elapsed() < self.timing.backing).map(|(c, _)| c)
     }
 
     /// Learns of `epoch` and stores it (a later epoch clears the vote).
@@ -623,7 +641,7 @@ impl PeerService for Elector {
                 let hears = match local.role {
                     PeerRole::Primary => self.group.me.id,
                     PeerRole::Follower if self.hears_primary() => local.primary,
-                    _ => 0,
+                    _ => self.backs().unwrap_or(0),
                 };
                 Some(PeerMessage::ProbeReply(ProbeReply {
                     group: self.group.tag,
@@ -652,7 +670,8 @@ impl Elector {
             me: self.group.me,
             position: self.position(),
             is_primary: local.role == PeerRole::Primary,
-            hears_primary: local.role == PeerRole::Follower && self.hears_primary(),
+            hears_primary: (local.role == PeerRole::Follower && self.hears_primary())
+                || self.backs().is_some_and(|c| c != r.candidate),
             lost_log: !self.has_log(),
         };
         let request = Request {
@@ -681,6 +700,7 @@ impl Elector {
                 if local.role == PeerRole::Candidate {
                     self.set_local(PeerRole::Follower, 0);
                 }
+                *self.granted.lock().unwrap_or_else(|p| p.into_inner()) = Some((r.candidate, Instant::now()));
                 tracing::info!(%from, candidate = r.candidate, epoch, "voted for member {} in epoch {epoch}", r.candidate);
                 self.reply(epoch, true, String::new())
             }

@@ -7,7 +7,7 @@ use crate::ft::output_rule::ReplicationMode;
 use crate::ft::release::Policy;
 use crate::host::status::Role;
 use logging_channel::channel::{self, Ack};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
 
@@ -20,6 +20,11 @@ enum Acks {
     Lies(u64),
     /// Sends bytes that are no message at all after its first ack.
     Garbage,
+    /// Acks where it joined every 50 ms and never reads a byte: a follower whose
+    /// socket takes nothing while its acks say it lives.
+    NeverReads,
+    /// Reads nothing for a while after its first ack, then as told.
+    NapsFirst(Duration),
 }
 
 struct Rig {
@@ -29,7 +34,11 @@ struct Rig {
 }
 
 fn group() -> Arc<Group> {
-    let config = GroupConfig { mode: ReplicationMode::Sync, max_followers: 4, arbiter: None, election: None };
+    group_in(ReplicationMode::Sync)
+}
+
+fn group_in(mode: ReplicationMode) -> Arc<Group> {
+    let config = GroupConfig { mode, max_followers: 4, arbiter: None, election: None };
     let (events, _rx) = crossbeam_channel::unbounded();
     Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), events)
 }
@@ -62,7 +71,8 @@ fn rig_ticking(group: &Arc<Group>, joined_at: u64, max_replay_lag: u64, acks: Ac
 fn pretend_follower(mut stream: TcpStream, joined_at: u64, acks: Acks) {
     let ack = |stream: &mut TcpStream, received: u64| {
         let (received, replayed) = match acks {
-            Acks::AsToldComplete => (received, received),
+            Acks::AsToldComplete | Acks::NapsFirst(_) => (received, received),
+            Acks::NeverReads => (joined_at, joined_at),
             Acks::NeverReplays => (received, joined_at),
             Acks::Lies(claim) => (claim, joined_at),
             Acks::Garbage => (received, received),
@@ -73,6 +83,16 @@ fn pretend_follower(mut stream: TcpStream, joined_at: u64, acks: Acks) {
     };
     if ack(&mut stream, joined_at).is_err() {
         return;
+    }
+    match acks {
+        Acks::NeverReads => loop {
+            std::thread::sleep(Duration::from_millis(50));
+            if ack(&mut stream, joined_at).is_err() {
+                return;
+            }
+        },
+        Acks::NapsFirst(nap) => std::thread::sleep(nap),
+        _ => {}
     }
     if let Acks::Garbage = acks {
         let _ = stream.write_all(&[0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3]);
@@ -185,4 +205,60 @@ fn a_follower_that_sends_garbage_is_dropped_and_releases_nothing_early() {
     assert_eq!(garbage.link.follower().acked(), 0);
     assert!(honest.link.is_live());
     assert_eq!(g.release_limit(), 0, "output still waits for the honest follower");
+}
+
+/// Appends `n` progress records for exits `from+1..=from+n`, padded to `bytes` each
+/// with no-op marks, flushing every one as output would.
+fn append_progress(link: &FollowerLink, from: u64, n: u64, bytes: usize) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for exit in from + 1..=from + n {
+        let mut chunk = Vec::with_capacity(bytes);
+        while chunk.len() + 16 < bytes {
+            codec::encode(&Record::Progress { exit_index: exit - 1 }, &mut chunk);
+        }
+        codec::encode(&Record::Progress { exit_index: exit }, &mut chunk);
+        let t0 = Instant::now();
+        link.append_encoded(&chunk, Some(exit), true);
+        slowest = slowest.max(t0.elapsed());
+    }
+    slowest
+}
+
+#[test]
+fn an_async_primary_does_not_wait_for_a_follower_whose_socket_takes_nothing_until_it_trails_too_far() {
+    let rig = rig(&group_in(ReplicationMode::Async), 0, u64::MAX, Acks::NeverReads);
+    std::thread::sleep(Duration::from_millis(50));
+    // Half the limit: far more than the kernel's buffers take, so a blocking send
+    // would wait here for the send timeout (the failover timeout, 300 ms).
+    let chunk = 64 * 1024;
+    let half = (wire::MAX_ASYNC_PENDING / 2 / chunk) as u64;
+    let slowest = append_progress(&rig.link, 0, half, chunk);
+    assert!(rig.link.is_live(), "dropped before it trailed by the limit");
+    assert!(slowest < Duration::from_millis(150), "an append waited {slowest:?} for the follower's socket");
+    // On past the limit plus what the kernel's buffers may hold (loopback grows them
+    // to several MiB).
+    let (mut at, cap) = (half, 4 * half);
+    while !rig.link.follower().is_dropped() && at < cap {
+        let slowest = append_progress(&rig.link, at, 8, chunk);
+        assert!(slowest < Duration::from_millis(150), "an append waited {slowest:?} for the follower's socket");
+        at += 8;
+    }
+    assert!(rig.link.follower().is_dropped(), "a follower trailing by more than the limit is dropped");
+    assert!(at * chunk as u64 > wire::MAX_ASYNC_PENDING as u64, "dropped after {at} chunks, before the limit");
+    assert_eq!(rig.group.follower_count(), 0);
+}
+
+#[test]
+fn an_async_follower_that_falls_behind_and_catches_up_gets_every_record_intact() {
+    // Appends while the follower naps fill the kernel's buffers and end in the middle
+    // of frames; the marks the link adds must still fall between frames.
+    let rig = rig(&group_in(ReplicationMode::Async), 0, u64::MAX, Acks::NapsFirst(Duration::from_millis(200)));
+    let n = 400;
+    append_progress(&rig.link, 0, n, 7 * 1024 + 3);
+    let t0 = Instant::now();
+    while rig.link.follower().acked() < n && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(rig.link.is_live());
+    assert_eq!(rig.link.follower().acked(), n, "the follower decoded every record through the last");
 }

@@ -108,3 +108,26 @@ fn a_member_that_hears_its_primary_votes_for_nobody() {
     assert!(ask(&e, tag, 2, 2, (1, 20)).expect("a reply").granted, "once the primary is gone, it votes");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_member_backs_the_candidate_it_voted_for_until_it_had_the_time_to_take_its_followers() {
+    // Found when a fresh group's losing candidate stood again 2 ms after losing, and
+    // the voter that had not yet heard from the winner deposed it.
+    let (e, dir) = elector("backing", LogPosition { epoch: 0, exit: 0 });
+    let tag = e.membership().tag;
+    assert!(ask(&e, tag, 1, 1, (0, 0)).expect("a reply").granted, "the first candidate gets the vote");
+    let probe = |e: &Elector| match e
+        .answer(PeerMessage::Probe(Probe { group: tag, from: 2 }), "127.0.0.1:9".parse().expect("addr"))
+    {
+        Some(PeerMessage::ProbeReply(r)) => r,
+        other => panic!("not a probe reply: {other:?}"),
+    };
+    assert_eq!(probe(&e).primary, 1, "a pre-vote probe hears the candidate it backs");
+    let rival = ask(&e, tag, 2, 2, (0, 0)).expect("a reply");
+    assert!(!rival.granted && rival.why.contains("still hears"), "{rival:?}");
+    assert!(ask(&e, tag, 2, 1, (0, 0)).expect("a reply").granted, "the backed candidate may stand again");
+    std::thread::sleep(e.timing.backing);
+    assert_eq!(probe(&e).primary, 0, "backing lapses");
+    assert!(ask(&e, tag, 3, 2, (0, 0)).expect("a reply").granted, "after the backing time the rival gets the vote");
+    let _ = std::fs::remove_dir_all(dir);
+}
