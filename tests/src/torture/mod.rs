@@ -5,20 +5,21 @@
 //!   client namespace                         host-a / host-b / host-c
 //!   +---------------------------+            +-------------------------------+
 //!   | clients (N connections)   |  GET/SET/  | ftvmm replica --id 1..3       |
-//!   |  record invoke, complete, |  INCR ->   |  (2 members: + file witness)  |
-//!   |  result of every op       |  guest     |  --replication MODE           |
-//!   +---------------------------+            +-------------------------------+
-//!                 |                                   ^  kill -9 + restart, SIGSTOP/CONT,
-//!                 v                                   |  link down/up, slow link
-//!            history (per key)                   nemesis (seeded)
-//!                 |
-//!                 v  at the end, with the group whole again:
+//!   |  record invoke, complete, |  INCR/CAS/ |  (2 members: + file witness)  |
+//!   |  result of every op       |  GETDEL -> |  --replication MODE           |
+//!   +---------------------------+  guest     +-------------------------------+
+//!                 |                                   ^  kill -9 + restart (with or without
+//!                 v                                   |  --data-dir), SIGSTOP/CONT, links
+//!            history (per key)                   nemesis (seeded)   down, one-way drops,
+//!                 |                                                 slow logging link,
+//!                 v  at the end, with the group whole again:        witness away
 //!   1. linearizable, per key (linear.rs: Wing & Gong / Lowe)
 //!   2. no acknowledged INCR of the counter lost: final >= acked, <= acked + indeterminate
 //!   3. one primary per epoch: every "ELECTED ... primary of epoch E" names a distinct E
-//!      (a reply released by a member that was not primary in its epoch would need two)
-//!   4. SIGTERM to the primary: every follower replays to the end record and has the
-//!      primary's final digest (its replay checks it: "EndOfLog(Shutdown)", exit 0)
+//!   4. no output released by a member in an epoch it did not win (epochs.rs: every
+//!      process's GOING LIVE / boot / going-alone against its own wins)
+//!   5. SIGTERM to the primary: every follower in sync replays to the end record and has
+//!      the primary's final digest (its replay checks it: "EndOfLog(Shutdown)", exit 0)
 //! ```
 //!
 //! [`run`] returns a [`Report`]; the binary (`src/bin/ftvmm-torture.rs`) prints its
