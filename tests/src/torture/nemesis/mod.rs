@@ -22,10 +22,13 @@
 //!     in sync), up to RECOVERY; a group that does not recover is reported, and the run goes on
 //! ```
 //!
-//! Every draw comes from one generator seeded by `--seed`, and every fault is logged
-//! with its draws, so a schedule can be run again; which member is primary when a
-//! victim is drawn, and timing on a loaded machine, still vary, as in Jepsen.
+//! Every draw of a round is made from one generator seeded by `--seed` before the
+//! round does anything ([`plan`]), so a seed names its schedule (`ftvmm-torture
+//! --plan` prints it) and every fault is logged as it happens; which member is
+//! primary when a victim is taken, and timing on a loaded machine, still vary, as in
+//! Jepsen.
 pub mod net;
+pub mod plan;
 pub mod witness;
 
 use crate::netns::Topology;
@@ -33,6 +36,7 @@ use crate::replica::{Replicas, MEMBER_HOSTS};
 use crate::status::fetch;
 use crate::torture::clients::Rng;
 use net::OneWay;
+use plan::Fault;
 use std::time::{Duration, Instant};
 
 pub use net::slow;
@@ -142,40 +146,35 @@ impl Nemesis {
         self.faults.failures.push(what);
     }
 
-    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.rng.below(hi - lo))
-    }
-
-    /// A victim: the primary 2 times in 3 (when there is one), else any member.
-    fn victim(&mut self, topo: &Topology) -> usize {
-        let any = self.rng.below(self.n as u64) as usize;
-        if self.rng.below(3) < 2 {
-            if let Some(p) = (0..self.n).find(|&i| is_primary(topo, i)) {
-                return p;
-            }
-        }
-        any
-    }
-
-    /// Another member than `v`, drawn.
-    fn other(&mut self, v: usize) -> usize {
-        (v + 1 + self.rng.below(self.n as u64 - 1) as usize) % self.n
-    }
-
-    /// Traffic, then one fault, then waits for the group to be whole.
+    /// Traffic, then one fault (drawn first: [`plan::draw`]), then waits for the group
+    /// to be whole.
     pub fn round(&mut self, topo: &Topology, r: &mut Replicas) {
-        let quiet = self.ms(300, 1_500);
-        std::thread::sleep(quiet);
-        let kind = self.rng.below(20);
-        let v = self.victim(topo);
-        match kind {
-            0..=6 => self.kill(topo, r, v),
-            7..=9 => self.pause(r, v),
-            10..=12 => self.partition(topo, v),
-            13..=15 => self.one_way(topo, v),
-            16..=17 => self.slow(topo, v),
-            _ if r.witness_dir().is_some() => self.witness(topo, r, v),
-            _ => self.partition(topo, v),
+        let round = plan::draw(&mut self.rng, self.n, r.witness_dir().is_some(), self.wipe);
+        std::thread::sleep(round.quiet);
+        // The victim: the primary when the draw says so and there is one, else `any`.
+        let primary = if round.primary { (0..self.n).find(|&i| is_primary(topo, i)) } else { None };
+        let v = primary.unwrap_or(round.any);
+        let other = |offset: usize| (v + offset) % self.n;
+        match round.fault {
+            Fault::Kill { down, wipe } => self.kill(topo, r, v, down, wipe),
+            Fault::Pause { hold } => self.pause(r, v, hold),
+            Fault::Partition { hold, also } => self.partition(topo, v, also.map(other), hold),
+            Fault::OneWay { hold, way, peer } => {
+                let (me, peer) = (Some(MEMBER_HOSTS[v]), Some(MEMBER_HOSTS[other(peer)]));
+                let cut = match way {
+                    0 => OneWay { from: me, to: None },
+                    1 => OneWay { from: None, to: me },
+                    2 => OneWay { from: me, to: peer },
+                    _ => OneWay { from: peer, to: me },
+                };
+                self.one_way(topo, cut, hold)
+            }
+            Fault::Slow { ms, hold, alt } => {
+                // The logging link runs to a follower: not to the primary.
+                let v = if is_primary(topo, v) { other(alt) } else { v };
+                self.slow(topo, v, ms, hold)
+            }
+            Fault::Witness { away, kill } => self.witness(topo, r, v, away, kill),
         }
         if !wait_whole(topo, self.n, RECOVERY) {
             self.faults.unrecovered += 1;
@@ -183,9 +182,7 @@ impl Nemesis {
         }
     }
 
-    fn kill(&mut self, topo: &Topology, r: &mut Replicas, v: usize) {
-        let down = self.ms(1, 1_500);
-        let wipe = self.rng.below(3) == 0 && self.wipe;
+    fn kill(&mut self, topo: &Topology, r: &mut Replicas, v: usize, down: Duration, wipe: bool) {
         let how = if wipe { "without its --data-dir (emptied: a new disk)" } else { "with its --data-dir" };
         self.note(format!("kill -9 member {} ({}), restart after {down:?} {how}", v + 1, MEMBER_HOSTS[v]));
         r.kill(topo, v);
@@ -202,43 +199,30 @@ impl Nemesis {
         self.faults.kills += 1;
     }
 
-    fn pause(&mut self, r: &mut Replicas, v: usize) {
-        let pause = self.ms(500, 4_000);
-        self.note(format!("SIGSTOP member {} for {pause:?}", v + 1));
+    fn pause(&mut self, r: &mut Replicas, v: usize, hold: Duration) {
+        self.note(format!("SIGSTOP member {} for {hold:?}", v + 1));
         let pid = r.members[v].pid();
         signal(pid, nix::sys::signal::Signal::SIGSTOP);
-        std::thread::sleep(pause);
+        std::thread::sleep(hold);
         signal(pid, nix::sys::signal::Signal::SIGCONT);
         self.faults.pauses += 1;
     }
 
-    fn partition(&mut self, topo: &Topology, v: usize) {
-        let cut = self.ms(500, 3_000);
-        let mut hosts = vec![v];
-        if self.n == 3 && self.rng.below(4) == 0 {
-            hosts.push(self.other(v));
-        }
+    fn partition(&mut self, topo: &Topology, v: usize, also: Option<usize>, hold: Duration) {
+        let hosts: Vec<usize> = std::iter::once(v).chain(also).collect();
         let names: Vec<String> = hosts.iter().map(|i| format!("{}", i + 1)).collect();
-        self.note(format!("partition: member(s) {} cut off for {cut:?}", names.join("+")));
+        self.note(format!("partition: member(s) {} cut off for {hold:?}", names.join("+")));
         for &i in &hosts {
             topo.link(MEMBER_HOSTS[i], false);
         }
-        std::thread::sleep(cut);
+        std::thread::sleep(hold);
         for &i in &hosts {
             topo.link(MEMBER_HOSTS[i], true);
         }
         self.faults.partitions += 1;
     }
 
-    fn one_way(&mut self, topo: &Topology, v: usize) {
-        let hold = self.ms(500, 3_000);
-        let (me, peer) = (Some(MEMBER_HOSTS[v]), Some(MEMBER_HOSTS[self.other(v)]));
-        let cut = match self.rng.below(4) {
-            0 => OneWay { from: me, to: None },
-            1 => OneWay { from: None, to: me },
-            2 => OneWay { from: me, to: peer },
-            _ => OneWay { from: peer, to: me },
-        };
+    fn one_way(&mut self, topo: &Topology, cut: OneWay, hold: Duration) {
         self.note(format!("one-way partition for {hold:?}: {}", cut.describe()));
         if let Err(e) = net::cut(topo, cut) {
             return self.fail(e);
@@ -248,15 +232,11 @@ impl Nemesis {
         self.faults.one_way += 1;
     }
 
-    /// The logging link: what a follower receives (a follower if there is one).
-    fn slow(&mut self, topo: &Topology, v: usize) {
-        let ms = 5 + self.rng.below(45);
-        let hold = self.ms(1_000, 4_000);
-        let v = if is_primary(topo, v) { self.other(v) } else { v };
-        let host = MEMBER_HOSTS[v];
+    fn slow(&mut self, topo: &Topology, v: usize, ms: u64, hold: Duration) {
         if self.slow_works == Some(false) {
             return;
         }
+        let host = MEMBER_HOSTS[v];
         let how = slow(topo, host, ms);
         self.slow_works = Some(how.is_some());
         let Some(how) = how else {
@@ -268,10 +248,8 @@ impl Nemesis {
         self.faults.slow_links += 1;
     }
 
-    fn witness(&mut self, topo: &Topology, r: &mut Replicas, v: usize) {
+    fn witness(&mut self, topo: &Topology, r: &mut Replicas, v: usize, away: Duration, kill: bool) {
         let Some(dir) = r.witness_dir() else { return };
-        let away = self.ms(500, 4_000);
-        let kill = self.rng.below(2) == 0;
         let with = if kill {
             format!(", member {} killed meanwhile (restarted once it is back)", v + 1)
         } else {
