@@ -214,4 +214,23 @@ mod tests {
         assert!(f.summary().contains("NOT LINEARIZABLE (c), 2 lost"), "{}", f.summary());
         assert!(f.reports().contains("GET -> 1"), "{}", f.reports());
     }
+
+    #[test]
+    fn a_release_outside_a_won_epoch_and_a_follower_off_the_digest_fail_the_run() {
+        let h = vec![incr(0, 0, 1), Op::done(9, COUNTER, Call::Get, Outcome::Read(Some(1)), 10, 11)];
+        let mut f = check_history(&h);
+        f.whole_at_end = true;
+        (f.followers_at_end, f.in_sync) = (2, 2);
+        assert!(f.ok(), "{}", f.summary());
+        assert!(f.summary().contains("2 of 2 followers at the final digest"), "{}", f.summary());
+        f.unelected_releases.push("member 3 (process 1) released output in epoch 2, which it never won".into());
+        assert_eq!(f.anomalies(), 1);
+        assert!(!f.ok());
+        assert!(f.summary().contains("1 releases outside the member's epoch"), "{}", f.summary());
+        assert!(f.reports().contains("which it never won"), "{}", f.reports());
+        f.unelected_releases.clear();
+        f.in_sync = 1;
+        f.diverged.push("member 2 never reached the primary's end record".into());
+        assert!(!f.ok() && f.reports().contains("never reached"), "{}", f.reports());
+    }
 }
