@@ -176,6 +176,12 @@ impl Replicas {
         std::path::PathBuf::from(&self.args[i][at + 1])
     }
 
+    /// The file witness's directory (a group of two), from the members' `--witness`.
+    pub fn witness_dir(&self) -> Option<std::path::PathBuf> {
+        let at = self.args.first()?.iter().position(|a| a == "--witness")?;
+        self.args[0][at + 1].strip_prefix("file:").map(std::path::PathBuf::from)
+    }
+
     /// Every log line of every process that ran, matching `needle`.
     pub fn lines(&self, needle: &str) -> Vec<String> {
         self.members
