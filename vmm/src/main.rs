@@ -119,6 +119,12 @@ enum Command {
         #[arg(long)]
         metrics: bool,
     },
+    /// Make the TLS files of a replica group: `certs init DIR` writes a CA and one
+    /// certificate per member (DIR/NAME is member NAME's --tls-dir).
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
     /// Run a fresh VM from a log alone (no timer, no device input) and check it does what was
     /// recorded. The log carries the guest flags it was recorded with; flags given here must agree.
     Replay {
@@ -127,6 +133,18 @@ enum Command {
         /// The log written by `ftvmm record`.
         #[arg(long = "log", value_name = "FILE")]
         log_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Make a CA and per-member certificates in DIR (DIR/ca.pem, DIR/ca.key, DIR/NAME/{ca,cert,key}.pem).
+    Init {
+        /// Where to write them (created if missing; an existing CA is never replaced).
+        dir: PathBuf,
+        /// How many members (named member-1, member-2, ...) or their names: a,b,c.
+        #[arg(long, default_value = "3", value_name = "N|NAMES")]
+        members: String,
     },
 }
 
@@ -372,6 +390,7 @@ fn main() -> ExitCode {
         Command::Status { addr, metrics, .. } => {
             return print_status(&addr, if metrics { "/metrics" } else { "/status" })
         }
+        Command::Certs { action: CertsAction::Init { dir, members } } => return certs_init(&dir, &members),
         Command::Run(vm) => (vm, Mode::Run, None),
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file), None),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file), None),
@@ -448,6 +467,21 @@ fn rejoin_as_follower(why: &str, pause: Duration) {
     std::thread::sleep(pause);
     let err = std::process::Command::new("/proc/self/exe").args(std::env::args_os().skip(1)).exec();
     eprintln!("error: cannot restart to rejoin the group: {err}");
+}
+
+fn certs_init(dir: &std::path::Path, members: &str) -> ExitCode {
+    use vmm::host::tls::certs;
+    let made = certs::member_names(members).and_then(|names| certs::init(dir, &names));
+    match made {
+        Ok(dirs) => {
+            println!("group CA: {}/ca.pem (its key {}/ca.key: keep it off the members)", dir.display(), dir.display());
+            for d in dirs {
+                println!("member:   --tls-dir {}", d.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(&e.to_string()),
+    }
 }
 
 fn print_status(addr: &str, path: &str) -> ExitCode {

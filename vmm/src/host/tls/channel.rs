@@ -1,0 +1,303 @@
+//! [`Channel`]: one replication connection, in clear or over TLS, whose clones
+//! share it between threads (the module docs of `host::tls` draw it).
+use super::TlsError;
+use rustls::Connection;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// No timeout, in a timeout cell.
+const NONE: u64 = u64::MAX;
+
+/// A replication connection. Clones are handles to the same connection (as
+/// `TcpStream::try_clone` gives for a socket): one thread may read while another
+/// writes and a third shuts it down. Timeouts are the connection's, not a handle's.
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    socket: TcpStream,
+    /// `None` in clear: reads and writes go to the (blocking) socket itself.
+    tls: Option<Mutex<Connection>>,
+    /// TLS only (the socket is non-blocking): how long a read or write waits, in ns.
+    read_timeout: AtomicU64,
+    write_timeout: AtomicU64,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let peer = self.shared.socket.peer_addr().ok();
+        write!(f, "Channel({peer:?}, {})", if self.shared.tls.is_some() { "tls" } else { "clear" })
+    }
+}
+
+fn to_cell(t: Option<Duration>) -> u64 {
+    t.map_or(NONE, |d| u64::try_from(d.as_nanos()).unwrap_or(NONE - 1).max(1))
+}
+
+fn from_cell(v: u64) -> Option<Duration> {
+    (v != NONE).then(|| Duration::from_nanos(v))
+}
+
+/// Waits until `socket` is ready for `events` (POLLIN or POLLOUT), an error or hang-up
+/// shows on it, or `deadline` passes (`TimedOut`).
+fn wait(socket: &TcpStream, events: libc::c_short, deadline: Option<Instant>) -> io::Result<()> {
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(ErrorKind::TimedOut, "timed out"));
+                }
+                // Rounded up: a 0 ms poll would spin until the deadline.
+                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            }
+        };
+        let mut fd = libc::pollfd { fd: socket.as_raw_fd(), events, revents: 0 };
+        // SAFETY: one pollfd on this stack frame for the call's duration; the fd is the
+        // socket's, which `socket` keeps open.
+        let n = unsafe { libc::poll(&mut fd, 1, ms) };
+        if n > 0 {
+            return Ok(());
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Writes what rustls has ready to `socket` until it would block. True when all went.
+fn flush_tls(conn: &mut Connection, socket: &TcpStream) -> io::Result<bool> {
+    while conn.wants_write() {
+        match conn.write_tls(&mut &*socket) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+impl Channel {
+    /// A connection in clear (`--insecure`).
+    pub fn plain(socket: TcpStream) -> Channel {
+        let _ = socket.set_nodelay(true);
+        Channel {
+            shared: Arc::new(Shared {
+                socket,
+                tls: None,
+                read_timeout: AtomicU64::new(NONE),
+                write_timeout: AtomicU64::new(NONE),
+            }),
+        }
+    }
+
+    /// Runs the TLS handshake of `conn` on `socket` until it is done or `deadline`.
+    pub(super) fn handshake(socket: TcpStream, mut conn: Connection, timeout: Duration) -> Result<Channel, TlsError> {
+        let deadline = Instant::now() + timeout;
+        let timed_out = |e: io::Error| match e.kind() {
+            ErrorKind::TimedOut => TlsError::Timeout(timeout),
+            _ => TlsError::Io(e),
+        };
+        let _ = socket.set_nodelay(true);
+        socket.set_nonblocking(true)?;
+        while conn.is_handshaking() || conn.wants_write() {
+            if conn.wants_write() {
+                if !flush_tls(&mut conn, &socket)? {
+                    wait(&socket, libc::POLLOUT, Some(deadline)).map_err(timed_out)?;
+                }
+                continue;
+            }
+            match conn.read_tls(&mut &socket) {
+                Ok(0) => return Err(TlsError::Closed),
+                Ok(_) => {
+                    if let Err(e) = conn.process_new_packets() {
+                        // The alert tells the peer why (best effort: it may be gone).
+                        let _ = flush_tls(&mut conn, &socket);
+                        return Err(TlsError::Rejected(e));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    wait(&socket, libc::POLLIN, Some(deadline)).map_err(timed_out)?
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(TlsError::Io(e)),
+            }
+        }
+        Ok(Channel {
+            shared: Arc::new(Shared {
+                socket,
+                tls: Some(Mutex::new(conn)),
+                read_timeout: AtomicU64::new(NONE),
+                write_timeout: AtomicU64::new(NONE),
+            }),
+        })
+    }
+
+    /// Whether it is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// Another handle to this connection.
+    pub fn try_clone(&self) -> io::Result<Channel> {
+        Ok(self.clone())
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.shared.socket.peer_addr()
+    }
+
+    /// Reads wait at most this long (`None`: forever); then they fail with
+    /// `WouldBlock` or `TimedOut`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.shared.tls {
+            None => self.shared.socket.set_read_timeout(timeout),
+            Some(_) => {
+                self.shared.read_timeout.store(to_cell(timeout), Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+
+    /// A write waits at most this long for room in the socket.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.shared.tls {
+            None => self.shared.socket.set_write_timeout(timeout),
+            Some(_) => {
+                self.shared.write_timeout.store(to_cell(timeout), Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+
+    /// Shuts the connection down. `Both` takes no lock, so it ends a read or write
+    /// blocked in another thread at once; `Write` (a clean end) first tells a TLS
+    /// peer so (close_notify).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if let (Some(tls), Shutdown::Write) = (&self.shared.tls, how) {
+            let deadline = Instant::now()
+                + from_cell(self.shared.write_timeout.load(Ordering::SeqCst)).unwrap_or(Duration::from_secs(1));
+            let mut conn = lock(tls);
+            conn.send_close_notify();
+            while !flush_tls(&mut conn, &self.shared.socket)? {
+                drop(conn);
+                wait(&self.shared.socket, libc::POLLOUT, Some(deadline))?;
+                conn = lock(tls);
+            }
+        }
+        self.shared.socket.shutdown(how)
+    }
+
+    fn read_tls(&self, tls: &Mutex<Connection>, buf: &mut [u8]) -> io::Result<usize> {
+        let socket = &self.shared.socket;
+        let deadline = from_cell(self.shared.read_timeout.load(Ordering::SeqCst)).map(|t| Instant::now() + t);
+        loop {
+            {
+                let mut conn = lock(tls);
+                match conn.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    // A peer that closed without close_notify: cut short like a TCP close. The
+                    // framing above decides whether what arrived was whole.
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+                match conn.read_tls(&mut &*socket) {
+                    Ok(_) => {
+                        let processed = conn.process_new_packets();
+                        // What processing queued (an alert, a key update's answer) goes now if
+                        // it can; a writer sends the rest.
+                        let _ = flush_tls(&mut conn, socket);
+                        if let Err(e) = processed {
+                            return Err(io::Error::new(ErrorKind::InvalidData, e));
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            wait(socket, libc::POLLIN, deadline)?;
+        }
+    }
+
+    fn write_tls(&self, tls: &Mutex<Connection>, mut data: &[u8]) -> io::Result<()> {
+        let socket = &self.shared.socket;
+        let deadline = from_cell(self.shared.write_timeout.load(Ordering::SeqCst)).map(|t| Instant::now() + t);
+        loop {
+            {
+                let mut conn = lock(tls);
+                while !data.is_empty() {
+                    // rustls takes what fits its outgoing buffer (64 KiB of records).
+                    let n = conn.writer().write(data)?;
+                    if n == 0 {
+                        break;
+                    }
+                    data = &data[n..];
+                    if !flush_tls(&mut conn, socket)? {
+                        break;
+                    }
+                }
+                if flush_tls(&mut conn, socket)? && data.is_empty() {
+                    return Ok(());
+                }
+            }
+            wait(socket, libc::POLLOUT, deadline)?;
+        }
+    }
+}
+
+fn lock(tls: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    tls.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Read for &Channel {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.shared.tls {
+            None => (&self.shared.socket).read(buf),
+            Some(tls) => self.read_tls(tls, buf),
+        }
+    }
+}
+
+impl Write for &Channel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.shared.tls {
+            None => (&self.shared.socket).write(buf),
+            Some(tls) => self.write_tls(tls, buf).map(|()| buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Channel {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for Channel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
