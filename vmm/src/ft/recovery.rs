@@ -154,6 +154,8 @@ pub struct RestartPlan {
     pub reconnect: Option<Reconnect>,
     /// The VM's memory, to hash while the vCPU waits for the primary's answer.
     pub mem: GuestMemoryMmap,
+    /// How the connection is locked.
+    pub security: crate::host::tls::Security,
 }
 
 /// The replaying vCPU's records for a follower restarted on its data directory: the
@@ -204,8 +206,14 @@ fn connect(
     upstream: &Arc<Upstream>,
 ) -> Result<Option<StreamSource>, ReplicationError> {
     let t0 = Instant::now();
-    let (stream, reply) =
-        handshake::connect_primary(&plan.addr, &plan.hello, plan.within, plan.request, OnRefused::Retry)?;
+    let (stream, reply) = handshake::connect_primary(
+        &plan.addr,
+        &plan.hello,
+        plan.within,
+        plan.request,
+        OnRefused::Retry,
+        &plan.security,
+    )?;
     match reply {
         AttachReply::Resume { from, through } if from == position => {
             tracing::info!(

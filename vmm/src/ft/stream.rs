@@ -23,11 +23,12 @@ use super::group::{Follower, Group};
 use super::release::SharedReleaser;
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::host::tls::Channel;
 use crate::vm::recorder::{LogSink, RecordError};
 use logging_channel::channel::{Message, MessageReader};
 use logging_channel::{codec, Record};
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ const FIRST_ACK_GRACE: Duration = Duration::from_secs(10);
 const FLUSH_BYTES: usize = 64 * 1024;
 
 struct Wire {
-    stream: TcpStream,
+    stream: Channel,
     buf: Vec<u8>,
     /// Highest exit index appended (released marks aside): a heartbeat repeats it.
     highest: u64,
@@ -58,7 +59,7 @@ pub struct FollowerLink {
     wire: Mutex<Wire>,
     /// The same socket, for its timeouts and shutdown without the wire's lock: the vCPU
     /// may hold that lock in a blocked write, which only a shutdown ends at once.
-    control: TcpStream,
+    control: Channel,
     /// The highest exit written to the socket: an ack beyond it is a lie.
     sent_through: AtomicU64,
     stopped: AtomicBool,
@@ -84,7 +85,7 @@ impl FollowerLink {
     /// through the one given.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
-        stream: TcpStream,
+        stream: Channel,
         timing: Timing,
         tick_hz: u32,
         follower: Arc<Follower>,
@@ -242,7 +243,7 @@ impl FollowerLink {
         self.sent_through.fetch_max(w.highest, Ordering::SeqCst);
         let Wire { stream, buf, .. } = w;
         let n = buf.len() as u64;
-        let result = stream.write_all(buf);
+        let result = (&*stream).write_all(buf);
         buf.clear();
         w.last_write = Instant::now();
         self.stats.log_bytes.fetch_add(n, Ordering::Relaxed);
@@ -318,7 +319,7 @@ impl FollowerLink {
         let mut w = self.lock();
         let live = !self.follower.is_dropped();
         let Wire { stream, buf, .. } = &mut *w;
-        let result = if live { stream.write_all(buf) } else { Ok(()) };
+        let result = if live { (&*stream).write_all(buf) } else { Ok(()) };
         buf.clear();
         let _ = stream.shutdown(Shutdown::Write);
         drop(w);

@@ -64,11 +64,13 @@ pub struct VmOptions {
 }
 
 /// How a primary replicates.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GroupOptions {
     pub timing: Timing,
     pub replication: ReplicationMode,
     pub max_followers: usize,
+    /// How its replication connections are locked (`--tls-dir`, or `--insecure`).
+    pub security: crate::host::tls::Security,
 }
 
 /// Who a replica group member is (`ftvmm replica`).
@@ -267,6 +269,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         events_tx: events_tx.clone(),
         timing: g.timing,
         data_dir,
+        security: g.security.clone(),
     };
     let started: Option<Started> = match (mode, replay_log, &elector) {
         (Mode::Primary { listen, group: g }, _, _) => {
@@ -375,7 +378,7 @@ fn elector(
         None => None,
     };
     let me = Rank { id: member.id, priority: member.priority };
-    let membership = Membership::parse(&member.group, me, witness.is_some(), machine)?;
+    let membership = Membership::parse(&member.group, me, witness.is_some(), machine, g.security.clone())?;
     let timing = ElectionTiming::from(g.timing.failover_timeout, g.timing.heartbeat);
     Ok(Elector::new(membership, timing, witness, &member.data_dir)?)
 }

@@ -9,7 +9,6 @@ use crate::vm::recorder::RecordError;
 use crate::vm::replayer::ReplayError;
 use kvm_ioctls::VcpuFd;
 use logging_channel::{EndReason, ExitSig};
-use std::net::TcpStream;
 use std::time::Instant;
 use vm_memory::GuestMemoryMmap;
 
@@ -71,7 +70,7 @@ pub enum Finish {
 /// A paired follower waiting to be attached, and what it asked for.
 #[derive(Debug)]
 pub struct Attaching {
-    pub conn: TcpStream,
+    pub conn: crate::host::tls::Channel,
     pub request: logging_channel::channel::AttachRequest,
 }
 

@@ -218,4 +218,4 @@ impl Security {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

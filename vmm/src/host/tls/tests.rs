@@ -5,7 +5,7 @@ use std::net::{Shutdown, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
     fn new() -> TempDir {
@@ -26,8 +26,8 @@ impl Drop for TempDir {
     }
 }
 
-/// A group of `n` members; returns the dir and each member's Security.
-fn group(n: usize) -> (TempDir, Vec<Security>) {
+/// A group of `n` members (a CA and its certificates in a temp dir); returns the dir and each member's Security.
+pub(crate) fn group(n: usize) -> (TempDir, Vec<Security>) {
     let dir = TempDir::new();
     let names = certs::member_names(&n.to_string()).expect("names");
     let dirs = certs::init(&dir.0, &names).expect("init");
