@@ -271,11 +271,30 @@ bench_stop_all() {
 
 # ------------------------------------------------------------------ VMs
 
-# bench_vm NAME NS MODE [ARGS...]: start `ftvmm MODE ARGS...` in NS (not waiting).
+# The bench's replica group certificates (`ftvmm certs init`, once per run).
+bench_certs() {
+    [ -d "$BENCH_WORK/certs" ] || "$FTVMM" certs init "$BENCH_WORK/certs" --members 9 >/dev/null ||
+        bench_die "ftvmm certs init failed"
+}
+
+# bench_vm NAME NS MODE [ARGS...]: start `ftvmm MODE ARGS...` in NS (not waiting). A
+# replicating MODE (primary, backup, replica) gets a member certificate of the bench's
+# group (--tls-dir), unless ARGS say --insecure (a bench that measures without TLS) or
+# --tls-dir themselves.
+BENCH_TLS_NEXT=0
 bench_vm() {
-    local name="$1" ns="$2"
-    shift 2
-    bench_spawn "$name" "$ns" "$FTVMM" "$@"
+    local name="$1" ns="$2" mode="$3"
+    shift 3
+    case "$mode" in
+        primary | backup | replica)
+            if [[ " $* " != *" --insecure "* && " $* " != *" --tls-dir "* ]]; then
+                bench_certs
+                BENCH_TLS_NEXT=$((BENCH_TLS_NEXT % 9 + 1))
+                set -- --tls-dir "$BENCH_WORK/certs/member-$BENCH_TLS_NEXT" "$@"
+            fi
+            ;;
+    esac
+    bench_spawn "$name" "$ns" "$FTVMM" "$mode" "$@"
 }
 
 # The guest prints this on its console (the VMM's stdout) once its server listens.

@@ -254,8 +254,9 @@ impl GroupArgs {
                 );
                 Ok(Security::Insecure)
             }
-            // Until every harness passes --tls-dir or --insecure: in clear, as before.
-            (None, false) => Ok(Security::Insecure),
+            (None, false) => Err("replication needs --tls-dir DIR (a member's certificates: `ftvmm certs init DIR` \
+                                  makes them) or, on a trusted network only, --insecure"
+                .into()),
         }
     }
 

@@ -431,6 +431,13 @@ fn receive(
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Err(format!("no log traffic for {} ms", timing.failover_timeout.as_millis()))
             }
+            // TLS refused bytes that were changed on the way (or are not TLS): like a
+            // corrupt frame, nothing of them reached the VM, and this follower must not
+            // go live on a stream that someone tampers with.
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                state.corrupt.store(true, Ordering::SeqCst);
+                return Ok(format!("log stream failed the TLS integrity check: {e}"));
+            }
             Err(e) => return Err(format!("reading the log failed: {e}")),
         };
         buf.extend_from_slice(&chunk[..n]);
