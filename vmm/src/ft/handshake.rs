@@ -97,6 +97,8 @@ pub fn serve_joins(listener: TcpListener, security: Security, policy: Arc<dyn Jo
                     .server(socket, tls::HANDSHAKE_TIMEOUT)
                     .map_err(ReplicationError::from)
                     .and_then(|conn| pair_with(conn, &policy.local(), policy.refusal()));
+                // Done pairing: the next connection may take this one's place.
+                pending.fetch_sub(1, Ordering::SeqCst);
                 match paired {
                     Ok((conn, request)) => {
                         tracing::info!(%peer, "backup paired");
@@ -106,7 +108,6 @@ pub fn serve_joins(listener: TcpListener, security: Security, policy: Arc<dyn Jo
                     }
                     Err(e) => tracing::warn!(%peer, "did not pair: {e}"),
                 }
-                pending.fetch_sub(1, Ordering::SeqCst);
             });
             if let Err(e) = spawned {
                 tracing::warn!(%peer, "join: cannot start a thread: {e}");
@@ -270,5 +271,72 @@ fn connect_retrying(addr: &str, within: Duration, on_refused: OnRefused) -> Resu
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::tls::tests::group;
+    use logging_channel::channel::{hello, Role};
+    use logging_channel::LogHeader;
+    use std::io::Read;
+    use std::sync::Mutex;
+
+    fn machine() -> LogHeader {
+        LogHeader { guest_image_digest: [3; 32], mem_size: 64 << 20, cpuid_digest: [4; 32], tick_hz: 250 }
+    }
+
+    /// A join port that answers every paired backup with a state reply, and counts them.
+    struct Answering(Mutex<usize>);
+
+    impl JoinPolicy for Answering {
+        fn local(&self) -> Hello {
+            hello(Role::Primary, &machine(), 1)
+        }
+        fn refusal(&self) -> Option<String> {
+            None
+        }
+        fn paired(&self, mut conn: Channel, _: AttachRequest) -> bool {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            reply_attach(&mut conn, AttachReply::State { why: String::new() }).is_ok()
+        }
+    }
+
+    #[test]
+    fn silent_peers_at_the_join_port_delay_no_real_backup_and_past_the_limit_are_closed_at_once() {
+        let (_certs, ids) = group(2);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let policy = Arc::new(Answering(Mutex::new(0)));
+        serve_joins(listener, ids[0].clone(), policy.clone()).expect("serve");
+        // One short of the limit: silent, each holding a pairing thread until the deadline.
+        let silent: Vec<TcpStream> =
+            (0..MAX_PENDING_JOINS - 1).map(|_| TcpStream::connect(&addr).expect("connect")).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let backup = hello(Role::Backup, &machine(), 0);
+        let t0 = Instant::now();
+        let (_conn, reply) =
+            connect_primary(&addr, &backup, Duration::from_secs(5), AttachRequest::Fresh, OnRefused::GiveUp, &ids[1])
+                .expect("a member pairs");
+        let took = t0.elapsed();
+        assert!(matches!(reply, AttachReply::State { .. }));
+        assert!(took < tls::HANDSHAKE_TIMEOUT / 2, "the member waited {took:?} behind silent peers");
+        assert_eq!(*policy.0.lock().expect("count"), 1);
+        // At the limit, one more connection is closed at once, not left hanging.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut last = silent;
+        last.push(TcpStream::connect(&addr).expect("connect"));
+        std::thread::sleep(Duration::from_millis(100));
+        let mut extra = TcpStream::connect(&addr).expect("connect");
+        extra.set_read_timeout(Some(tls::HANDSHAKE_TIMEOUT * 2)).expect("timeout");
+        let t0 = Instant::now();
+        assert!(matches!(extra.read(&mut [0u8; 8]), Ok(0) | Err(_)));
+        assert!(t0.elapsed() < tls::HANDSHAKE_TIMEOUT / 2, "closed after {:?}", t0.elapsed());
+        // Past the deadline the silent ones are gone and members pair again.
+        std::thread::sleep(tls::HANDSHAKE_TIMEOUT + Duration::from_millis(300));
+        connect_primary(&addr, &backup, Duration::from_secs(5), AttachRequest::Fresh, OnRefused::GiveUp, &ids[1])
+            .expect("a member pairs after the silent peers timed out");
+        drop(last);
     }
 }
