@@ -6,8 +6,9 @@
 use ftvmm_tests::netns::Topology;
 use ftvmm_tests::pair::{serial, GUEST_CIDR, PRIMARY_LISTEN};
 use ftvmm_tests::replica::Replicas;
+use ftvmm_tests::status::STATUS;
 use ftvmm_tests::vm::{in_netns, VmProcess};
-use ftvmm_tests::{ftvmm_bin, new_certs, output_within, path_str, TempDir};
+use ftvmm_tests::{ftvmm_bin, new_certs, output_within, path_str, tls_dirs, TempDir};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -16,11 +17,25 @@ use std::time::{Duration, Instant};
 /// The join port's TLS handshake deadline (`vmm::host::tls::HANDSHAKE_TIMEOUT`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A primary in host-a with member 1's certificate (`tls_dirs()[0]`) and a status endpoint.
 fn primary(topo: &Topology) -> VmProcess {
+    let tls = path_str(&tls_dirs()[0]).to_string();
     let mut p = VmProcess::spawn(
         topo,
         "host-a",
-        &["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR],
+        &[
+            "primary",
+            "--listen",
+            PRIMARY_LISTEN,
+            "--tap",
+            "tap0",
+            "--guest-ip",
+            GUEST_CIDR,
+            "--status",
+            STATUS,
+            "--tls-dir",
+            &tls,
+        ],
     );
     p.wait_for_line_in_stderr("waiting for its first follower", Duration::from_secs(15));
     p
@@ -206,6 +221,19 @@ fn a_peer_without_the_groups_certificate_gets_nothing_and_a_member_pairs() {
     );
     b.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
     p.wait_for_line("kv-server: listening", Duration::from_secs(15));
+
+    // The status endpoint has no secret of TLS either: no line of the primary's key,
+    // nothing PEM (status, metrics).
+    let key = std::fs::read_to_string(tls_dirs()[0].join("key.pem")).expect("key");
+    for path in [&["status", STATUS][..], &["status", STATUS, "--metrics"][..]] {
+        let out = topo.command("host-a", ftvmm_bin()).args(path).output().expect("ftvmm status");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success() && text.len() > 100, "{path:?}: {text}");
+        assert!(!text.contains("BEGIN") && !text.contains("PRIVATE"), "{path:?} shows PEM: {text}");
+        for line in key.lines().filter(|l| !l.starts_with("-----") && l.len() > 8) {
+            assert!(!text.contains(line), "{path:?} shows the private key: {text}");
+        }
+    }
 }
 
 #[test]
