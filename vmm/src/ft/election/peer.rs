@@ -426,4 +426,19 @@ mod tests {
         assert_eq!(ask(addr, &probe, Duration::from_secs(2), &Security::Insecure), Ok(probe));
         drop(silent);
     }
+
+    #[test]
+    fn silent_peers_delay_no_tls_request_their_handshakes_run_beside_it() {
+        let (_certs, ids) = crate::host::tls::tests::group(2);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        serve(listener, Arc::new(Echo), ids[0].clone()).expect("serve");
+        let silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let probe = PeerMessage::Probe(logging_channel::vote::Probe { group: 1, from: 2 });
+        let t0 = std::time::Instant::now();
+        assert_eq!(ask(addr, &probe, PEER_IO_TIMEOUT, &ids[1]), Ok(probe.clone()));
+        assert!(t0.elapsed() < PEER_IO_TIMEOUT / 2, "waited {:?} behind silent peers", t0.elapsed());
+        drop(silent);
+    }
 }
