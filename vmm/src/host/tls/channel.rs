@@ -21,13 +21,34 @@ pub struct Channel {
 }
 
 struct Shared {
+    /// Blocking, with the read timeout as its own (`SO_RCVTIMEO`), in clear and TLS alike.
     socket: TcpStream,
-    /// `None` in clear: reads and writes go to the (blocking) socket itself.
-    tls: Option<Mutex<Connection>>,
-    /// TLS only (the socket is non-blocking): how long a read or write waits, in ns.
-    read_timeout: AtomicU64,
+    /// `None` in clear: reads and writes go to the socket itself.
+    tls: Option<Tls>,
+    /// TLS only: how long a write waits for room in the socket, in ns (TLS writes
+    /// never block in the kernel: they `poll` for room without the lock).
     write_timeout: AtomicU64,
 }
+
+/// One rustls connection: its state machine, and the bytes its reader received.
+struct Tls {
+    /// Held only for work that does not wait (encrypting, decrypting, a send with
+    /// `MSG_DONTWAIT`).
+    conn: Mutex<Connection>,
+    /// The reader's own: raw bytes received and not yet handed to rustls. A reader holds
+    /// it while it blocks in `recv` (one reader at a time), never the connection.
+    inbox: Mutex<Inbox>,
+}
+
+/// Received bytes, `buf[start..end]` not yet given to rustls.
+struct Inbox {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+/// How much one `recv` takes: a log batch in one system call (rustls itself reads 4 KiB).
+const INBOX_BYTES: usize = 64 * 1024;
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,10 +96,29 @@ fn wait(socket: &TcpStream, events: libc::c_short, deadline: Option<Instant>) ->
     }
 }
 
+/// The socket, written without ever blocking (`MSG_DONTWAIT`) even though it is in
+/// blocking mode for its reader.
+struct DontWait<'a>(&'a TcpStream);
+
+impl Write for DontWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for `buf.len()` bytes for the call; the fd is the socket's,
+        // which the borrow keeps open.
+        let n = unsafe {
+            libc::send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes what rustls has ready to `socket` until it would block. True when all went.
 fn flush_tls(conn: &mut Connection, socket: &TcpStream) -> io::Result<bool> {
     while conn.wants_write() {
-        match conn.write_tls(&mut &*socket) {
+        match conn.write_tls(&mut DontWait(socket)) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -92,14 +132,7 @@ impl Channel {
     /// A connection in clear (`--insecure`).
     pub fn plain(socket: TcpStream) -> Channel {
         let _ = socket.set_nodelay(true);
-        Channel {
-            shared: Arc::new(Shared {
-                socket,
-                tls: None,
-                read_timeout: AtomicU64::new(NONE),
-                write_timeout: AtomicU64::new(NONE),
-            }),
-        }
+        Channel { shared: Arc::new(Shared { socket, tls: None, write_timeout: AtomicU64::new(NONE) }) }
     }
 
     /// Runs the TLS handshake of `conn` on `socket` until it is done or `deadline`.
@@ -134,14 +167,11 @@ impl Channel {
                 Err(e) => return Err(TlsError::Io(e)),
             }
         }
-        Ok(Channel {
-            shared: Arc::new(Shared {
-                socket,
-                tls: Some(Mutex::new(conn)),
-                read_timeout: AtomicU64::new(NONE),
-                write_timeout: AtomicU64::new(NONE),
-            }),
-        })
+        // From here on the reader blocks in recv (outside the lock) and writes never block.
+        socket.set_nonblocking(false)?;
+        let inbox = Inbox { buf: vec![0u8; INBOX_BYTES].into_boxed_slice(), start: 0, end: 0 };
+        let tls = Tls { conn: Mutex::new(conn), inbox: Mutex::new(inbox) };
+        Ok(Channel { shared: Arc::new(Shared { socket, tls: Some(tls), write_timeout: AtomicU64::new(NONE) }) })
     }
 
     /// Whether it is encrypted.
@@ -162,13 +192,7 @@ impl Channel {
     /// Reads wait at most this long (`None`: forever); then they fail with
     /// `WouldBlock` or `TimedOut`.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self.shared.tls {
-            None => self.shared.socket.set_read_timeout(timeout),
-            Some(_) => {
-                self.shared.read_timeout.store(to_cell(timeout), Ordering::SeqCst);
-                Ok(())
-            }
-        }
+        self.shared.socket.set_read_timeout(timeout)
     }
 
     /// A write waits at most this long for room in the socket.
@@ -189,23 +213,23 @@ impl Channel {
         if let (Some(tls), Shutdown::Write) = (&self.shared.tls, how) {
             let deadline = Instant::now()
                 + from_cell(self.shared.write_timeout.load(Ordering::SeqCst)).unwrap_or(Duration::from_secs(1));
-            let mut conn = lock(tls);
+            let mut conn = lock(&tls.conn);
             conn.send_close_notify();
             while !flush_tls(&mut conn, &self.shared.socket)? {
                 drop(conn);
                 wait(&self.shared.socket, libc::POLLOUT, Some(deadline))?;
-                conn = lock(tls);
+                conn = lock(&tls.conn);
             }
         }
         self.shared.socket.shutdown(how)
     }
 
-    fn read_tls(&self, tls: &Mutex<Connection>, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_tls(&self, tls: &Tls, buf: &mut [u8]) -> io::Result<usize> {
         let socket = &self.shared.socket;
-        let deadline = from_cell(self.shared.read_timeout.load(Ordering::SeqCst)).map(|t| Instant::now() + t);
+        let mut inbox = tls.inbox.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             {
-                let mut conn = lock(tls);
+                let mut conn = lock(&tls.conn);
                 match conn.reader().read(buf) {
                     Ok(n) => return Ok(n),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -214,32 +238,46 @@ impl Channel {
                     Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(0),
                     Err(e) => return Err(e),
                 }
-                match conn.read_tls(&mut &*socket) {
-                    Ok(_) => {
-                        let processed = conn.process_new_packets();
-                        // What processing queued (an alert, a key update's answer) goes now if
-                        // it can; a writer sends the rest.
-                        let _ = flush_tls(&mut conn, socket);
-                        if let Err(e) = processed {
-                            return Err(io::Error::new(ErrorKind::InvalidData, e));
-                        }
-                        continue;
+                if inbox.start < inbox.end {
+                    // rustls takes a record's worth at a time; the rest waits in the inbox.
+                    let Inbox { buf: raw, start, end } = &mut *inbox;
+                    let n = conn.read_tls(&mut &raw[*start..*end])?;
+                    *start += n;
+                    let processed = conn.process_new_packets();
+                    // What processing queued (an alert, a key update's answer) goes now if
+                    // it can; a writer sends the rest.
+                    let _ = flush_tls(&mut conn, socket);
+                    if let Err(e) = processed {
+                        return Err(io::Error::new(ErrorKind::InvalidData, e));
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
+                    continue;
                 }
             }
-            wait(socket, libc::POLLIN, deadline)?;
+            // Nothing to decrypt: wait for the peer in recv, holding only the inbox, so the
+            // writer goes on meanwhile. The socket's read timeout applies, as in clear.
+            let n = loop {
+                match (&*socket).read(&mut inbox.buf) {
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            };
+            if n == 0 {
+                // The peer's FIN: rustls learns of it, and its reader says how the stream ended.
+                let mut conn = lock(&tls.conn);
+                conn.read_tls(&mut io::empty())?;
+                continue;
+            }
+            inbox.start = 0;
+            inbox.end = n;
         }
     }
 
-    fn write_tls(&self, tls: &Mutex<Connection>, mut data: &[u8]) -> io::Result<()> {
+    fn write_tls(&self, tls: &Tls, mut data: &[u8]) -> io::Result<()> {
         let socket = &self.shared.socket;
         let deadline = from_cell(self.shared.write_timeout.load(Ordering::SeqCst)).map(|t| Instant::now() + t);
         loop {
             {
-                let mut conn = lock(tls);
+                let mut conn = lock(&tls.conn);
                 while !data.is_empty() {
                     // rustls takes what fits its outgoing buffer (64 KiB of records).
                     let n = conn.writer().write(data)?;

@@ -20,26 +20,29 @@
 //! and its clones are handles to it:
 //!
 //! ```text
-//!   vcpu0 (writer)                   ack-rx (reader)                 lose / finish
-//!     |                                |                                |
-//!     | lock                           | poll(POLLIN)   <- no lock held  | shutdown(socket)
-//!     |  encrypt into rustls           |   while waiting                |   no lock: wakes
-//!     |  write_tls (non-blocking)      | lock                           |   any poll at once
-//!     | unlock                         |  read_tls (non-blocking)       |
-//!     | poll(POLLOUT) only if the      |  decrypt, take plaintext       |
-//!     |   socket is full, no lock held | unlock                         |
-//!     v                                v                                v
-//!   +----------------------------------------------------------------------+
-//!   | Channel (Arc): Mutex<rustls::Connection> + TcpStream (non-blocking)  |
-//!   |                read/write timeouts (deadlines of the polls)          |
-//!   +----------------------------------------------------------------------+
+//!   vcpu0 (writer)                  ack-rx (reader)                  lose / finish
+//!     |                               |                                 |
+//!     | lock conn                     | lock inbox (readers only)       | shutdown(socket):
+//!     |  encrypt into rustls          |  conn has plaintext? take it    |   no lock; a recv
+//!     |  send(MSG_DONTWAIT)           |  inbox has bytes? lock conn,    |   blocked in the
+//!     | unlock                        |    decrypt, unlock              |   kernel returns
+//!     | poll(POLLOUT) only if the     |  else recv() -- blocking, with  |   at once
+//!     |   socket is full: no lock     |    SO_RCVTIMEO, conn NOT locked |
+//!     v                               v                                 v
+//!   +-----------------------------------------------------------------------+
+//!   | Channel (Arc): Mutex<rustls::Connection>, Mutex<inbox: 64 KiB>,       |
+//!   |                TcpStream (blocking; writes pass MSG_DONTWAIT)         |
+//!   +-----------------------------------------------------------------------+
 //! ```
-//! The lock is held only for non-blocking work (encrypting, a `write`/`read`
-//! system call that returns at once), never while waiting for the network: a
-//! reader waiting for acks never holds up the vCPU's write, and a writer waiting
-//! for a full socket never holds up the acks. The vCPU's batch is encrypted and
-//! written on its own thread, as in clear: no thread hop per record. With
-//! `--insecure` a [`Channel`] is the plain socket, shared the same way.
+//! The connection's lock is held only for work that does not wait (encrypting,
+//! decrypting, a send that returns at once), never while waiting for the network:
+//! a reader waiting for acks blocks in `recv` holding only its own inbox, so it
+//! never holds up the vCPU's write, and a writer waiting for a full socket polls
+//! without the lock, so it never holds up the acks. A read costs one `recv`, as in
+//! clear (up to 64 KiB: a log batch, not rustls's 4 KiB), and the socket's own
+//! read timeout applies. The vCPU's batch is encrypted and sent on its own thread,
+//! as in clear: no thread hop per record. With `--insecure` a [`Channel`] is the
+//! plain socket, shared the same way.
 pub mod certs;
 mod channel;
 

@@ -101,7 +101,7 @@ fn a_shutdown_ends_a_blocked_read_at_once_and_a_read_timeout_is_honoured() {
     server.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
     let t0 = std::time::Instant::now();
     let err = (&server).read(&mut [0u8; 16]).expect_err("nothing to read");
-    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert!(matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{err}");
     assert!(t0.elapsed() >= Duration::from_millis(200) && t0.elapsed() < Duration::from_secs(2));
     server.set_read_timeout(None).expect("timeout");
     let reader = server.try_clone().expect("clone");
