@@ -30,11 +30,16 @@ struct Shared {
     write_timeout: AtomicU64,
 }
 
-/// One rustls connection: its state machine, and the bytes its reader received.
+/// One rustls connection: its state machine, the records its writers send, and the
+/// bytes its reader received.
 struct Tls {
-    /// Held only for work that does not wait (encrypting, decrypting, a send with
-    /// `MSG_DONTWAIT`).
+    /// Held only for work in memory (encrypting, decrypting): never across a system
+    /// call, so a reader never waits for a writer's `send`.
     conn: Mutex<Connection>,
+    /// The writers' own: records taken from rustls and not yet sent. Taken before
+    /// `conn` and held through the send, so records reach the socket in the order
+    /// they were sealed.
+    outbox: Mutex<Vec<u8>>,
     /// The reader's own: raw bytes received and not yet handed to rustls. A reader holds
     /// it while it blocks in `recv` (one reader at a time), never the connection.
     inbox: Mutex<Inbox>,
@@ -115,7 +120,8 @@ impl Write for DontWait<'_> {
     }
 }
 
-/// Writes what rustls has ready to `socket` until it would block. True when all went.
+/// Writes what rustls has ready to `socket` until it would block (the handshake's
+/// way, on a non-blocking socket). True when all went.
 fn flush_tls(conn: &mut Connection, socket: &TcpStream) -> io::Result<bool> {
     while conn.wants_write() {
         match conn.write_tls(&mut DontWait(socket)) {
@@ -126,6 +132,33 @@ fn flush_tls(conn: &mut Connection, socket: &TcpStream) -> io::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Moves the records rustls has sealed into `out` (memory only).
+fn seal_into(conn: &mut Connection, out: &mut Vec<u8>) -> io::Result<()> {
+    while conn.wants_write() {
+        conn.write_tls(out)?;
+    }
+    Ok(())
+}
+
+/// Sends `out` whole, waiting for room (without any lock but the outbox's) until
+/// `deadline`; empties it.
+fn send_all(socket: &TcpStream, out: &mut Vec<u8>, deadline: Option<Instant>) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < out.len() {
+        match DontWait(socket).write(&out[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => wait(socket, libc::POLLOUT, deadline)?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                out.clear();
+                return Err(e);
+            }
+        }
+    }
+    out.clear();
+    Ok(())
 }
 
 impl Channel {
@@ -170,7 +203,7 @@ impl Channel {
         // From here on the reader blocks in recv (outside the lock) and writes never block.
         socket.set_nonblocking(false)?;
         let inbox = Inbox { buf: vec![0u8; INBOX_BYTES].into_boxed_slice(), start: 0, end: 0 };
-        let tls = Tls { conn: Mutex::new(conn), inbox: Mutex::new(inbox) };
+        let tls = Tls { conn: Mutex::new(conn), outbox: Mutex::new(Vec::new()), inbox: Mutex::new(inbox) };
         Ok(Channel { shared: Arc::new(Shared { socket, tls: Some(tls), write_timeout: AtomicU64::new(NONE) }) })
     }
 
@@ -213,13 +246,13 @@ impl Channel {
         if let (Some(tls), Shutdown::Write) = (&self.shared.tls, how) {
             let deadline = Instant::now()
                 + from_cell(self.shared.write_timeout.load(Ordering::SeqCst)).unwrap_or(Duration::from_secs(1));
-            let mut conn = lock(&tls.conn);
-            conn.send_close_notify();
-            while !flush_tls(&mut conn, &self.shared.socket)? {
-                drop(conn);
-                wait(&self.shared.socket, libc::POLLOUT, Some(deadline))?;
-                conn = lock(&tls.conn);
+            let mut out = tls.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            {
+                let mut conn = lock(&tls.conn);
+                conn.send_close_notify();
+                seal_into(&mut conn, &mut out)?;
             }
+            send_all(&self.shared.socket, &mut out, Some(deadline))?;
         }
         self.shared.socket.shutdown(how)
     }
@@ -244,9 +277,16 @@ impl Channel {
                     let n = conn.read_tls(&mut &raw[*start..*end])?;
                     *start += n;
                     let processed = conn.process_new_packets();
-                    // What processing queued (an alert, a key update's answer) goes now if
-                    // it can; a writer sends the rest.
-                    let _ = flush_tls(&mut conn, socket);
+                    // What processing queued (an alert, a key update's answer) goes with the
+                    // next write; an alert now, if no writer is busy (the peer learns why).
+                    if processed.is_err() {
+                        if let Ok(mut out) = tls.outbox.try_lock() {
+                            if seal_into(&mut conn, &mut out).is_ok() {
+                                drop(conn);
+                                let _ = send_all(socket, &mut out, Some(Instant::now() + Duration::from_millis(100)));
+                            }
+                        }
+                    }
                     if let Err(e) = processed {
                         return Err(io::Error::new(ErrorKind::InvalidData, e));
                     }
@@ -275,26 +315,24 @@ impl Channel {
     fn write_tls(&self, tls: &Tls, mut data: &[u8]) -> io::Result<()> {
         let socket = &self.shared.socket;
         let deadline = from_cell(self.shared.write_timeout.load(Ordering::SeqCst)).map(|t| Instant::now() + t);
-        loop {
-            {
-                let mut conn = lock(&tls.conn);
-                while !data.is_empty() {
-                    // rustls takes what fits its outgoing buffer (64 KiB of records).
-                    let n = conn.writer().write(data)?;
-                    if n == 0 {
-                        break;
-                    }
-                    data = &data[n..];
-                    if !flush_tls(&mut conn, socket)? {
-                        break;
-                    }
+        let mut out = tls.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            // Sealed under the connection's lock, in memory; rustls takes up to its 64 KiB
+            // buffer at a time, emptied into the outbox each turn.
+            let mut conn = lock(&tls.conn);
+            while !data.is_empty() {
+                let n = conn.writer().write(data)?;
+                seal_into(&mut conn, &mut out)?;
+                if n == 0 {
+                    return Err(io::Error::other("the TLS connection takes no more data (it is closing)"));
                 }
-                if flush_tls(&mut conn, socket)? && data.is_empty() {
-                    return Ok(());
-                }
+                data = &data[n..];
             }
-            wait(socket, libc::POLLOUT, deadline)?;
+            // Anything a reader's processing queued goes along.
+            seal_into(&mut conn, &mut out)?;
         }
+        // Sent holding only the outbox: a reader decrypts meanwhile.
+        send_all(socket, &mut out, deadline)
     }
 }
 

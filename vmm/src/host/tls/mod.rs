@@ -20,29 +20,32 @@
 //! and its clones are handles to it:
 //!
 //! ```text
-//!   vcpu0 (writer)                  ack-rx (reader)                  lose / finish
-//!     |                               |                                 |
-//!     | lock conn                     | lock inbox (readers only)       | shutdown(socket):
-//!     |  encrypt into rustls          |  conn has plaintext? take it    |   no lock; a recv
-//!     |  send(MSG_DONTWAIT)           |  inbox has bytes? lock conn,    |   blocked in the
-//!     | unlock                        |    decrypt, unlock              |   kernel returns
-//!     | poll(POLLOUT) only if the     |  else recv() -- blocking, with  |   at once
-//!     |   socket is full: no lock     |    SO_RCVTIMEO, conn NOT locked |
-//!     v                               v                                 v
-//!   +-----------------------------------------------------------------------+
-//!   | Channel (Arc): Mutex<rustls::Connection>, Mutex<inbox: 64 KiB>,       |
-//!   |                TcpStream (blocking; writes pass MSG_DONTWAIT)         |
-//!   +-----------------------------------------------------------------------+
+//!   vcpu0 / log-tx (writers)        ack-rx (reader)                 lose / finish
+//!     |                               |                                |
+//!     | lock outbox (writers only)    | lock inbox (readers only)      | shutdown(socket):
+//!     |  lock conn: encrypt the batch |  lock conn: plaintext ready?   |   no lock; a recv
+//!     |    into the outbox; unlock    |    take it; inbox has bytes?   |   blocked in the
+//!     |  send(MSG_DONTWAIT) the       |    decrypt them; unlock        |   kernel returns
+//!     |    outbox; poll(POLLOUT) if   |  else recv() into the inbox:   |   at once
+//!     |    the socket is full         |    blocking, SO_RCVTIMEO, no   |
+//!     | unlock outbox                 |    conn lock held              |
+//!     v                               v                                v
+//!   +----------------------------------------------------------------------+
+//!   | Channel (Arc): Mutex<rustls::Connection>, Mutex<outbox>,             |
+//!   |   Mutex<inbox: 64 KiB>, TcpStream (blocking; writes pass DONTWAIT)   |
+//!   +----------------------------------------------------------------------+
 //! ```
-//! The connection's lock is held only for work that does not wait (encrypting,
-//! decrypting, a send that returns at once), never while waiting for the network:
-//! a reader waiting for acks blocks in `recv` holding only its own inbox, so it
-//! never holds up the vCPU's write, and a writer waiting for a full socket polls
-//! without the lock, so it never holds up the acks. A read costs one `recv`, as in
-//! clear (up to 64 KiB: a log batch, not rustls's 4 KiB), and the socket's own
-//! read timeout applies. The vCPU's batch is encrypted and sent on its own thread,
-//! as in clear: no thread hop per record. With `--insecure` a [`Channel`] is the
-//! plain socket, shared the same way.
+//! The connection's lock is held only for work in memory (sealing and opening
+//! records), never across a system call: a reader waiting for acks blocks in
+//! `recv` holding only its inbox, and a writer sends (or waits for room) holding
+//! only the outbox, which keeps records in the order they were sealed. So the
+//! vCPU's write never waits for the ack reader, and the ack reader never waits for
+//! the vCPU's `send` (which on a veth runs the receiving side's network stack too:
+//! with the send under the connection's lock, `ack-rx` showed in a profile waiting
+//! for that lock). A read costs one `recv`, as in clear (up to 64 KiB: a log batch,
+//! not rustls's 4 KiB), and the socket's own read timeout applies. The vCPU's batch
+//! is sealed and sent on its own thread, as in clear: no thread hop per record.
+//! With `--insecure` a [`Channel`] is the plain socket, shared the same way.
 pub mod certs;
 mod channel;
 
