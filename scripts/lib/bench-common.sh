@@ -59,7 +59,7 @@ bench_init() {
     BENCH_CMDLINE="scripts/$BENCH_NAME${*:+ $*}"
     # Settings that change what is measured go in front, as they were given.
     local v
-    for v in RELAY_DELAYS SAMPLES FAILOVER_TIMEOUT_MS HEARTBEAT_MS NETNS_PREFIX; do
+    for v in RELAY_DELAYS SAMPLES FAILOVER_TIMEOUT_MS HEARTBEAT_MS NETNS_PREFIX TLS_COMPARE ROUNDS; do
         if [ -n "${!v+x}" ] && { [ "$v" != NETNS_PREFIX ] || [ "${!v}" != bench- ]; }; then
             BENCH_CMDLINE="$v=\"${!v}\" $BENCH_CMDLINE"
         fi
