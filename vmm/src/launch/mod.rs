@@ -233,6 +233,13 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         crate::host::http::serve(addr, stats.clone())
             .map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
     }
+    if let Mode::Primary { group, .. } | Mode::Backup { group, .. } | Mode::Replica { group, .. } = mode {
+        if group.security.is_tls() {
+            tracing::info!(security = ?group.security, "replication: TLS 1.3, both sides certified by the group's CA");
+        } else {
+            tracing::warn!("replication: --insecure: in clear and unauthenticated");
+        }
+    }
     let (events_tx, events_rx) = bounded::<VmEvent>(4096);
     let (control_tx, control_rx) = bounded::<Control>(64);
     // A backup opens its TAP only when it goes live (a replica member too: it does not
