@@ -240,3 +240,38 @@ fn certs_init_refuses_to_replace_a_ca_and_checks_member_names_to_their_limits() 
     let many: Vec<String> = (0..=certs::MAX_MEMBERS).map(|i| format!("m{i}")).collect();
     assert!(certs::member_names(&many.join(",")).is_err());
 }
+
+#[test]
+fn writes_from_two_threads_arrive_whole_each_in_its_writers_order() {
+    let (_dir, ids) = group(2);
+    let (s, c) = pair(&ids[0], &ids[1]);
+    let (server, client) = (s.expect("server"), c.expect("client"));
+    const EACH: u32 = 2000;
+    let writers: Vec<_> = (0..2u8)
+        .map(|w| {
+            let ch = server.try_clone().expect("clone");
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    // A message: writer, sequence number, and a body that says both.
+                    let mut m = vec![w];
+                    m.extend_from_slice(&i.to_le_bytes());
+                    m.extend(std::iter::repeat_n(w ^ (i as u8), 300));
+                    (&ch).write_all(&m).expect("write");
+                }
+            })
+        })
+        .collect();
+    let mut got = vec![0u32; 2];
+    let mut msg = [0u8; 305];
+    for _ in 0..2 * EACH {
+        (&client).read_exact(&mut msg).expect("read");
+        let (w, i) = (msg[0], u32::from_le_bytes(msg[1..5].try_into().expect("4 bytes")));
+        assert!(w < 2, "a torn message: {:?}", &msg[..8]);
+        assert_eq!(i, got[w as usize], "writer {w}'s messages out of order");
+        assert!(msg[5..].iter().all(|&b| b == w ^ (i as u8)), "a message mixed with another");
+        got[w as usize] += 1;
+    }
+    for t in writers {
+        t.join().expect("writer");
+    }
+}
