@@ -261,7 +261,7 @@ fn writes_from_two_threads_arrive_whole_each_in_its_writers_order() {
             })
         })
         .collect();
-    let mut got = vec![0u32; 2];
+    let mut got = [0u32; 2];
     let mut msg = [0u8; 305];
     for _ in 0..2 * EACH {
         (&client).read_exact(&mut msg).expect("read");
