@@ -187,6 +187,11 @@ elapsed_ms() { # since $1 (a now)
 start_vmm() {
     local name="$1" ns="$2"
     shift 2
+    # Every host's VMM replicates over TLS with its own certificate of the demo group's CA.
+    [ -d "$LOGS/certs" ] || "$BIN" certs init "$LOGS/certs" --members host-a,host-b,host-c,host-d >/dev/null
+    local mode="$1"
+    shift
+    set -- "$mode" --tls-dir "$LOGS/certs/${ns#demo-}" "$@"
     (
         rc=0
         FTVMM_LOG=info NO_COLOR=1 ip netns exec "$ns" "$BIN" "$@" >"$LOGS/$name.console" 2>"$LOGS/$name.log" || rc=$?

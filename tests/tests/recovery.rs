@@ -181,6 +181,7 @@ fn a_torn_checkpoint_and_a_torn_log_record_fall_back_and_still_end_exact() {
     let out = topo
         .command("host-b", ftvmm_bin())
         .args(["backup", "--primary", PRIMARY_LISTEN, "--mem-mib", "128", "--data-dir", path_str(&d)])
+        .env("FTVMM_TLS_DIR", &ftvmm_tests::tls_dirs()[1])
         .output()
         .expect("run ftvmm");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -119,6 +119,7 @@ fn a_restarted_old_primary_of_a_named_group_with_a_stale_epoch_refuses_to_serve(
         .command("host-a", ftvmm_tests::ftvmm_bin())
         .args(["primary", "--listen", pair::PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", pair::GUEST_CIDR])
         .args(["--arbiter", &arbiter, "--group-name", "kv-prod"])
+        .env("FTVMM_TLS_DIR", &ftvmm_tests::tls_dirs()[0])
         .env("FTVMM_LOG", "warn")
         .output()
         .expect("run the old primary again");

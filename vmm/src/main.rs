@@ -128,6 +128,12 @@ enum Command {
         #[command(subcommand)]
         command: arbiter_cmd::ArbiterCommand,
     },
+    /// Make the TLS files of a replica group: `certs init DIR` writes a CA and one
+    /// certificate per member (DIR/NAME is member NAME's --tls-dir).
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
     /// Run a fresh VM from a log alone (no timer, no device input) and check it does what was
     /// recorded. The log carries the guest flags it was recorded with; flags given here must agree.
     Replay {
@@ -136,6 +142,18 @@ enum Command {
         /// The log written by `ftvmm record`.
         #[arg(long = "log", value_name = "FILE")]
         log_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Make a CA and per-member certificates in DIR (DIR/ca.pem, DIR/ca.key, DIR/NAME/{ca,cert,key}.pem).
+    Init {
+        /// Where to write them (created if missing; an existing CA is never replaced).
+        dir: PathBuf,
+        /// How many members (named member-1, member-2, ...) or their names: a,b,c.
+        #[arg(long, default_value = "3", value_name = "N|NAMES")]
+        members: String,
     },
 }
 
@@ -182,6 +200,15 @@ struct GroupArgs {
     /// unreachable host delays the failover by up to this long.
     #[arg(long, default_value_t = ft::DEFAULT_RECONNECT_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     reconnect_secs: u64,
+    /// This member's TLS files: ca.pem (the group's CA), cert.pem and key.pem (its own);
+    /// `ftvmm certs init DIR` makes them, DIR/NAME for member NAME. Every replication
+    /// connection is then TLS 1.3, and a peer must hold a certificate of the same CA.
+    #[arg(long, value_name = "DIR", env = "FTVMM_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Replicate in clear, unauthenticated: anyone who reaches the replication ports
+    /// can take the VM's memory, defeat the Output Rule and vote. Trusted networks only.
+    #[arg(long, conflicts_with = "tls_dir")]
+    insecure: bool,
     /// A state transfer to a running VM copies its memory while it runs, in rounds of the
     /// pages KVM's dirty-page log says were written, and pauses it only for the last round
     /// (on); off stops the VM for the whole copy of the pages that differ.
@@ -245,7 +272,25 @@ impl GroupArgs {
             replication,
             max_followers,
             name: self.group_name.unwrap_or_default(),
+            security: self.security()?,
         })
+    }
+
+    fn security(&self) -> Result<vmm::host::tls::Security, String> {
+        use vmm::host::tls::Security;
+        match (&self.tls_dir, self.insecure) {
+            (Some(dir), _) => Security::from_dir(dir).map_err(|e| e.to_string()),
+            (None, true) => {
+                eprintln!(
+                    "WARNING: --insecure: replication runs in clear and unauthenticated; anyone who can reach its \
+                     ports can read the VM's memory, acknowledge output it does not hold, and vote"
+                );
+                Ok(Security::Insecure)
+            }
+            (None, false) => Err("replication needs --tls-dir DIR (a member's certificates: `ftvmm certs init DIR` \
+                                  makes them) or, on a trusted network only, --insecure"
+                .into()),
+        }
     }
 
     fn timing(&self) -> Result<Timing, String> {
@@ -406,6 +451,7 @@ fn main() -> ExitCode {
         Command::Status { addr, metrics, .. } => {
             return print_status(&addr, if metrics { "/metrics" } else { "/status" })
         }
+        Command::Certs { action: CertsAction::Init { dir, members } } => return certs_init(&dir, &members),
         Command::Run(vm) => (vm, Mode::Run, None),
         Command::Record { vm, log_file } => (vm, Mode::Record(log_file), None),
         Command::Replay { vm, log_file } => (vm, Mode::Replay(log_file), None),
@@ -482,6 +528,21 @@ fn rejoin_as_follower(why: &str, pause: Duration) {
     std::thread::sleep(pause);
     let err = std::process::Command::new("/proc/self/exe").args(std::env::args_os().skip(1)).exec();
     eprintln!("error: cannot restart to rejoin the group: {err}");
+}
+
+fn certs_init(dir: &std::path::Path, members: &str) -> ExitCode {
+    use vmm::host::tls::certs;
+    let made = certs::member_names(members).and_then(|names| certs::init(dir, &names));
+    match made {
+        Ok(dirs) => {
+            println!("group CA: {}/ca.pem (its key {}/ca.key: keep it off the members)", dir.display(), dir.display());
+            for d in dirs {
+                println!("member:   --tls-dir {}", d.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(&e.to_string()),
+    }
 }
 
 fn print_status(addr: &str, path: &str) -> ExitCode {

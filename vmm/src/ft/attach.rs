@@ -3,7 +3,8 @@
 //! 0), while the VM runs, and when a follower reconnects, alike.
 //!
 //! ```text
-//!   join-listen: handshake (refused when the group is full), the follower's request
+//!   join-listen -> join-pair (one per connection): TLS, hellos (refused when the
+//!        |  group is full), the follower's request
 //!        |  VmEvent::Attach(conn, Fresh | Resume{epoch, p})
 //!   vcpu0 at its next counted exit J: stops (Yield::Attach)
 //!        |  Attacher::attach(conn, request, VM at J)
@@ -29,14 +30,15 @@ use super::release::SharedReleaser;
 use super::stream::{Fanout, FollowerLink, Resume};
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::host::tls::{Channel, Security};
 use crate::vm::driver::Attaching;
 use crate::vm::live::VmEvent;
 use crate::vm::machine::AtExit;
 use crate::vm::snapshot;
 use crossbeam_channel::Sender;
-use logging_channel::channel::{hello, AttachReply, AttachRequest, Role};
+use logging_channel::channel::{hello, AttachReply, AttachRequest, Hello, Role};
 use logging_channel::{codec, LogHeader, Record};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -105,7 +107,7 @@ impl Attacher {
 
     fn resume(
         &self,
-        mut conn: TcpStream,
+        mut conn: Channel,
         addr: &str,
         from: u64,
         mut records: Vec<u8>,
@@ -138,7 +140,7 @@ impl Attacher {
     /// and adds it to the followers every record goes to.
     fn stream_to(
         &self,
-        conn: TcpStream,
+        conn: Channel,
         follower: Arc<Follower>,
         resume: Option<Resume>,
     ) -> Result<(), ReplicationError> {
@@ -156,7 +158,7 @@ impl Attacher {
         Ok(())
     }
 
-    fn send_state(&self, mut conn: TcpStream, addr: &str, why: &str, at: AtExit<'_>) -> Result<(), ReplicationError> {
+    fn send_state(&self, mut conn: Channel, addr: &str, why: &str, at: AtExit<'_>) -> Result<(), ReplicationError> {
         handshake::reply_attach(&mut conn, AttachReply::State { why: why.to_string() })?;
         let epoch = self.group.epoch();
         // The follower's page list comes first; one that never sends it holds the guest
@@ -171,7 +173,7 @@ impl Attacher {
     /// there on, and says what the transfer cost.
     fn joined(
         &self,
-        conn: TcpStream,
+        conn: Channel,
         addr: &str,
         why: &str,
         index: u64,
@@ -303,27 +305,39 @@ fn plan(request: AttachRequest, now: u64, backlog: &Backlog) -> Plan {
     }
 }
 
+/// A primary's join port: its hello is this machine's in the group's epoch, it turns
+/// followers away while the group is full, and the vCPU attaches each at its next exit.
+struct VmJoins {
+    machine: LogHeader,
+    group: Arc<Group>,
+    events: Sender<VmEvent>,
+}
+
+impl handshake::JoinPolicy for VmJoins {
+    fn local(&self) -> Hello {
+        hello(Role::Primary, &self.machine, self.group.epoch(), self.group.scope().name())
+    }
+
+    fn refusal(&self) -> Option<String> {
+        self.group.refuse_follower()
+    }
+
+    fn paired(&self, conn: Channel, request: AttachRequest) -> bool {
+        self.events.send(VmEvent::Attach(Attaching::Asked { conn, request })).is_ok()
+    }
+}
+
 /// Starts `join-listen` on `listener`: pairs followers (refusing them while the group
-/// is full) and hands each to the vCPU, which attaches it at its next exit.
+/// is full) and hands each to the vCPU (as [`VmEvent::Attach`]), which attaches it at
+/// its next exit.
 pub fn spawn_listener(
     listener: TcpListener,
+    security: Security,
     machine: LogHeader,
     group: Arc<Group>,
     events: Sender<VmEvent>,
 ) -> std::io::Result<()> {
-    std::thread::Builder::new().name("join-listen".into()).spawn(move || loop {
-        let local = || hello(Role::Primary, &machine, group.epoch(), group.scope().name());
-        let refuse = || group.refuse_follower();
-        match handshake::accept_backup(&listener, &local, &refuse) {
-            Ok((conn, request)) => {
-                if events.send(VmEvent::Attach(Attaching::Asked { conn, request })).is_err() {
-                    return; // the VM has stopped
-                }
-            }
-            Err(e) => tracing::warn!("join: {e}"),
-        }
-    })?;
-    Ok(())
+    handshake::serve_joins(listener, security, Arc::new(VmJoins { machine, group, events }))
 }
 
 #[cfg(test)]

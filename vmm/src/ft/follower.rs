@@ -24,6 +24,7 @@ use super::flow::ProgressWatch;
 use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::host::tls::{Channel, Security};
 use crate::vm::machine::AtExit;
 use crate::vm::replayer::{RecordSource, ReplayError};
 use crate::vm::snapshot;
@@ -32,7 +33,6 @@ use logging_channel::channel::{self, Ack, AttachReply, AttachRequest, Hello, Mes
 use logging_channel::codec::{self, Sequencer};
 use logging_channel::Record;
 use std::io::ErrorKind;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -78,7 +78,7 @@ pub struct Upstream {
     pub primary_epoch: AtomicU64,
     /// A reconnection on which the primary sends a new state (a resume was not
     /// possible): the vCPU restores it once it has replayed what it holds.
-    pub restart: Mutex<Option<TcpStream>>,
+    pub restart: Mutex<Option<Channel>>,
     /// With `--data-dir`: the disk every received record is appended to (`ft::recovery`).
     pub persist: OnceLock<Arc<Persist>>,
 }
@@ -130,7 +130,7 @@ impl Upstream {
     }
 
     /// The connection a new state arrives on, if the primary is sending one.
-    pub fn take_restart(&self) -> Option<TcpStream> {
+    pub fn take_restart(&self) -> Option<Channel> {
         self.restart.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
@@ -164,6 +164,8 @@ pub struct Reconnect {
     pub within: Duration,
     /// The group's name, learned from whichever primary it joins.
     pub scope: Arc<crate::host::scope::Scope>,
+    /// How the connection is locked (TLS, or `--insecure`).
+    pub security: Security,
 }
 
 /// Where a follower whose primary is gone goes.
@@ -186,9 +188,9 @@ enum Ended {
 /// What a reconnection got.
 enum Resumed {
     /// Records after this follower's position follow on it.
-    Log(TcpStream),
+    Log(Channel),
     /// A state follows on it; the primary said why.
-    State(TcpStream, String),
+    State(Channel, String),
 }
 
 /// The replaying vCPU's end of the stream.
@@ -306,7 +308,8 @@ fn resume(
 ) -> Result<Resumed, ReplicationError> {
     let p = seq.covered_through().unwrap_or(0);
     let request = AttachRequest::Resume { epoch: upstream.log_position().epoch, exit_index: p };
-    let (stream, reply) = handshake::connect_primary(addr, hello, r.within, request, OnRefused::GiveUp, &r.scope)?;
+    let (stream, reply) =
+        handshake::connect_primary(addr, hello, r.within, request, OnRefused::GiveUp, &r.scope, &r.security)?;
     match reply {
         AttachReply::Resume { from, through } if from == p => {
             tracing::info!(from, through, "resumed the log from the primary's backlog: no state transfer");
@@ -325,7 +328,7 @@ fn resume(
 /// state the primary sends on `conn` into the VM at `at`, and starts `log-rx` on it again.
 /// Returns the exit the state was taken at and the new stream.
 pub fn restore(
-    mut conn: TcpStream,
+    mut conn: Channel,
     at: AtExit<'_>,
     timing: Timing,
     upstream: Arc<Upstream>,
@@ -429,6 +432,13 @@ fn receive(
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Err(format!("no log traffic for {} ms", timing.failover_timeout.as_millis()))
+            }
+            // TLS refused bytes that were changed on the way (or are not TLS): like a
+            // corrupt frame, nothing of them reached the VM, and this follower must not
+            // go live on a stream that someone tampers with.
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                state.corrupt.store(true, Ordering::SeqCst);
+                return Ok(format!("log stream failed the TLS integrity check: {e}"));
             }
             Err(e) => return Err(format!("reading the log failed: {e}")),
         };

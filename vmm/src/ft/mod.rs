@@ -112,11 +112,13 @@ pub enum ReplicationError {
     Attach(String),
     #[error("refusing to start: {0}")]
     Stale(String),
+    #[error("{0}")]
+    Tls(#[from] crate::host::tls::TlsError),
     #[error("state transfer failed: {0}")]
     Snapshot(#[from] crate::vm::snapshot::SnapshotError),
 }
 
-/// A byte stream with a read timeout that can be closed: the TCP connection
+/// A byte stream with a read timeout that can be closed: the connection ([`Channel`](crate::host::tls::Channel), TLS or clear)
 /// between a primary and a follower, or `logging_channel::pipe` in tests.
 pub trait Link: std::io::Read + std::io::Write {
     /// Reads wait at most this long (`None`: forever).
@@ -125,9 +127,9 @@ pub trait Link: std::io::Read + std::io::Write {
     fn close(&mut self);
 }
 
-impl Link for std::net::TcpStream {
+impl Link for crate::host::tls::Channel {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
-        std::net::TcpStream::set_read_timeout(self, timeout)
+        crate::host::tls::Channel::set_read_timeout(self, timeout)
     }
 
     fn close(&mut self) {

@@ -185,6 +185,8 @@ pub struct RestartPlan {
     pub mem: GuestMemoryMmap,
     /// The group's name, learned from the primary.
     pub scope: Arc<crate::host::scope::Scope>,
+    /// How the connection is locked.
+    pub security: crate::host::tls::Security,
 }
 
 /// The replaying vCPU's records for a follower restarted on its data directory: the
@@ -235,8 +237,15 @@ fn connect(
     upstream: &Arc<Upstream>,
 ) -> Result<Option<StreamSource>, ReplicationError> {
     let t0 = Instant::now();
-    let (stream, reply) =
-        handshake::connect_primary(&plan.addr, &plan.hello, plan.within, plan.request, OnRefused::Retry, &plan.scope)?;
+    let (stream, reply) = handshake::connect_primary(
+        &plan.addr,
+        &plan.hello,
+        plan.within,
+        plan.request,
+        OnRefused::Retry,
+        &plan.scope,
+        &plan.security,
+    )?;
     match reply {
         AttachReply::Resume { from, through } if from == position => {
             tracing::info!(

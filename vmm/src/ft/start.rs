@@ -16,8 +16,8 @@ use super::stream::{Fanout, GroupSink};
 use super::takeover::Takeover;
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::host::tls::Security;
 use crate::vm::checkpoint::SharedCheckpointer;
-use crate::vm::driver::Attaching;
 use crate::vm::live::{LiveDriver, VmEvent};
 use crate::vm::machine::Machine;
 use crate::vm::pagediff;
@@ -41,6 +41,8 @@ pub struct Services {
     pub timing: Timing,
     /// A follower's `--data-dir`: where it keeps its log and checkpoints.
     pub data_dir: Option<DataDir>,
+    /// How replication connections are locked (TLS, or `--insecure`).
+    pub security: Security,
 }
 
 /// A member ready to boot.
@@ -61,7 +63,6 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     let listener = handshake::listen(listen)?;
     tracing::info!(%listen, replication = %s.group.mode(), "primary waiting for its first follower");
     let header = machine.header;
-    let local = || hello(Role::Primary, &header, s.group.epoch(), s.group.scope().name());
     let fanout = Fanout::new(Backlog::new(s.timing.backlog_bytes, 0, s.group.epoch()));
     let attacher = Attacher {
         group: s.group.clone(),
@@ -73,6 +74,12 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         events: s.events_tx.clone(),
         precopying: Default::default(),
     };
+    // Joins are paired on their own threads from the start (a silent peer delays no
+    // one), and reach the VM's events; before boot, they are taken from there.
+    attach::spawn_listener(listener, s.security.clone(), header, s.group.clone(), s.events_tx.clone())
+        .map_err(|e| ReplicationError::Thread("join-listen", e))?;
+    // Other events that come meanwhile (frames, a stop) wait for the VM, in order.
+    let mut early = Vec::new();
     // A follower of an earlier run may ask to resume here: it is refused (nothing has been
     // logged yet), and the primary goes on waiting for a first follower it can attach.
     loop {
@@ -80,23 +87,29 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         // leads a later epoch (it won its own before that member's election, say): it has
         // released nothing, and two primaries must not both wait for followers.
         if let Some(e) = s.group.elector() {
-            while !readable(&listener, Duration::from_millis(50)) {
-                if let Some(why) = e.superseded(s.group.epoch()) {
-                    s.group.halt(why.clone());
-                    return Err(ReplicationError::Stale(why));
-                }
+            if let Some(why) = e.superseded(s.group.epoch()) {
+                s.group.halt(why.clone());
+                return Err(ReplicationError::Stale(why));
             }
         }
-        let (conn, request) = handshake::accept_backup(&listener, &local, &|| None)?;
-        match attacher.attach(Attaching::Asked { conn, request }, machine.at_exit(0)) {
+        let attaching = match s.events.recv_timeout(Duration::from_millis(50)) {
+            Ok(VmEvent::Attach(a)) => a,
+            Ok(other) => {
+                early.push(other);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        match attacher.attach(attaching, machine.at_exit(0)) {
             Ok(()) => break,
             Err(ReplicationError::Attach(why)) => tracing::warn!("{why}; still waiting for a first follower"),
             Err(e) => return Err(e),
         }
     }
+    for event in early {
+        let _ = s.events_tx.send(event);
+    }
     s.releaser.set_policy(Policy::Primary(s.group.clone()));
-    attach::spawn_listener(listener, header, s.group.clone(), s.events_tx.clone())
-        .map_err(|e| ReplicationError::Thread("join-listen", e))?;
     // Its own log and checkpoints, so that restarted later (as a follower) it rejoins from them.
     let persist = match &s.data_dir {
         Some(d) => Some(recovery::start_primary(d, machine, &s.group)?),
@@ -107,17 +120,6 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events)
         .with_checkpoints(persist.map(|p| p.checkpoints.clone()));
     Ok(Started { driver: Driver::Live(live), first_index: 0, attacher: Some(attacher), takeover: None, upstream: None })
-}
-
-/// Whether `listener` has a connection waiting, within `wait`.
-fn readable(listener: &std::net::TcpListener, wait: Duration) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut fd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one pollfd that lives on this stack frame for the call; the fd is the
-    // listener's, open for the call's duration.
-    let n = unsafe { libc::poll(&mut fd, 1, ms) };
-    n > 0
 }
 
 /// How a follower goes live, besides what [`Services`] has.
@@ -156,6 +158,7 @@ pub fn replica(
                     events_tx: s.events_tx.clone(),
                     timing: s.timing,
                     data_dir: s.data_dir.clone(),
+                    security: s.security.clone(),
                 };
                 let plan = FollowerPlan {
                     tap: plan.tap.clone(),
@@ -218,6 +221,7 @@ pub fn follower(
             reconnect: reconnect.clone(),
             mem: machine.mem.clone(),
             scope: s.group.scope().clone(),
+            security: s.security.clone(),
         };
         let source = recovery::rejoin(plan_rejoin, restart.log.records, upstream.clone())?;
         let checkpoints = Some(persist.checkpoints.clone());
@@ -232,6 +236,7 @@ pub fn follower(
         AttachRequest::Fresh,
         handshake::OnRefused::Retry,
         s.group.scope(),
+        &s.security,
     )?;
     if let AttachReply::Resume { .. } = reply {
         return Err(ReplicationError::Handshake("the primary offered a resume to a new follower".into()));
@@ -282,6 +287,7 @@ fn reconnect_plan(
                 hello: local,
                 within: s.timing.failover_timeout,
                 scope: s.group.scope().clone(),
+                security: s.security.clone(),
             })
         }
         // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
@@ -290,6 +296,7 @@ fn reconnect_plan(
             hello: local,
             within: s.timing.reconnect,
             scope: s.group.scope().clone(),
+            security: s.security.clone(),
         }),
     }
 }
@@ -320,6 +327,7 @@ fn finish(
         stats: s.stats,
         events: s.events,
         events_tx: s.events_tx,
+        security: s.security,
     };
     if let Err(e) = super::catchup::watch(Arc::downgrade(&upstream)) {
         tracing::warn!("cannot start the catch-up thread ({e}); its progress lines are missing");

@@ -25,10 +25,11 @@ use super::output_rule::ReplicationMode;
 use super::release::SharedReleaser;
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::host::tls::Channel;
 use crate::vm::recorder::{LogSink, RecordError};
 use logging_channel::channel::{Message, MessageReader};
 use logging_channel::{codec, Record};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ pub struct FollowerLink {
     wire: Mutex<Wire>,
     /// The same socket, for its timeouts and shutdown without the wire's lock: the vCPU
     /// may hold that lock in a blocked write, which only a shutdown ends at once.
-    control: TcpStream,
+    control: Channel,
     /// The highest exit written to the socket: an ack beyond it is a lie.
     sent_through: AtomicU64,
     stopped: AtomicBool,
@@ -74,7 +75,7 @@ impl FollowerLink {
     /// through the one given.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
-        stream: TcpStream,
+        stream: Channel,
         timing: Timing,
         tick_hz: u32,
         follower: Arc<Follower>,

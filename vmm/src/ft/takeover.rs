@@ -47,6 +47,8 @@ pub struct Takeover {
     /// The live VM's events (frames, stop, attach), and where they are sent.
     pub events: Receiver<VmEvent>,
     pub events_tx: Sender<VmEvent>,
+    /// How its followers' connections are locked.
+    pub security: crate::host::tls::Security,
 }
 
 /// A follower that went live: its driver, and how followers attach to it.
@@ -101,8 +103,14 @@ impl Takeover {
             return Ok(Live { driver: LiveDriver::new(self.header.tick_hz, None, self.events), attacher: None });
         };
         let listener = handshake::listen(listen).map_err(|e| stand_down(format!("cannot take followers: {e}")))?;
-        attach::spawn_listener(listener, self.header, self.group.clone(), self.events_tx.clone())
-            .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
+        attach::spawn_listener(
+            listener,
+            self.security.clone(),
+            self.header,
+            self.group.clone(),
+            self.events_tx.clone(),
+        )
+        .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
         tracing::info!(%listen, "live: new followers may join here");
         // Without a kept log, its own starts after the go-live exit: followers of the old
         // primary cannot resume from it (their positions are before its floor) and get the state.

@@ -2,7 +2,7 @@
 //! the arbiter that decides who may go on alone, the register a replica group's
 //! witness keeps its ballot in, the status endpoint (HTTP: status, metrics,
 //! dashboard), CPU pinning, and the frames that tell clients at go-live that an
-//! outage is over.
+//! outage is over, and the TLS that locks the replication channels.
 pub mod affinity;
 pub mod arbiter;
 pub mod bind;
@@ -16,3 +16,4 @@ pub mod register;
 pub mod scope;
 pub mod status;
 pub mod tap;
+pub mod tls;

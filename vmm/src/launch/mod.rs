@@ -64,13 +64,15 @@ pub struct VmOptions {
 }
 
 /// How a primary replicates.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GroupOptions {
     pub timing: Timing,
     pub replication: ReplicationMode,
     pub max_followers: usize,
     /// `--group-name`: none (the usual case) to make one up (a primary) or learn it.
     pub name: logging_channel::GroupName,
+    /// How its replication connections are locked (`--tls-dir`, or `--insecure`).
+    pub security: crate::host::tls::Security,
 }
 
 /// Who a replica group member is (`ftvmm replica`).
@@ -237,6 +239,13 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         crate::host::http::serve(addr, stats.clone())
             .map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
     }
+    if let Mode::Primary { group, .. } | Mode::Backup { group, .. } | Mode::Replica { group, .. } = mode {
+        if group.security.is_tls() {
+            tracing::info!(security = ?group.security, "replication: TLS 1.3, both sides certified by the group's CA");
+        } else {
+            tracing::warn!("replication: --insecure: in clear and unauthenticated");
+        }
+    }
     let (events_tx, events_rx) = bounded::<VmEvent>(4096);
     let (control_tx, control_rx) = bounded::<Control>(64);
     // A backup opens its TAP only when it goes live (a replica member too: it does not
@@ -275,6 +284,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         events_tx: events_tx.clone(),
         timing: g.timing,
         data_dir,
+        security: g.security.clone(),
     };
     let started: Option<Started> = match (mode, replay_log, &elector) {
         (Mode::Primary { listen, group: g, data_dir }, _, _) => {
@@ -400,7 +410,7 @@ fn elector(
         None => None,
     };
     let me = Rank { id: member.id, priority: member.priority };
-    let membership = Membership::parse(&member.group, me, witness.is_some(), machine)?;
+    let membership = Membership::parse(&member.group, me, witness.is_some(), machine, g.security.clone())?;
     let timing = ElectionTiming::from(g.timing.failover_timeout, g.timing.heartbeat);
     Ok(Elector::new(membership, timing, witness, &member.data_dir)?)
 }

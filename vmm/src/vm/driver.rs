@@ -9,7 +9,6 @@ use crate::vm::recorder::RecordError;
 use crate::vm::replayer::ReplayError;
 use kvm_ioctls::VcpuFd;
 use logging_channel::{EndReason, ExitSig};
-use std::net::TcpStream;
 use std::time::Instant;
 use vm_memory::GuestMemoryMmap;
 
@@ -71,7 +70,7 @@ pub enum Finish {
 /// A follower waiting for the VM to stop at an exit to be attached.
 pub enum Attaching {
     /// It passed the handshake; what it asked for.
-    Asked { conn: TcpStream, request: logging_channel::channel::AttachRequest },
+    Asked { conn: crate::host::tls::Channel, request: logging_channel::channel::AttachRequest },
     /// Its memory was copied while the VM ran ([`crate::vm::precopy`]); the last round
     /// and the rest of the state go at this exit.
     Precopied(Box<crate::vm::precopy::Precopied>),

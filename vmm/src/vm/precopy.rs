@@ -24,6 +24,7 @@
 //! non-zero at J: the digest reads only those, not all of memory. The joiner checks
 //! that digest against its own, of all its memory, as after any transfer.
 use crate::devices::bus::{Bus, MonitorWrites};
+use crate::host::tls::Channel;
 use crate::vm::digest;
 use crate::vm::dirtylog;
 use crate::vm::machine::AtExit;
@@ -33,7 +34,6 @@ use kvm_ioctls::VmFd;
 use logging_channel::state::{StateMessage, MAX_PAGES, PAGE_SIZE};
 use plan::{Next, PageSync, PauseWhy, Visit};
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -45,7 +45,7 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A pre-copy whose running rounds are over (or failed), for the vCPU thread to end.
 pub struct Precopied {
-    pub conn: TcpStream,
+    pub conn: Channel,
     /// The epoch Begin named: the state must be of this epoch when the VM pauses.
     pub epoch: u64,
     /// Why the joiner gets a state (for the log; empty when it asked for nothing else).
@@ -95,7 +95,7 @@ pub fn begin(bus: &mut Bus) -> MonitorWrites {
 /// `epoch`; `why` is kept for the log) and rounds of pages until [`plan::next_step`] says pause. Never fails: a
 /// failure is in the result, for [`finish`] to report after switching the log off.
 pub fn copy_while_running(
-    mut conn: TcpStream,
+    mut conn: Channel,
     vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     writes: MonitorWrites,
@@ -132,7 +132,7 @@ impl Copy<'_> {
 
     fn running_rounds(
         &self,
-        conn: &mut TcpStream,
+        conn: &mut Channel,
         begin: u64,
         epoch: u64,
         sync: &mut PageSync,

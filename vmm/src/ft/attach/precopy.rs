@@ -12,6 +12,7 @@
 use super::Attacher;
 use crate::ft::handshake;
 use crate::ft::ReplicationError;
+use crate::host::tls::Channel;
 use crate::vm::driver::Attaching;
 use crate::vm::live::VmEvent;
 use crate::vm::machine::AtExit;
@@ -19,7 +20,6 @@ use crate::vm::precopy::{self, Precopied};
 use crate::vm::snapshot::TransferStats;
 use kvm_ioctls::VmFd;
 use logging_channel::channel::AttachReply;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
@@ -36,7 +36,7 @@ impl Attacher {
     /// while the VM runs on.
     pub(super) fn start_precopy(
         &self,
-        mut conn: TcpStream,
+        mut conn: Channel,
         addr: &str,
         why: &str,
         at: AtExit<'_>,

@@ -165,9 +165,14 @@ fn a_replica_group_primary_with_no_follower_left_says_it_holds_output_and_steps_
     let message = |mode: ReplicationMode| {
         let dir = std::env::temp_dir().join(format!("ftvmm-group-alone-{mode}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let members =
-            Membership::parse("1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3", Rank { id: 1, priority: 1 }, false, &header)
-                .expect("membership");
+        let members = Membership::parse(
+            "1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3",
+            Rank { id: 1, priority: 1 },
+            false,
+            &header,
+            crate::host::tls::Security::Insecure,
+        )
+        .expect("membership");
         let timing = ElectionTiming::from(std::time::Duration::from_millis(500), std::time::Duration::from_millis(20));
         let elector = Elector::new(members, timing, None, &dir).expect("elector");
         let election = Election { elector, step_down_after: std::time::Duration::from_millis(500) };
