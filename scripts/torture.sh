@@ -68,5 +68,5 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 echo "== $k campaigns in $minutes min; per MEMBERS:MODE (figures summed; rc 1 = an anomaly or a group not whole, 101 = the harness failed):"
 totals by-mode
-echo "in all: $(totals)"
+totals
 echo "results: $results"
