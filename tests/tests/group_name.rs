@@ -235,13 +235,13 @@ fn arbiter_list_and_clear_work_on_etcd_and_say_so_when_it_is_gone() {
     let mut p = pair::start(&topo, &["--arbiter", &spec], None);
     let group = group_of(&p.primary);
     // A follower that names another group is refused (exit 7), saying why.
-    let wrong = topo
-        .command("host-c", ftvmm_tests::ftvmm_bin())
+    let mut wrong = topo.command("host-c", ftvmm_tests::ftvmm_bin());
+    wrong
         .args(["backup", "--primary", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", pair::GUEST_CIDR])
         .args(["--arbiter", &spec, "--group-name", "someone-else", "--connect-timeout-secs", "5"])
-        .env("FTVMM_LOG", "warn")
-        .output()
-        .expect("run a backup of another group");
+        .env("FTVMM_LOG", "warn");
+    ftvmm_tests::secure(&mut wrong);
+    let wrong = wrong.output().expect("run a backup of another group");
     assert_eq!(wrong.status.code(), Some(STOOD_DOWN), "{}", stderr(&wrong));
     assert!(stderr(&wrong).contains("to group someone-else"), "{}", stderr(&wrong));
     topo.kill_all("host-a");
