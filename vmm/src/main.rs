@@ -295,6 +295,13 @@ struct VmArgs {
     /// Pin the vCPU thread alone to these CPUs; the other threads stay on --cpu.
     #[arg(long = "vcpu-cpu", value_name = "LIST", value_parser = parse_cpus)]
     vcpu_cpus: Option<CpuList>,
+    /// A backup or replica member: open the TAP at once and keep the last second of
+    /// what clients send the guest (the switch mirrors the guest's frames to this
+    /// host: `scripts/netns.sh mirror on`); at go-live the guest gets what its old
+    /// primary never logged, so a request in flight is answered without waiting for
+    /// the client to resend it (docs/client-gap.md).
+    #[arg(long, requires = "tap")]
+    mirrored_input: bool,
     /// The guest's wall clock at boot (Unix ms). Defaults to now for run, record and
     /// primary; a backup or replay of a site must be given the primary's value.
     #[arg(long, value_name = "MS", requires = "site_id")]
@@ -351,6 +358,7 @@ impl VmArgs {
             guest_flags: String::new(),
             cpus: self.cpus.clone(),
             vcpu_cpus: self.vcpu_cpus.clone(),
+            mirrored_input: self.mirrored_input,
         })
     }
 }
