@@ -5,8 +5,9 @@
 //! ```text
 //!   corrupt stream or stalled replay?  --> stand down (exit 7), never live
 //!   group.take_over(): win the arbiter for the epoch  --lost--> stand down
-//!   GOING LIVE: open the TAP (or, mirrored, inject what it kept), gratuitous ARPs, re-send output after the
-//!               primary's last released mark, take followers (given --listen)
+//!   GOING LIVE: open the TAP (mirrored input: inject what it kept), gratuitous
+//!               ARPs, re-send output after the primary's last released mark,
+//!               take followers (given --listen)
 //! ```
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;

@@ -10,7 +10,8 @@
 //! `--mirrored-input` opens its TAP at once and reads those frames into a
 //! [`MirrorRing`] — never into the replaying guest, which gets only logged input,
 //! so replay stays exact. The replay tells the ring each frame it delivers from
-//! the log. At go-live, after the whole log is replayed, the frames of the last
+//! the log, and a replay that starts from a state transfer empties the ring. At
+//! go-live, after the whole log is replayed, the frames of the last
 //! [`MIRROR_WINDOW`] that the replay did not deliver go to the now-live guest as
 //! ordinary input (so they are logged for its own followers), before any frame
 //! read later: the lost request is answered in about a millisecond.
@@ -126,6 +127,14 @@ impl MirrorRing {
         }
     }
 
+    /// Forgets every frame held and every delivery noted: a replay starts from a state
+    /// that already holds what the primary had received (its log holds the rest).
+    pub fn forget(&mut self) {
+        self.frames.clear();
+        self.delivered.clear();
+        self.bytes = 0;
+    }
+
     /// Frames held now.
     pub fn len(&self) -> usize {
         self.frames.len()
@@ -208,6 +217,15 @@ impl<T: Send + 'static> Mirror<T> {
     pub fn note_delivered(&self, frame: &[u8]) {
         if let Route::Ring(ring) = &mut *self.lock() {
             ring.note_delivered(Instant::now(), frame);
+        }
+    }
+
+    /// A replay starts from a state transfer: frames held before it are in that state
+    /// (or in the log to come, which cancels them), so injecting them again could only
+    /// duplicate them.
+    pub fn replay_starts(&self) {
+        if let Route::Ring(ring) = &mut *self.lock() {
+            ring.forget();
         }
     }
 
@@ -380,6 +398,23 @@ mod tests {
         let later = t + MIRROR_WINDOW + Duration::from_millis(1);
         r.push(later, tcp(1));
         assert_eq!(r.take_for_injection(later), vec![tcp(1)]);
+    }
+
+    #[test]
+    fn a_replay_that_starts_forgets_what_was_held_before_it() {
+        let mirror: Arc<Mirror<Vec<u8>>> = Mirror::new(GUEST);
+        if let Route::Ring(ring) = &mut *mirror.lock() {
+            ring.push(Instant::now(), tcp(1));
+        }
+        mirror.note_delivered(&tcp(2));
+        mirror.replay_starts();
+        if let Route::Ring(ring) = &mut *mirror.lock() {
+            assert!(ring.is_empty());
+            ring.push(Instant::now(), tcp(2));
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        assert_eq!(mirror.go_live(&tx, |f| f), 1, "the delivery noted before the restart cancels nothing after it");
+        assert_eq!(rx.try_recv().ok(), Some(tcp(2)));
     }
 
     #[test]

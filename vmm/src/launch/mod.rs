@@ -214,6 +214,10 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     // Before any thread exists, so that every thread inherits the mask and only
     // `signals` ever takes SIGINT/SIGTERM (default delivery would kill the process
     // without flushing the log).
+    // Before anything is built: a flag that cannot apply is refused at once.
+    if opts.mirrored_input && !matches!(mode, Mode::Backup { .. } | Mode::Replica { .. }) {
+        return Err(LaunchError::MirroredInputNotFollower);
+    }
     threads::block_stop_signals();
     // Also before any thread exists: every thread inherits it.
     if let Some(cpus) = &opts.cpus {

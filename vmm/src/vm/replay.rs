@@ -60,6 +60,9 @@ impl ReplayDriver {
 
     /// Notes each frame the log delivers in `mirror` (a follower with mirrored input).
     pub fn with_mirror(mut self, mirror: Option<Arc<Mirror<VmEvent>>>) -> ReplayDriver {
+        if let Some(m) = &mirror {
+            m.replay_starts();
+        }
         self.mirror = mirror;
         self
     }
