@@ -10,7 +10,10 @@ EXITS=${1:-300000}
 cargo build --release --quiet --bin ftvmm --example bare_loop --example exit_probe
 BIN=target/release/ftvmm
 LOG=$(mktemp --suffix=.ftlog)
-trap 'rm -f "$LOG"' EXIT
+CERTS=$(mktemp -d)
+trap 'rm -rf "$LOG" "$CERTS"' EXIT
+# The pair below replicates over TLS, as deployed: a group of two.
+"$BIN" certs init "$CERTS/group" --members 2 >/dev/null
 
 ns_of() { sed -n 's/.*ns_per_exit=\([0-9]*\).*/\1/p' | tail -1; }
 ftvmm_ns() { FTVMM_LOG=info "$BIN" "$@" --workload exit-storm --stop-at-exit "$EXITS" 2>&1 >/dev/null | sed 's/\x1b\[[0-9;]*m//g' | ns_of; }
@@ -28,10 +31,11 @@ stream_ns() { # primary-cpu-flags follower-cpu-flags
     local err ns
     err=$(mktemp)
     # shellcheck disable=SC2086 # the flags are zero or two words
-    FTVMM_LOG=info "$BIN" backup --primary "127.0.0.1:$PORT" --workload exit-storm --tick-hz 1000 $2 >/dev/null 2>"$err.b" &
+    FTVMM_LOG=info "$BIN" backup --primary "127.0.0.1:$PORT" --tls-dir "$CERTS/group/member-2" --workload exit-storm \
+        --tick-hz 1000 $2 >/dev/null 2>"$err.b" &
     local bpid=$!
     # shellcheck disable=SC2086
-    ns=$(FTVMM_LOG=info "$BIN" primary --listen "127.0.0.1:$PORT" --workload exit-storm --tick-hz 1000 \
+    ns=$(FTVMM_LOG=info "$BIN" primary --listen "127.0.0.1:$PORT" --tls-dir "$CERTS/group/member-1" --workload exit-storm --tick-hz 1000 \
         --stop-at-exit "$EXITS" $1 2>&1 >/dev/null | sed 's/\x1b\[[0-9;]*m//g' | ns_of)
     wait "$bpid" 2>/dev/null || true
     rm -f "$err" "$err.b"

@@ -21,8 +21,8 @@
 #
 # Topology: its own namespaces (NETNS_PREFIX, default bench-); (a) in host-a as 10.77.0.11 on
 # tap1, up for the whole run; (b) 10.77.0.10: the primary in host-a, followers in host-b, host-c,
-# host-d, all with --arbiter file:DIR (a fresh DIR per group: a second follower needs an arbiter,
-# and an arbiter that has seen an epoch refuses a new primary for it). Every process of every VM
+# host-d, all with --arbiter file:DIR (a second follower needs an arbiter; a fresh DIR per group,
+# though old claims would not block a new group). Every process of every VM
 # runs on this machine's cores: the "hosts" share them.
 #
 # The measuring part of each phase holds /tmp/ftvmm-tests.lock, the lock the integration tests
@@ -147,7 +147,7 @@ start_group() {
 
 start_group_once() {
     local mode="$1" f="$2" i arb
-    # A fresh arbiter per start: one that saw a member go on alone refuses the next primary.
+    # A fresh arbiter per start (not needed since group names: each start is a new group).
     arb="$(mktemp -d "$BENCH_WORK/arbiter-${mode/:/-}-$f.XXXX")"
     local common=(--tap tap0 --guest-ip "$GUEST_IP/24" --arbiter "file:$arb" --failover-timeout-ms "$FO_MS" --status "127.0.0.1:$ST_P")
     bench_vm primary "$NS_A" primary --listen "$HOST_A_IP:7000" --replication "$mode" "${common[@]}"

@@ -15,12 +15,18 @@
 #                                     and the primary on CPU 0 (--cpu 0), the backup on CPU 1 (--cpu 1),
 #                                     as two hosts would keep them apart; "vcpus-pinned", only the vCPU
 #                                     threads so (--vcpu-cpu 0 / 1). The other phases leave placement to Linux
+#          TLS_COMPARE=1              the cost of TLS instead: the direct setting ROUNDS times (default 2)
+#                                     over TLS and ROUNDS times with --insecure, alternating, and a table
+#                                     of TLS vs --insecure (added p50 at -c 1, b/a throughput at -c 50);
+#                                     no relay or pinned phases unless RELAY_DELAYS/PINNED say so. Writes
+#                                     bench/output-rule-tls.{md,csv}, -settings.csv, -latency-samples.csv
 #          FAILOVER_TIMEOUT_MS=1000   passed to the pair (ftvmm's default is 200): on a loaded 2-core
 #                                     machine a VMM thread can stall for 100+ ms, and a backup that
 #                                     hears nothing for 200 ms goes live while the primary runs,
 #                                     which ends (b) mid-run. This bench measures the steady state.
 #
-# Both VMs are up at once: (a) in host-a as 10.77.0.11 on a second TAP, (b) the pair as 10.77.0.10
+# The pair replicates over TLS (a certificate per VMM from one `ftvmm certs init`), as deployed,
+# unless a setting's name says insecure (--insecure). Both VMs are up at once: (a) in host-a as 10.77.0.11 on a second TAP, (b) the pair as 10.77.0.10
 # (primary in host-a, backup in host-b); every test runs against (a) then (b), order alternating.
 # Per setting it also reports the primary's held-time summary (printed at exit), log bytes per
 # request and backup lag (from `ftvmm status`, skipped when this ftvmm has no status endpoint).
@@ -33,9 +39,20 @@ bench_init bench-output-rule.sh "$@"
 
 N="${1:-20000}"
 [[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -gt 0 ] || bench_die "N must be a positive number of requests (got '$N')"
-read -r -a DELAYS <<<"${RELAY_DELAYS-0 0.5 1 5}"
+TLS_COMPARE="${TLS_COMPARE:-0}"
+ROUNDS="${ROUNDS:-2}"
+OUTNAME=output-rule SAMPNAME=latency-samples
+if [ "$TLS_COMPARE" = 1 ]; then
+    OUTNAME=output-rule-tls SAMPNAME=output-rule-tls-latency-samples
+    read -r -a DELAYS <<<"${RELAY_DELAYS-}"
+    PINNED="${PINNED:-0}"
+else
+    read -r -a DELAYS <<<"${RELAY_DELAYS-0 0.5 1 5}"
+    PINNED="${PINNED:-1}"
+fi
 SAMPLES="${SAMPLES:-3000}"
-PINNED="${PINNED:-1}"
+# The pair's security flags in the current phase (none: TLS, bench_vm gives certificates).
+SEC=()
 # Set for the pinned phase only: where the primary and the backup run.
 PIN_P=() PIN_B=()
 FO_MS="${FAILOVER_TIMEOUT_MS:-1000}"
@@ -69,9 +86,9 @@ bench_wait_guest a "$GUEST2_IP"
 bench_spawn ppserver "$NS_A" python3 "$BENCH_LIB/benchtools.py" pp-server "$HOST_A_IP:$PORT_PP"
 bench_wait_for ppserver out 'listening' 10
 
-CSV="$BENCH_RESULTS/output-rule.csv"
-SET_CSV="$BENCH_RESULTS/output-rule-settings.csv"
-SAMP_CSV="$BENCH_RESULTS/latency-samples.csv"
+CSV="$BENCH_RESULTS/$OUTNAME.csv"
+SET_CSV="$BENCH_RESULTS/$OUTNAME-settings.csv"
+SAMP_CSV="$BENCH_RESULTS/$SAMPNAME.csv"
 for f in "$CSV" "$SET_CSV" "$SAMP_CSV"; do
     {
         echo "# command: $BENCH_CMDLINE"
@@ -108,9 +125,9 @@ bench_phase() {
         n1=$(awk -v n="$N" -v d="$delay" 'BEGIN { m = (d > 0) ? int(4000 / (2 * d)) : n; if (m < 300) m = 300; print (m < n) ? m : n }')
     fi
     # shellcheck disable=SC2207 # the status flag is two words or none
-    PAIR_PRIMARY_ARGS=($(bench_status_flag $ST_P) --failover-timeout-ms "$FO_MS" "${PIN_P[@]}")
+    PAIR_PRIMARY_ARGS=($(bench_status_flag $ST_P) --failover-timeout-ms "$FO_MS" "${PIN_P[@]}" "${SEC[@]}")
     # shellcheck disable=SC2207
-    PAIR_BACKUP_ARGS=($(bench_status_flag $ST_B) --failover-timeout-ms "$FO_MS" "${PIN_B[@]}")
+    PAIR_BACKUP_ARGS=($(bench_status_flag $ST_B) --failover-timeout-ms "$FO_MS" "${PIN_B[@]}" "${SEC[@]}")
     bench_start_pair "$connect"
 
     # The floor, on the same path, with the pair up (and idle).
@@ -224,7 +241,18 @@ EOF
     SETTINGS+=("$setting")
 }
 
-bench_phase direct none
+if [ "$TLS_COMPARE" = 1 ]; then
+    # Alternating, so that the machine's load drifts over both alike.
+    for ((r = 1; r <= ROUNDS; r++)); do
+        SEC=()
+        bench_phase "tls-$r" none
+        SEC=(--insecure) # measured without TLS on purpose: the baseline TLS is compared with
+        bench_phase "insecure-$r" none
+        SEC=()
+    done
+else
+    bench_phase direct none
+fi
 for d in "${DELAYS[@]}"; do
     if ! relay_takes "$d"; then
         bench_log "ftvmm-relay does not take --delay-ms $d (whole milliseconds only?): skipping +$d ms"
@@ -255,7 +283,7 @@ bench_stop a
 bench_stop ppserver
 
 # ------------------------------------------------------------------ report
-MD="$BENCH_RESULTS/output-rule.md"
+MD="$BENCH_RESULTS/$OUTNAME.md"
 us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else printf "%.0f", v * 1000 }'; } # ms -> us
 {
     echo "# The Output Rule: unreplicated (a) vs primary + backup (b)"
@@ -315,6 +343,31 @@ us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else printf "%
         echo "| $s: INCR -c 50 throughput >= $lim x unreplicated | $x | $(awk -v m="$x" -v l="$lim" 'BEGIN { print (m >= l) ? "met" : "**MISS**" }') |"
     done
     echo
+    if [ "$TLS_COMPARE" = 1 ]; then
+        echo "## TLS vs --insecure (target: TLS adds <= 10% to the added p50 at -c 1, costs <= 5% of -c 50 throughput)"
+        echo
+        echo "Added p50 = b p50 - a p50 at -c 1 (us); throughput = b/a ops/s at -c 50. Mean over the rounds."
+        echo
+        echo "| test | TLS added p50 us | insecure added p50 us | TLS / insecure | TLS b/a -c 50 | insecure b/a -c 50 | TLS / insecure |"
+        echo "|---|---:|---:|---:|---:|---:|---:|"
+        for t in "${TESTS[@]}"; do
+            declare -A sum=()
+            for kind in tls insecure; do
+                sum[$kind.add]=0 sum[$kind.x]=0
+                for ((r = 1; r <= ROUNDS; r++)); do
+                    read -r ra pa qa na <<<"${R[$kind-$r.a.$t.1]}"
+                    read -r rb pb qb nb <<<"${R[$kind-$r.b.$t.1]}"
+                    sum[$kind.add]=$(awk -v s="${sum[$kind.add]}" -v a="$pa" -v b="$pb" 'BEGIN { print s + (b - a) * 1000 }')
+                    read -r ra pa qa na <<<"${R[$kind-$r.a.$t.50]}"
+                    read -r rb pb qb nb <<<"${R[$kind-$r.b.$t.50]}"
+                    sum[$kind.x]=$(awk -v s="${sum[$kind.x]}" -v a="$ra" -v b="$rb" 'BEGIN { print s + b / a }')
+                done
+            done
+            echo "$t ${sum[tls.add]} ${sum[insecure.add]} ${sum[tls.x]} ${sum[insecure.x]}" | awk -v n="$ROUNDS" \
+                '{ printf "| %s | %.0f | %.0f | %.2f | %.3f | %.3f | %.3f |\n", $1, $2 / n, $3 / n, ($3 != 0) ? $2 / $3 : 0, $4 / n, $5 / n, ($5 != 0) ? $4 / $5 : 0 }'
+        done
+        echo
+    fi
     echo "## redis-benchmark: throughput and latency"
     echo
     echo "Latencies in ms as redis-benchmark reports them (its resolution is 1 us at these values). log B/req: growth of the primary's log per request during the (b) test, net of timer ticks at the idle rate."
@@ -368,4 +421,4 @@ us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else printf "%
     fi
 } >"$MD"
 
-bench_finish "bench/output-rule.md, bench/output-rule.csv, bench/output-rule-settings.csv, bench/latency-samples.csv, bench/latency.png"
+bench_finish "bench/$OUTNAME.md, bench/$OUTNAME.csv, bench/$OUTNAME-settings.csv, bench/$SAMPNAME.csv, bench/latency.png"

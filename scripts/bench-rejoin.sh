@@ -17,6 +17,12 @@
 #   diff-long    down DOWN_LONG_S, --backlog-kib 1
 #   fresh-idle, resume-5s-idle, diff-5s-idle   the same without load (the cores are free)
 #
+# Every state transfer above is a pre-copy (the default, --precopy on): memory is copied while
+# the primary's VM runs and it pauses only for the last round. The phases ending in -stop run
+# the same with --precopy off on the primary (stop-and-copy of the pages that differ), for the
+# pause without pre-copy:
+#   fresh-stop, diff-5s-stop, diff-long-stop, fresh-idle-stop, diff-5s-idle-stop
+#
 # Measured per phase, from the primary's log: bytes the primary sent and the follower's page
 # list it received, the primary's pause (its guest stops while it attaches the follower), and
 # the time from the follower's restart to the primary's status showing it "in sync". "Full
@@ -27,7 +33,9 @@
 # 10000 requests) against a pair without --data-dir, with --data-dir (fsync async) and with
 # --fsync always.
 #
-# Writes bench/rejoin.md and bench/rejoin.csv.
+# Writes bench/rejoin.md and bench/rejoin.csv. PHASES="fresh fresh-stop" runs only the phases
+# named, each REPEAT times (default 1), skips the --fsync part, writes nothing to bench/ and
+# prints the rows: for the spread of one phase on a noisy machine.
 set -euo pipefail
 # shellcheck source=lib/bench-common.sh
 source "$(dirname "$0")/lib/bench-common.sh"
@@ -58,11 +66,11 @@ CSV="$BENCH_RESULTS/rejoin.csv"
 {
     echo "# command: $BENCH_CMDLINE"
     echo "# date: $(date -u '+%Y-%m-%dT%H:%M:%SZ') nproc: $(nproc)"
-    echo "phase,down_s,how,bytes_sent,have_bytes,pages_sent,full_pages,full_copy_bytes,pause_ms,in_sync_ms,local_replay_exits"
+    echo "phase,down_s,how,bytes_sent,have_bytes,pages_sent,full_pages,full_copy_bytes,rounds,transfer_ms,pause_ms,in_sync_ms,local_replay_exits"
 } >"$CSV"
 
 phase() { # name down_s primary-extra...
-    local name="$1" down="$2" line how bytes have pages full full_bytes pause t0 insync local_exits s
+    local name="$1" down="$2" line how bytes have pages full full_bytes rounds total pause t0 insync local_exits s i
     shift 2
     bench_log "== $name (down ${down} s)"
     bench_topology_up
@@ -104,17 +112,20 @@ phase() { # name down_s primary-extra...
     *joined*) how="fresh" ;;
     *) how="?" ;;
     esac
+    case "$line" in *pre-copy*) how="$how (pre-copy)" ;; *stop-and-copy*) how="$how (stop-and-copy)" ;; esac
     bytes="$(field bytes "$line")"
     have="$(field have_bytes "$line")"
     pages="$(field pages "$line")"
     full="$(field full_pages "$line")"
     pause="$(field pause_ms "$line")"
+    rounds="$(field rounds "$line")"
+    total="$(field total_ms "$line")"
     full_bytes=""
     [ -n "$full" ] && full_bytes=$((full * 4096))
     local_exits="$(grep -o 'checkpoint=[0-9]* epoch=[0-9]* position=[0-9]*' "$BENCH_WORK/follower.err" | head -1 |
         sed 's/checkpoint=\([0-9]*\).*position=\([0-9]*\)/\2 \1/' | awk '{ print $1 - $2 }' || true)"
-    echo "$name,$down,$how,$bytes,${have:-0},${pages:-0},${full:-},${full_bytes},$pause,$insync,${local_exits:-0}" >>"$CSV"
-    bench_log "$name: $how, $bytes bytes sent (+${have:-0} of page list), ${pages:-0} of ${full:-?} pages, pause $pause ms, in sync after ${insync:-?} ms"
+    echo "$name,$down,$how,$bytes,${have:-0},${pages:-0},${full:-},${full_bytes},${rounds:-},${total:-},$pause,$insync,${local_exits:-0}" >>"$CSV"
+    bench_log "$name: $how, $bytes bytes sent (+${have:-0} of page list), ${pages:-0} of ${full:-?} pages, ${rounds:-0} running rounds, transfer ${total:-?} ms, pause $pause ms, in sync after ${insync:-?} ms"
     cp "$BENCH_WORK/primary.err" "$BENCH_WORK/primary-$name.err"
     cp "$BENCH_WORK/follower.err" "$BENCH_WORK/follower-$name.err"
     bench_stop load 2
@@ -122,14 +133,31 @@ phase() { # name down_s primary-extra...
     bench_wait_exit follower 20 || bench_stop follower
 }
 
-phase fresh 5
-phase resume-5s 5
-phase diff-5s 5 --backlog-kib 1
-phase resume-long "$DOWN_LONG"
-phase diff-long "$DOWN_LONG" --backlog-kib 1
-LOAD=0 phase fresh-idle 5
-LOAD=0 phase resume-5s-idle 5
-LOAD=0 phase diff-5s-idle 5 --backlog-kib 1
+run_phase() { # name down_s primary-extra...: phase, if PHASES names it, REPEAT times
+    local run
+    if [ -n "${PHASES:-}" ] && [[ " $PHASES " != *" $1 "* ]]; then return 0; fi
+    for ((run = 1; run <= ${REPEAT:-1}; run++)); do phase "$@"; done
+}
+
+run_phase fresh 5
+run_phase fresh-stop 5 --precopy off
+run_phase resume-5s 5
+run_phase diff-5s 5 --backlog-kib 1
+run_phase diff-5s-stop 5 --backlog-kib 1 --precopy off
+run_phase resume-long "$DOWN_LONG"
+run_phase diff-long "$DOWN_LONG" --backlog-kib 1
+run_phase diff-long-stop "$DOWN_LONG" --backlog-kib 1 --precopy off
+LOAD=0 run_phase fresh-idle 5
+LOAD=0 run_phase fresh-idle-stop 5 --precopy off
+LOAD=0 run_phase resume-5s-idle 5
+LOAD=0 run_phase diff-5s-idle 5 --backlog-kib 1
+LOAD=0 run_phase diff-5s-idle-stop 5 --backlog-kib 1 --precopy off
+
+if [ -n "${PHASES:-}" ]; then
+    bench_topology_down
+    cat "$CSV"
+    exit 0
+fi
 
 # ------------------------------------------------------------------ the cost of --fsync always
 FS_CSV="$BENCH_RESULTS/rejoin-fsync.csv"
@@ -172,13 +200,19 @@ out = ["# Rejoining: full copy, diff, resume", "", sys.argv[4], "",
        "A follower with `--data-dir` killed (`kill -9`) under INCR load (`redis-benchmark -c 4`, running "
        "throughout) and restarted on its directory after the outage. *Full copy* is every non-zero page of "
        f"the primary, what a state transfer sent before this change: {full} bytes.", "",
-       "| phase | down | how | bytes sent | + page list | total / full copy | pages sent / non-zero | primary pause | restart to in sync |",
-       "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+       "| phase | down | how | bytes sent | + page list | total / full copy | pages sent / non-zero | rounds while running | transfer | primary pause | restart to in sync |",
+       "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for r in rows:
     total = int(r["bytes_sent"] or 0) + int(r["have_bytes"] or 0)
     pages = f'{r["pages_sent"]} / {r["full_pages"]}' if r["full_pages"] else "-"
-    out.append(f'| {r["phase"]} | {r["down_s"]} s | {r["how"]} | {r["bytes_sent"]} | {r["have_bytes"]} | {pct(total)} | {pages} | {r["pause_ms"]} ms | {r["in_sync_ms"]} ms |')
+    rounds = r["rounds"] or "-"
+    transfer = f'{r["transfer_ms"]} ms' if r["transfer_ms"] else "-"
+    out.append(f'| {r["phase"]} | {r["down_s"]} s | {r["how"]} | {r["bytes_sent"]} | {r["have_bytes"]} | {pct(total)} | {pages} | {rounds} | {transfer} | {r["pause_ms"]} ms | {r["in_sync_ms"]} ms |')
 out += ["", "Phases named `-idle` run no load (a burst of 5000 INCRs before the kill, nothing after): the pause when the cores are free.",
+        "Phases named `-stop` run the primary with `--precopy off`: the VM stops for the whole copy of the pages that differ. "
+        "The others copy while the VM runs (pre-copy; *rounds while running*, round 0 all of memory) and pause for the last round. "
+        "A pre-copy resends pages the guest wrote meanwhile, so its pages sent can exceed the non-zero pages. *Transfer* is from the "
+        "primary's answer to the end of the state.",
         "", "## What `--fsync always` costs", "", "INCR, 10000 requests (`redis-benchmark`), primary and follower on the same 2 cores, one run each.", "",
         "| follower | clients | requests/s | p50 | p99 |", "|---|---:|---:|---:|---:|"]
 for r in fs:

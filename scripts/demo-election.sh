@@ -87,7 +87,10 @@ GEN=0
 start_member() { # index
     local i="$1"
     GEN=$((GEN + 1))
+    # Each member votes and replicates over TLS with its own certificate of the group's CA.
+    [ -d "$LOGS/certs" ] || "$BIN" certs init "$LOGS/certs" --members "$(IFS=,; echo "${HOSTS[*]}")" >/dev/null
     FTVMM_LOG=info NO_COLOR=1 ip netns exec "demo-${HOSTS[i]}" "$BIN" replica --id $((i + 1)) --group "$GROUP" \
+        --tls-dir "$LOGS/certs/${HOSTS[i]}" \
         --data-dir "$LOGS/data-$((i + 1))" --tap tap0 --guest-ip "$GUEST/24" --status "$STATUS" \
         >"$LOGS/m$((i + 1)).console" 2>>"$LOGS/m$((i + 1)).log" &
     PIDS[$i]=$!

@@ -187,6 +187,11 @@ elapsed_ms() { # since $1 (a now)
 start_vmm() {
     local name="$1" ns="$2"
     shift 2
+    # Every host's VMM replicates over TLS with its own certificate of the demo group's CA.
+    [ -d "$LOGS/certs" ] || "$BIN" certs init "$LOGS/certs" --members host-a,host-b,host-c,host-d >/dev/null
+    local mode="$1"
+    shift
+    set -- "$mode" --tls-dir "$LOGS/certs/${ns#demo-}" "$@"
     (
         rc=0
         FTVMM_LOG=info NO_COLOR=1 ip netns exec "$ns" "$BIN" "$@" >"$LOGS/$name.console" 2>"$LOGS/$name.log" || rc=$?
@@ -331,7 +336,8 @@ for ((attempt = 1; ; attempt++)); do
     for f in host-a-primary "${F_HOST[@]/%/-backup}"; do
         for ext in log console rc; do [ ! -e "$LOGS/$f.$ext" ] || mv "$LOGS/$f.$ext" "$LOGS/$f.attempt$attempt.$ext"; done
     done
-    # A claimed epoch would make the next primary refuse to start: a fresh arbiter.
+    # Old claims would not block the next primary (every start is a new group); a fresh
+    # arbiter per attempt only keeps what `ftvmm arbiter list` shows about this one.
     [ "$FOLLOWERS" -eq 1 ] || { rm -rf "$LOGS/arbiter"; mkdir -p "$LOGS/arbiter"; }
 done
 if [ "$FOLLOWERS" -eq 1 ]; then

@@ -17,12 +17,15 @@ cleanup() {
     scripts/netns.sh down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT INT TERM
+CERTS=$(mktemp -d)
+trap 'cleanup; rm -rf "$CERTS"' EXIT INT TERM
+"$B" certs init "$CERTS/group" --members 2 >/dev/null
 scripts/netns.sh up >/dev/null
 # A long timeout, so a stall is measured instead of ending the pair.
-ip netns exec sil-host-a "$B" primary --listen 10.77.0.1:7000 --tap tap0 --guest-ip 10.77.0.10/24 \
+ip netns exec sil-host-a "$B" primary --listen 10.77.0.1:7000 --tls-dir "$CERTS/group/member-1" --tap tap0 --guest-ip 10.77.0.10/24 \
     --status 127.0.0.1:7070 --failover-timeout-ms 5000 >/dev/null 2>&1 &
 sleep 0.3
-ip netns exec sil-host-b "$B" backup --primary 10.77.0.1:7000 --tap tap0 --guest-ip 10.77.0.10/24 \
+ip netns exec sil-host-b "$B" backup --primary 10.77.0.1:7000 --tls-dir "$CERTS/group/member-2" --tap tap0 --guest-ip 10.77.0.10/24 \
     --status 127.0.0.1:7070 --failover-timeout-ms 5000 >/dev/null 2>&1 &
 sleep 2
 silence() { ip netns exec "sil-$1" "$B" status 127.0.0.1:7070 | grep -o '"max_peer_silence_us":[0-9]*' | cut -d: -f2; }

@@ -28,9 +28,15 @@ threads() {
     done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
 }
 scripts/netns.sh up >/dev/null
-ip netns exec pf-host-a "$B" primary --listen 10.77.0.1:7000 --tap tap0 --guest-ip 10.77.0.10/24 ${PRIMARY_PIN:-} >/dev/null 2>&1 &
+"$B" certs init "$OUT/certs" --members 2 >/dev/null
+# SECURITY (default: TLS with the certificates above) may be --insecure, to profile without.
+SEC_A=${SECURITY:---tls-dir $OUT/certs/member-1}
+SEC_B=${SECURITY:---tls-dir $OUT/certs/member-2}
+# shellcheck disable=SC2086 # the flags are words
+ip netns exec pf-host-a "$B" primary --listen 10.77.0.1:7000 $SEC_A --tap tap0 --guest-ip 10.77.0.10/24 ${PRIMARY_PIN:-} >/dev/null 2>&1 &
 sleep 0.3
-ip netns exec pf-host-b "$B" backup --primary 10.77.0.1:7000 --tap tap0 --guest-ip 10.77.0.10/24 ${BACKUP_PIN:-} >/dev/null 2>&1 &
+# shellcheck disable=SC2086
+ip netns exec pf-host-b "$B" backup --primary 10.77.0.1:7000 $SEC_B --tap tap0 --guest-ip 10.77.0.10/24 ${BACKUP_PIN:-} >/dev/null 2>&1 &
 sleep 2
 P=$(ip netns pids pf-host-a | head -1); Q=$(ip netns pids pf-host-b | head -1)
 threads "$P" >"$OUT/p0"; threads "$Q" >"$OUT/q0"

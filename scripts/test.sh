@@ -82,7 +82,7 @@ if [ ${#scope[@]} -eq 0 ]; then
         --release) profile=(--release) ;;
         esac
     done
-    cargo build -q -p vmm --bin ftvmm "${profile[@]}" || die "building the ftvmm binary failed (see above)"
+    cargo build -q -p vmm --bins "${profile[@]}" || die "building the ftvmm binary failed (see above)"
 fi
 
 mkdir -p target

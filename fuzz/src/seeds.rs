@@ -85,6 +85,12 @@ pub fn channel_messages(rng: &mut Rng) -> Vec<u8> {
                 cpuid_digest: hash(rng),
                 tick_hz: rng.next_u64() as u32,
                 epoch: rng.interesting_u64(),
+                group: match rng.below(3) {
+                    0 => logging_channel::GroupName::NONE,
+                    1 => logging_channel::GroupName::new("10.77.0.10-0badc0de").unwrap_or_default(),
+                    _ => logging_channel::GroupName::new(&"g".repeat(logging_channel::MAX_GROUP_NAME))
+                        .unwrap_or_default(),
+                },
             }),
             1 => Message::HelloReply(HelloReply::Accept),
             2 => Message::HelloReply(HelloReply::Refuse { code: *rng.pick(&RefuseCode::VALID), reason: text(rng) }),
@@ -126,7 +132,7 @@ pub fn state_transfer(rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-const COMMANDS: [&str; 35] = [
+const COMMANDS: [&str; 62] = [
     "PING",
     "ECHO",
     "GET",
@@ -162,8 +168,35 @@ const COMMANDS: [&str; 35] = [
     "SADD",
     "CONFLICTS",
     "RESOLVE",
+    "SETEX",
+    "PSETEX",
+    "GETSET",
+    "GETEX",
+    "GETRANGE",
+    "SETRANGE",
+    "INCRBYFLOAT",
+    "MSETNX",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "EXPIRETIME",
+    "PEXPIRETIME",
+    "RENAME",
+    "RENAMENX",
+    "COPY",
+    "KEYS",
+    "SCAN",
+    "TYPE",
+    "RANDOMKEY",
+    "UNLINK",
+    "TOUCH",
+    "OBJECT",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
 ];
-const WORDS: [&str; 16] = [
+const WORDS: [&str; 24] = [
     "k",
     "x",
     "NX",
@@ -180,6 +213,14 @@ const WORDS: [&str; 16] = [
     "*",
     "3",
     "SETNAME",
+    "EXAT",
+    "PXAT",
+    "PERSIST",
+    "ENCODING",
+    "MATCH",
+    "COUNT",
+    "REPLACE",
+    "1.5e3",
 ];
 
 /// Pipelined requests: RESP arrays and inline lines, commands with plausible arguments.

@@ -8,6 +8,7 @@
 //! ```text
 //!  0x81 Hello       protocol_version u16 | role u8 | guest_image_digest [32]
 //!                   | mem_size u64 | cpuid_digest [32] | tick_hz u32 | epoch u64
+//!                   | group_len u8 | group_len bytes (the group name; 0: none)
 //!  0x82 HelloReply  verdict u8: 1 Accept
 //!                             | 2 Refuse  code u8 | len u32 | len bytes UTF-8 text
 //!  0x83 Ack         received_through u64 | replayed_through u64
@@ -42,6 +43,7 @@ use std::io::Read;
 use crate::codec::frame::{self, Cursor};
 use crate::codec::CodecError;
 use crate::file::LogHeader;
+use crate::group_name::{GroupName, MAX_GROUP_NAME};
 use crate::record::Hash;
 use crate::PROTOCOL_VERSION;
 
@@ -104,6 +106,10 @@ pub struct Hello {
     pub tick_hz: u32,
     /// Replication epoch; every go-live and every new pairing starts a new one.
     pub epoch: u64,
+    /// The group this node belongs to (protocol version 2): a primary sends its group's
+    /// name, which the follower adopts; a follower sends only a name it was given
+    /// (`--group-name`), or none. Two different names refuse the pairing.
+    pub group: GroupName,
 }
 
 /// Why a pairing was refused.
@@ -121,15 +127,18 @@ pub enum RefuseCode {
     StaleEpoch = 4,
     /// The node already has a peer.
     Busy = 5,
+    /// Both name their group, and the names differ.
+    GroupMismatch = 6,
 }
 
 impl RefuseCode {
-    pub const VALID: [RefuseCode; 5] = [
+    pub const VALID: [RefuseCode; 6] = [
         RefuseCode::VersionMismatch,
         RefuseCode::RoleConflict,
         RefuseCode::MachineMismatch,
         RefuseCode::StaleEpoch,
         RefuseCode::Busy,
+        RefuseCode::GroupMismatch,
     ];
 
     pub fn from_u8(value: u8) -> Option<Self> {
@@ -225,6 +234,16 @@ impl Hello {
         if let Err(mismatch) = self.machine().check_matches(&local.machine()) {
             return refuse(RefuseCode::MachineMismatch, mismatch.to_string());
         }
+        if !self.group.is_none() && !local.group.is_none() && self.group != local.group {
+            return refuse(
+                RefuseCode::GroupMismatch,
+                format!(
+                    "peer belongs to group {}, this node to group {} (--group-name differs; members of one \
+                     group normally give none and learn it from their primary)",
+                    self.group, local.group
+                ),
+            );
+        }
         if self.epoch < local.epoch {
             return refuse(
                 RefuseCode::StaleEpoch,
@@ -238,8 +257,8 @@ impl Hello {
     }
 }
 
-/// A hello for this build's protocol version.
-pub fn hello(role: Role, machine: &LogHeader, epoch: u64) -> Hello {
+/// A hello for this build's protocol version, naming `group` (or [`GroupName::NONE`]).
+pub fn hello(role: Role, machine: &LogHeader, epoch: u64, group: GroupName) -> Hello {
     Hello {
         protocol_version: PROTOCOL_VERSION,
         role,
@@ -248,6 +267,7 @@ pub fn hello(role: Role, machine: &LogHeader, epoch: u64) -> Hello {
         cpuid_digest: machine.cpuid_digest,
         tick_hz: machine.tick_hz,
         epoch,
+        group,
     }
 }
 
@@ -263,6 +283,10 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             b.extend_from_slice(&h.cpuid_digest);
             b.extend_from_slice(&h.tick_hz.to_le_bytes());
             b.extend_from_slice(&h.epoch.to_le_bytes());
+            let name = h.group.as_str().as_bytes();
+            // At most MAX_GROUP_NAME (< 256) bytes: GroupName checks that.
+            b.push(name.len() as u8);
+            b.extend_from_slice(name);
         }
         Message::HelloReply(HelloReply::Accept) => b.extend_from_slice(&[tag::HELLO_REPLY, tag::ACCEPT]),
         Message::HelloReply(HelloReply::Refuse { code, reason }) => {
@@ -363,7 +387,19 @@ fn decode_hello(c: &mut Cursor<'_>) -> Result<Hello, CodecError> {
         cpuid_digest: c.hash("hello CPUID digest")?,
         tick_hz: c.u32("hello tick rate")?,
         epoch: c.u64("hello epoch")?,
+        group: decode_group(c)?,
     })
+}
+
+fn decode_group(c: &mut Cursor<'_>) -> Result<GroupName, CodecError> {
+    let len = usize::from(c.u8("hello group name length")?);
+    if len > MAX_GROUP_NAME {
+        return Err(CodecError::Malformed { what: format!("a group name of {len} bytes (at most {MAX_GROUP_NAME})") });
+    }
+    let bytes = c.bytes(len, "hello group name")?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| CodecError::Malformed { what: format!("group name is not UTF-8: {e}") })?;
+    GroupName::new(text).map_err(|e| CodecError::Malformed { what: e.to_string() })
 }
 
 fn decode_attach(c: &mut Cursor<'_>) -> Result<AttachRequest, CodecError> {

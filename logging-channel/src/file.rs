@@ -6,13 +6,14 @@ use std::io::{self, Read, Write};
 
 use crate::codec::{self, frame, CodecError, RecordReader, Sequencer};
 use crate::record::{short_hex, Hash, Record};
-use crate::PROTOCOL_VERSION;
 
 /// First bytes of every log file.
 pub const MAGIC: [u8; 8] = *b"FTVMMLOG";
 /// The file format this ftvmm writes: version 2 adds the guest configuration block
-/// after the header. Version 1 files ([`PROTOCOL_VERSION`], no block) are still read.
+/// after the header. Version 1 files ([`FILE_VERSION_1`], no block) are still read.
 pub const FILE_VERSION: u16 = 2;
+/// The first file format: no guest configuration block.
+pub const FILE_VERSION_1: u16 = 1;
 /// The most bytes the guest configuration block may hold.
 pub const MAX_CONFIG_LEN: usize = 64 * 1024;
 /// Bytes in the file header, checksum included.
@@ -137,7 +138,7 @@ impl LogHeader {
             return Err(FileError::NotALog);
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != PROTOCOL_VERSION && version != FILE_VERSION {
+        if version != FILE_VERSION_1 && version != FILE_VERSION {
             return Err(FileError::UnsupportedVersion { found: version, supported: FILE_VERSION });
         }
         let (body, crc) = bytes.split_at(HEADER_LEN - 4);

@@ -61,6 +61,7 @@
 pub mod channel;
 pub mod codec;
 pub mod file;
+pub mod group_name;
 pub mod pipe;
 mod record;
 pub mod state;
@@ -68,10 +69,12 @@ pub mod vote;
 
 pub use codec::{CodecError, RecordReader, Sequencer};
 pub use file::{FileError, LogHeader, LogReader, LogWriter};
+pub use group_name::{GroupName, GroupNameError, MAX_GROUP_NAME};
 pub use record::{full_hex, short_hex, DigestScope, EndReason, Event, ExitKind, ExitSig, Hash, Record};
 
-/// Version of the frame format, the record file and the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of the handshake (`channel::Hello`): 2 adds the group name. The record
+/// file has its own (`file::FILE_VERSION`).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest tag+payload a frame may carry. Bounds what a decoder buffers for
 /// one frame, whatever a hostile length prefix says.

@@ -6,12 +6,15 @@ use common::*;
 use logging_channel::channel::{
     decode, encode, hello, Ack, AttachReply, AttachRequest, Hello, HelloReply, Message, MessageReader, RefuseCode, Role,
 };
-use logging_channel::{codec, CodecError, Record, PROTOCOL_VERSION};
+use logging_channel::{codec, CodecError, GroupName, Record, MAX_GROUP_NAME, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 fn arb_hello() -> impl Strategy<Value = Hello> {
-    (any::<u16>(), prop::sample::select(Role::VALID.to_vec()), arb_header(), any::<u64>())
-        .prop_map(|(protocol_version, role, machine, epoch)| Hello { protocol_version, ..hello(role, &machine, epoch) })
+    (any::<u16>(), prop::sample::select(Role::VALID.to_vec()), arb_header(), any::<u64>(), "[a-z0-9][a-z0-9._-]{0,63}|")
+        .prop_map(|(protocol_version, role, machine, epoch, group)| {
+            let group = GroupName::new(&group).expect("the strategy makes valid names");
+            Hello { protocol_version, ..hello(role, &machine, epoch, group) }
+        })
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
@@ -46,11 +49,11 @@ fn decode_err(buf: &[u8]) -> CodecError {
 }
 
 fn primary() -> Hello {
-    hello(Role::Primary, &sample_header(), 3)
+    hello(Role::Primary, &sample_header(), 3, GroupName::new("10.77.0.10-0badc0de").expect("name"))
 }
 
 fn backup() -> Hello {
-    hello(Role::Backup, &sample_header(), 3)
+    hello(Role::Backup, &sample_header(), 3, GroupName::NONE)
 }
 
 fn refuse_code(reply: HelloReply) -> RefuseCode {
@@ -214,6 +217,46 @@ fn peer_from_an_older_epoch_is_refused_and_a_newer_one_accepted() {
 
     assert_eq!(refuse_code(old.evaluate(&backup())), RefuseCode::StaleEpoch);
     assert_eq!(new.evaluate(&backup()), HelloReply::Accept);
+}
+
+#[test]
+fn a_follower_that_names_another_group_is_refused_and_one_that_names_none_pairs() {
+    let named = |name: &str| Hello { group: GroupName::new(name).expect("name"), ..backup() };
+    assert_eq!(primary().evaluate(&named("10.77.0.10-0badc0de")), HelloReply::Accept);
+    let reply = primary().evaluate(&named("prod-a"));
+    assert!(
+        matches!(&reply, HelloReply::Refuse { code: RefuseCode::GroupMismatch, reason } if reason.contains("prod-a")),
+        "{reply:?}"
+    );
+    assert_eq!(refuse_code(named("prod-a").evaluate(&primary())), RefuseCode::GroupMismatch);
+    assert_eq!(backup().evaluate(&primary()), HelloReply::Accept);
+}
+
+/// A hello body with `group` as its raw group-name field.
+fn hello_with_raw_group(len: u8, group: &[u8]) -> Vec<u8> {
+    let mut body = encoded(&Message::Hello(backup()));
+    body.truncate(body.len() - 4); // the crc
+    let mut body = body.split_off(4); // the length prefix
+    body.pop(); // the empty group's length
+    body.push(len);
+    body.extend_from_slice(group);
+    body
+}
+
+#[test]
+fn a_hello_with_a_group_name_past_the_limit_or_not_a_name_is_malformed() {
+    let longest = vec![b'a'; MAX_GROUP_NAME];
+    let ok = decode(&frame_with_body(&hello_with_raw_group(MAX_GROUP_NAME as u8, &longest))).unwrap().unwrap();
+    assert!(matches!(ok.0, Message::Hello(h) if h.group.as_str().len() == MAX_GROUP_NAME));
+    let past = vec![b'a'; MAX_GROUP_NAME + 1];
+    let err = decode_err(&frame_with_body(&hello_with_raw_group(MAX_GROUP_NAME as u8 + 1, &past)));
+    assert!(matches!(&err, CodecError::Malformed { what } if what.contains("at most")), "{err}");
+    for bad in [&b"../etc"[..], b"a/b", b"\xff\xfe", b"-x"] {
+        let err = decode_err(&frame_with_body(&hello_with_raw_group(bad.len() as u8, bad)));
+        assert!(matches!(err, CodecError::Malformed { .. }), "{bad:?}: {err}");
+    }
+    // A length that says more than the frame holds.
+    assert!(matches!(decode_err(&frame_with_body(&hello_with_raw_group(9, b"abc"))), CodecError::Malformed { .. }));
 }
 
 proptest! {

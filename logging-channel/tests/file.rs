@@ -5,7 +5,7 @@ use std::io::Cursor;
 use common::*;
 use logging_channel::codec::encode;
 use logging_channel::file::{FILE_VERSION, HEADER_LEN, MAX_CONFIG_LEN};
-use logging_channel::{CodecError, Event, FileError, LogHeader, LogReader, LogWriter, Record, PROTOCOL_VERSION};
+use logging_channel::{CodecError, Event, FileError, LogHeader, LogReader, LogWriter, Record};
 use proptest::prelude::*;
 
 fn write_log(header: &LogHeader, records: &[Record]) -> Vec<u8> {
@@ -115,7 +115,7 @@ fn the_guest_configuration_round_trips_and_a_version_1_log_has_none() {
     // What an ftvmm of version 1 wrote: no block after the header.
     let mut old = with_valid_crc({
         let mut b = sample_header().to_bytes().to_vec();
-        b[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&logging_channel::file::FILE_VERSION_1.to_le_bytes());
         b
     });
     encode(&entry(3), &mut old);

@@ -109,9 +109,20 @@ impl Conn {
         self.pending.len()
     }
 
-    /// Heap bytes this connection holds for input (at least [`Conn::pending_bytes`]).
+    /// Heap bytes this connection holds: its input buffer (at least
+    /// [`Conn::pending_bytes`]) plus its MULTI queue and WATCHed keys.
     pub fn buffer_capacity(&self) -> usize {
-        self.pending.capacity()
+        self.pending.capacity().saturating_add(self.client.tx.bytes())
+    }
+
+    /// The connection is going away: drop its WATCH registrations from the store (other
+    /// connections' writes would otherwise keep flagging a connection that is gone) and
+    /// leave it as a fresh connection. The guest calls this whenever it closes or
+    /// replaces a connection.
+    pub fn release(&mut self, store: &mut Store) {
+        let id = self.client.id;
+        self.client.tx.unwatch_all(id, store);
+        *self = Conn::new();
     }
 
     /// Append `bytes` to `pending`. The buffer grows at most to what the request being

@@ -8,8 +8,12 @@
 //! draws randomness: time comes in as `now_ms`, and all maps are ordered, so a replica
 //! fed the same bytes at the same times ends in exactly the same state.
 //!
-//! Values are strings only (GET/SET/INCR/MGET/APPEND/EXPIRE...), plus the server
-//! commands that `redis-cli`, `redis-benchmark` and client libraries send on connect.
+//! Values are strings only: the string, counter, TTL and keyspace commands of Redis 7
+//! (GET/SET with every option, INCRBYFLOAT, GETRANGE/SETRANGE, EXPIRE*/…TIME, RENAME,
+//! COPY, KEYS/SCAN, OBJECT ENCODING...), transactions (MULTI/EXEC/WATCH), and the
+//! server commands that `redis-cli`, `redis-benchmark` and client libraries send on
+//! connect. Replies, errors and edge cases are Redis 7.0's, byte for byte; the
+//! differences are listed in README ("Redis commands").
 //!
 //! Hostile input is expected: malformed protocol gets `-ERR Protocol error: ...` and
 //! closes only that connection; requests are bounded by [`Limits`] before their bytes
@@ -34,14 +38,21 @@ extern crate alloc;
 
 mod commands;
 mod conn;
+mod counter_cmds;
+mod expire_cmds;
+mod glob;
 mod introspect_cmds;
 mod key_cmds;
+mod longdouble;
 mod parse;
+mod range_cmds;
 mod reply;
+mod scan_cmds;
 mod server_cmds;
 pub mod sites;
 mod store;
 mod string_cmds;
+mod tx;
 
 pub use conn::Conn;
 pub use store::Store;

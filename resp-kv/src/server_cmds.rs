@@ -4,6 +4,7 @@
 use alloc::vec::Vec;
 
 use crate::commands::{int_arg, is, syntax_error, unknown_subcommand, wrong_args, Ctx};
+use crate::glob::glob_match;
 use crate::parse::parse_i64;
 use crate::reply;
 
@@ -226,57 +227,10 @@ fn config_get(ctx: &mut Ctx, patterns: &[Vec<u8>]) {
         ("timeout", b"0"),
     ];
     let matching: Vec<&(&str, &[u8])> =
-        params.iter().filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes()))).collect();
+        params.iter().filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes(), true))).collect();
     reply::array_header(ctx.out, matching.len().saturating_mul(2));
     for (name, value) in matching {
         reply::bulk(ctx.out, name.as_bytes());
         reply::bulk(ctx.out, value);
-    }
-}
-
-/// Case-insensitive glob with `*` and `?` (no character classes). Greedy with one
-/// backtrack point, so it runs in O(pattern × text) at worst, never exponentially.
-pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        let pc = pattern.get(p).copied();
-        let tc = text.get(t).copied();
-        match pc {
-            Some(b'*') => {
-                star = Some((p, t));
-                p = p.saturating_add(1);
-            }
-            Some(c) if c == b'?' || tc.is_some_and(|tc| tc.eq_ignore_ascii_case(&c)) => {
-                p = p.saturating_add(1);
-                t = t.saturating_add(1);
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp.saturating_add(1);
-                    t = st.saturating_add(1);
-                    star = Some((sp, t));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern.get(p..).unwrap_or(&[]).iter().all(|&c| c == b'*')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn glob_matches_stars_questions_and_ignores_case() {
-        assert!(glob_match(b"*", b"save"));
-        assert!(glob_match(b"SAVE", b"save"));
-        assert!(glob_match(b"max*", b"maxmemory-policy"));
-        assert!(glob_match(b"*memory*", b"maxmemory"));
-        assert!(glob_match(b"s?ve", b"save"));
-        assert!(!glob_match(b"sav", b"save"));
-        assert!(!glob_match(b"*x", b"save"));
-        assert!(glob_match(b"", b""));
     }
 }

@@ -186,3 +186,16 @@ fn past_the_log_bound_local_writes_are_refused_until_the_peer_acknowledges() {
     assert_eq!(store.sites().unwrap().log_bytes(), 0);
     assert_eq!(run(&mut store, "SET k v"), "+OK\r\n");
 }
+
+#[test]
+fn transactions_work_in_sites_mode_and_keyspace_walks_are_refused() {
+    let mut c = Cluster::new(2, Policy::Lww);
+    assert_eq!(c.cmd(1, "MULTI"), "+OK\r\n");
+    assert_eq!(c.cmd(1, "SET k v"), "+QUEUED\r\n");
+    assert_eq!(c.cmd(1, "INCR n"), "+QUEUED\r\n");
+    assert_eq!(c.cmd(1, "EXEC"), "*2\r\n+OK\r\n:1\r\n");
+    for refused in ["WATCH k", "KEYS *", "SCAN 0", "RANDOMKEY", "EXPIRE k 5", "GETEX k"] {
+        let reply = c.cmd(1, refused);
+        assert!(reply.contains("is not replicated between sites"), "{refused}: {reply}");
+    }
+}

@@ -59,7 +59,7 @@ bench_init() {
     BENCH_CMDLINE="scripts/$BENCH_NAME${*:+ $*}"
     # Settings that change what is measured go in front, as they were given.
     local v
-    for v in RELAY_DELAYS SAMPLES FAILOVER_TIMEOUT_MS HEARTBEAT_MS NETNS_PREFIX; do
+    for v in RELAY_DELAYS SAMPLES FAILOVER_TIMEOUT_MS HEARTBEAT_MS NETNS_PREFIX TLS_COMPARE ROUNDS; do
         if [ -n "${!v+x}" ] && { [ "$v" != NETNS_PREFIX ] || [ "${!v}" != bench- ]; }; then
             BENCH_CMDLINE="$v=\"${!v}\" $BENCH_CMDLINE"
         fi
@@ -271,11 +271,30 @@ bench_stop_all() {
 
 # ------------------------------------------------------------------ VMs
 
-# bench_vm NAME NS MODE [ARGS...]: start `ftvmm MODE ARGS...` in NS (not waiting).
+# The bench's replica group certificates (`ftvmm certs init`, once per run).
+bench_certs() {
+    [ -d "$BENCH_WORK/certs" ] || "$FTVMM" certs init "$BENCH_WORK/certs" --members 9 >/dev/null ||
+        bench_die "ftvmm certs init failed"
+}
+
+# bench_vm NAME NS MODE [ARGS...]: start `ftvmm MODE ARGS...` in NS (not waiting). A
+# replicating MODE (primary, backup, replica) gets a member certificate of the bench's
+# group (--tls-dir), unless ARGS say --insecure (a bench that measures without TLS) or
+# --tls-dir themselves.
+BENCH_TLS_NEXT=0
 bench_vm() {
-    local name="$1" ns="$2"
-    shift 2
-    bench_spawn "$name" "$ns" "$FTVMM" "$@"
+    local name="$1" ns="$2" mode="$3"
+    shift 3
+    case "$mode" in
+        primary | backup | replica)
+            if [[ " $* " != *" --insecure "* && " $* " != *" --tls-dir "* ]]; then
+                bench_certs
+                BENCH_TLS_NEXT=$((BENCH_TLS_NEXT % 9 + 1))
+                set -- --tls-dir "$BENCH_WORK/certs/member-$BENCH_TLS_NEXT" "$@"
+            fi
+            ;;
+    esac
+    bench_spawn "$name" "$ns" "$FTVMM" "$mode" "$@"
 }
 
 # The guest prints this on its console (the VMM's stdout) once its server listens.

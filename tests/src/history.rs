@@ -7,6 +7,9 @@
 //!   3 k1 1200 1450 INCR -> 7
 //!   1 k0 1300 ? SET 1000042 -> ?          (indeterminate: the connection broke)
 //!   2 k1 1500 1710 GET -> nil
+//!   0 r0 1800 1990 CAS nil 2000000007 -> ok   (compare-and-set: was absent, now 2000000007)
+//!   1 r0 1850 2020 CAS 5 3000000001 -> fail   (the value was not 5: nothing written)
+//!   3 r1 2100 2300 GETDEL -> 42               (read and deleted in one step)
 //! ```
 //!
 //! Times are microseconds since the run began, on the one clock every client reads.
@@ -24,6 +27,14 @@ pub enum Call {
     Set(i64),
     /// `INCR key`.
     Incr,
+    /// Compare-and-set: if the value is the first (`None`: the key is absent), replace
+    /// it with the second; otherwise change nothing. `SET key new NX` does the `None`
+    /// case in the guest today; `WATCH`/`MULTI`/`EXEC` would do any value
+    /// (`crate::torture::clients::CasMode`).
+    Cas(Option<i64>, i64),
+    /// `GETDEL key`: reads the value and deletes the key in one step (so that a
+    /// compare-and-set from absent can succeed again).
+    GetDel,
 }
 
 /// What it got back.
@@ -35,6 +46,8 @@ pub enum Outcome {
     Written,
     /// An INCR's new value.
     Counted(i64),
+    /// A compare-and-set's verdict: `true` it wrote, `false` the value differed.
+    Cas(bool),
     /// No reply: the operation may or may not have taken effect.
     Unknown,
 }
@@ -79,11 +92,16 @@ impl fmt::Display for Op {
             Call::Get => write!(f, "GET")?,
             Call::Set(v) => write!(f, "SET {v}")?,
             Call::Incr => write!(f, "INCR")?,
+            Call::Cas(None, v) => write!(f, "CAS nil {v}")?,
+            Call::Cas(Some(e), v) => write!(f, "CAS {e} {v}")?,
+            Call::GetDel => write!(f, "GETDEL")?,
         }
         match self.outcome {
             Outcome::Read(None) => write!(f, " -> nil"),
             Outcome::Read(Some(v)) | Outcome::Counted(v) => write!(f, " -> {v}"),
             Outcome::Written => write!(f, " -> OK"),
+            Outcome::Cas(true) => write!(f, " -> ok"),
+            Outcome::Cas(false) => write!(f, " -> fail"),
             Outcome::Unknown => write!(f, " -> ?"),
         }
     }
@@ -104,13 +122,20 @@ pub fn parse_line(line: &str) -> Result<Op, String> {
     let call = match (w[4], w.get(5)) {
         ("GET", None) => Call::Get,
         ("INCR", None) => Call::Incr,
-        ("SET", Some(v)) => Call::Set(num(v)?),
+        ("SET", Some(v)) if w.len() == 6 => Call::Set(num(v)?),
+        ("GETDEL", None) => Call::GetDel,
+        ("CAS", Some(e)) if w.len() == 7 => {
+            let expect = if *e == "nil" { None } else { Some(num(e)?) };
+            Call::Cas(expect, num(w[6])?)
+        }
         _ => return Err(bad()),
     };
     let outcome = match (call, result.trim()) {
         (_, "?") => Outcome::Unknown,
-        (Call::Get, "nil") => Outcome::Read(None),
-        (Call::Get, v) => Outcome::Read(Some(num(v)?)),
+        (Call::Get | Call::GetDel, "nil") => Outcome::Read(None),
+        (Call::Get | Call::GetDel, v) => Outcome::Read(Some(num(v)?)),
+        (Call::Cas(..), "ok") => Outcome::Cas(true),
+        (Call::Cas(..), "fail") => Outcome::Cas(false),
         (Call::Set(_), "OK") => Outcome::Written,
         (Call::Incr, v) => Outcome::Counted(num(v)?),
         _ => return Err(bad()),
@@ -133,6 +158,11 @@ mod tests {
             Op::done(2, "k1", Call::Get, Outcome::Read(None), 1500, 1710),
             Op::done(2, "k1", Call::Get, Outcome::Read(Some(-4)), 1800, 1900),
             Op::done(0, "k2", Call::Set(5), Outcome::Written, 1, 2),
+            Op::done(0, "r0", Call::Cas(None, 2000000007), Outcome::Cas(true), 1800, 1990),
+            Op::done(1, "r0", Call::Cas(Some(-5), 3), Outcome::Cas(false), 1850, 2020),
+            Op::indeterminate(1, "r0", Call::Cas(Some(5), 3), 1850),
+            Op::done(3, "r1", Call::GetDel, Outcome::Read(Some(42)), 2100, 2300),
+            Op::done(3, "r1", Call::GetDel, Outcome::Read(None), 2400, 2500),
         ];
         for op in ops {
             assert_eq!(parse_line(&op.to_string()), Ok(op.clone()), "{op}");
@@ -140,6 +170,14 @@ mod tests {
         assert_eq!(ops_line(), "1 k0 1300 ? SET 1000042 -> ?");
         assert!(parse_line("1 k0 1300 ? SET 5 -> OK").is_err(), "a completion time goes with a result");
         assert!(parse_line("1 k0 1300 1400 GET -> OK").is_err());
+        assert_eq!(
+            parse_line("0 r0 1800 1990 CAS nil 2000000007 -> ok").map(|o| o.call),
+            Ok(Call::Cas(None, 2000000007))
+        );
+        assert!(parse_line("1 k0 1300 1400 CAS 5 -> ok").is_err(), "a CAS names the expected and the new value");
+        assert!(parse_line("1 k0 1300 1400 CAS 5 6 7 -> ok").is_err());
+        assert!(parse_line("1 k0 1300 1400 CAS 5 6 -> OK").is_err(), "a CAS says ok or fail");
+        assert!(parse_line("1 k0 1300 1400 SET 5 6 -> OK").is_err());
     }
 
     fn ops_line() -> String {

@@ -77,7 +77,66 @@ fn check_tool(binary: &str, path: &std::ffi::OsStr) -> Result<(), String> {
 
 pub fn ftvmm(args: &[&str]) -> Output {
     require_kvm();
-    Command::new(ftvmm_bin()).args(args).env("FTVMM_LOG", "warn").output().expect("spawn ftvmm")
+    let mut cmd = Command::new(ftvmm_bin());
+    cmd.args(args).env("FTVMM_LOG", "warn");
+    secure(&mut cmd);
+    cmd.output().expect("spawn ftvmm")
+}
+
+/// Member certificates this test process hands out (one group, one CA).
+pub const TLS_MEMBERS: usize = 9;
+
+/// This test process's group certificates, made once by `ftvmm certs init` in a temp
+/// dir (`TLS_MEMBERS` members); each member's `--tls-dir`. Directories of test
+/// processes that are gone are removed.
+pub fn tls_dirs() -> &'static [PathBuf] {
+    static DIRS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    DIRS.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("ftvmm-tests-certs-") {
+                    if !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let dir = tmp.join(format!("ftvmm-tests-certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        new_certs(&dir, TLS_MEMBERS)
+    })
+}
+
+/// Makes a group's certificates with `ftvmm certs init DIR --members N`; returns each
+/// member's `--tls-dir`.
+pub fn new_certs(dir: &Path, members: usize) -> Vec<PathBuf> {
+    let out = Command::new(ftvmm_bin())
+        .args(["certs", "init"])
+        .arg(dir)
+        .args(["--members", &members.to_string()])
+        .output()
+        .expect("spawn ftvmm certs init");
+    assert!(out.status.success(), "ftvmm certs init failed: {}", String::from_utf8_lossy(&out.stderr));
+    (1..=members).map(|i| dir.join(format!("member-{i}"))).collect()
+}
+
+/// Gives an ftvmm command line that replicates (`primary`, `backup`, `replica`) a
+/// member certificate of this test's group (`FTVMM_TLS_DIR`, one member after
+/// another), unless it says `--tls-dir` or `--insecure` itself: every test runs
+/// with TLS unless it is about running without.
+pub fn secure(cmd: &mut Command) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let replicates = args.iter().any(|a| matches!(a.as_str(), "primary" | "backup" | "replica"));
+    let chosen =
+        args.iter().any(|a| a == "--insecure" || a == "--tls-dir") || cmd.get_envs().any(|(k, _)| k == "FTVMM_TLS_DIR");
+    if replicates && !chosen {
+        let dirs = tls_dirs();
+        cmd.env("FTVMM_TLS_DIR", &dirs[NEXT.fetch_add(1, Ordering::SeqCst) % dirs.len()]);
+    }
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -129,6 +188,7 @@ pub fn path_str(p: &Path) -> &str {
 }
 pub mod browser;
 pub mod client;
+pub mod etcd;
 pub mod group;
 pub mod history;
 pub mod linear;
@@ -145,6 +205,7 @@ pub mod vm;
 /// must not hang the suite.
 pub fn output_within(mut cmd: std::process::Command, limit: std::time::Duration) -> Output {
     use std::process::Stdio;
+    secure(&mut cmd);
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();

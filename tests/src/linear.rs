@@ -1,5 +1,6 @@
 //! A linearizability checker for one key's history: a register that GET reads, SET
-//! writes and INCR counts up (absent = 0), by Wing & Gong's search with Lowe's
+//! writes, INCR counts up (absent = 0), CAS replaces only when it holds the expected
+//! value (absent included) and GETDEL reads and empties, by Wing & Gong's search with Lowe's
 //! memoization — the algorithm Knossos and Porcupine implement.
 //!
 //! ```text
@@ -46,6 +47,14 @@ pub fn step(state: State, op: &Op) -> Option<State> {
         (Call::Incr, Outcome::Counted(n)) => (state.unwrap_or(0).checked_add(1) == Some(n)).then_some(Some(n)),
         (Call::Incr, Outcome::Unknown) => Some(Some(state.unwrap_or(0).wrapping_add(1))),
         (Call::Incr, _) => None,
+        (Call::Cas(expect, new), Outcome::Cas(true)) => (state == expect).then_some(Some(new)),
+        (Call::Cas(expect, _), Outcome::Cas(false)) => (state != expect).then_some(state),
+        // If it took effect, it did so at a point where it either matched or not.
+        (Call::Cas(expect, new), Outcome::Unknown) => Some(if state == expect { Some(new) } else { state }),
+        (Call::Cas(..), _) => None,
+        (Call::GetDel, Outcome::Read(v)) => (v == state).then_some(None),
+        (Call::GetDel, Outcome::Unknown) => Some(None),
+        (Call::GetDel, _) => None,
     }
 }
 

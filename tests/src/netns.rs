@@ -80,6 +80,16 @@ impl Topology {
         topo
     }
 
+    /// [`Topology::up`] with a chosen `NETNS_PREFIX` (for a long run on a shared
+    /// machine: its namespaces are recognisable); letters, digits, `_`, `.` and `-`.
+    pub fn up_with_prefix(prefix: &str) -> Topology {
+        require_root_and_ip();
+        let topo = Topology { prefix: prefix.to_string() };
+        topo.script(&["down"]);
+        topo.script(&["up"]);
+        topo
+    }
+
     /// The `NETNS_PREFIX` of this topology.
     pub fn prefix(&self) -> &str {
         &self.prefix

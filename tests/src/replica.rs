@@ -46,7 +46,21 @@ impl Replicas {
         per_member: &[&[&str]],
         env: &[(&str, &str)],
     ) -> Replicas {
-        let mut r = Replicas::launch(topo, n, extra, per_member, env);
+        let r = Replicas::launch(topo, n, extra, per_member, env);
+        r.until_elected(topo)
+    }
+
+    /// Starts `n` members with `--witness SPEC` (a location another group may have used)
+    /// and waits as [`Replicas::start`] does.
+    pub fn start_on_witness(topo: &Topology, n: usize, extra: &[&str], witness: &str) -> Replicas {
+        let r = Replicas::launch_at(topo, n, extra, &[], &[], Some(witness.to_string()));
+        r.until_elected(topo)
+    }
+
+    /// Waits until one member is primary (its guest serving) and the others follow it.
+    fn until_elected(mut self, topo: &Topology) -> Replicas {
+        let n = self.members.len();
+        let r = &mut self;
         let p = r.wait_primary(topo, None, Duration::from_secs(20)).expect("the group elects a first primary");
         if r.members[p].try_wait_for_line("kv-server: listening", Duration::from_secs(20)).is_none() {
             panic!("member {}, elected first, never served:\n{}", p + 1, r.logs());
@@ -56,7 +70,7 @@ impl Replicas {
                 r.wait_following(topo, i, Duration::from_secs(20));
             }
         }
-        r
+        self
     }
 
     /// Every member's diagnostics, for a failure message.
@@ -73,9 +87,23 @@ impl Replicas {
 
     /// Spawns the members of [`Replicas::start_with_env`] without waiting for anything.
     pub fn launch(topo: &Topology, n: usize, extra: &[&str], per_member: &[&[&str]], env: &[(&str, &str)]) -> Replicas {
+        Replicas::launch_at(topo, n, extra, per_member, env, None)
+    }
+
+    /// [`Replicas::launch`] with `--witness witness_spec` instead of a fresh file witness.
+    fn launch_at(
+        topo: &Topology,
+        n: usize,
+        extra: &[&str],
+        per_member: &[&[&str]],
+        env: &[(&str, &str)],
+        witness_spec: Option<String>,
+    ) -> Replicas {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let data = TempDir::new("replica-data");
-        let witness = n.is_multiple_of(2).then(|| TempDir::new("replica-witness"));
+        let witness = (witness_spec.is_none() && n.is_multiple_of(2)).then(|| TempDir::new("replica-witness"));
+        let witness_spec =
+            witness_spec.or_else(|| witness.as_ref().map(|w| format!("file:{}", path_str(&w.path("claims")))));
         let spec = group_spec(n);
         let mut args = Vec::new();
         for i in 0..n {
@@ -84,9 +112,9 @@ impl Replicas {
                 .map(|s| s.to_string())
                 .collect();
             a.push(path_str(&data.path(&format!("m{}", i + 1))).to_string());
-            if let Some(w) = &witness {
+            if let Some(w) = &witness_spec {
                 a.push("--witness".into());
-                a.push(format!("file:{}", path_str(&w.path("claims"))));
+                a.push(w.clone());
             }
             a.extend(["--tap", "tap0", "--guest-ip", GUEST_CIDR, "--status", STATUS].map(String::from));
             a.extend(extra.iter().map(|s| s.to_string()));
@@ -146,6 +174,12 @@ impl Replicas {
     pub fn data_dir(&self, i: usize) -> std::path::PathBuf {
         let at = self.args[i].iter().position(|a| a == "--data-dir").expect("every member has --data-dir");
         std::path::PathBuf::from(&self.args[i][at + 1])
+    }
+
+    /// The file witness's directory (a group of two), from the members' `--witness`.
+    pub fn witness_dir(&self) -> Option<std::path::PathBuf> {
+        let at = self.args.first()?.iter().position(|a| a == "--witness")?;
+        self.args[0][at + 1].strip_prefix("file:").map(std::path::PathBuf::from)
     }
 
     /// Every log line of every process that ran, matching `needle`.

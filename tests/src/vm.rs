@@ -52,8 +52,11 @@ impl VmProcess {
     }
 
     /// Starts `cmd` (an `ftvmm` command line, usually under `ip netns exec`), logging at info level.
+    /// A replicating command gets a member certificate of the test's group
+    /// ([`crate::secure`]) unless it chose `--tls-dir` or `--insecure` itself.
     pub fn spawn_command(mut cmd: std::process::Command) -> VmProcess {
         crate::require_kvm();
+        crate::secure(&mut cmd);
         let mut child = cmd
             .env("FTVMM_LOG", "info")
             .env("NO_COLOR", "1")

@@ -134,12 +134,15 @@ fn output_waits_for_the_backups_ack() {
     }
 }
 
-#[test]
-fn a_corrupt_log_frame_ends_the_channel_and_the_backup_stands_down() {
+/// Flips one byte a megabyte into the stream (past the boot state, inside the log),
+/// with `security` ("--insecure", or none: TLS); returns the backup's stderr once it
+/// stood down (exit 7) without going live, the primary serving on.
+fn corrupt_log_frame(security: &[&str]) -> String {
     let _turn = serial();
     let topo = Topology::up();
-    // Flip one byte a megabyte into the stream: past the boot state, inside the log.
-    let mut pair = pair::start(&topo, &["--failover-timeout-ms", "1000"], Some(&["--corrupt-down-after", "1000000"]));
+    let mut extra = vec!["--failover-timeout-ms", "1000"];
+    extra.extend_from_slice(security);
+    let mut pair = pair::start(&topo, &extra, Some(&["--corrupt-down-after", "1000000"]));
     let load = Load::start(&topo, "c", 4);
 
     let status = pair.backup.wait(Duration::from_secs(60)).expect("the backup must stop on a corrupt stream");
@@ -149,34 +152,63 @@ fn a_corrupt_log_frame_ends_the_channel_and_the_backup_stands_down() {
 
     let err = pair.backup.stderr();
     assert_eq!(status.code(), Some(7), "stderr: {err}");
-    // The flipped byte lands in a length prefix or a payload: framing or checksum catches it.
-    assert!(err.contains("log stream undecodable"), "stderr: {err}");
     assert!(!err.contains("GOING LIVE"), "a backup fed a corrupt stream must not go live: {err}");
     for r in &reports {
         assert!(r.error.is_none(), "the primary must keep serving: {r:?}");
     }
+    err
 }
 
 #[test]
-fn a_corrupt_state_transfer_is_refused_before_the_backup_runs() {
+fn a_corrupt_log_frame_ends_the_channel_and_the_backup_stands_down() {
+    // In clear, the log's own framing and checksums are all there is: the flipped byte
+    // lands in a length prefix or a payload, and one of them catches it.
+    let err = corrupt_log_frame(&["--insecure"]);
+    assert!(err.contains("log stream undecodable"), "stderr: {err}");
+}
+
+#[test]
+fn a_byte_changed_on_the_way_fails_tls_and_the_backup_stands_down() {
+    // With TLS the record's authentication tag catches it before any framing sees it.
+    let err = corrupt_log_frame(&[]);
+    assert!(err.contains("TLS integrity check"), "stderr: {err}");
+}
+
+/// Flips a byte 5000 bytes into the state transfer, with `security` on both sides;
+/// returns the backup's stderr once it refused the state (exit 7) without running it.
+fn corrupt_state_transfer(security: &[&str]) -> String {
     let _turn = serial();
     let topo = Topology::up();
-    let mut primary = VmProcess::spawn(
-        &topo,
-        "host-a",
-        &["primary", "--listen", pair::PRIMARY_LISTEN, "--guest-ip", pair::GUEST_CIDR],
-    );
+    let mut p = vec!["primary", "--listen", pair::PRIMARY_LISTEN, "--guest-ip", pair::GUEST_CIDR];
+    p.extend_from_slice(security);
+    let mut primary = VmProcess::spawn(&topo, "host-a", &p);
     let _relay = pair::Relay::start(&topo, &["--corrupt-down-after", "5000"]);
-    let mut backup =
-        VmProcess::spawn(&topo, "host-b", &["backup", "--primary", pair::RELAY_LISTEN, "--guest-ip", pair::GUEST_CIDR]);
+    let mut b = vec!["backup", "--primary", pair::RELAY_LISTEN, "--guest-ip", pair::GUEST_CIDR];
+    b.extend_from_slice(security);
+    let mut backup = VmProcess::spawn(&topo, "host-b", &b);
 
     let status = backup.wait(Duration::from_secs(20)).expect("the backup must refuse the state");
 
     let err = backup.stderr();
     assert_eq!(status.code(), Some(7), "stderr: {err}");
-    assert!(err.contains("state transfer failed") && err.contains("checksum"), "stderr: {err}");
+    assert!(err.contains("state transfer failed"), "stderr: {err}");
     assert!(!err.contains("booting guest"), "the backup must not run a corrupt state: {err}");
     primary.kill9();
+    err
+}
+
+#[test]
+fn a_corrupt_state_transfer_is_refused_before_the_backup_runs() {
+    let err = corrupt_state_transfer(&["--insecure"]);
+    assert!(err.contains("checksum"), "in clear, the state's checksum catches it: {err}");
+}
+
+#[test]
+fn a_state_transfer_changed_on_the_way_fails_tls_before_the_backup_runs() {
+    let err = corrupt_state_transfer(&[]);
+    // rustls: "cannot decrypt peer's message" (a payload byte) or "received corrupt
+    // message" (a record header byte).
+    assert!(err.contains("decrypt") || err.contains("corrupt message"), "TLS catches it first: {err}");
 }
 
 #[test]

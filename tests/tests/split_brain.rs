@@ -6,7 +6,6 @@ use ftvmm_tests::vm::in_netns;
 use ftvmm_tests::TempDir;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const GUEST: &str = "10.77.0.10:6379";
@@ -72,84 +71,46 @@ fn twenty_partitions_with_a_file_arbiter_never_leave_two_sides_serving() {
     let _turn = serial();
     let topo = Topology::up();
     let dir = TempDir::new("arbiter");
+    // One arbiter for every cycle, never cleared: each cycle's pair is a new group.
+    let arbiter = format!("file:{}", dir.path("claims").display());
     let mut survivors = Vec::new();
-    for i in 0..PARTITIONS {
-        let arbiter = format!("file:{}", dir.path(&format!("cycle{i}")).display());
+    for _ in 0..PARTITIONS {
         survivors.push(partition_once(&topo, &arbiter));
     }
     println!("survivors over {PARTITIONS} partitions (file arbiter): {survivors:?}");
-}
-
-/// A running etcd; killed, and its data removed, on drop.
-struct Etcd {
-    child: Child,
-    _data: TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// etcd in the client's namespace: reachable from both hosts, cut off from host-a
-/// when host-a is partitioned (as an arbiter on the far side of a partition is).
-fn start_etcd(topo: &Topology) -> Etcd {
-    ftvmm_tests::require_tool("etcd");
-    ftvmm_tests::require_tool("etcdctl");
-    let data = TempDir::new("etcd");
-    let url = format!("http://{}:2379", Topology::CLIENT_IP);
-    let mut child = topo
-        .command("client", "etcd")
-        .args(["--data-dir", &data.path("data").display().to_string()])
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
-        .stdout(Stdio::null())
-        // etcd logs to stderr; kept for the panic below, should it never answer.
-        .stderr(std::fs::File::create(data.path("etcd.log")).expect("create etcd.log"))
-        .spawn()
-        .expect("spawn ip netns exec ... etcd");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        let ok = topo.command("client", "etcdctl").args(["--endpoints", &url, "endpoint", "health"]).output();
-        if ok.is_ok_and(|o| o.status.success()) {
-            return Etcd { child, _data: data };
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let exited = child.try_wait().ok().flatten();
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(data.path("etcd.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-    let state = exited.map_or("still running".to_string(), |s| format!("exited: {s}"));
-    panic!("etcd did not become healthy within 15 s ({state}); the end of its log:\n{}", tail.join("\n"));
 }
 
 #[test]
 fn twenty_partitions_with_an_etcd_arbiter_never_leave_two_sides_serving() {
     let _turn = serial();
     let topo = Topology::up();
-    let _etcd = start_etcd(&topo);
+    let _etcd = ftvmm_tests::etcd::start(&topo);
     let url = format!("http://{}:2379", Topology::CLIENT_IP);
     let mut survivors = Vec::new();
+    // Never cleared between cycles: each cycle's pair is a new group, with keys of its own.
     for _ in 0..PARTITIONS {
-        let cleared =
-            topo.command("client", "etcdctl").args(["--endpoints", &url, "del", "--prefix", "/ftvmm/"]).output();
-        assert!(cleared.is_ok_and(|o| o.status.success()), "clearing the arbiter between cycles");
         survivors.push(partition_once(&topo, &format!("etcd:{url}")));
     }
+    let keys = topo
+        .command("client", "etcdctl")
+        .args(["--endpoints", &url, "get", "--prefix", "--keys-only", "/ftvmm/"])
+        .output()
+        .expect("etcdctl get");
+    let keys = String::from_utf8_lossy(&keys.stdout).into_owned();
+    let groups: std::collections::BTreeSet<&str> = keys.lines().filter_map(|k| k.split('/').nth(2)).collect();
+    assert_eq!(groups.len(), PARTITIONS, "one group per cycle, each with its claim:\n{keys}");
     println!("survivors over {PARTITIONS} partitions (etcd arbiter): {survivors:?}");
 }
 
 #[test]
-fn a_restarted_old_primary_with_a_stale_epoch_refuses_to_serve() {
+fn a_restarted_old_primary_of_a_named_group_with_a_stale_epoch_refuses_to_serve() {
     let _turn = serial();
     let topo = Topology::up();
     let dir = TempDir::new("stale");
     let arbiter = format!("file:{}", dir.path("arb").display());
-    let mut p = pair::start(&topo, &["--arbiter", &arbiter], None);
+    // Named: a primary started without --group-name is a new deployment (a new group),
+    // which no old claim blocks (tests/tests/group_name.rs).
+    let mut p = pair::start(&topo, &["--arbiter", &arbiter, "--group-name", "kv-prod"], None);
     in_netns(&topo, "client", || incr("s")).expect("INCR");
     topo.kill_all("host-a");
     p.backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
@@ -157,7 +118,8 @@ fn a_restarted_old_primary_with_a_stale_epoch_refuses_to_serve() {
     let out = topo
         .command("host-a", ftvmm_tests::ftvmm_bin())
         .args(["primary", "--listen", pair::PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", pair::GUEST_CIDR])
-        .args(["--arbiter", &arbiter])
+        .args(["--arbiter", &arbiter, "--group-name", "kv-prod"])
+        .env("FTVMM_TLS_DIR", &ftvmm_tests::tls_dirs()[0])
         .env("FTVMM_LOG", "warn")
         .output()
         .expect("run the old primary again");

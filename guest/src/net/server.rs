@@ -73,8 +73,9 @@ impl Client {
         }
     }
 
-    fn reset(&mut self) {
-        self.conn = Conn::new();
+    /// The connection is gone: forget its state (its WATCHes too) and listen again.
+    fn reset(&mut self, store: &mut Store) {
+        self.conn.release(store);
         self.out = Vec::new();
         self.sent = 0;
         self.closing = false;
@@ -213,7 +214,7 @@ pub fn serve(boot: &BootInfo) -> ! {
             memory = memory - before + client.memory();
             if memory > CLIENT_MEMORY && client.conn.buffer_capacity() > BIG_BUFFER && !client.closing {
                 memory -= client.memory();
-                client.conn = Conn::new();
+                client.conn.release(&mut store);
                 client.out.clear();
                 client.sent = 0;
                 client.out.extend_from_slice(
@@ -301,7 +302,7 @@ fn reap_idle(clients: &mut [Client], sockets: &mut SocketSet<'static>, now_ms: u
 /// Moves one connection forward; true if it did anything.
 fn service(sock: &mut tcp::Socket, client: &mut Client, store: &mut Store, now_ms: u64, info: &ServerInfo) -> bool {
     if !sock.is_open() {
-        client.reset();
+        client.reset(store);
         let _ = sock.listen(PORT);
         client.active_ms = now_ms;
         return false;
@@ -342,8 +343,8 @@ fn service(sock: &mut tcp::Socket, client: &mut Client, store: &mut Store, now_m
     }
     if status == ConnStatus::Close {
         client.closing = true;
-        // Free the connection's buffers now, not when the client goes away.
-        client.conn = Conn::new();
+        // Free the connection's buffers (and WATCHes) now, not when the client goes away.
+        client.conn.release(store);
     }
     busy |= flush(sock, client, now_ms);
     busy

@@ -43,18 +43,19 @@ pub(crate) fn lookup(name: &[u8]) -> Option<Result<Handler, ()>> {
         return Some(Ok(*h));
     }
     let spec = crate::commands::lookup(name)?;
-    let touches_keys = spec.first_key != 0 || spec.flags.contains(&"write");
+    // KEYS, SCAN, RANDOMKEY name no key but read the keyspace: refused too.
+    let touches_keys = spec.first_key != 0 || spec.flags.contains(&"write") || spec.flags.contains(&"readonly");
     touches_keys.then_some(Err(()))
 }
 
-/// Reply for a key command that sites mode does not replicate.
-pub(crate) fn not_replicated(out: &mut Vec<u8>, name: &[u8]) {
+/// The error for a key command that sites mode does not replicate.
+pub(crate) fn not_replicated_text(name: &[u8]) -> Vec<u8> {
     let mut text = Vec::from(&b"ERR '"[..]);
     text.extend_from_slice(name.get(..64).unwrap_or(name));
     text.extend_from_slice(
         b"' is not replicated between sites; use GET MGET EXISTS SET DEL APPEND INCR(BY) DECR(BY) SADD SREM SMEMBERS SCARD SISMEMBER CONFLICTS RESOLVE",
     );
-    reply::error(out, &text);
+    text
 }
 
 fn wrong_type(out: &mut Vec<u8>) {

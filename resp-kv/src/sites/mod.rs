@@ -25,7 +25,7 @@ mod store;
 pub mod vv;
 pub mod wire;
 
-pub(crate) use cmds::{lookup as lookup_command, not_replicated};
+pub(crate) use cmds::{lookup as lookup_command, not_replicated_text};
 pub use keystate::{Op, Policy, Value, Write};
 pub use store::{LogEntry, SiteError, SiteStats, SiteStore, MAX_FUTURE_MS};
 pub use vv::{Dot, SiteId, VersionVector};

@@ -4,33 +4,39 @@
 //! ```text
 //! ftvmm-torture [--members 3|2] [--replication MODE] [--seed N] [--minutes M | --seconds S]
 //!               [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]...
-//!               [--wipe-data]                   (half the kills lose the member's --data-dir)
+//!               [--keep-data]                   (no kill loses the member's --data-dir; by
+//!                                                default a third of the restarts begin empty)
 //!               [--unsafe-release-before-ack]   (a broken build: debug builds of ftvmm only)
 //! ftvmm-torture --check FILE      recheck a saved history
+//! ftvmm-torture --plan [--members M] [--seed N] [--rounds R]   print a seed's schedule
 //! ```
 //!
+//! `NETNS_PREFIX` in the environment names the namespaces (default: a unique prefix).
 //! Exit 0 when every check passed, 1 on an anomaly (the history and the members' logs
 //! are written), 2 on a usage error. Needs root, KVM and the `ftvmm` binary of the same
 //! build (`cargo build --workspace`); it takes the tests' lock /tmp/ftvmm-tests.lock.
 use ftvmm_tests::history::parse_line;
+use ftvmm_tests::torture::nemesis::plan;
 use ftvmm_tests::torture::{check_history, run, Config};
 use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: ftvmm-torture [--members 3|2] [--replication sync|semi-sync|async|quorum:K] [--seed N] \
 [--minutes M | --seconds S] [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]... \
-[--wipe-data] [--unsafe-release-before-ack] \
-| --check HISTORY-FILE";
+[--keep-data] [--unsafe-release-before-ack] \
+| --check HISTORY-FILE | --plan [--members 3|2] [--seed N] [--rounds R] [--keep-data]";
 
 struct Args {
     config: Config,
     history: Option<String>,
     logs: Option<String>,
     check: Option<String>,
+    /// `--plan`: print this many rounds of the seed's schedule and stop.
+    plan: Option<usize>,
 }
 
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { config: Config::default(), history: None, logs: None, check: None };
+    let mut a = Args { config: Config::default(), history: None, logs: None, check: None, plan: None };
     let mut limit_set = false;
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -62,8 +68,13 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--history" => a.history = Some(value()?),
             "--logs" => a.logs = Some(value()?),
             "--member-flag" => a.config.extra.push(value()?),
+            // A third of the kills restart without the --data-dir unless told otherwise
+            // (--wipe-data, the old switch, is the default now).
             "--wipe-data" => a.config.wipe = true,
+            "--keep-data" => a.config.wipe = false,
             "--check" => a.check = Some(value()?),
+            "--plan" => a.plan = Some(a.plan.unwrap_or(30)),
+            "--rounds" => a.plan = Some(num(value()?)?.clamp(1, 100_000) as usize),
             // A broken build, to show the checker catches one: members release output
             // before the ack. Honoured by debug builds of ftvmm only (see vmm's group.rs).
             "--unsafe-release-before-ack" => {
@@ -84,6 +95,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(rounds) = args.plan {
+        // The draws only: which member is primary at each round is the run's to decide.
+        let c = &args.config;
+        for (k, round) in plan::plan(c.seed, c.members, c.members == 2, c.wipe, rounds).iter().enumerate() {
+            println!("round {k}: {round}");
+        }
+        return ExitCode::SUCCESS;
+    }
     if let Some(file) = args.check {
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
         let ops: Result<Vec<_>, _> = text.lines().filter(|l| !l.trim().is_empty()).map(parse_line).collect();
@@ -100,8 +119,11 @@ fn main() -> ExitCode {
         print!("{}", f.reports());
         return if f.anomalies() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) };
     }
+    let mut config = args.config.clone();
+    // NETNS_PREFIX names the namespaces (a long run on a shared machine); else a unique prefix.
+    config.netns_prefix = std::env::var("NETNS_PREFIX").ok().filter(|p| !p.is_empty());
     let _turn = ftvmm_tests::pair::serial();
-    let report = run(&args.config);
+    let report = run(&config);
     let ok = report.ok();
     if !ok || args.history.is_some() {
         let path = args.history.clone().unwrap_or_else(|| format!("torture-seed{}.history", args.config.seed));
@@ -130,14 +152,19 @@ fn main() -> ExitCode {
     println!("{}", report.summary());
     let (f, keys) = (&report.faults, report.findings.keys.len());
     println!(
-        "figures: ops={} kills={} pauses={} partitions={} slow_links={} wipes={} unrecovered={} histories={keys} anomalies={} lost={}",
+        "figures: ops={} kills={} pauses={} partitions={} one_way={} slow_links={} witness_outages={} wipes={} unrecovered={} \
+         nemesis_failures={} cas_ok={} histories={keys} anomalies={} lost={}",
         report.history.len(),
         f.kills,
         f.pauses,
         f.partitions,
+        f.one_way,
         f.slow_links,
+        f.witness_outages,
         f.wipes,
         f.unrecovered,
+        f.failures.len(),
+        report.history.iter().filter(|o| o.outcome == ftvmm_tests::history::Outcome::Cas(true)).count(),
         report.findings.anomalies(),
         report.findings.lost
     );
@@ -168,6 +195,10 @@ mod tests {
         let ops = args("--ops 5000").expect("valid");
         assert_eq!((ops.config.ops, ops.config.duration), (Some(5000), None), "--ops alone has no time limit");
         assert!(args("").expect("defaults").config.env.is_empty(), "the sabotage is off by default");
+        assert!(args("").expect("defaults").config.wipe, "kills restart without the --data-dir now and then");
+        assert!(!args("--keep-data").expect("valid").config.wipe);
+        assert_eq!(args("--plan --rounds 5").expect("valid").plan, Some(5));
+        assert_eq!(args("--plan").expect("valid").plan, Some(30));
         assert!(args("--members 4").is_err());
         assert!(args("--seed").is_err());
         assert!(args("--seed x").is_err());

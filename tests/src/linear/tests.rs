@@ -160,3 +160,60 @@ fn long_simulated_histories_pass_and_one_corrupted_read_fails() {
         assert_eq!(anomaly(&bad).op, victim, "seed {seed}");
     }
 }
+
+fn cas(c: usize, t: (u64, u64), expect: Option<i64>, new: i64, ok: bool) -> Op {
+    Op::done(c, "k", Call::Cas(expect, new), Outcome::Cas(ok), t.0, t.1)
+}
+fn getdel(c: usize, t: (u64, u64), v: Option<i64>) -> Op {
+    Op::done(c, "k", Call::GetDel, Outcome::Read(v), t.0, t.1)
+}
+
+#[test]
+fn a_valid_compare_and_set_history_passes() {
+    // Sequential: one CAS from absent wins, the next (expecting absent) fails, a CAS
+    // on the value it saw wins, GETDEL empties, and a CAS from absent wins again.
+    let ops = [
+        cas(0, (0, 1), None, 10, true),
+        cas(1, (2, 3), None, 20, false),
+        get(1, (4, 5), Some(10)),
+        cas(1, (6, 7), Some(10), 11, true),
+        getdel(2, (8, 9), Some(11)),
+        cas(0, (10, 11), None, 12, true),
+        incr(2, (12, 13), 13),
+        get(0, (14, 15), Some(13)),
+    ];
+    assert_eq!(check(&ops), Verdict::Linearizable);
+    // Two concurrent CAS from absent: exactly one may win, either one.
+    let race = [cas(0, (0, 10), None, 1, true), cas(1, (1, 9), None, 2, false), get(2, (11, 12), Some(1))];
+    assert_eq!(check(&race), Verdict::Linearizable);
+    let race = [cas(0, (0, 10), None, 1, false), cas(1, (1, 9), None, 2, true), get(2, (11, 12), Some(2))];
+    assert_eq!(check(&race), Verdict::Linearizable);
+    // A failed CAS concurrent with the write that made it fail.
+    let ops = [set(0, (0, 10), 5), cas(1, (2, 3), Some(5), 6, false), cas(1, (11, 12), Some(5), 6, true)];
+    assert_eq!(check(&ops), Verdict::Linearizable);
+    // An indeterminate CAS may have won (the read sees its value) or not.
+    let maybe = [cas(0, (0, 1), None, 1, true), lost(1, 2, Call::Cas(Some(1), 7)), get(2, (5, 6), Some(7))];
+    assert_eq!(check(&maybe), Verdict::Linearizable);
+    let maybe_not = [cas(0, (0, 1), None, 1, true), lost(1, 2, Call::Cas(Some(1), 7)), get(2, (5, 6), Some(1))];
+    assert_eq!(check(&maybe_not), Verdict::Linearizable);
+}
+
+#[test]
+fn a_stale_compare_and_set_success_is_caught() {
+    // The key was written (and the write acknowledged) before the CAS began, yet a CAS
+    // expecting the key absent succeeded: a primary that had not seen the write answered.
+    let ops = [cas(0, (0, 1), None, 1, true), cas(1, (2, 3), None, 2, true), get(2, (4, 5), Some(2))];
+    let a = anomaly(&ops);
+    assert_eq!(a.op, 1, "the second CAS from absent is the stale success");
+    assert_eq!(a.state, Some(1));
+    assert!(a.report(&ops).contains(">> 1 k 2 3 CAS nil 2 -> ok"), "{}", a.report(&ops));
+    // A CAS that succeeds on a value already overwritten.
+    let ops = [set(0, (0, 1), 5), set(0, (2, 3), 6), cas(1, (4, 5), Some(5), 7, true)];
+    assert_eq!(anomaly(&ops).op, 2);
+    // A CAS that fails although the value it expected was there all along.
+    let ops = [set(0, (0, 1), 5), cas(1, (2, 3), Some(5), 7, false), get(2, (4, 5), Some(5))];
+    assert_eq!(anomaly(&ops).op, 1);
+    // Two GETDELs both returning the same value: one deleted it, the other read it after.
+    let ops = [set(0, (0, 1), 5), getdel(1, (2, 3), Some(5)), getdel(2, (4, 5), Some(5))];
+    assert_eq!(anomaly(&ops).op, 2);
+}

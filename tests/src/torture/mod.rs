@@ -5,29 +5,32 @@
 //!   client namespace                         host-a / host-b / host-c
 //!   +---------------------------+            +-------------------------------+
 //!   | clients (N connections)   |  GET/SET/  | ftvmm replica --id 1..3       |
-//!   |  record invoke, complete, |  INCR ->   |  (2 members: + file witness)  |
-//!   |  result of every op       |  guest     |  --replication MODE           |
-//!   +---------------------------+            +-------------------------------+
-//!                 |                                   ^  kill -9 + restart, SIGSTOP/CONT,
-//!                 v                                   |  link down/up, slow link
-//!            history (per key)                   nemesis (seeded)
-//!                 |
-//!                 v  at the end, with the group whole again:
+//!   |  record invoke, complete, |  INCR/CAS/ |  (2 members: + file witness)  |
+//!   |  result of every op       |  GETDEL -> |  --replication MODE           |
+//!   +---------------------------+  guest     +-------------------------------+
+//!                 |                                   ^  kill -9 + restart (with or without
+//!                 v                                   |  --data-dir), SIGSTOP/CONT, links
+//!            history (per key)                   nemesis (seeded)   down, one-way drops,
+//!                 |                                                 slow logging link,
+//!                 v  at the end, with the group whole again:        witness away
 //!   1. linearizable, per key (linear.rs: Wing & Gong / Lowe)
 //!   2. no acknowledged INCR of the counter lost: final >= acked, <= acked + indeterminate
 //!   3. one primary per epoch: every "ELECTED ... primary of epoch E" names a distinct E
-//!      (a reply released by a member that was not primary in its epoch would need two)
-//!   4. SIGTERM to the primary: every follower replays to the end record and has the
-//!      primary's final digest (its replay checks it: "EndOfLog(Shutdown)", exit 0)
+//!   4. no output released by a member in an epoch it did not win (epochs.rs: every
+//!      process's GOING LIVE / boot / going-alone against its own wins)
+//!   5. SIGTERM to the primary: every follower in sync replays to the end record and has
+//!      the primary's final digest (its replay checks it: "EndOfLog(Shutdown)", exit 0)
 //! ```
 //!
 //! [`run`] returns a [`Report`]; the binary (`src/bin/ftvmm-torture.rs`) prints its
 //! one-line summary, writes the history on failure and sets the exit code.
 pub mod clients;
+pub mod epochs;
 pub mod nemesis;
+pub mod scenario;
 mod verdict;
 
-pub use verdict::{check_history, Findings};
+pub use verdict::{check_history, check_members, Findings};
 
 use crate::netns::Topology;
 use crate::replica::{Replicas, MEMBER_HOSTS};
@@ -53,9 +56,11 @@ pub struct Config {
     pub extra: Vec<String>,
     /// Environment variables for every member (the test-only sabotage switch).
     pub env: Vec<(String, String)>,
-    /// Half the kills restart the member with an empty `--data-dir` (a lost disk: a
-    /// member that forgets its vote can break Raft's one-vote-per-term; off by default).
+    /// A third of the kills restart the member with an empty `--data-dir` (a new disk:
+    /// the member forgets its ballot; on by default, `--keep-data` turns it off).
     pub wipe: bool,
+    /// The namespaces' prefix (`NETNS_PREFIX`); `None`: a unique one per run.
+    pub netns_prefix: Option<String>,
 }
 
 impl Default for Config {
@@ -69,7 +74,8 @@ impl Default for Config {
             clients: 4,
             extra: Vec::new(),
             env: Vec::new(),
-            wipe: false,
+            wipe: true,
+            netns_prefix: None,
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct Report {
     /// Every member's log, for a failure report.
     pub member_logs: Vec<String>,
     pub elapsed: Duration,
+    /// How the clients did compare-and-set (`None`: no campaign ran).
+    pub cas: Option<clients::CasMode>,
 }
 
 impl Report {
@@ -97,18 +105,27 @@ impl Report {
     pub fn summary(&self) -> String {
         let f = &self.faults;
         format!(
-            "{} ops, {} faults ({} kills, {} pauses, {} partitions, {} slow links{}{}), {}; {} members, {}, seed {}, {:.0} s",
+            "{} ops, {} faults ({} kills ({} restarted without their --data-dir), {} pauses, {} partitions, {} one-way, \
+             {} slow links, {} witness outages{}{}), {}; {} members, {}, CAS by {}, seed {}, {:.0} s",
             self.history.len(),
             f.total(),
             f.kills,
+            f.wipes,
             f.pauses,
             f.partitions,
+            f.one_way,
             f.slow_links,
-            if f.wipes > 0 { format!(", {} restarts with a wiped --data-dir", f.wipes) } else { String::new() },
+            f.witness_outages,
             if f.unrecovered > 0 { format!(", {} not recovered", f.unrecovered) } else { String::new() },
+            if f.failures.is_empty() { String::new() } else { format!(", NEMESIS FAILED {} times", f.failures.len()) },
             self.findings.summary(),
             self.config.members,
             self.config.replication,
+            match self.cas {
+                Some(clients::CasMode::SetNx) => "SET NX",
+                Some(clients::CasMode::Watch) => "WATCH/MULTI/EXEC",
+                None => "-",
+            },
             self.config.seed,
             self.elapsed.as_secs_f64()
         )
@@ -118,7 +135,12 @@ impl Report {
 /// Runs one campaign: the caller holds the test lock ([`crate::pair::serial`]).
 pub fn run(cfg: &Config) -> Report {
     let t_start = Instant::now();
-    let topo = Topology::up();
+    crate::require_tool("nft");
+    crate::require_tool("tc");
+    let topo = match &cfg.netns_prefix {
+        Some(p) => Topology::up_with_prefix(p),
+        None => Topology::up(),
+    };
     let mut extra: Vec<&str> = vec!["--replication", &cfg.replication];
     extra.extend(cfg.extra.iter().map(String::as_str));
     let env: Vec<(&str, &str)> = cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -139,10 +161,12 @@ pub fn run(cfg: &Config) -> Report {
             history: Vec::new(),
             member_logs,
             elapsed: t_start.elapsed(),
+            cas: None,
         };
     }
     let shared = Shared::new();
     let clients = Clients::start(&topo, cfg.clients, cfg.seed, shared.clone());
+    let cas = Some(clients.cas);
     let mut nemesis = Nemesis::new(cfg.seed, cfg.members, shared.t0);
     nemesis.wipe = cfg.wipe;
     let t0 = Instant::now();
@@ -154,9 +178,7 @@ pub fn run(cfg: &Config) -> Report {
         nemesis.round(&topo, &mut r);
     }
     // Heal whatever is left (every fault heals itself; this is for safety) and settle.
-    for h in MEMBER_HOSTS.iter().take(cfg.members) {
-        topo.link(h, true);
-    }
+    nemesis::heal_all(&topo, &r, cfg.members);
     let whole_at_end = nemesis::wait_whole(&topo, cfg.members, nemesis::RECOVERY);
     std::thread::sleep(Duration::from_millis(500));
     let logs = clients.stop();
@@ -174,7 +196,8 @@ pub fn run(cfg: &Config) -> Report {
     findings.whole_at_end = whole_at_end;
     verdict::check_members(&mut findings, &topo, &mut r, cfg.members);
     let member_logs = member_logs(&r);
-    Report { config: cfg.clone(), faults: nemesis.faults, findings, history, member_logs, elapsed: t_start.elapsed() }
+    let (faults, elapsed) = (nemesis.faults, t_start.elapsed());
+    Report { config: cfg.clone(), faults, findings, history, member_logs, elapsed, cas }
 }
 
 /// How long a new group may take to elect a primary and have every other member follow.
@@ -200,7 +223,7 @@ pub fn final_reads(id: usize, shared: &Shared) -> Vec<crate::history::Op> {
         let got = conn.as_mut().map(|c| c.run(key, Call::Get));
         let complete = shared.t0.elapsed().as_micros() as u64;
         ops.push(match got {
-            Some(Ok(outcome)) => Op::done(id, key, Call::Get, outcome, invoke, complete),
+            Some(Ok(Some(outcome))) => Op::done(id, key, Call::Get, outcome, invoke, complete),
             _ => Op::indeterminate(id, key, Call::Get, invoke),
         });
     }

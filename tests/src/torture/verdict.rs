@@ -1,6 +1,7 @@
 //! The end-of-run checks: the history (linearizable per key, no acknowledged INCR
-//! lost) and the members (one primary per epoch, every follower at the primary's
-//! final digest after a clean stop).
+//! lost) and the members (one primary per epoch, no output released by a member in
+//! an epoch it did not win ([`super::epochs`]), every follower in sync at the end at
+//! the primary's final digest after a clean stop).
 use crate::history::{Call, Op, Outcome};
 use crate::linear::{check, Verdict};
 use crate::netns::Topology;
@@ -20,6 +21,10 @@ pub struct Findings {
     pub counter: Option<(i64, u64, u64)>,
     /// Epochs named by more than one "ELECTED" line.
     pub double_epochs: Vec<u64>,
+    /// Releases by a member outside an epoch it won, and epochs won twice ([`super::epochs`]).
+    pub unelected_releases: Vec<String>,
+    /// Followers in sync when the run ended: each must reach the primary's final digest.
+    pub followers_at_end: usize,
     /// Followers that did not replay to the primary's final digest (with why).
     pub diverged: Vec<String>,
     /// How many followers did.
@@ -43,7 +48,10 @@ impl Findings {
     /// unsafe: [`Findings::ok`] fails on it, this count does not.)
     pub fn anomalies(&self) -> u64 {
         let keys = self.keys.values().filter(|(v, _)| !matches!(v, Verdict::Linearizable)).count() as u64;
-        keys + self.lost + self.double_epochs.len() as u64 + self.diverged.len() as u64
+        keys + self.lost
+            + self.double_epochs.len() as u64
+            + self.unelected_releases.len() as u64
+            + self.diverged.len() as u64
     }
 
     /// `linearizable, 0 lost, ...`.
@@ -65,10 +73,13 @@ impl Findings {
         };
         let whole = if self.whole_at_end { "" } else { "NOT WHOLE AT THE END (unavailable), " };
         format!(
-            "{whole}{lin}, {} lost, {counter}, {} epochs twice, {} followers at the final digest, {} diverged, {} client errors",
+            "{whole}{lin}, {} lost, {counter}, {} epochs twice, {} releases outside the member's epoch, \
+             {} of {} followers at the final digest, {} diverged, {} client errors",
             self.lost,
             self.double_epochs.len(),
+            self.unelected_releases.len(),
             self.in_sync,
+            self.followers_at_end,
             self.diverged.len(),
             self.client_errors.len()
         )
@@ -83,6 +94,12 @@ impl Findings {
                 (_, Some(r)) => s.push_str(&format!("key {key}: {r}\n")),
                 (v, None) => s.push_str(&format!("key {key}: {v:?}\n")),
             }
+        }
+        for e in &self.double_epochs {
+            s.push_str(&format!("epoch {e} named by two ELECTED lines\n"));
+        }
+        for why in self.unelected_releases.iter().chain(&self.diverged) {
+            s.push_str(&format!("{why}\n"));
         }
         s
     }
@@ -134,6 +151,8 @@ pub fn check_members(f: &mut Findings, topo: &Topology, r: &mut Replicas, n: usi
     let epochs = r.elected_epochs();
     let mut seen = BTreeSet::new();
     f.double_epochs = epochs.iter().copied().filter(|e| !seen.insert(*e)).collect();
+    let logs: Vec<String> = r.members.iter().chain(r.graveyard.iter()).map(|m| m.stderr()).collect();
+    f.unelected_releases = super::epochs::violations(&logs);
     let status: Vec<String> = (0..n).map(|i| crate::status::fetch(topo, MEMBER_HOSTS[i]).unwrap_or_default()).collect();
     let Some(p) = status.iter().position(|s| s.contains("\"member_role\":\"primary\"")) else {
         // Unavailable, not unsafe: whole_at_end is false, and the digests cannot be compared.
@@ -142,6 +161,7 @@ pub fn check_members(f: &mut Findings, topo: &Topology, r: &mut Replicas, n: usi
     let followers: Vec<usize> = (0..n)
         .filter(|&i| status[i].contains("\"member_role\":\"follower\"") && status[i].contains("\"protected\":true"))
         .collect();
+    f.followers_at_end = followers.len();
     let status = r.members[p].terminate();
     if !status.success() {
         f.diverged.push(format!("the primary (member {}) did not stop cleanly: {status}", p + 1));
@@ -193,5 +213,24 @@ mod tests {
         assert!(!f.ok());
         assert!(f.summary().contains("NOT LINEARIZABLE (c), 2 lost"), "{}", f.summary());
         assert!(f.reports().contains("GET -> 1"), "{}", f.reports());
+    }
+
+    #[test]
+    fn a_release_outside_a_won_epoch_and_a_follower_off_the_digest_fail_the_run() {
+        let h = vec![incr(0, 0, 1), Op::done(9, COUNTER, Call::Get, Outcome::Read(Some(1)), 10, 11)];
+        let mut f = check_history(&h);
+        f.whole_at_end = true;
+        (f.followers_at_end, f.in_sync) = (2, 2);
+        assert!(f.ok(), "{}", f.summary());
+        assert!(f.summary().contains("2 of 2 followers at the final digest"), "{}", f.summary());
+        f.unelected_releases.push("member 3 (process 1) released output in epoch 2, which it never won".into());
+        assert_eq!(f.anomalies(), 1);
+        assert!(!f.ok());
+        assert!(f.summary().contains("1 releases outside the member's epoch"), "{}", f.summary());
+        assert!(f.reports().contains("which it never won"), "{}", f.reports());
+        f.unelected_releases.clear();
+        f.in_sync = 1;
+        f.diverged.push("member 2 never reached the primary's end record".into());
+        assert!(!f.ok() && f.reports().contains("never reached"), "{}", f.reports());
     }
 }

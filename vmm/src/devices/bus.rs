@@ -5,7 +5,12 @@
 //! output, wait for an event, power off, report a guest fault). Devices never
 //! block and never see time: a device is a pure function of the guest's
 //! accesses and of the events the log feeds it, which is what makes replay exact.
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
+
+/// The unit [`MonitorWrites`] counts in (a guest page).
+const PAGE: u64 = 4096;
 
 /// What a device access asks the monitor to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +76,11 @@ pub trait Device: Send {
     fn host_input(&self) -> Option<Vec<u8>> {
         None
     }
+    /// The guest memory ranges `(address, length)` the device itself writes (from the
+    /// monitor, around KVM, so KVM's dirty-page log does not see them), as configured now.
+    fn monitor_writes(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
     /// The device's state, for a new backup (little-endian, the device's own layout).
     fn save(&self) -> Vec<u8> {
         Vec::new()
@@ -112,6 +122,22 @@ pub enum BusError {
 #[derive(Default)]
 pub struct Bus {
     slots: Vec<Slot>,
+    /// While a pre-copy runs: the pages devices may have written since it last looked.
+    monitor_written: Option<MonitorWrites>,
+}
+
+/// The pages devices wrote to guest memory themselves (around KVM), noted by the bus
+/// on the vCPU thread and taken by a pre-copy on its own thread, round by round.
+#[derive(Debug, Clone, Default)]
+pub struct MonitorWrites(Arc<Mutex<BTreeSet<u64>>>);
+
+impl MonitorWrites {
+    /// The pages noted since the last call, ascending (a superset: every page of every
+    /// range a device that was written to or given input could write).
+    pub fn take(&self) -> Vec<u64> {
+        let mut pages = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *pages).into_iter().collect()
+    }
 }
 
 /// An access to an address no device claims; the loop logs it and goes on
@@ -151,7 +177,37 @@ impl Bus {
 
     pub fn write(&mut self, addr: u64, data: &[u8], mem: &GuestMemoryMmap) -> Result<DeviceEffect, Unclaimed> {
         let (slot, offset) = self.find(addr).ok_or(Unclaimed(addr))?;
-        Ok(slot.device.write(offset, data, mem))
+        let effect = slot.device.write(offset, data, mem);
+        let ranges = slot.device.monitor_writes();
+        self.note_writes(&ranges);
+        Ok(effect)
+    }
+
+    /// Starts noting (afresh) the pages devices write to guest memory themselves: a
+    /// pre-copy must send those again, as KVM's dirty log misses them.
+    pub fn track_monitor_writes(&mut self) -> MonitorWrites {
+        let writes = MonitorWrites::default();
+        self.monitor_written = Some(writes.clone());
+        writes
+    }
+
+    /// Stops noting them.
+    pub fn untrack_monitor_writes(&mut self) {
+        self.monitor_written = None;
+    }
+
+    fn note_writes(&mut self, ranges: &[(u64, u64)]) {
+        let Some(writes) = &self.monitor_written else { return };
+        if ranges.is_empty() {
+            return;
+        }
+        let mut pages = writes.0.lock().unwrap_or_else(|p| p.into_inner());
+        for &(addr, len) in ranges {
+            if len > 0 {
+                // Ranges were checked to lie in guest RAM when the device accepted them.
+                pages.extend(addr / PAGE..=(addr.saturating_add(len - 1)) / PAGE);
+            }
+        }
     }
 
     fn by_input_id(&mut self, id: u16) -> Option<&mut Box<dyn Device>> {
@@ -163,7 +219,11 @@ impl Bus {
     }
 
     pub fn input(&mut self, id: u16, bytes: &[u8], mem: &GuestMemoryMmap) -> Result<(), InputRefused> {
-        self.by_input_id(id).ok_or(InputRefused::NoSuchDevice(id))?.input(bytes, mem)
+        let device = self.by_input_id(id).ok_or(InputRefused::NoSuchDevice(id))?;
+        let result = device.input(bytes, mem);
+        let ranges = device.monitor_writes();
+        self.note_writes(&ranges);
+        result
     }
 
     /// The host state devices must take in now: `(input id, bytes)` (see [`Device::host_input`]).
@@ -235,6 +295,45 @@ mod tests {
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 0x1000)]).expect("tiny memory")
+    }
+
+    /// A device that says it writes `ranges` of guest memory.
+    struct Dma(Vec<(u64, u64)>);
+    impl Device for Dma {
+        fn name(&self) -> &'static str {
+            "dma"
+        }
+        fn read(&mut self, _offset: u64, _data: &mut [u8]) {}
+        fn write(&mut self, _offset: u64, _data: &[u8], _mem: &GuestMemoryMmap) -> DeviceEffect {
+            DeviceEffect::None
+        }
+        fn input_id(&self) -> Option<u16> {
+            Some(9)
+        }
+        fn input(&mut self, _bytes: &[u8], _mem: &GuestMemoryMmap) -> Result<(), InputRefused> {
+            Ok(())
+        }
+        fn monitor_writes(&self) -> Vec<(u64, u64)> {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn pages_a_device_writes_itself_are_noted_only_while_tracking() {
+        let mut bus = Bus::default();
+        bus.insert(0x1000, 0x100, Box::new(Dma(vec![(0x3ff0, 0x20), (0x8000, 1), (0x9000, 0)]))).expect("insert");
+        bus.input(9, b"frame", &mem()).expect("input");
+        let writes = bus.track_monitor_writes();
+        assert!(writes.take().is_empty(), "nothing before tracking began");
+        bus.input(9, b"frame", &mem()).expect("input");
+        // 0x3ff0..0x4010 spans pages 3 and 4; an empty range is no page.
+        assert_eq!(writes.take(), [3, 4, 8]);
+        assert!(writes.take().is_empty(), "taken: noted afresh");
+        bus.write(0x1000, &[1], &mem()).expect("claimed");
+        assert_eq!(writes.take(), [3, 4, 8], "register writes count too (a doorbell)");
+        bus.untrack_monitor_writes();
+        bus.input(9, b"frame", &mem()).expect("input");
+        assert!(writes.take().is_empty(), "not tracking any more");
     }
 
     #[test]

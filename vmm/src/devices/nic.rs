@@ -68,6 +68,15 @@ impl Device for Nic {
         }
     }
 
+    fn monitor_writes(&self) -> Vec<(u64, u64)> {
+        // The RX ring (frames and their lengths) and the shared indices; the TX ring is
+        // only read. ENABLE checked that both lie in RAM.
+        match self.active {
+            Some(cfg) => vec![(cfg.rx_ring, cfg.slots.saturating_mul(SLOT_SIZE)), (cfg.shared, 16)],
+            None => Vec::new(),
+        }
+    }
+
     fn save(&self) -> Vec<u8> {
         let a = self.active.unwrap_or_default();
         let p = self.pending;

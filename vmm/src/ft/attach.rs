@@ -3,7 +3,8 @@
 //! 0), while the VM runs, and when a follower reconnects, alike.
 //!
 //! ```text
-//!   join-listen: handshake (refused when the group is full), the follower's request
+//!   join-listen -> join-pair (one per connection): TLS, hellos (refused when the
+//!        |  group is full), the follower's request
 //!        |  VmEvent::Attach(conn, Fresh | Resume{epoch, p})
 //!   vcpu0 at its next counted exit J: stops (Yield::Attach)
 //!        |  Attacher::attach(conn, request, VM at J)
@@ -16,6 +17,12 @@
 //! Nothing is logged for exit J itself (the attach is all that happens there), so
 //! the backlog holds every record through J - 1, and J is complete once sent.
 //! The guest notices nothing but the pause, which is measured and logged.
+//!
+//! A state transfer to a VM that has booted is a pre-copy (`attach/precopy.rs`,
+//! [`crate::vm::precopy`]): at the exit J0 the request is answered, memory is copied
+//! while the VM runs, and the VM stops again at a later exit J for the last round;
+//! the follower is attached at J exactly as above. One pre-copy runs at a time (the
+//! dirty-page log is the VM's); a follower asking meanwhile gets a stop-and-copy.
 use super::backlog::Backlog;
 use super::group::{Follower, Group};
 use super::handshake;
@@ -23,16 +30,20 @@ use super::release::SharedReleaser;
 use super::stream::{Fanout, FollowerLink, Resume};
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::host::tls::{Channel, Security};
 use crate::vm::driver::Attaching;
 use crate::vm::live::VmEvent;
 use crate::vm::machine::AtExit;
 use crate::vm::snapshot;
 use crossbeam_channel::Sender;
-use logging_channel::channel::{hello, AttachReply, AttachRequest, Role};
+use logging_channel::channel::{hello, AttachReply, AttachRequest, Hello, Role};
 use logging_channel::{codec, LogHeader, Record};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+
+mod precopy;
 
 /// The longest a primary waits for a joining follower's page list (its guest is paused).
 const HAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -46,6 +57,10 @@ pub struct Attacher {
     pub timing: Timing,
     /// The guest's timer rate: a vCPU with a timer that makes no exits is frozen.
     pub tick_hz: u32,
+    /// Where a pre-copy hands its follower back to the vCPU.
+    pub events: Sender<VmEvent>,
+    /// Set while a pre-copy runs.
+    pub precopying: Arc<AtomicBool>,
 }
 
 /// How a follower will get what it lacks.
@@ -67,7 +82,10 @@ impl Attacher {
     /// At the exit `at` (the vCPU is stopped there): resumes the follower's log from
     /// its position or sends the state, and starts streaming the log to it.
     pub fn attach(&self, attaching: Attaching, at: AtExit<'_>) -> Result<(), ReplicationError> {
-        let Attaching { mut conn, request } = attaching;
+        let (mut conn, request) = match attaching {
+            Attaching::Asked { conn, request } => (conn, request),
+            Attaching::Precopied(p) => return self.finish_precopy(*p, at),
+        };
         // Two followers can pass the handshake before either is attached; the group's
         // limit is checked again here, where it cannot change underneath.
         if let Some(why) = self.group.refuse_follower() {
@@ -82,13 +100,14 @@ impl Attacher {
                 Err(ReplicationError::Attach(format!("refused the follower at {addr}: {why}")))
             }
             Plan::Resume { from, records, marked } => self.resume(conn, &addr, from, records, marked, at.index),
+            Plan::State(why) if self.may_precopy(at.index) => self.start_precopy(conn, &addr, &why, at),
             Plan::State(why) => self.send_state(conn, &addr, &why, at),
         }
     }
 
     fn resume(
         &self,
-        mut conn: TcpStream,
+        mut conn: Channel,
         addr: &str,
         from: u64,
         mut records: Vec<u8>,
@@ -121,7 +140,7 @@ impl Attacher {
     /// and adds it to the followers every record goes to.
     fn stream_to(
         &self,
-        conn: TcpStream,
+        conn: Channel,
         follower: Arc<Follower>,
         resume: Option<Resume>,
     ) -> Result<(), ReplicationError> {
@@ -139,7 +158,7 @@ impl Attacher {
         Ok(())
     }
 
-    fn send_state(&self, mut conn: TcpStream, addr: &str, why: &str, at: AtExit<'_>) -> Result<(), ReplicationError> {
+    fn send_state(&self, mut conn: Channel, addr: &str, why: &str, at: AtExit<'_>) -> Result<(), ReplicationError> {
         handshake::reply_attach(&mut conn, AttachReply::State { why: why.to_string() })?;
         let epoch = self.group.epoch();
         // The follower's page list comes first; one that never sends it holds the guest
@@ -147,28 +166,50 @@ impl Attacher {
         let _ = conn.set_read_timeout(Some(self.timing.failover_timeout.max(HAVE_TIMEOUT)));
         let sent = snapshot::send(&mut conn, at.vcpu, at.mem, at.bus, at.index, epoch)?;
         let _ = conn.set_read_timeout(None);
-        let follower = self.group.add_follower(addr, at.index);
+        self.joined(conn, addr, why, at.index, sent)
+    }
+
+    /// The follower on `conn` holds the state of exit `index`: streams the log to it from
+    /// there on, and says what the transfer cost.
+    fn joined(
+        &self,
+        conn: Channel,
+        addr: &str,
+        why: &str,
+        index: u64,
+        sent: snapshot::TransferStats,
+    ) -> Result<(), ReplicationError> {
+        let epoch = self.group.epoch();
+        let follower = self.group.add_follower(addr, index);
         let id = follower.id;
         self.stream_to(conn, follower, None)?;
         self.stats.note_state_transfer(addr, sent.bytes, sent.pages);
         let pause_ms = format!("{:.1}", sent.pause.as_secs_f64() * 1e3);
+        let total_ms = format!("{:.1}", sent.total.as_secs_f64() * 1e3);
         let followers = self.group.follower_count();
-        if at.index == 0 {
+        let how = if sent.running_rounds > 0 {
+            format!("pre-copy in {} rounds while the VM ran, then a pause", sent.running_rounds)
+        } else {
+            "stop-and-copy".to_string()
+        };
+        if index == 0 {
             tracing::info!(follower = id, %addr, epoch, followers, "follower paired at boot: state sent");
         } else if !why.is_empty() {
             tracing::info!(
                 follower = id,
                 %addr,
-                exit = at.index,
+                exit = index,
                 epoch,
                 pages = sent.pages,
                 same_pages = sent.same_pages,
                 full_pages = sent.full_pages,
                 have_bytes = sent.have_bytes,
                 bytes = sent.bytes,
+                rounds = sent.running_rounds,
+                total_ms,
                 pause_ms,
-                "new backup joined: a follower asked to resume, but {why}: state transfer of the pages that differ, \
-                 {} bytes sent ({} of {} pages)",
+                "new backup joined: a follower asked to resume, but {why}: state transfer of the pages that differ \
+                 ({how}), {} bytes sent ({} of {} pages)",
                 sent.bytes,
                 sent.pages,
                 sent.full_pages
@@ -177,7 +218,7 @@ impl Attacher {
             tracing::info!(
                 follower = id,
                 %addr,
-                exit = at.index,
+                exit = index,
                 epoch,
                 followers,
                 pages = sent.pages,
@@ -185,8 +226,10 @@ impl Attacher {
                 full_pages = sent.full_pages,
                 have_bytes = sent.have_bytes,
                 bytes = sent.bytes,
+                rounds = sent.running_rounds,
+                total_ms,
                 pause_ms,
-                "new backup joined: state sent, protected again"
+                "new backup joined: state sent ({how}), protected again"
             );
         }
         Ok(())
@@ -262,27 +305,39 @@ fn plan(request: AttachRequest, now: u64, backlog: &Backlog) -> Plan {
     }
 }
 
+/// A primary's join port: its hello is this machine's in the group's epoch, it turns
+/// followers away while the group is full, and the vCPU attaches each at its next exit.
+struct VmJoins {
+    machine: LogHeader,
+    group: Arc<Group>,
+    events: Sender<VmEvent>,
+}
+
+impl handshake::JoinPolicy for VmJoins {
+    fn local(&self) -> Hello {
+        hello(Role::Primary, &self.machine, self.group.epoch(), self.group.scope().name())
+    }
+
+    fn refusal(&self) -> Option<String> {
+        self.group.refuse_follower()
+    }
+
+    fn paired(&self, conn: Channel, request: AttachRequest) -> bool {
+        self.events.send(VmEvent::Attach(Attaching::Asked { conn, request })).is_ok()
+    }
+}
+
 /// Starts `join-listen` on `listener`: pairs followers (refusing them while the group
-/// is full) and hands each to the vCPU, which attaches it at its next exit.
+/// is full) and hands each to the vCPU (as [`VmEvent::Attach`]), which attaches it at
+/// its next exit.
 pub fn spawn_listener(
     listener: TcpListener,
+    security: Security,
     machine: LogHeader,
     group: Arc<Group>,
     events: Sender<VmEvent>,
 ) -> std::io::Result<()> {
-    std::thread::Builder::new().name("join-listen".into()).spawn(move || loop {
-        let local = || hello(Role::Primary, &machine, group.epoch());
-        let refuse = || group.refuse_follower();
-        match handshake::accept_backup(&listener, &local, &refuse) {
-            Ok((conn, request)) => {
-                if events.send(VmEvent::Attach(Attaching { conn, request })).is_err() {
-                    return; // the VM has stopped
-                }
-            }
-            Err(e) => tracing::warn!("join: {e}"),
-        }
-    })?;
-    Ok(())
+    handshake::serve_joins(listener, security, Arc::new(VmJoins { machine, group, events }))
 }
 
 #[cfg(test)]

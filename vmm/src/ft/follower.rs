@@ -24,6 +24,7 @@ use super::flow::ProgressWatch;
 use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::host::tls::{Channel, Security};
 use crate::vm::machine::AtExit;
 use crate::vm::replayer::{RecordSource, ReplayError};
 use crate::vm::snapshot;
@@ -32,7 +33,6 @@ use logging_channel::channel::{self, Ack, AttachReply, AttachRequest, Hello, Mes
 use logging_channel::codec::{self, Sequencer};
 use logging_channel::Record;
 use std::io::ErrorKind;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -78,7 +78,7 @@ pub struct Upstream {
     pub primary_epoch: AtomicU64,
     /// A reconnection on which the primary sends a new state (a resume was not
     /// possible): the vCPU restores it once it has replayed what it holds.
-    pub restart: Mutex<Option<TcpStream>>,
+    pub restart: Mutex<Option<Channel>>,
     /// With `--data-dir`: the disk every received record is appended to (`ft::recovery`).
     pub persist: OnceLock<Arc<Persist>>,
 }
@@ -130,7 +130,7 @@ impl Upstream {
     }
 
     /// The connection a new state arrives on, if the primary is sending one.
-    pub fn take_restart(&self) -> Option<TcpStream> {
+    pub fn take_restart(&self) -> Option<Channel> {
         self.restart.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
@@ -162,6 +162,10 @@ pub struct Reconnect {
     pub hello: Hello,
     /// How long to keep trying one primary (`--reconnect-secs`).
     pub within: Duration,
+    /// The group's name, learned from whichever primary it joins.
+    pub scope: Arc<crate::host::scope::Scope>,
+    /// How the connection is locked (TLS, or `--insecure`).
+    pub security: Security,
 }
 
 /// Where a follower whose primary is gone goes.
@@ -184,9 +188,9 @@ enum Ended {
 /// What a reconnection got.
 enum Resumed {
     /// Records after this follower's position follow on it.
-    Log(TcpStream),
+    Log(Channel),
     /// A state follows on it; the primary said why.
-    State(TcpStream, String),
+    State(Channel, String),
 }
 
 /// The replaying vCPU's end of the stream.
@@ -232,7 +236,7 @@ pub fn start(
                             "the connection to the primary broke: {why}; reconnecting for up to {} s",
                             r.within.as_secs()
                         );
-                        resume(addr, &r.hello, r.within, &upstream, &seq)
+                        resume(addr, r, &r.hello, &upstream, &seq)
                             .map_err(|e| format!("{why}; reconnecting failed: {e}"))
                     }
                     Rejoin::Elect(elector) => {
@@ -280,7 +284,7 @@ fn rejoin_group(elector: &Elector, r: &Reconnect, upstream: &Upstream, seq: &Seq
             Next::Follow { member, join, epoch } => {
                 // Its hello carries the epoch it follows: a primary of an older one is refused.
                 let hello = Hello { epoch, ..r.hello };
-                match resume(&join, &hello, r.within, upstream, seq) {
+                match resume(&join, r, &hello, upstream, seq) {
                     Ok(resumed) => {
                         upstream.primary_epoch.store(epoch, Ordering::SeqCst);
                         elector.following(member);
@@ -297,14 +301,15 @@ fn rejoin_group(elector: &Elector, r: &Reconnect, upstream: &Upstream, seq: &Seq
 /// Asks the primary at `addr` to resume the log after the exit this follower holds through.
 fn resume(
     addr: &str,
+    r: &Reconnect,
     hello: &Hello,
-    within: Duration,
     upstream: &Upstream,
     seq: &Sequencer,
 ) -> Result<Resumed, ReplicationError> {
     let p = seq.covered_through().unwrap_or(0);
     let request = AttachRequest::Resume { epoch: upstream.log_position().epoch, exit_index: p };
-    let (stream, reply) = handshake::connect_primary(addr, hello, within, request, OnRefused::GiveUp)?;
+    let (stream, reply) =
+        handshake::connect_primary(addr, hello, r.within, request, OnRefused::GiveUp, &r.scope, &r.security)?;
     match reply {
         AttachReply::Resume { from, through } if from == p => {
             tracing::info!(from, through, "resumed the log from the primary's backlog: no state transfer");
@@ -323,7 +328,7 @@ fn resume(
 /// state the primary sends on `conn` into the VM at `at`, and starts `log-rx` on it again.
 /// Returns the exit the state was taken at and the new stream.
 pub fn restore(
-    mut conn: TcpStream,
+    mut conn: Channel,
     at: AtExit<'_>,
     timing: Timing,
     upstream: Arc<Upstream>,
@@ -427,6 +432,13 @@ fn receive(
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Err(format!("no log traffic for {} ms", timing.failover_timeout.as_millis()))
+            }
+            // TLS refused bytes that were changed on the way (or are not TLS): like a
+            // corrupt frame, nothing of them reached the VM, and this follower must not
+            // go live on a stream that someone tampers with.
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                state.corrupt.store(true, Ordering::SeqCst);
+                return Ok(format!("log stream failed the TLS integrity check: {e}"));
             }
             Err(e) => return Err(format!("reading the log failed: {e}")),
         };

@@ -15,16 +15,15 @@
 //! alive behind a partition and about to go live) or when a follower goes live.
 //! With an arbiter it must first win the claim for the current epoch; the loser
 //! halts. The epoch then moves on, so the next claim is a fresh one.
-use super::election::elector::{Elector, LocalView};
-use super::election::rules::LogPosition;
+use super::election::elector::Elector;
 use super::follower::Upstream;
 use super::output_rule::{self, Position, ReplicationMode};
 use crate::host::arbiter::Arbiter;
-use crate::host::status::{GroupReport, Stats};
+use crate::host::scope::Scope;
+use crate::host::status::Stats;
 use crate::vm::live::VmEvent;
 use crossbeam_channel::Sender;
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use witness_hold::{WitnessHold, WitnessState};
@@ -88,6 +87,8 @@ pub struct GroupConfig {
     pub max_followers: usize,
     /// Decides who goes on alone; without one, a partition can cause split brain.
     pub arbiter: Option<Arc<dyn Arbiter>>,
+    /// The group's name: the scope of its arbiter claims (and witness record).
+    pub scope: Arc<Scope>,
     /// A replica group's election (`ftvmm replica`), which then decides instead of the
     /// arbiter: output waits for a majority, and a primary that loses it steps down.
     pub election: Option<Election>,
@@ -180,8 +181,15 @@ impl Group {
         self.config.arbiter.as_ref()
     }
 
-    /// A primary must not start in an epoch that another member already went on
-    /// alone in: it would be a second primary for the same service.
+    /// The group's name.
+    pub fn scope(&self) -> &Arc<Scope> {
+        &self.config.scope
+    }
+
+    /// A primary must not start in an epoch that another member of its group already
+    /// went on alone in: it would be a second primary for the same group. Only a group
+    /// named with `--group-name` can have claims when its primary starts: a made-up name
+    /// is new, so an old deployment's claims never block a new one.
     pub fn refuse_if_stale(&self) -> Result<(), String> {
         if self.config.election.is_some() {
             return Ok(()); // it was elected
@@ -190,15 +198,44 @@ impl Group {
             tracing::warn!("no --arbiter: if the link to a follower is cut, both sides may go on alone (split brain)");
             return Ok(());
         };
-        match arbiter.latest_claim() {
+        let group = self.config.scope.name();
+        tracing::info!(group = %group, arbiter = %arbiter.describe(), "arbiter claims are scoped by the group name");
+        match arbiter.latest_claim(group.as_str()) {
             Ok(Some(epoch)) if epoch >= FIRST_EPOCH => Err(format!(
-                "the arbiter ({}) records that a member went on alone in epoch {epoch}: this primary's state is \
-                 stale and it must not serve. Join the current primary as a follower instead, or clear the \
-                 arbiter for a new deployment.",
+                "the arbiter ({}) records that a member of group {group} went on alone in epoch {epoch}: this \
+                 primary's state is stale and it must not serve. Join the current primary as a follower instead; \
+                 a new deployment needs no --group-name (or a new one)",
                 arbiter.describe()
             )),
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.warn_of_older_groups(arbiter.as_ref());
+                Ok(())
+            }
             Err(e) => Err(format!("cannot consult the arbiter: {e}")),
+        }
+    }
+
+    /// A primary that made its group's name up is a new deployment, which no old claim
+    /// blocks; but if the arbiter shows an older group of the same guest address whose
+    /// member went on alone, that VM may still be serving at the address: say so.
+    fn warn_of_older_groups(&self, arbiter: &dyn Arbiter) {
+        let name = self.config.scope.name();
+        let Some((guest, _)) = name.as_str().rsplit_once('-') else { return };
+        let Ok(listing) = crate::host::records::list(&arbiter.location()) else { return };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        for (group, records) in listing.iter().filter(|(g, _)| g.as_str() != name.as_str()) {
+            let same_guest = group.rsplit_once('-').is_some_and(|(g, _)| g == guest);
+            if let (true, Some(last)) = (same_guest, records.claims.last()) {
+                tracing::warn!(
+                    other_group = %group,
+                    "the arbiter holds claims of an older group of this guest address ({group}: epoch {}, {} ago, \
+                     by {}): this primary starts a new group; if that group's VM still serves, two VMs now answer \
+                     at {guest} (give every member of a deployment the same --group-name to have the arbiter refuse)",
+                    last.epoch,
+                    crate::host::records::age(last.at_unix, now),
+                    last.holder
+                );
+            }
         }
     }
 
@@ -310,7 +347,7 @@ impl Group {
         }
         if followers.is_empty() {
             self.repl_status.store(0, Ordering::SeqCst);
-            tracing::warn!("no follower left: this primary now runs UNPROTECTED");
+            tracing::warn!("{}", self.alone_message());
         }
         drop(followers);
         let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
@@ -367,15 +404,57 @@ impl Group {
         });
     }
 
-    /// With an arbiter, claims the current epoch for `me`; on a win the epoch moves on.
-    /// `Err` says why this member must not go on alone.
+    /// What a primary that just lost its last follower does now, in words: it depends
+    /// on the configuration.
+    fn alone_message(&self) -> String {
+        let Some(e) = &self.config.election else {
+            return "no follower left: this primary now runs UNPROTECTED (output leaves without waiting for anyone; \
+                    a failure of this host now loses the VM)"
+                .into();
+        };
+        if self.halted() {
+            return "no follower left: this replica group primary has halted (see above) and releases nothing more"
+                .into();
+        }
+        if self.followers_needed() == 0 {
+            let why = if self.witness.counts() {
+                "it won the witness's vote and goes on alone"
+            } else {
+                "no follower is needed for a majority"
+            };
+            return format!(
+                "no follower left: this replica group primary runs UNPROTECTED ({why}) until a follower joins"
+            );
+        }
+        let output = match self.config.mode {
+            ReplicationMode::Async => "its output still leaves (async)",
+            _ => "it HOLDS all output (nothing leaves that a majority lacks)",
+        };
+        format!(
+            "no follower left: this replica group primary has no majority: {output}, and it steps down in {} ms \
+             unless a follower comes back",
+            e.step_down_after.as_millis()
+        )
+    }
+
+    /// With an arbiter, claims the current epoch of this group for `me`; on a win the
+    /// epoch moves on. `Err` says why this member must not go on alone.
     fn go_on_alone(&self, me: &str) -> Result<(), String> {
         let epoch = self.epoch();
         if let Some(arbiter) = &self.config.arbiter {
-            match arbiter.claim(epoch, me) {
-                Ok(true) => tracing::info!(epoch, arbiter = %arbiter.describe(), "won the arbiter: going on alone"),
+            let group = self.config.scope.name();
+            if group.is_none() {
+                return Err("this member does not know its group's name yet, so it cannot claim the arbiter".into());
+            }
+            let me = format!("{me} pid {} on {}", std::process::id(), report::hostname());
+            match arbiter.claim(group.as_str(), epoch, &me) {
+                Ok(true) => {
+                    tracing::info!(epoch, group = %group, arbiter = %arbiter.describe(), "won the arbiter: going on alone")
+                }
                 Ok(false) => return Err(format!("another member won the arbiter for epoch {epoch} and is live")),
-                Err(e) => return Err(format!("cannot reach the arbiter ({e})")),
+                Err(e) => {
+                    return Err(format!("cannot reach the arbiter ({e}); taking that as a lost claim, the safe choice"))
+                }
             }
         }
         self.epoch.store(epoch + 1, Ordering::SeqCst);
@@ -504,88 +583,7 @@ impl Group {
     }
 }
 
-impl LocalView for Group {
-    fn position(&self) -> LogPosition {
-        match self.upstream() {
-            Some((up, _)) => up.log_position(),
-            // A primary's log is its epoch's through what it released (at least); before
-            // it has a VM, it has nothing.
-            None if self.epoch.load(Ordering::SeqCst) > FIRST_EPOCH || self.released() > 0 => {
-                LogPosition { epoch: self.epoch.load(Ordering::SeqCst), exit: self.released() }
-            }
-            None => LogPosition::default(),
-        }
-    }
-
-    fn hears_primary(&self) -> bool {
-        self.upstream().is_some_and(|(up, _)| up.alive.load(Ordering::SeqCst))
-    }
-}
-
-impl GroupReport for Group {
-    fn epoch(&self) -> u64 {
-        Group::epoch(self)
-    }
-
-    fn protected(&self) -> bool {
-        match self.upstream() {
-            Some((up, _)) => up.alive.load(Ordering::SeqCst),
-            None => !self.halted() && self.follower_count() > 0,
-        }
-    }
-
-    fn positions(&self) -> (u64, u64) {
-        if let Some((up, _)) = self.upstream() {
-            return (up.received_through.load(Ordering::SeqCst), up.replayed_through.load(Ordering::SeqCst));
-        }
-        let followers = self.lock();
-        let acked = followers.iter().map(|f| f.acked()).min().unwrap_or(0);
-        let replayed = followers.iter().map(|f| f.replayed()).min().unwrap_or(0);
-        (acked, replayed)
-    }
-
-    fn peer(&self) -> String {
-        if let Some((_, addr)) = self.upstream() {
-            return addr;
-        }
-        self.lock().iter().map(|f| f.addr.as_str()).collect::<Vec<_>>().join(",")
-    }
-
-    fn json_fields(&self, exit_index: u64) -> String {
-        let sync = self.synchronous.load(Ordering::SeqCst);
-        let mut out = match &self.config.election {
-            Some(e) => e.elector.json_fields(),
-            None => String::new(),
-        };
-        let _ = write!(out, "\"replication\":\"{}\",\"followers\":[", self.config.mode);
-        let live = self.lock().clone();
-        let dropped: Vec<_> = self.dropped.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
-        for (i, f) in live.iter().chain(dropped.iter()).enumerate() {
-            let mode = match self.config.mode {
-                ReplicationMode::Async => "async",
-                ReplicationMode::SemiSync if f.id != sync => "async",
-                ReplicationMode::Quorum(_) => "quorum",
-                _ => "sync",
-            };
-            let _ = write!(
-                out,
-                "{}{{\"id\":{},\"addr\":\"{}\",\"mode\":\"{mode}\",\"state\":\"{}\",\"joined_at\":{},\
-                 \"acked_through\":{},\"replayed_through\":{},\"lag_exits\":{},\"log_bytes\":{}}}",
-                if i == 0 { "" } else { "," },
-                f.id,
-                f.addr,
-                f.state(exit_index),
-                f.joined_at,
-                f.acked(),
-                f.replayed(),
-                if f.is_dropped() { 0 } else { exit_index.saturating_sub(f.replayed()) },
-                f.log_bytes.load(Ordering::Relaxed),
-            );
-        }
-        out.push_str("],");
-        out
-    }
-}
+mod report;
 
 #[cfg(test)]
 mod tests;

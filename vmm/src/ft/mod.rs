@@ -18,6 +18,7 @@
 //! - [`handshake`]: pairing a follower with a primary;
 //! - [`follower`]: a follower's `log-rx` and what it knows of its primary ([`follower::Upstream`]);
 //! - [`backlog`]: the recent log a reconnecting follower resumes from, pure;
+//! - [`catchup`]: a follower's catch-up progress (exits behind, rate), as log lines;
 //! - [`disklog`]: a follower's log on its own disk (`--data-dir`), and reading it back;
 //! - [`election`]: the replica group's election (votes, the witness, the peer port);
 //! - [`group`]: **the one owner** of the epoch, the followers and their positions, and the arbiter;
@@ -32,6 +33,7 @@
 //! - `sabotage`: a test-only broken Output Rule for the fault campaign (debug builds only).
 pub mod attach;
 pub mod backlog;
+pub mod catchup;
 pub mod disklog;
 pub mod election;
 pub mod flow;
@@ -77,6 +79,9 @@ pub struct Timing {
     /// How long a follower whose connection broke tries to reconnect and resume before
     /// it takes its primary for dead (zero: it does not try).
     pub reconnect: Duration,
+    /// A state transfer to a running VM copies memory while it runs, pausing it only
+    /// for the last round (`--precopy on`, the default); off, it stops for the whole copy.
+    pub precopy: bool,
 }
 
 /// Why replication could not be set up.
@@ -107,11 +112,13 @@ pub enum ReplicationError {
     Attach(String),
     #[error("refusing to start: {0}")]
     Stale(String),
+    #[error("{0}")]
+    Tls(#[from] crate::host::tls::TlsError),
     #[error("state transfer failed: {0}")]
     Snapshot(#[from] crate::vm::snapshot::SnapshotError),
 }
 
-/// A byte stream with a read timeout that can be closed: the TCP connection
+/// A byte stream with a read timeout that can be closed: the connection ([`Channel`](crate::host::tls::Channel), TLS or clear)
 /// between a primary and a follower, or `logging_channel::pipe` in tests.
 pub trait Link: std::io::Read + std::io::Write {
     /// Reads wait at most this long (`None`: forever).
@@ -120,9 +127,9 @@ pub trait Link: std::io::Read + std::io::Write {
     fn close(&mut self);
 }
 
-impl Link for std::net::TcpStream {
+impl Link for crate::host::tls::Channel {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
-        std::net::TcpStream::set_read_timeout(self, timeout)
+        crate::host::tls::Channel::set_read_timeout(self, timeout)
     }
 
     fn close(&mut self) {

@@ -138,6 +138,35 @@ pub fn start(
     Ok(persist)
 }
 
+/// Starts the disk of a VM that boots here as the primary (`--data-dir` on a primary, or
+/// on a replica member elected at boot): a new history from exit 0 — whatever the
+/// directory held is of another run — with its own log and checkpoints, in `group`'s
+/// epoch, so that if it is restarted later, as a follower, it rejoins from there.
+pub fn start_primary(
+    d: &DataDir,
+    machine: &mut Machine,
+    group: &Arc<super::group::Group>,
+) -> Result<Arc<Persist>, ReplicationError> {
+    let failed = |e: String| ReplicationError::Attach(format!("--data-dir {}: {e}", d.dir.display()));
+    let disk = DiskLog::open(&d.dir, machine.header, 0, d.fsync).map_err(|e| failed(e.to_string()))?;
+    let prune = Arc::downgrade(&disk);
+    let on_commit = Box::new(move |keep_from| {
+        if let Some(disk) = prune.upgrade() {
+            disk.prune(keep_from);
+        }
+    });
+    let g = Arc::downgrade(group);
+    let checkpointer = Checkpointer::new(&d.dir, machine.header, d.checkpoint_every, on_commit)
+        .map_err(|e| failed(e.to_string()))?
+        .with_epoch(Box::new(move || g.upgrade().map_or(0, |g| g.epoch())));
+    let persist =
+        Arc::new(Persist { disk, checkpoints: Arc::new(Mutex::new(checkpointer)), prepared: Mutex::new(None) });
+    persist
+        .new_history(0, group.epoch(), &mut machine.vcpu, &machine.mem, &machine.buses.mmio)
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(persist)
+}
+
 /// How a restarted follower asks its primary for what comes after its disk.
 pub struct RestartPlan {
     /// The primary's address.
@@ -154,6 +183,10 @@ pub struct RestartPlan {
     pub reconnect: Option<Reconnect>,
     /// The VM's memory, to hash while the vCPU waits for the primary's answer.
     pub mem: GuestMemoryMmap,
+    /// The group's name, learned from the primary.
+    pub scope: Arc<crate::host::scope::Scope>,
+    /// How the connection is locked.
+    pub security: crate::host::tls::Security,
 }
 
 /// The replaying vCPU's records for a follower restarted on its data directory: the
@@ -204,8 +237,15 @@ fn connect(
     upstream: &Arc<Upstream>,
 ) -> Result<Option<StreamSource>, ReplicationError> {
     let t0 = Instant::now();
-    let (stream, reply) =
-        handshake::connect_primary(&plan.addr, &plan.hello, plan.within, plan.request, OnRefused::Retry)?;
+    let (stream, reply) = handshake::connect_primary(
+        &plan.addr,
+        &plan.hello,
+        plan.within,
+        plan.request,
+        OnRefused::Retry,
+        &plan.scope,
+        &plan.security,
+    )?;
     match reply {
         AttachReply::Resume { from, through } if from == position => {
             tracing::info!(

@@ -300,7 +300,13 @@ mod tests {
     fn gated_primary() -> (Arc<Group>, Arc<crate::ft::group::Follower>) {
         use crate::ft::group::GroupConfig;
         use crate::ft::output_rule::ReplicationMode;
-        let config = GroupConfig { mode: ReplicationMode::Sync, max_followers: 4, arbiter: None, election: None };
+        let config = GroupConfig {
+            mode: ReplicationMode::Sync,
+            max_followers: 4,
+            arbiter: None,
+            scope: Default::default(),
+            election: None,
+        };
         let (events, _) = unbounded();
         let group =
             Group::new(config, Stats::new(Role::Primary), Arc::new(std::sync::atomic::AtomicU64::new(0)), events);

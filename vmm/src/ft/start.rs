@@ -16,8 +16,8 @@ use super::stream::{Fanout, GroupSink};
 use super::takeover::{MirroredTap, Takeover};
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::host::tls::Security;
 use crate::vm::checkpoint::SharedCheckpointer;
-use crate::vm::driver::Attaching;
 use crate::vm::live::{LiveDriver, VmEvent};
 use crate::vm::machine::Machine;
 use crate::vm::pagediff;
@@ -41,6 +41,8 @@ pub struct Services {
     pub timing: Timing,
     /// A follower's `--data-dir`: where it keeps its log and checkpoints.
     pub data_dir: Option<DataDir>,
+    /// How replication connections are locked (TLS, or `--insecure`).
+    pub security: Security,
 }
 
 /// A member ready to boot.
@@ -61,7 +63,6 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
     let listener = handshake::listen(listen)?;
     tracing::info!(%listen, replication = %s.group.mode(), "primary waiting for its first follower");
     let header = machine.header;
-    let local = || hello(Role::Primary, &header, s.group.epoch());
     let fanout = Fanout::new(Backlog::new(s.timing.backlog_bytes, 0, s.group.epoch()));
     let attacher = Attacher {
         group: s.group.clone(),
@@ -70,7 +71,15 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         stats: s.stats.clone(),
         timing: s.timing,
         tick_hz: header.tick_hz,
+        events: s.events_tx.clone(),
+        precopying: Default::default(),
     };
+    // Joins are paired on their own threads from the start (a silent peer delays no
+    // one), and reach the VM's events; before boot, they are taken from there.
+    attach::spawn_listener(listener, s.security.clone(), header, s.group.clone(), s.events_tx.clone())
+        .map_err(|e| ReplicationError::Thread("join-listen", e))?;
+    // Other events that come meanwhile (frames, a stop) wait for the VM, in order.
+    let mut early = Vec::new();
     // A follower of an earlier run may ask to resume here: it is refused (nothing has been
     // logged yet), and the primary goes on waiting for a first follower it can attach.
     loop {
@@ -78,37 +87,39 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         // leads a later epoch (it won its own before that member's election, say): it has
         // released nothing, and two primaries must not both wait for followers.
         if let Some(e) = s.group.elector() {
-            while !readable(&listener, Duration::from_millis(50)) {
-                if let Some(why) = e.superseded(s.group.epoch()) {
-                    s.group.halt(why.clone());
-                    return Err(ReplicationError::Stale(why));
-                }
+            if let Some(why) = e.superseded(s.group.epoch()) {
+                s.group.halt(why.clone());
+                return Err(ReplicationError::Stale(why));
             }
         }
-        let (conn, request) = handshake::accept_backup(&listener, &local, &|| None)?;
-        match attacher.attach(Attaching { conn, request }, machine.at_exit(0)) {
+        let attaching = match s.events.recv_timeout(Duration::from_millis(50)) {
+            Ok(VmEvent::Attach(a)) => a,
+            Ok(other) => {
+                early.push(other);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        match attacher.attach(attaching, machine.at_exit(0)) {
             Ok(()) => break,
             Err(ReplicationError::Attach(why)) => tracing::warn!("{why}; still waiting for a first follower"),
             Err(e) => return Err(e),
         }
     }
+    for event in early {
+        let _ = s.events_tx.send(event);
+    }
     s.releaser.set_policy(Policy::Primary(s.group.clone()));
-    attach::spawn_listener(listener, header, s.group.clone(), s.events_tx.clone())
-        .map_err(|e| ReplicationError::Thread("join-listen", e))?;
-    let sink = GroupSink::new(fanout, s.group.clone(), s.stats.clone());
-    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events);
+    // Its own log and checkpoints, so that restarted later (as a follower) it rejoins from them.
+    let persist = match &s.data_dir {
+        Some(d) => Some(recovery::start_primary(d, machine, &s.group)?),
+        None => None,
+    };
+    let sink =
+        GroupSink::new(fanout, s.group.clone(), s.stats.clone()).with_disk(persist.as_ref().map(|p| p.disk.clone()));
+    let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events)
+        .with_checkpoints(persist.map(|p| p.checkpoints.clone()));
     Ok(Started { driver: Driver::Live(live), first_index: 0, attacher: Some(attacher), takeover: None, upstream: None })
-}
-
-/// Whether `listener` has a connection waiting, within `wait`.
-fn readable(listener: &std::net::TcpListener, wait: Duration) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut fd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one pollfd that lives on this stack frame for the call; the fd is the
-    // listener's, open for the call's duration.
-    let n = unsafe { libc::poll(&mut fd, 1, ms) };
-    n > 0
 }
 
 /// How a follower goes live, besides what [`Services`] has.
@@ -133,7 +144,10 @@ pub fn replica(
     loop {
         match elector.find_or_win() {
             Next::Lead { epoch } => {
+                // The group's first primary names it (a member that followed knows the name).
+                let name = s.group.scope().create_if_none().map_err(|e| ReplicationError::Attach(e.to_string()))?;
                 s.group.lead(epoch);
+                tracing::info!(group = %name, "group name");
                 tracing::info!(epoch, "this member boots the VM as the primary of epoch {epoch}");
                 return primary(machine, &elector.join_addr(), s);
             }
@@ -145,7 +159,8 @@ pub fn replica(
                     events: s.events.clone(),
                     events_tx: s.events_tx.clone(),
                     timing: s.timing,
-                    data_dir: None,
+                    data_dir: s.data_dir.clone(),
+                    security: s.security.clone(),
                 };
                 let plan = FollowerPlan {
                     tap: plan.tap.clone(),
@@ -184,7 +199,7 @@ pub fn follower(
     s: Services,
     group: Option<(Arc<Elector>, u64)>,
 ) -> Result<Started, ReplicationError> {
-    let local = hello(Role::Backup, &machine.header, group.as_ref().map_or(0, |g| g.1));
+    let local = hello(Role::Backup, &machine.header, group.as_ref().map_or(0, |g| g.1), s.group.scope().introduce());
     let restart = match &s.data_dir {
         Some(d) => recovery::restore(d, machine)?,
         None => Restart::default(),
@@ -208,6 +223,8 @@ pub fn follower(
             stats: s.stats.clone(),
             reconnect: reconnect.clone(),
             mem: machine.mem.clone(),
+            scope: s.group.scope().clone(),
+            security: s.security.clone(),
         };
         let source = recovery::rejoin(plan_rejoin, restart.log.records, upstream.clone())?;
         let checkpoints = Some(persist.checkpoints.clone());
@@ -221,6 +238,8 @@ pub fn follower(
         connect_within,
         AttachRequest::Fresh,
         handshake::OnRefused::Retry,
+        s.group.scope(),
+        &s.security,
     )?;
     if let AttachReply::Resume { .. } = reply {
         return Err(ReplicationError::Handshake("the primary offered a resume to a new follower".into()));
@@ -266,13 +285,21 @@ fn reconnect_plan(
         Some((elector, _)) => {
             upstream.keep_log(s.timing.backlog_bytes, first_index, epoch);
             let _ = upstream.fence.set(elector.fence());
-            Some(Reconnect { to: Rejoin::Elect(elector), hello: local, within: s.timing.failover_timeout })
+            Some(Reconnect {
+                to: Rejoin::Elect(elector),
+                hello: local,
+                within: s.timing.failover_timeout,
+                scope: s.group.scope().clone(),
+                security: s.security.clone(),
+            })
         }
         // A follower whose connection breaks may reconnect and resume (--reconnect-secs).
         None => (!s.timing.reconnect.is_zero()).then(|| Reconnect {
             to: Rejoin::Same(primary_addr.to_string()),
             hello: local,
             within: s.timing.reconnect,
+            scope: s.group.scope().clone(),
+            security: s.security.clone(),
         }),
     }
 }
@@ -305,7 +332,11 @@ fn finish(
         stats: s.stats,
         events: s.events,
         events_tx: s.events_tx,
+        security: s.security,
     };
+    if let Err(e) = super::catchup::watch(Arc::downgrade(&upstream)) {
+        tracing::warn!("cannot start the catch-up thread ({e}); its progress lines are missing");
+    }
     let driver = Driver::Replay(
         ReplayDriver::following(source, upstream.replayed_through.clone())
             .with_checkpoints(checkpoints)

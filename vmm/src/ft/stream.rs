@@ -18,16 +18,18 @@
 //! Every exit's records also go to the [`Backlog`] (followers or not), so that a
 //! follower whose connection broke can resume from it.
 use super::backlog::Backlog;
+use super::disklog::DiskLog;
 use super::flow::{LagGate, ProgressWatch};
 use super::group::{Follower, Group};
 use super::output_rule::ReplicationMode;
 use super::release::SharedReleaser;
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
+use crate::host::tls::Channel;
 use crate::vm::recorder::{LogSink, RecordError};
 use logging_channel::channel::{Message, MessageReader};
 use logging_channel::{codec, Record};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -47,7 +49,7 @@ pub struct FollowerLink {
     wire: Mutex<Wire>,
     /// The same socket, for its timeouts and shutdown without the wire's lock: the vCPU
     /// may hold that lock in a blocked write, which only a shutdown ends at once.
-    control: TcpStream,
+    control: Channel,
     /// The highest exit written to the socket: an ack beyond it is a lie.
     sent_through: AtomicU64,
     stopped: AtomicBool,
@@ -73,7 +75,7 @@ impl FollowerLink {
     /// through the one given.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
-        stream: TcpStream,
+        stream: Channel,
         timing: Timing,
         tick_hz: u32,
         follower: Arc<Follower>,
@@ -414,12 +416,21 @@ pub struct GroupSink {
     group: Arc<Group>,
     stats: Arc<Stats>,
     scratch: Vec<u8>,
+    /// With `--data-dir`: the VM's own log on disk.
+    disk: Option<Arc<DiskLog>>,
 }
 
 impl GroupSink {
     /// A sink over `fanout`'s links and backlog; `group` says the epoch of each exit.
     pub fn new(fanout: Arc<Fanout>, group: Arc<Group>, stats: Arc<Stats>) -> GroupSink {
-        GroupSink { fanout, group, stats, scratch: Vec::with_capacity(4096) }
+        GroupSink { fanout, group, stats, scratch: Vec::with_capacity(4096), disk: None }
+    }
+
+    /// Every record also goes to `disk` (`--data-dir`), as a follower's do: the log a
+    /// primary restarted later as a follower replays from its checkpoint.
+    pub fn with_disk(mut self, disk: Option<Arc<DiskLog>>) -> GroupSink {
+        self.disk = disk;
+        self
     }
 
     fn fan_out(&mut self, records: &[Record]) {
@@ -445,6 +456,12 @@ impl GroupSink {
         }
         for link in &links {
             link.append_encoded(&self.scratch, highest, flush);
+        }
+        if let Some(disk) = &self.disk {
+            // One of the two writes: now and waiting for the disk (--fsync always), or
+            // handed to the disk-log thread (async).
+            disk.append(records, true);
+            disk.append(records, false);
         }
     }
 }

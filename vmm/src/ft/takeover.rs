@@ -59,6 +59,8 @@ pub struct Takeover {
     /// The live VM's events (frames, stop, attach), and where they are sent.
     pub events: Receiver<VmEvent>,
     pub events_tx: Sender<VmEvent>,
+    /// How its followers' connections are locked.
+    pub security: crate::host::tls::Security,
 }
 
 /// A follower that went live: its driver, and how followers attach to it.
@@ -126,8 +128,14 @@ impl Takeover {
             return Ok(Live { driver: LiveDriver::new(self.header.tick_hz, None, self.events), attacher: None });
         };
         let listener = handshake::listen(listen).map_err(|e| stand_down(format!("cannot take followers: {e}")))?;
-        attach::spawn_listener(listener, self.header, self.group.clone(), self.events_tx.clone())
-            .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
+        attach::spawn_listener(
+            listener,
+            self.security.clone(),
+            self.header,
+            self.group.clone(),
+            self.events_tx.clone(),
+        )
+        .map_err(|e| stand_down(format!("cannot start join-listen: {e}")))?;
         tracing::info!(%listen, "live: new followers may join here");
         // Without a kept log, its own starts after the go-live exit: followers of the old
         // primary cannot resume from it (their positions are before its floor) and get the state.
@@ -142,7 +150,11 @@ impl Takeover {
             None => Backlog::new(self.timing.backlog_bytes, last_replayed + 1, self.group.epoch()),
         };
         let fanout = Fanout::new(backlog);
-        let sink: Box<dyn LogSink> = Box::new(GroupSink::new(fanout.clone(), self.group.clone(), self.stats.clone()));
+        // A follower with a data directory goes on writing its log and checkpoints, now its own.
+        let persist = self.upstream.persist.get().cloned();
+        let sink = GroupSink::new(fanout.clone(), self.group.clone(), self.stats.clone())
+            .with_disk(persist.as_ref().map(|p| p.disk.clone()));
+        let sink: Box<dyn LogSink> = Box::new(sink);
         let attacher = Attacher {
             group: self.group,
             fanout,
@@ -150,8 +162,12 @@ impl Takeover {
             stats: self.stats,
             timing: self.timing,
             tick_hz: self.header.tick_hz,
+            events: self.events_tx.clone(),
+            precopying: Default::default(),
         };
-        Ok(Live { driver: LiveDriver::new(self.header.tick_hz, Some(sink), self.events), attacher: Some(attacher) })
+        let driver = LiveDriver::new(self.header.tick_hz, Some(sink), self.events)
+            .with_checkpoints(persist.map(|p| p.checkpoints.clone()));
+        Ok(Live { driver, attacher: Some(attacher) })
     }
 }
 

@@ -6,11 +6,17 @@
 //! one can, and the loser halts. A node that finds an epoch at or after its
 //! own already decided is stale and must not act as primary.
 //!
+//! Every record is scoped by the **group name** (`logging_channel::GroupName`,
+//! `host::scope`): a new deployment has a new name, so an old one's claims
+//! never block or fence it, and several groups share one arbiter.
+//!
 //! - `file:DIR`: a directory on storage both hosts share; the claim for epoch
-//!   N is `DIR/<service>-epoch-N`, created with `O_CREAT|O_EXCL`.
+//!   N is `DIR/<group>-epoch-N`, created with `O_CREAT|O_EXCL`.
 //! - `etcd:URL[,URL...]`: an etcd v3 cluster through its JSON gateway; the
-//!   claim is a transaction that puts `/ftvmm/<service>/epoch/N` only if it
+//!   claim is a transaction that puts `/ftvmm/<group>/epoch/N` only if it
 //!   was never created.
+//!
+//! A claim holds `<holder>\nclaimed_at_unix <secs>\n`, for `ftvmm arbiter list`.
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use std::io::{ErrorKind, Read, Write};
@@ -20,7 +26,7 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArbiterError {
-    #[error("--arbiter {0:?} must be file:DIR or etcd:http://HOST:PORT[,http://HOST:PORT...]")]
+    #[error("{0:?} must be file:DIR or etcd:http://HOST:PORT[,http://HOST:PORT...]")]
     Spec(String),
     #[error("the file arbiter at {path} is unusable: {source}")]
     File {
@@ -28,43 +34,101 @@ pub enum ArbiterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("no etcd endpoint answered ({0}); treating the claim as lost, which is the safe choice")]
+    #[error("the directory {0} does not exist: is the shared storage mounted, and is this the --arbiter/--witness the members use?")]
+    NoDir(String),
+    #[error("no etcd endpoint answered ({0}): is etcd running there, and reachable from this host?")]
     Unreachable(String),
     #[error("etcd answered something unexpected: {0}")]
     Protocol(String),
 }
 
-/// An atomic test-and-set per epoch.
-pub trait Arbiter: Send + Sync {
-    /// Tries to claim `epoch` for `me`. `Ok(true)`: this node won and may go on alone.
-    fn claim(&self, epoch: u64, me: &str) -> Result<bool, ArbiterError>;
-    /// The highest epoch anyone has claimed, if any.
-    fn latest_claim(&self) -> Result<Option<u64>, ArbiterError>;
-    fn describe(&self) -> String;
+/// Where arbiter claims and witness records live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A directory on storage the hosts share.
+    File(PathBuf),
+    /// An etcd cluster's JSON gateways.
+    Etcd(Vec<SocketAddr>),
 }
 
-/// Parses `--arbiter`. `service` names the replicated VM (its guest address), so
-/// several pairs can share one arbiter.
-pub fn from_spec(spec: &str, service: &str) -> Result<Box<dyn Arbiter>, ArbiterError> {
-    if let Some(dir) = spec.strip_prefix("file:") {
-        if dir.is_empty() {
-            return Err(ArbiterError::Spec(spec.into()));
+impl Location {
+    /// Parses `file:DIR` or `etcd:URL[,URL...]`.
+    pub fn parse(spec: &str) -> Result<Location, ArbiterError> {
+        if let Some(dir) = spec.strip_prefix("file:").filter(|d| !d.is_empty()) {
+            return Ok(Location::File(PathBuf::from(dir)));
         }
-        let dir = PathBuf::from(dir);
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| ArbiterError::File { path: dir.display().to_string(), source })?;
-        return Ok(Box::new(FileArbiter { dir, service: service.to_string() }));
-    }
-    if let Some(list) = spec.strip_prefix("etcd:") {
-        let endpoints = list.split(',').map(parse_endpoint).collect::<Option<Vec<_>>>();
-        return match endpoints {
-            Some(endpoints) if !endpoints.is_empty() => {
-                Ok(Box::new(EtcdArbiter { endpoints, service: service.into() }))
+        if let Some(list) = spec.strip_prefix("etcd:") {
+            let endpoints = list.split(',').map(parse_endpoint).collect::<Option<Vec<_>>>();
+            if let Some(endpoints) = endpoints.filter(|e| !e.is_empty()) {
+                return Ok(Location::Etcd(endpoints));
             }
-            _ => Err(ArbiterError::Spec(spec.into())),
-        };
+        }
+        Err(ArbiterError::Spec(spec.into()))
     }
-    Err(ArbiterError::Spec(spec.into()))
+
+    /// As the flag would say it.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::File(dir) => format!("file:{}", dir.display()),
+            Location::Etcd(eps) => {
+                let eps: Vec<String> = eps.iter().map(|e| format!("http://{e}")).collect();
+                format!("etcd:{}", eps.join(","))
+            }
+        }
+    }
+
+    /// Creates a file location's directory (members do; `ftvmm arbiter` does not).
+    pub fn create(&self) -> Result<(), ArbiterError> {
+        if let Location::File(dir) = self {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| ArbiterError::File { path: dir.display().to_string(), source })?;
+        }
+        Ok(())
+    }
+}
+
+/// The file of group `group`'s claim for `epoch`.
+pub(crate) fn claim_file(group: &str, epoch: u64) -> String {
+    format!("{group}{CLAIM_FILE_INFIX}{epoch}")
+}
+
+/// Between the group name and the epoch in a claim file's name.
+pub(crate) const CLAIM_FILE_INFIX: &str = "-epoch-";
+
+/// Where every etcd key of ftvmm starts.
+pub(crate) const ETCD_ROOT: &str = "/ftvmm/";
+
+/// The etcd key of group `group`'s claim for `epoch` (zero-padded, so keys sort by epoch).
+pub(crate) fn claim_key(group: &str, epoch: u64) -> String {
+    format!("{ETCD_ROOT}{group}/epoch/{epoch:020}")
+}
+
+/// What a claim records: who won it and when.
+pub(crate) fn claim_value(me: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{me}\nclaimed_at_unix {}\n", now.as_secs())
+}
+
+/// An atomic test-and-set per group and epoch.
+pub trait Arbiter: Send + Sync {
+    /// Tries to claim `epoch` of `group` for `me`. `Ok(true)`: this node won and may go on alone.
+    fn claim(&self, group: &str, epoch: u64, me: &str) -> Result<bool, ArbiterError>;
+    /// The highest epoch anyone has claimed in `group`, if any.
+    fn latest_claim(&self, group: &str) -> Result<Option<u64>, ArbiterError>;
+    /// Where it is, as the flag says it.
+    fn describe(&self) -> String;
+    /// Where it is, to list what it holds (`host::records`).
+    fn location(&self) -> Location;
+}
+
+/// Parses `--arbiter` and creates a file arbiter's directory.
+pub fn from_spec(spec: &str) -> Result<Box<dyn Arbiter>, ArbiterError> {
+    let location = Location::parse(spec)?;
+    location.create()?;
+    Ok(match location {
+        Location::File(dir) => Box::new(FileArbiter { dir }),
+        Location::Etcd(endpoints) => Box::new(EtcdArbiter { endpoints }),
+    })
 }
 
 pub(crate) fn parse_endpoint(url: &str) -> Option<SocketAddr> {
@@ -73,22 +137,15 @@ pub(crate) fn parse_endpoint(url: &str) -> Option<SocketAddr> {
 
 pub struct FileArbiter {
     dir: PathBuf,
-    service: String,
-}
-
-impl FileArbiter {
-    fn prefix(&self) -> String {
-        format!("{}-epoch-", self.service)
-    }
 }
 
 impl Arbiter for FileArbiter {
-    fn claim(&self, epoch: u64, me: &str) -> Result<bool, ArbiterError> {
-        let path = self.dir.join(format!("{}{epoch}", self.prefix()));
+    fn claim(&self, group: &str, epoch: u64, me: &str) -> Result<bool, ArbiterError> {
+        let path = self.dir.join(claim_file(group, epoch));
         let err = |source| ArbiterError::File { path: path.display().to_string(), source };
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut f) => {
-                f.write_all(me.as_bytes()).and_then(|()| f.sync_all()).map_err(err)?;
+                f.write_all(claim_value(me).as_bytes()).and_then(|()| f.sync_all()).map_err(err)?;
                 Ok(true)
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
@@ -96,9 +153,9 @@ impl Arbiter for FileArbiter {
         }
     }
 
-    fn latest_claim(&self) -> Result<Option<u64>, ArbiterError> {
+    fn latest_claim(&self, group: &str) -> Result<Option<u64>, ArbiterError> {
         let err = |source| ArbiterError::File { path: self.dir.display().to_string(), source };
-        let prefix = self.prefix();
+        let prefix = format!("{group}{CLAIM_FILE_INFIX}");
         let mut latest = None;
         for entry in std::fs::read_dir(&self.dir).map_err(err)? {
             let name = entry.map_err(err)?.file_name();
@@ -109,22 +166,21 @@ impl Arbiter for FileArbiter {
     }
 
     fn describe(&self) -> String {
-        format!("file:{}", self.dir.display())
+        self.location().describe()
+    }
+
+    fn location(&self) -> Location {
+        Location::File(self.dir.clone())
     }
 }
 
 pub struct EtcdArbiter {
     endpoints: Vec<SocketAddr>,
-    service: String,
 }
 
 const ETCD_TIMEOUT: Duration = Duration::from_millis(800);
 
 impl EtcdArbiter {
-    fn key(&self, epoch: u64) -> String {
-        format!("/ftvmm/{}/epoch/{epoch:020}", self.service)
-    }
-
     fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ArbiterError> {
         etcd_post(&self.endpoints, path, body)
     }
@@ -149,11 +205,11 @@ pub(crate) fn etcd_post(
 }
 
 impl Arbiter for EtcdArbiter {
-    fn claim(&self, epoch: u64, me: &str) -> Result<bool, ArbiterError> {
-        let key = B64.encode(self.key(epoch));
+    fn claim(&self, group: &str, epoch: u64, me: &str) -> Result<bool, ArbiterError> {
+        let key = B64.encode(claim_key(group, epoch));
         let txn = serde_json::json!({
             "compare": [{"key": key, "result": "EQUAL", "target": "CREATE", "create_revision": "0"}],
-            "success": [{"request_put": {"key": key, "value": B64.encode(me)}}],
+            "success": [{"request_put": {"key": key, "value": B64.encode(claim_value(me))}}],
         });
         let reply = self.post("/v3/kv/txn", &txn)?;
         if reply.get("header").is_none() {
@@ -162,13 +218,9 @@ impl Arbiter for EtcdArbiter {
         Ok(reply.get("succeeded").and_then(serde_json::Value::as_bool).unwrap_or(false))
     }
 
-    fn latest_claim(&self) -> Result<Option<u64>, ArbiterError> {
-        let prefix = format!("/ftvmm/{}/epoch/", self.service);
-        let mut end = prefix.clone().into_bytes();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let range = serde_json::json!({"key": B64.encode(&prefix), "range_end": B64.encode(&end), "keys_only": true});
+    fn latest_claim(&self, group: &str) -> Result<Option<u64>, ArbiterError> {
+        let prefix = format!("{ETCD_ROOT}{group}/epoch/");
+        let range = serde_json::json!({"key": B64.encode(&prefix), "range_end": B64.encode(prefix_end(&prefix)), "keys_only": true});
         let reply = self.post("/v3/kv/range", &range)?;
         let kvs = reply.get("kvs").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
         let epochs = kvs.iter().filter_map(|kv| {
@@ -179,9 +231,21 @@ impl Arbiter for EtcdArbiter {
     }
 
     fn describe(&self) -> String {
-        let eps: Vec<String> = self.endpoints.iter().map(|e| format!("http://{e}")).collect();
-        format!("etcd:{}", eps.join(","))
+        self.location().describe()
     }
+
+    fn location(&self) -> Location {
+        Location::Etcd(self.endpoints.clone())
+    }
+}
+
+/// The end of etcd's range of keys that start with `prefix` (its last byte plus one).
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
 }
 
 /// A minimal HTTP/1.1 POST with a JSON body and a JSON answer; etcd is the only peer.
@@ -212,23 +276,27 @@ mod tests {
     fn file_arbiter_lets_exactly_one_claimant_win_each_epoch() {
         let dir = std::env::temp_dir().join(format!("ftvmm-arb-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let a = from_spec(&format!("file:{}", dir.display()), "10.0.0.1").expect("arbiter");
-        let b = from_spec(&format!("file:{}", dir.display()), "10.0.0.1").expect("arbiter");
+        let a = from_spec(&format!("file:{}", dir.display())).expect("arbiter");
+        let b = from_spec(&format!("file:{}", dir.display())).expect("arbiter");
+        let g = "10.0.0.1-0badc0de";
 
-        assert_eq!(a.latest_claim().expect("scan"), None);
-        assert!(a.claim(1, "primary").expect("claim"));
-        assert!(!b.claim(1, "backup").expect("claim"));
-        assert!(b.claim(2, "backup").expect("claim"));
-        assert_eq!(a.latest_claim().expect("scan"), Some(2));
-        let other = from_spec(&format!("file:{}", dir.display()), "10.0.0.9").expect("arbiter");
-        assert_eq!(other.latest_claim().expect("scan"), None, "services do not see each other's claims");
+        assert_eq!(a.latest_claim(g).expect("scan"), None);
+        assert!(a.claim(g, 1, "primary").expect("claim"));
+        assert!(!b.claim(g, 1, "backup").expect("claim"));
+        assert!(b.claim(g, 2, "backup").expect("claim"));
+        assert_eq!(a.latest_claim(g).expect("scan"), Some(2));
+        // Another group, even of the same guest address (a new deployment), starts afresh.
+        assert_eq!(a.latest_claim("10.0.0.1-feedf00d").expect("scan"), None, "groups do not see each other's claims");
+        assert!(b.claim("10.0.0.1-feedf00d", 1, "primary").expect("claim"));
+        // A group whose name is another's prefix is still another group.
+        assert_eq!(a.latest_claim("10.0.0.1").expect("scan"), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn bad_specs_are_refused_with_the_accepted_forms() {
         for bad in ["", "file:", "etcd:", "etcd:nonsense", "zookeeper:x"] {
-            let err = from_spec(bad, "s").err().expect("refused").to_string();
+            let err = from_spec(bad).err().expect("refused").to_string();
             assert!(err.contains("file:DIR or etcd:"), "{err}");
         }
     }
@@ -236,7 +304,7 @@ mod tests {
     #[test]
     fn an_unreachable_etcd_is_an_error_never_a_win() {
         // Port 9 on loopback: nothing listens, so the connection is refused at once.
-        let a = from_spec("etcd:http://127.0.0.1:9", "s").expect("arbiter");
-        assert!(matches!(a.claim(1, "me"), Err(ArbiterError::Unreachable(_))));
+        let a = from_spec("etcd:http://127.0.0.1:9").expect("arbiter");
+        assert!(matches!(a.claim("g", 1, "me"), Err(ArbiterError::Unreachable(_))));
     }
 }

@@ -1,8 +1,9 @@
 //! The host side of a VM: its TAP device, the guest's network configuration,
 //! the arbiter that decides who may go on alone, the register a replica group's
 //! witness keeps its ballot in, the status endpoint (HTTP: status, metrics,
-//! dashboard), CPU pinning, the mirrored input a follower keeps for go-live, and
-//! the frames that tell clients at go-live that an outage is over.
+//! dashboard), CPU pinning, the mirrored input a follower keeps for go-live, the
+//! frames that tell clients at go-live that an outage is over, and the TLS that
+//! locks the replication channels.
 pub mod affinity;
 pub mod arbiter;
 pub mod bind;
@@ -12,6 +13,9 @@ pub mod metrics;
 pub mod mirror;
 pub mod netcfg;
 pub mod nudge;
+pub mod records;
 pub mod register;
+pub mod scope;
 pub mod status;
 pub mod tap;
+pub mod tls;

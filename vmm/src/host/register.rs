@@ -8,13 +8,16 @@
 //! - `etcd:URL[,URL...]`: the key `/ftvmm/<name>/witness`; a swap is a transaction
 //!   that puts the value only if the key's `mod_revision` is still the one read
 //!   (or, for version 0, only if the key was never created).
-use super::arbiter::{etcd_post, parse_endpoint, ArbiterError};
+use super::arbiter::{etcd_post, ArbiterError, Location, ETCD_ROOT};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+
+/// After the group name in a witness file's name (`.lock` and `.tmp` go after it).
+pub(crate) const WITNESS_FILE_SUFFIX: &str = "-witness";
 
 /// The longest value a register holds (a witness ballot is a few dozen bytes).
 pub const MAX_REGISTER_VALUE: usize = 4096;
@@ -33,30 +36,36 @@ pub trait Register: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Parses `file:DIR` or `etcd:URL,...`; `name` scopes the register (the service).
+/// The etcd key of group `group`'s witness record.
+pub(crate) fn witness_key(group: &str) -> String {
+    format!("{ETCD_ROOT}{group}/witness")
+}
+
+/// Parses `file:DIR` or `etcd:URL,...`; `name` scopes the register (the group name).
 pub fn from_spec(spec: &str, name: &str) -> Result<Box<dyn Register>, ArbiterError> {
-    if let Some(dir) = spec.strip_prefix("file:").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| ArbiterError::File { path: dir.display().to_string(), source })?;
-        return Ok(Box::new(FileRegister {
-            path: dir.join(format!("{name}-witness")),
-            lock: dir.join(format!("{name}-witness.lock")),
-        }));
-    }
-    if let Some(list) = spec.strip_prefix("etcd:") {
-        let endpoints = list.split(',').map(parse_endpoint).collect::<Option<Vec<SocketAddr>>>();
-        if let Some(endpoints) = endpoints.filter(|e| !e.is_empty()) {
-            return Ok(Box::new(EtcdRegister { endpoints, key: format!("/ftvmm/{name}/witness") }));
-        }
-    }
-    Err(ArbiterError::Spec(spec.into()))
+    at(&Location::parse(spec)?, name)
+}
+
+/// The register of group `name` at `location` (a file location's directory is created).
+pub fn at(location: &Location, name: &str) -> Result<Box<dyn Register>, ArbiterError> {
+    location.create()?;
+    Ok(match location {
+        Location::File(dir) => Box::new(FileRegister {
+            path: dir.join(format!("{name}{WITNESS_FILE_SUFFIX}")),
+            lock: dir.join(format!("{name}{WITNESS_FILE_SUFFIX}.lock")),
+            // Not `with_extension`: group names hold dots ("10.77.0.10-..."), and two
+            // groups' temporary files must not be one file.
+            tmp: dir.join(format!("{name}{WITNESS_FILE_SUFFIX}.tmp")),
+        }),
+        Location::Etcd(endpoints) => Box::new(EtcdRegister { endpoints: endpoints.clone(), key: witness_key(name) }),
+    })
 }
 
 /// A register in a file on storage the hosts share.
 pub struct FileRegister {
     path: PathBuf,
     lock: PathBuf,
+    tmp: PathBuf,
 }
 
 /// An exclusive `flock`, held while the file is open: released when dropped.
@@ -114,12 +123,12 @@ impl Register for FileRegister {
         if self.read_unlocked()?.1 != version {
             return Ok(false);
         }
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| self.err(e))?;
+        let tmp = &self.tmp;
+        let mut f = std::fs::File::create(tmp).map_err(|e| self.err(e))?;
         f.write_all(format!("version {}\n{value}", version + 1).as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|e| self.err(e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.err(e))?;
+        std::fs::rename(tmp, &self.path).map_err(|e| self.err(e))?;
         if let Some(dir) = self.path.parent() {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| self.err(e))?;
         }
@@ -173,8 +182,7 @@ impl Register for EtcdRegister {
     }
 
     fn describe(&self) -> String {
-        let eps: Vec<String> = self.endpoints.iter().map(|e| format!("http://{e}")).collect();
-        format!("etcd:{}", eps.join(","))
+        Location::Etcd(self.endpoints.clone()).describe()
     }
 }
 

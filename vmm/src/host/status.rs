@@ -290,7 +290,7 @@ impl Stats {
                 "\"outputs_released\":{},\"held_p50_us\":{},\"held_p99_us\":{},\"held_max_us\":{},",
                 "\"log_bytes\":{},\"log_records\":{},\"max_peer_silence_us\":{},\"watchdog_trips\":{},\"vcpu_stalls\":{},",
                 "\"acks\":{},\"failovers\":{},\"state_transfers\":{},\"state_transfer_bytes\":{},\"resumes\":{},",
-                "\"events\":[{}],\"unix_ms\":{},\"last_watchdog\":\"{}\",\"uptime_ms\":{}}}"
+                "\"progress\":{},\"events\":[{}],\"unix_ms\":{},\"last_watchdog\":\"{}\",\"uptime_ms\":{}}}"
             ),
             group_fields,
             Role::name(role),
@@ -316,6 +316,7 @@ impl Stats {
             self.state_transfers.load(Ordering::Relaxed),
             self.state_transfer_bytes.load(Ordering::Relaxed),
             self.resumes.load(Ordering::Relaxed),
+            crate::vm::progress::latest_json(),
             events,
             unix_ms(),
             json_escape(&last_watchdog),

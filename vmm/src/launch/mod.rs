@@ -16,9 +16,9 @@ use crate::ft::start::{self, FollowerPlan, Services, Started};
 use crate::ft::takeover::{announce, MirroredTap};
 use crate::ft::{ReplicationError, Timing};
 use crate::host::affinity::CpuList;
-use crate::host::arbiter::{self, Arbiter};
+use crate::host::arbiter::{self, Arbiter, Location};
 use crate::host::mirror::{GuestAddr, Mirror, MirrorError};
-use crate::host::register;
+use crate::host::scope::{Scope, ScopeError};
 use crate::host::status::{Role, Stats};
 use crate::host::tap::{Tap, TapError};
 use crate::vm::digest;
@@ -68,11 +68,15 @@ pub struct VmOptions {
 }
 
 /// How a primary replicates.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GroupOptions {
     pub timing: Timing,
     pub replication: ReplicationMode,
     pub max_followers: usize,
+    /// `--group-name`: none (the usual case) to make one up (a primary) or learn it.
+    pub name: logging_channel::GroupName,
+    /// How its replication connections are locked (`--tls-dir`, or `--insecure`).
+    pub security: crate::host::tls::Security,
 }
 
 /// Who a replica group member is (`ftvmm replica`).
@@ -97,6 +101,8 @@ pub enum Mode {
     Primary {
         listen: String,
         group: GroupOptions,
+        /// Where it keeps its log and checkpoints (`--data-dir`), for when it follows later.
+        data_dir: Option<DataDir>,
     },
     /// Pair with the primary at `primary`, replay its log, go live if it dies
     /// (and then take followers at `listen`, if given).
@@ -154,6 +160,8 @@ pub enum LaunchError {
     Replication(ReplicationError),
     #[error(transparent)]
     Arbiter(crate::host::arbiter::ArbiterError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
     #[error("cannot serve status on {addr}: {source}")]
     Status {
         addr: String,
@@ -246,6 +254,13 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         crate::host::http::serve(addr, stats.clone())
             .map_err(|source| LaunchError::Status { addr: addr.clone(), source })?;
     }
+    if let Mode::Primary { group, .. } | Mode::Backup { group, .. } | Mode::Replica { group, .. } = mode {
+        if group.security.is_tls() {
+            tracing::info!(security = ?group.security, "replication: TLS 1.3, both sides certified by the group's CA");
+        } else {
+            tracing::warn!("replication: --insecure: in clear and unauthenticated");
+        }
+    }
     let (events_tx, events_rx) = bounded::<VmEvent>(4096);
     let (control_tx, control_rx) = bounded::<Control>(64);
     // A backup opens its TAP only when it goes live (a replica member too: it does not
@@ -259,11 +274,12 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     let mut plain: Option<Driver> = None;
     let service = std::net::Ipv4Addr::from(config.net.ip).to_string();
     let arbiter: Option<Arc<dyn Arbiter>> = match &opts.arbiter {
-        Some(spec) => Some(Arc::from(arbiter::from_spec(spec, &service).map_err(LaunchError::Arbiter)?)),
+        Some(spec) => Some(Arc::from(arbiter::from_spec(spec).map_err(LaunchError::Arbiter)?)),
         None => None,
     };
+    let scope = Arc::new(scope(mode, &service)?);
     let elector = match mode {
-        Mode::Replica { member, group: g } => Some(elector(member, g, &machine.header, &service)?),
+        Mode::Replica { member, group: g } => Some(elector(member, g, &machine.header, &scope)?),
         _ => None,
     };
     let group = |g: &GroupOptions| {
@@ -271,6 +287,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             mode: g.replication,
             max_followers: g.max_followers,
             arbiter: arbiter.clone(),
+            scope: scope.clone(),
             election: elector.clone().map(|elector| Election { elector, step_down_after: g.timing.failover_timeout }),
         };
         Group::new(config, stats.clone(), machine.repl_status.clone(), events_tx.clone())
@@ -283,10 +300,11 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         events_tx: events_tx.clone(),
         timing: g.timing,
         data_dir,
+        security: g.security.clone(),
     };
     let started: Option<Started> = match (mode, replay_log, &elector) {
-        (Mode::Primary { listen, group: g }, _, _) => {
-            let s = services(events_rx.clone(), g, None);
+        (Mode::Primary { listen, group: g, data_dir }, _, _) => {
+            let s = services(events_rx.clone(), g, data_dir.clone());
             Some(start::primary(&mut machine, listen, s).map_err(LaunchError::Replication)?)
         }
         (Mode::Backup { primary, group: g, connect_within, listen, data_dir }, _, _) => {
@@ -304,6 +322,8 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             )
         }
         (Mode::Replica { group: g, .. }, _, Some(elector)) => {
+            // The ballot only: a replica member keeps no log or checkpoints on disk yet
+            // (README, Limits).
             let s = services(events_rx.clone(), g, None);
             elector.start(s.group.clone())?;
             let plan = FollowerPlan {
@@ -406,19 +426,34 @@ fn mirrored_tap(opts: &VmOptions, mode: &Mode, net: NetConfig) -> Result<Option<
     Ok(Some(MirroredTap { tap, mirror }))
 }
 
+/// This member's group name (`host::scope`): a primary starts a new group, a backup
+/// learns its primary's, a replica member keeps the one in its data directory.
+fn scope(mode: &Mode, guest: &str) -> Result<Scope, LaunchError> {
+    Ok(match mode {
+        Mode::Primary { group, .. } if group.name.is_none() => Scope::fresh(guest)?,
+        Mode::Primary { group, .. } | Mode::Backup { group, .. } => Scope::given(group.name),
+        Mode::Replica { member, group } => Scope::stored_in(&member.data_dir, group.name, guest)?,
+        Mode::Run | Mode::Record(_) | Mode::Replay(_) => Scope::unknown(),
+    })
+}
+
 /// A replica group member's elector, from its options.
 fn elector(
     member: &ReplicaOptions,
     g: &GroupOptions,
     machine: &logging_channel::LogHeader,
-    service: &str,
+    scope: &Arc<Scope>,
 ) -> Result<Arc<Elector>, LaunchError> {
     let witness = match &member.witness {
-        Some(spec) => Some(Arc::new(Witness::new(register::from_spec(spec, service).map_err(LaunchError::Arbiter)?))),
+        Some(spec) => {
+            let location = Location::parse(spec).map_err(LaunchError::Arbiter)?;
+            location.create().map_err(LaunchError::Arbiter)?;
+            Some(Arc::new(Witness::new(location, scope.clone())))
+        }
         None => None,
     };
     let me = Rank { id: member.id, priority: member.priority };
-    let membership = Membership::parse(&member.group, me, witness.is_some(), machine)?;
+    let membership = Membership::parse(&member.group, me, witness.is_some(), machine, g.security.clone())?;
     let timing = ElectionTiming::from(g.timing.failover_timeout, g.timing.heartbeat);
     Ok(Elector::new(membership, timing, witness, &member.data_dir)?)
 }

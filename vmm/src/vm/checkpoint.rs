@@ -488,10 +488,11 @@ fn apply_file(
     vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     bus: &mut Bus,
+    progress: &mut crate::vm::progress::Progress,
 ) -> Result<(u64, u64), CheckpointError> {
     let damaged = |source| CheckpointError::Damaged { path: path.display().to_string(), source };
-    snapshot::apply_state(&mut StateReader::new(reader), vcpu, mem, bus, "the file ends before its End frame")
-        .map_err(damaged)
+    let cut = "the file ends before its End frame";
+    snapshot::apply_state(&mut StateReader::new(reader), vcpu, mem, bus, cut, progress).map_err(damaged)
 }
 
 #[cfg(test)]

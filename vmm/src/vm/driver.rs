@@ -9,7 +9,6 @@ use crate::vm::recorder::RecordError;
 use crate::vm::replayer::ReplayError;
 use kvm_ioctls::VcpuFd;
 use logging_channel::{EndReason, ExitSig};
-use std::net::TcpStream;
 use std::time::Instant;
 use vm_memory::GuestMemoryMmap;
 
@@ -68,11 +67,24 @@ pub enum Finish {
     EndOfLog(EndReason),
 }
 
-/// A paired follower waiting to be attached, and what it asked for.
-#[derive(Debug)]
-pub struct Attaching {
-    pub conn: TcpStream,
-    pub request: logging_channel::channel::AttachRequest,
+/// A follower waiting for the VM to stop at an exit to be attached.
+pub enum Attaching {
+    /// It passed the handshake; what it asked for.
+    Asked { conn: crate::host::tls::Channel, request: logging_channel::channel::AttachRequest },
+    /// Its memory was copied while the VM ran ([`crate::vm::precopy`]); the last round
+    /// and the rest of the state go at this exit.
+    Precopied(Box<crate::vm::precopy::Precopied>),
+}
+
+impl std::fmt::Debug for Attaching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attaching::Asked { conn, request } => {
+                f.debug_struct("Asked").field("conn", conn).field("request", request).finish()
+            }
+            Attaching::Precopied(p) => f.debug_tuple("Precopied").field(&p.conn).finish(),
+        }
+    }
 }
 
 /// A driver's answer at one counted exit.

@@ -1,6 +1,7 @@
 //! The live driver: events come from the host (timer ticks, frames from the
 //! TAP) and are injected at the exit the vCPU happens to be at; with a
 //! recorder, each injection is logged with that exit's index and signature.
+use crate::vm::checkpoint::SharedCheckpointer;
 use crate::vm::clock::TickClock;
 use crate::vm::digest;
 use crate::vm::driver::{Attaching, ExitContext, Finish, RunError, Step, DIGEST_EVERY, FULL_DIGEST_EVERY};
@@ -33,8 +34,11 @@ pub struct LiveDriver {
     events: Receiver<VmEvent>,
     frames: VecDeque<Vec<u8>>,
     stopping: bool,
-    attach: Option<Attaching>,
+    /// Followers to attach, one per exit: at most one request, and the end of a pre-copy.
+    attach: VecDeque<Attaching>,
     halt: Option<String>,
+    /// With `--data-dir`: checkpoints of the VM, at exits nothing is injected at.
+    checkpoints: Option<SharedCheckpointer>,
 }
 
 impl LiveDriver {
@@ -45,9 +49,17 @@ impl LiveDriver {
             events,
             frames: VecDeque::new(),
             stopping: false,
-            attach: None,
+            attach: VecDeque::new(),
             halt: None,
+            checkpoints: None,
         }
+    }
+
+    /// Checkpoints the VM when `checkpoints` says one is due, at the next exit nothing is
+    /// injected at (the same points a follower's replay checkpoints at).
+    pub fn with_checkpoints(mut self, checkpoints: Option<SharedCheckpointer>) -> LiveDriver {
+        self.checkpoints = checkpoints;
+        self
     }
 
     pub fn at_exit(&mut self, ctx: &mut ExitContext<'_>, stop_at: Option<u64>) -> Result<Step, RunError> {
@@ -64,7 +76,7 @@ impl LiveDriver {
         if self.stopping {
             return Ok(Step::Finish(Finish::Shutdown));
         }
-        if let Some(stream) = self.attach.take() {
+        if let Some(stream) = self.attach.pop_front() {
             // Nothing else happens at this exit: the follower's log starts at the next one.
             return Ok(Step::Attach(stream));
         }
@@ -83,6 +95,9 @@ impl LiveDriver {
                 Ok(()) => events.push(Event::DeviceInput { device, bytes }),
                 Err(e) => tracing::warn!("device {device} refused host input: {e}"),
             }
+        }
+        if let (true, Some(c)) = (events.is_empty(), &self.checkpoints) {
+            c.lock().unwrap_or_else(|p| p.into_inner()).take_if_due(ctx.vcpu, ctx.mem, ctx.bus, ctx.index);
         }
         if self.sink.is_some() && !events.is_empty() {
             records.push(Record::Entry { exit_index: ctx.index, sig: ctx.sig()?, events });
@@ -147,7 +162,14 @@ impl LiveDriver {
         match event {
             VmEvent::Frame(f) => self.frames.push_back(f),
             VmEvent::Stop => self.stopping = true,
-            VmEvent::Attach(stream) => self.attach = Some(stream),
+            VmEvent::Attach(stream) => {
+                // A newer request replaces one not yet served (its joiner sees the connection
+                // close and asks again), as before pre-copy; a pre-copy's end always waits its turn.
+                if matches!(stream, Attaching::Asked { .. }) {
+                    self.attach.retain(|a| matches!(a, Attaching::Precopied(_)));
+                }
+                self.attach.push_back(stream)
+            }
             VmEvent::Halt(why) => self.halt = Some(why),
         }
     }
@@ -157,7 +179,7 @@ impl LiveDriver {
     fn wait_for_event(&mut self) {
         if self.stopping
             || self.halt.is_some()
-            || self.attach.is_some()
+            || !self.attach.is_empty()
             || !self.frames.is_empty()
             || self.clock.pending(Instant::now())
         {

@@ -42,7 +42,8 @@ pub struct MachineConfig {
 pub struct Machine {
     // Dropping the VmFd tears the VM down; keep it (and /dev/kvm) alive with the vCPU.
     _kvm: Kvm,
-    _vm: VmFd,
+    /// Shared with a pre-copy thread, which reads the dirty-page log while the vCPU runs.
+    vm: Arc<VmFd>,
     pub vcpu: VcpuFd,
     pub mem: GuestMemoryMmap,
     pub buses: Buses,
@@ -55,6 +56,8 @@ pub struct Machine {
 /// fault-tolerance core to read or send.
 pub struct AtExit<'a> {
     pub index: u64,
+    /// The KVM VM, for its dirty-page log ([`crate::vm::dirtylog`]).
+    pub vm: &'a Arc<VmFd>,
     pub vcpu: &'a mut VcpuFd,
     pub mem: &'a GuestMemoryMmap,
     pub bus: &'a mut Bus,
@@ -67,12 +70,12 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError
 impl Machine {
     /// The KVM VM (for `dirtylog`, which registers its memory again).
     pub fn vm(&self) -> &VmFd {
-        &self._vm
+        &self.vm
     }
 
     /// The VM as it stands at counted exit `index`.
     pub fn at_exit(&mut self, index: u64) -> AtExit<'_> {
-        AtExit { index, vcpu: &mut self.vcpu, mem: &self.mem, bus: &mut self.buses.mmio }
+        AtExit { index, vm: &self.vm, vcpu: &mut self.vcpu, mem: &self.mem, bus: &mut self.buses.mmio }
     }
 
     pub fn new(config: &MachineConfig, image: &[u8]) -> Result<Machine, MachineError> {
@@ -97,7 +100,7 @@ impl Machine {
         };
         let repl_status = Arc::new(AtomicU64::new(0));
         let buses = Buses { mmio: standard_bus(repl_status.clone())?, pio: Bus::default() };
-        Ok(Machine { _kvm: kvm, _vm: vm, vcpu, mem, buses, header, repl_status })
+        Ok(Machine { _kvm: kvm, vm: Arc::new(vm), vcpu, mem, buses, header, repl_status })
     }
 }
 

@@ -16,6 +16,8 @@ pub mod live;
 pub mod machine;
 pub mod outbox;
 pub mod pagediff;
+pub mod precopy;
+pub mod progress;
 pub mod recorder;
 pub mod replay;
 pub mod replayer;

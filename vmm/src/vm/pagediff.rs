@@ -86,6 +86,11 @@ impl Theirs {
         self.pages.get(n as usize).and_then(Option::as_ref)
     }
 
+    /// One slot per page of the sender's memory: the joiner's hash, or `None` (zero).
+    pub fn into_slots(self) -> Vec<Option<PageHash>> {
+        self.pages
+    }
+
     /// How many non-zero pages the joiner has.
     pub fn count(&self) -> usize {
         self.pages.iter().filter(|p| p.is_some()).count()

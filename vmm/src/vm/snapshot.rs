@@ -10,6 +10,7 @@
 use crate::devices::bus::Bus;
 use crate::vm::digest::{self, DigestError};
 use crate::vm::pagediff::{self, HaveList, PageDiffError, Theirs};
+use crate::vm::progress::Progress;
 use kvm_bindings::{kvm_regs, kvm_sregs, kvm_vcpu_events};
 use kvm_ioctls::VcpuFd;
 use logging_channel::state::{self, BlobKind, StateMessage, StateReader, MAX_PAGES, PAGE_SIZE};
@@ -41,6 +42,10 @@ pub enum SnapshotError {
     Mismatch { restored: String, sent: String },
     #[error(transparent)]
     Pages(#[from] PageDiffError),
+    #[error(transparent)]
+    DirtyLog(#[from] crate::vm::dirtylog::DirtyLogError),
+    #[error("the transfer was abandoned: {0}")]
+    Abandoned(String),
 }
 
 /// What a transfer cost.
@@ -57,6 +62,10 @@ pub struct TransferStats {
     pub same_pages: u64,
     /// Bytes of the follower's page list (received).
     pub have_bytes: u64,
+    /// Rounds copied while the VM ran (pre-copy; 0 for a stop-and-copy).
+    pub running_rounds: u32,
+    /// From the start of the transfer to its end (for a stop-and-copy, the pause).
+    pub total: Duration,
 }
 
 fn vcpu_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SnapshotError {
@@ -90,7 +99,32 @@ pub fn send<S: Read + Write>(
     let mut hasher = digest::cpu_hasher(vcpu)?;
     let mut wire = Wire { out: conn, buf: Vec::with_capacity(2 << 20), bytes: 0 };
     wire.put(&StateMessage::Begin { exit_index, epoch, mem_size })?;
-    let counts = send_pages(&mut wire, &mut hasher, mem, &theirs)?;
+    let mut progress = Progress::start("state transfer sent", None);
+    let counts = send_pages(&mut wire, &mut hasher, mem, &theirs, &mut progress)?;
+    send_end(&mut wire, vcpu, bus, exit_index, hasher)?;
+    progress.set(wire.bytes, counts.sent);
+    progress.finish();
+    Ok(TransferStats {
+        pages: counts.sent,
+        bytes: wire.bytes,
+        pause: started.elapsed(),
+        full_pages: counts.non_zero,
+        same_pages: counts.non_zero - counts.sent,
+        have_bytes: theirs.bytes,
+        running_rounds: 0,
+        total: started.elapsed(),
+    })
+}
+
+/// The end of a state: vCPU and device state, then `End` with the digest `hasher`
+/// makes (it has the vCPU state and every non-zero page already); flushed.
+pub(crate) fn send_end<W: Write>(
+    wire: &mut Wire<'_, W>,
+    vcpu: &VcpuFd,
+    bus: &Bus,
+    exit_index: u64,
+    hasher: blake3::Hasher,
+) -> Result<(), SnapshotError> {
     let blobs = [
         (BlobKind::Regs, vcpu.get_regs().map_err(vcpu_err("registers"))?.as_bytes().to_vec()),
         (BlobKind::Sregs, vcpu.get_sregs().map_err(vcpu_err("special registers"))?.as_bytes().to_vec()),
@@ -103,15 +137,7 @@ pub fn send<S: Read + Write>(
     }
     let state_digest = *hasher.finalize().as_bytes();
     wire.put(&StateMessage::End { exit_index, state_digest })?;
-    wire.flush()?;
-    Ok(TransferStats {
-        pages: counts.sent,
-        bytes: wire.bytes,
-        pause: started.elapsed(),
-        full_pages: counts.non_zero,
-        same_pages: counts.non_zero - counts.sent,
-        have_bytes: theirs.bytes,
-    })
+    wire.flush()
 }
 
 /// Frames buffered and written in large writes (state transfer and checkpoints).
@@ -152,6 +178,7 @@ fn send_pages<W: Write>(
     hasher: &mut blake3::Hasher,
     mem: &GuestMemoryMmap,
     theirs: &Theirs,
+    progress: &mut Progress,
 ) -> Result<PageCounts, SnapshotError> {
     let mut run: Vec<u8> = Vec::with_capacity(MAX_PAGES * PAGE_SIZE);
     let mut run_start = 0u64;
@@ -188,6 +215,9 @@ fn send_pages<W: Write>(
             }
             zero_count += 1;
         }
+        if number % PROGRESS_PAGES == 0 {
+            progress.set(wire.bytes + wire.buf.len() as u64, counts.sent);
+        }
         Ok::<(), SnapshotError>(())
     })?;
     if !run.is_empty() {
@@ -199,13 +229,16 @@ fn send_pages<W: Write>(
     Ok(counts)
 }
 
+/// Pages between two looks at the clock for progress (a second is ~100,000 pages).
+const PROGRESS_PAGES: u64 = 256;
+
 fn blob<T: FromBytes>(bytes: &[u8], what: &str) -> Result<T, SnapshotError> {
     T::read_from_bytes(bytes).map_err(|_| SnapshotError::Protocol(format!("{what} blob has the wrong size")))
 }
 
 /// Receives a state into `mem`/`vcpu`/`bus` (a VM of the same shape, in whatever state):
-/// says what pages it has, then applies the difference. Returns (exit_index, epoch) of
-/// the primary at the snapshot.
+/// says what pages it has, then applies the difference (from a stop-and-copy or a
+/// pre-copy alike). Returns (exit_index, epoch) of the primary at the snapshot.
 pub fn receive<S: Read + Write>(
     conn: &mut S,
     vcpu: &mut VcpuFd,
@@ -226,18 +259,27 @@ pub fn receive_prepared<S: Read + Write>(
     have: &HaveList,
 ) -> Result<(u64, u64), SnapshotError> {
     pagediff::send_have(conn, have)?;
-    apply_state(&mut StateReader::new(conn), vcpu, mem, bus, "the primary closed the connection mid-state")
+    let mut progress = Progress::start("state transfer received", None);
+    let cut = "the primary closed the connection mid-state";
+    let done = apply_state(&mut StateReader::new(conn), vcpu, mem, bus, cut, &mut progress)?;
+    progress.finish();
+    Ok(done)
 }
 
 /// Applies a state (Begin, Pages/Zero, Blobs, End) on top of what `mem` holds and checks
-/// the digest. `cut` says what a stream that ends early means.
+/// the digest. A page may come more than once (a pre-copy sends again what the guest
+/// wrote meanwhile): the last copy counts. Returns End's exit (at or after Begin's) and
+/// Begin's epoch. `cut` says what a stream that ends early means; the pages written
+/// are counted on `progress` (bytes: the page data).
 pub fn apply_state<R: Read>(
     reader: &mut StateReader<R>,
     vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     bus: &mut Bus,
     cut: &str,
+    progress: &mut Progress,
 ) -> Result<(u64, u64), SnapshotError> {
+    let (mut pages, mut bytes) = (0u64, 0u64);
     let mut next = || -> Result<StateMessage, SnapshotError> {
         reader.next_message()?.ok_or_else(|| SnapshotError::Protocol(cut.into()))
     };
@@ -259,6 +301,9 @@ pub fn apply_state<R: Read>(
             StateMessage::Pages { first_page, data } => {
                 let addr = range(first_page, data.len() as u64)?;
                 mem.write_slice(&data, GuestAddress(addr))?;
+                bytes += data.len() as u64;
+                pages += (data.len() / PAGE_SIZE) as u64;
+                progress.set(bytes, pages);
             }
             StateMessage::Zero { first_page, count } => {
                 let len = u64::from(count) * PAGE_SIZE as u64;
@@ -266,11 +311,15 @@ pub fn apply_state<R: Read>(
             }
             StateMessage::Blob { kind, bytes } => restore_blob(kind, &bytes, vcpu, bus)?,
             StateMessage::End { exit_index: end_index, state_digest } => {
-                if end_index != exit_index {
-                    return Err(SnapshotError::Protocol("Begin and End name different exits".into()));
+                // A pre-copy begins while the VM runs (at the exit it started) and ends where
+                // it paused: the state is the one of End's exit.
+                if end_index < exit_index {
+                    return Err(SnapshotError::Protocol(format!(
+                        "End names exit {end_index}, before Begin's {exit_index}"
+                    )));
                 }
                 check_digest(vcpu, mem, &state_digest)?;
-                return Ok((exit_index, epoch));
+                return Ok((end_index, epoch));
             }
             StateMessage::Begin { .. } => return Err(SnapshotError::Protocol("a second Begin".into())),
             StateMessage::Have { .. } => return Err(SnapshotError::Protocol("a page list inside a state".into())),

@@ -188,7 +188,8 @@ impl Elector {
         let addr = self.group.mine().peer.to_string();
         let listener = crate::host::bind::listen(&addr, crate::host::bind::ADDR_IN_USE_GRACE)
             .map_err(|source| ElectionError::Listen { addr: addr.clone(), source })?;
-        peer::serve(listener, self.clone()).map_err(|source| ElectionError::Listen { addr: addr.clone(), source })?;
+        peer::serve(listener, self.clone(), self.group.security.clone())
+            .map_err(|source| ElectionError::Listen { addr: addr.clone(), source })?;
         // Status shows every member as it last answered: refreshed once a second.
         let me = Arc::downgrade(self);
         std::thread::Builder::new()
@@ -390,7 +391,9 @@ impl Elector {
         let others: Vec<_> = self.group.others().cloned().collect();
         let probe = PeerMessage::Probe(Probe { group: self.group.tag, from: self.group.me.id });
         let mut seen = Vec::new();
-        for (id, answer) in peer::ask_all(&others, &probe, self.timing.probe_timeout, Until::Everyone) {
+        for (id, answer) in
+            peer::ask_all(&others, &probe, self.timing.probe_timeout, Until::Everyone, &self.group.security)
+        {
             if let Ok(PeerMessage::ProbeReply(r)) = answer {
                 if r.group == self.group.tag && r.member == id {
                     seen.push(r);
@@ -445,7 +448,7 @@ impl Elector {
                 (m, if heard { self.timing.ask_timeout } else { self.timing.probe_timeout })
             })
             .collect();
-        for (id, answer) in peer::ask_each(&each, &request, until) {
+        for (id, answer) in peer::ask_each(&each, &request, until, &self.group.security) {
             let verdict = match answer {
                 Ok(PeerMessage::VoteReply(r)) if r.group == self.group.tag && r.voter == id => {
                     self.observe(r.epoch);

@@ -7,10 +7,12 @@
 //!     member N's join port:  the same IP, port + 1  (its log stream, while it is primary)
 //! ```
 //! Each connection to a peer port carries one request and one reply, both
-//! within [`PEER_IO_TIMEOUT`]; each is served on its own short-lived thread, at
-//! most [`MAX_PEER_CONNECTIONS`] at once, so a peer that connects and sends
-//! nothing (or sends slowly) delays no vote.
+//! within [`PEER_IO_TIMEOUT`] (the TLS handshake included); each is served on its
+//! own short-lived thread, at most [`MAX_PEER_CONNECTIONS`] at once, so a peer
+//! that connects and sends nothing (or sends slowly) delays no vote. A peer whose
+//! certificate the group's CA did not sign gets no answer: its request is never read.
 use super::rules::{MemberId, Rank};
+use crate::host::tls::{Channel, Security};
 use logging_channel::vote::{self, PeerMessage};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -68,15 +70,19 @@ pub struct Membership {
     pub witness: bool,
     /// A tag of the membership and the machine; messages of other groups carry another.
     pub tag: u64,
+    /// How connections to the members are locked.
+    pub security: Security,
 }
 
 impl Membership {
-    /// Parses `--group` for member `id`; `machine` (the guest's identity) goes into the tag.
+    /// Parses `--group` for member `id`; `machine` (the guest's identity) goes into the
+    /// tag; peers are reached with `security`.
     pub fn parse(
         spec: &str,
         me: Rank,
         witness: bool,
         machine: &logging_channel::LogHeader,
+        security: Security,
     ) -> Result<Membership, MembershipError> {
         let mut members: Vec<Member> = Vec::new();
         for item in spec.split(',') {
@@ -113,7 +119,7 @@ impl Membership {
         h.update(&machine.guest_image_digest);
         h.update(&machine.mem_size.to_le_bytes());
         let tag = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or_default());
-        Ok(Membership { me, members, witness, tag })
+        Ok(Membership { me, members, witness, tag, security })
     }
 
     /// The ids of every member.
@@ -144,7 +150,7 @@ pub trait PeerService: Send + Sync + 'static {
 }
 
 /// Serves `listener` on the `peer-listen` thread until the process ends.
-pub fn serve(listener: TcpListener, service: Arc<dyn PeerService>) -> std::io::Result<()> {
+pub fn serve(listener: TcpListener, service: Arc<dyn PeerService>, security: Security) -> std::io::Result<()> {
     let busy = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new().name("peer-listen".into()).spawn(move || loop {
         let (conn, from) = match listener.accept() {
@@ -160,9 +166,12 @@ pub fn serve(listener: TcpListener, service: Arc<dyn PeerService>) -> std::io::R
             tracing::warn!(%from, "peer port: {MAX_PEER_CONNECTIONS} connections already open; closed this one");
             continue;
         }
-        let (service, busy) = (service.clone(), busy.clone());
+        let (service, busy, security) = (service.clone(), busy.clone(), security.clone());
         let spawned = std::thread::Builder::new().name("peer-conn".into()).spawn(move || {
-            serve_one(conn, from, &*service);
+            match security.server(conn, PEER_IO_TIMEOUT) {
+                Ok(conn) => serve_one(conn, from, &*service),
+                Err(e) => tracing::warn!(%from, "peer port: refused a connection: {e}"),
+            }
             busy.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
@@ -172,10 +181,9 @@ pub fn serve(listener: TcpListener, service: Arc<dyn PeerService>) -> std::io::R
     Ok(())
 }
 
-fn serve_one(mut conn: TcpStream, from: SocketAddr, service: &dyn PeerService) {
+fn serve_one(mut conn: Channel, from: SocketAddr, service: &dyn PeerService) {
     let _ = conn.set_read_timeout(Some(PEER_IO_TIMEOUT));
     let _ = conn.set_write_timeout(Some(PEER_IO_TIMEOUT));
-    let _ = conn.set_nodelay(true);
     let request = match vote::read(&mut conn) {
         Ok(Some(r)) => r,
         Ok(None) => return,
@@ -193,9 +201,16 @@ fn serve_one(mut conn: TcpStream, from: SocketAddr, service: &dyn PeerService) {
 
 /// Sends `request` to the peer port at `addr` and waits for one reply, all within
 /// `timeout` (connecting included).
-pub fn ask(addr: SocketAddr, request: &PeerMessage, timeout: Duration) -> Result<PeerMessage, String> {
-    let mut conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot reach {addr}: {e}"))?;
-    let _ = conn.set_nodelay(true);
+pub fn ask(
+    addr: SocketAddr,
+    request: &PeerMessage,
+    timeout: Duration,
+    security: &Security,
+) -> Result<PeerMessage, String> {
+    let t0 = std::time::Instant::now();
+    let conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+    let mut conn = security.client(conn, left).map_err(|e| format!("{addr}: {e}"))?;
     conn.set_read_timeout(Some(timeout))
         .and_then(|()| conn.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
@@ -240,21 +255,32 @@ impl Until {
 /// the ones so far settle the question, every target answered, or `timeout` passed.
 /// Returns each answering target's id with its answer; a slow or hung member only
 /// delays the caller when its answer is needed.
-pub fn ask_all(targets: &[Member], request: &PeerMessage, timeout: Duration, until: Until) -> Vec<Answer> {
+pub fn ask_all(
+    targets: &[Member],
+    request: &PeerMessage,
+    timeout: Duration,
+    until: Until,
+    security: &Security,
+) -> Vec<Answer> {
     let each: Vec<(Member, Duration)> = targets.iter().map(|m| (m.clone(), timeout)).collect();
-    ask_each(&each, request, until)
+    ask_each(&each, request, until, security)
 }
 
 /// [`ask_all`] with a timeout per target: a member that did not answer the last probe
 /// gets a short one, so that a hung member does not hold an election up.
-pub fn ask_each(targets: &[(Member, Duration)], request: &PeerMessage, until: Until) -> Vec<Answer> {
+pub fn ask_each(
+    targets: &[(Member, Duration)],
+    request: &PeerMessage,
+    until: Until,
+    security: &Security,
+) -> Vec<Answer> {
     let timeout = targets.iter().map(|(_, t)| *t).max().unwrap_or_default();
     let (tx, rx) = std::sync::mpsc::channel();
     let mut asked = 0;
     for (m, timeout) in targets {
-        let (tx, m, request, timeout) = (tx.clone(), m.clone(), request.clone(), *timeout);
+        let (tx, m, request, timeout, security) = (tx.clone(), m.clone(), request.clone(), *timeout, security.clone());
         let spawned = std::thread::Builder::new().name("peer-ask".into()).spawn(move || {
-            let _ = tx.send((m.id, ask(m.peer, &request, timeout)));
+            let _ = tx.send((m.id, ask(m.peer, &request, timeout, &security)));
         });
         match spawned {
             Ok(_) => asked += 1,
@@ -292,23 +318,43 @@ mod tests {
 
     #[test]
     fn a_group_spec_parses_and_each_member_joins_at_its_peer_port_plus_one() {
-        let g = Membership::parse("2=127.0.0.1:7100,1=127.0.0.1:7000,3=127.0.0.1:7200", me(2), false, &header())
-            .expect("parses");
+        let g = Membership::parse(
+            "2=127.0.0.1:7100,1=127.0.0.1:7000,3=127.0.0.1:7200",
+            me(2),
+            false,
+            &header(),
+            Security::Insecure,
+        )
+        .expect("parses");
         assert_eq!(g.ids(), vec![1, 2, 3]);
         assert_eq!(g.mine().join_addr(), "127.0.0.1:7101");
         assert_eq!(g.others().map(|m| m.id).collect::<Vec<_>>(), vec![1, 3]);
-        let same = Membership::parse("1=127.0.0.1:7000,2=127.0.0.1:7100,3=127.0.0.1:7200", me(1), false, &header())
-            .expect("parses");
+        let same = Membership::parse(
+            "1=127.0.0.1:7000,2=127.0.0.1:7100,3=127.0.0.1:7200",
+            me(1),
+            false,
+            &header(),
+            Security::Insecure,
+        )
+        .expect("parses");
         assert_eq!(g.tag, same.tag, "every member computes the same tag");
-        let other = Membership::parse("1=127.0.0.1:7000,2=127.0.0.1:7100,3=127.0.0.1:7300", me(1), false, &header())
-            .expect("parses");
+        let other = Membership::parse(
+            "1=127.0.0.1:7000,2=127.0.0.1:7100,3=127.0.0.1:7300",
+            me(1),
+            false,
+            &header(),
+            Security::Insecure,
+        )
+        .expect("parses");
         assert_ne!(g.tag, other.tag, "another membership is another group");
     }
 
     #[test]
     fn bad_group_specs_say_what_is_wrong() {
         let h = header();
-        let err = |spec: &str, witness| Membership::parse(spec, me(1), witness, &h).expect_err(spec).to_string();
+        let err = |spec: &str, witness| {
+            Membership::parse(spec, me(1), witness, &h, Security::Insecure).expect_err(spec).to_string()
+        };
         assert!(err("1=127.0.0.1:7000,1=127.0.0.1:7001,2=127.0.0.1:1", false).contains("twice"));
         assert!(err("2=127.0.0.1:7000,3=127.0.0.1:7001,4=127.0.0.1:1", false).contains("not in --group"));
         assert!(err("1=127.0.0.1:7000,2=127.0.0.1:7001", false).contains("needs a --witness"));
@@ -316,7 +362,7 @@ mod tests {
         assert!(err("0=127.0.0.1:1,1=127.0.0.1:2,2=127.0.0.1:3", false).contains("0 means nobody"));
         let ten: Vec<String> = (1..=10).map(|i| format!("{i}=127.0.0.1:{}", 7000 + i)).collect();
         assert!(err(&ten.join(","), false).contains("1 to 9"));
-        assert!(Membership::parse("1=127.0.0.1:7000,2=127.0.0.1:7001", me(1), true, &h).is_ok());
+        assert!(Membership::parse("1=127.0.0.1:7000,2=127.0.0.1:7001", me(1), true, &h, Security::Insecure).is_ok());
     }
 
     struct Echo;
@@ -326,11 +372,46 @@ mod tests {
         }
     }
 
+    /// Counts the requests that reach it.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+    impl PeerService for Counting {
+        fn answer(&self, request: PeerMessage, _from: SocketAddr) -> Option<PeerMessage> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Some(request)
+        }
+    }
+
+    #[test]
+    fn a_vote_request_from_a_peer_without_the_groups_certificate_never_reaches_the_elector() {
+        let (_ours, ids) = crate::host::tls::tests::group(2);
+        let (_theirs, strangers) = crate::host::tls::tests::group(1);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = Arc::new(Counting::default());
+        serve(listener, service.clone(), ids[0].clone()).expect("serve");
+        let vote = PeerMessage::VoteRequest(logging_channel::vote::VoteRequest {
+            group: 1,
+            epoch: 9,
+            candidate: 2,
+            priority: 1,
+            log_epoch: 1,
+            log_exit: 100,
+        });
+        let timeout = Duration::from_secs(2);
+        assert!(ask(addr, &vote, timeout, &Security::Insecure).is_err(), "in clear");
+        assert!(ask(addr, &vote, timeout, &strangers[0]).is_err(), "another group's certificate");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(service.0.load(Ordering::SeqCst), 0, "no request of theirs was read");
+        assert_eq!(ask(addr, &vote, timeout, &ids[1]), Ok(vote.clone()), "a member is answered");
+        assert_eq!(service.0.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn a_silent_peer_does_not_delay_a_real_request_and_past_the_limit_connections_are_closed() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        serve(listener, Arc::new(Echo)).expect("serve");
+        serve(listener, Arc::new(Echo), Security::Insecure).expect("serve");
         // Silent peers hold connections open without sending anything.
         let silent: Vec<TcpStream> =
             (0..MAX_PEER_CONNECTIONS + 5).filter_map(|_| TcpStream::connect(addr).ok()).collect();
@@ -338,11 +419,26 @@ mod tests {
         let probe = PeerMessage::Probe(logging_channel::vote::Probe { group: 1, from: 2 });
         // Past the limit, a new connection is closed at once rather than left hanging...
         let t0 = std::time::Instant::now();
-        assert!(ask(addr, &probe, Duration::from_secs(2)).is_err());
+        assert!(ask(addr, &probe, Duration::from_secs(2), &Security::Insecure).is_err());
         assert!(t0.elapsed() < Duration::from_secs(1), "closed at once, not after a timeout");
         // ...and once the silent ones time out, requests are answered again.
         std::thread::sleep(PEER_IO_TIMEOUT + Duration::from_millis(300));
-        assert_eq!(ask(addr, &probe, Duration::from_secs(2)), Ok(probe));
+        assert_eq!(ask(addr, &probe, Duration::from_secs(2), &Security::Insecure), Ok(probe));
+        drop(silent);
+    }
+
+    #[test]
+    fn silent_peers_delay_no_tls_request_their_handshakes_run_beside_it() {
+        let (_certs, ids) = crate::host::tls::tests::group(2);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        serve(listener, Arc::new(Echo), ids[0].clone()).expect("serve");
+        let silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let probe = PeerMessage::Probe(logging_channel::vote::Probe { group: 1, from: 2 });
+        let t0 = std::time::Instant::now();
+        assert_eq!(ask(addr, &probe, PEER_IO_TIMEOUT, &ids[1]), Ok(probe.clone()));
+        assert!(t0.elapsed() < PEER_IO_TIMEOUT / 2, "waited {:?} behind silent peers", t0.elapsed());
         drop(silent);
     }
 }

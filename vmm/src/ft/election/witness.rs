@@ -20,8 +20,16 @@
 //! witness in turn. Found by the model check (`vmm/tests/election_model`): a
 //! witness that granted "the first claim per log epoch" let a member with an old
 //! log win, and two members lead one epoch.
+//!
+//! The record is the group's: its register is scoped by the group name
+//! (`host::scope`). A member that does not know the name yet (a new group before
+//! its first primary) does not ask the witness at all, which counts as no vote:
+//! a new group's first election needs a majority of its members.
 use super::rules::{self, Ballot, LogPosition, MemberId, Rank, Refusal, Request, Voter};
-use crate::host::register::Register;
+use crate::host::arbiter::Location;
+use crate::host::register::{self, Register};
+use crate::host::scope::Scope;
+use std::sync::Arc;
 
 /// Swap attempts before giving up when other members keep racing this one.
 const MAX_SWAP_RETRIES: usize = 8;
@@ -34,13 +42,17 @@ struct Record {
 }
 
 impl Record {
+    /// The record as stored; `updated_at_unix` is for `ftvmm arbiter list` (a parse
+    /// ignores it).
     fn render(&self) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         format!(
-            "epoch {}\nvoted_for {}\nfloor {} {}\n",
+            "epoch {}\nvoted_for {}\nfloor {} {}\nupdated_at_unix {}\n",
             self.ballot.epoch,
             self.ballot.voted_for.unwrap_or(0),
             self.floor.epoch,
-            self.floor.exit
+            self.floor.exit,
+            now.as_secs()
         )
     }
 
@@ -71,25 +83,38 @@ impl Record {
 
 /// The witness of one group.
 pub struct Witness {
-    register: Box<dyn Register>,
+    location: Location,
+    scope: Arc<Scope>,
 }
 
 impl Witness {
-    /// A witness kept in `register`.
-    pub fn new(register: Box<dyn Register>) -> Witness {
-        Witness { register }
+    /// The witness at `location`, of the group `scope` names.
+    pub fn new(location: Location, scope: Arc<Scope>) -> Witness {
+        Witness { location, scope }
     }
 
     /// Where it lives.
     pub fn describe(&self) -> String {
-        self.register.describe()
+        self.location.describe()
+    }
+
+    /// The group's register; an error while this member does not know its group's name.
+    fn register(&self) -> Result<Box<dyn Register>, String> {
+        let name = self.scope.name();
+        let Some(name) = name.known() else {
+            return Err("this member does not know its group's name yet (it learns it from the group's first \
+                        primary), so it does not ask the witness"
+                .into());
+        };
+        register::at(&self.location, name).map_err(|e| e.to_string())
     }
 
     /// Asks for the witness's vote: `Ok(Ok(()))` granted, `Ok(Err(why))` refused,
     /// `Err` when the witness cannot be reached or read (which counts as no vote).
     pub fn vote(&self, members: &[MemberId], request: &Request) -> Result<Result<(), Refusal>, String> {
+        let register = self.register()?;
         for _ in 0..MAX_SWAP_RETRIES {
-            let (text, version) = self.register.read().map_err(|e| e.to_string())?;
+            let (text, version) = register.read().map_err(|e| e.to_string())?;
             let old = Record::parse(&text)?;
             let mut ballot = old.ballot;
             let voter = Voter {
@@ -108,7 +133,7 @@ impl Witness {
             if new == old {
                 return Ok(verdict);
             }
-            if self.register.swap(version, &new.render()).map_err(|e| e.to_string())? {
+            if register.swap(version, &new.render()).map_err(|e| e.to_string())? {
                 return Ok(verdict);
             }
         }
@@ -119,14 +144,15 @@ impl Witness {
     /// alone: a follower holds its log through `to`. Lowers the floor to `to` so that
     /// follower may win the witness later. Returns whether the floor was still ours.
     pub fn lower_floor(&self, epoch: u64, to: LogPosition) -> Result<bool, String> {
+        let register = self.register()?;
         for _ in 0..MAX_SWAP_RETRIES {
-            let (text, version) = self.register.read().map_err(|e| e.to_string())?;
+            let (text, version) = register.read().map_err(|e| e.to_string())?;
             let old = Record::parse(&text)?;
             if old.floor != (LogPosition { epoch, exit: u64::MAX }) {
                 return Ok(false);
             }
             let new = Record { floor: to, ..old };
-            if self.register.swap(version, &new.render()).map_err(|e| e.to_string())? {
+            if register.swap(version, &new.render()).map_err(|e| e.to_string())? {
                 return Ok(true);
             }
         }
@@ -141,8 +167,8 @@ mod tests {
     fn witness(name: &str) -> (Witness, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("ftvmm-witness-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let r = crate::host::register::from_spec(&format!("file:{}", dir.display()), "svc").expect("register");
-        (Witness::new(r), dir)
+        let scope = Arc::new(Scope::given(logging_channel::GroupName::new("svc").expect("name")));
+        (Witness::new(Location::File(dir.clone()), scope), dir)
     }
 
     fn req(epoch: u64, candidate: MemberId, log: (u64, u64)) -> Request {
@@ -179,6 +205,25 @@ mod tests {
         let (w, dir) = witness("race");
         assert_eq!(w.vote(&[1, 2], &req(3, 2, (1, 40))), Ok(Ok(())));
         assert_eq!(w.vote(&[1, 2], &req(3, 1, (2, u64::MAX))), Ok(Err(Refusal::AlreadyVoted { for_member: 2 })));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_new_group_never_sees_an_old_groups_witness_record_and_a_member_without_a_name_does_not_ask() {
+        let (old, dir) = witness("scoped");
+        // The old group ran to epoch 9 and its last winner holds the floor.
+        assert_eq!(old.vote(&[1, 2], &req(9, 2, (8, 500))), Ok(Ok(())));
+        let new_group = |name: &str| {
+            let scope = Arc::new(Scope::given(logging_channel::GroupName::new(name).expect("name")));
+            Witness::new(Location::File(dir.clone()), scope)
+        };
+        // A new deployment starts at epoch 1 with an empty log: granted in its own scope.
+        assert_eq!(new_group("svc-new").vote(&[1, 2], &req(1, 1, (0, 0))), Ok(Ok(())));
+        // The old record is untouched: the old group still refuses a stale log.
+        assert!(matches!(old.vote(&[1, 2], &req(10, 1, (1, 0))), Ok(Err(Refusal::Behind { .. }))));
+        let unnamed = Witness::new(Location::File(dir.clone()), Arc::new(Scope::unknown()));
+        let err = unnamed.vote(&[1, 2], &req(1, 1, (0, 0))).expect_err("not asked");
+        assert!(err.contains("does not know its group's name"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

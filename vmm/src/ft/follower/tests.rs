@@ -9,6 +9,7 @@ const TIMING: Timing = Timing {
     failover_timeout: Duration::from_millis(100),
     max_replay_lag: crate::ft::flow::DEFAULT_MAX_REPLAY_LAG,
     backlog_bytes: 1 << 20,
+    precopy: true,
     reconnect: Duration::ZERO,
 };
 

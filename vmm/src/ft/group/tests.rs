@@ -1,9 +1,14 @@
 use super::*;
-use crate::host::status::Role;
+use crate::host::status::{GroupReport, Role};
+use logging_channel::GroupName;
+
+fn scope(name: &str) -> Arc<Scope> {
+    Arc::new(Scope::given(GroupName::new(name).expect("name")))
+}
 
 fn group(mode: ReplicationMode, max: usize) -> (Arc<Group>, crossbeam_channel::Receiver<VmEvent>) {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let config = GroupConfig { mode, max_followers: max, arbiter: None, election: None };
+    let config = GroupConfig { mode, max_followers: max, arbiter: None, scope: scope("g"), election: None };
     (Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx), rx)
 }
 
@@ -61,12 +66,13 @@ fn the_group_has_room_for_max_followers_and_a_second_needs_an_arbiter() {
     assert!(g.refuse_follower().is_some_and(|why| why.contains("needs --arbiter")));
 
     let dir = std::env::temp_dir().join(format!("ftvmm-group-test-{}", std::process::id()));
-    let arbiter = crate::host::arbiter::from_spec(&format!("file:{}", dir.display()), "10.0.0.1").expect("arbiter");
+    let arbiter = crate::host::arbiter::from_spec(&format!("file:{}", dir.display())).expect("arbiter");
     let (tx, _rx) = crossbeam_channel::unbounded();
     let config = GroupConfig {
         mode: ReplicationMode::Sync,
         max_followers: 2,
         arbiter: Some(Arc::from(arbiter)),
+        scope: scope("10.0.0.1-0badc0de"),
         election: None,
     };
     let g = Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx);
@@ -75,6 +81,57 @@ fn the_group_has_room_for_max_followers_and_a_second_needs_an_arbiter() {
     g.add_follower("b", 0);
     assert!(g.refuse_follower().is_some_and(|why| why.contains("already has a backup")));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A pair-mode group of `name` with a file arbiter in `dir`.
+fn with_arbiter(dir: &std::path::Path, scope: Arc<Scope>) -> (Arc<Group>, crossbeam_channel::Receiver<VmEvent>) {
+    let arbiter = crate::host::arbiter::from_spec(&format!("file:{}", dir.display())).expect("arbiter");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let config = GroupConfig {
+        mode: ReplicationMode::Sync,
+        max_followers: 2,
+        arbiter: Some(Arc::from(arbiter)),
+        scope,
+        election: None,
+    };
+    (Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx), rx)
+}
+
+#[test]
+fn an_old_groups_claims_neither_block_nor_fence_a_new_group_on_the_same_arbiter() {
+    let dir = std::env::temp_dir().join(format!("ftvmm-group-scope-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The old deployment: its follower went live (claimed epoch 1), then it was torn down.
+    let (old, _rx) = with_arbiter(&dir, scope("10.0.0.1-00000001"));
+    let f = old.add_follower("b", 0);
+    assert!(old.drop_follower(&f, "partition"), "the old primary won epoch 1");
+    assert!(old.refuse_if_stale().is_err_and(|e| e.contains("went on alone in epoch 1")), "its own group: stale");
+    // A new deployment of the same guest: a new name, so it starts and can go on alone.
+    let (new, rx) = with_arbiter(&dir, Arc::new(Scope::fresh("10.0.0.1").expect("scope")));
+    assert_eq!(new.refuse_if_stale(), Ok(()));
+    let f = new.add_follower("b", 0);
+    assert!(new.drop_follower(&f, "killed"));
+    assert!(!new.halted() && rx.try_recv().is_err(), "the new group won its own epoch 1: not fenced");
+    assert_eq!(new.epoch(), FIRST_EPOCH + 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_member_that_does_not_know_its_group_name_never_wins_the_arbiter() {
+    let dir = std::env::temp_dir().join(format!("ftvmm-group-noname-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (g, rx) = with_arbiter(&dir, Arc::new(Scope::unknown()));
+    let f = g.add_follower("b", 0);
+    g.drop_follower(&f, "partition");
+    assert!(g.halted() && matches!(rx.try_recv(), Ok(VmEvent::Halt(why)) if why.contains("group's name")));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_pair_primary_with_no_follower_left_says_it_runs_unprotected_and_status_names_the_group() {
+    let (g, _rx) = group(ReplicationMode::Sync, 2);
+    assert!(g.alone_message().contains("runs UNPROTECTED"), "{}", g.alone_message());
+    assert!(g.json_fields(0).contains("\"group_name\":\"g\""), "{}", g.json_fields(0));
 }
 
 #[test]
@@ -92,4 +149,42 @@ fn a_halted_primary_releases_nothing_and_takes_no_follower() {
     assert_eq!(g.release_limit(), 0);
     assert!(!g.has_room());
     assert!(matches!(rx.try_recv(), Ok(VmEvent::Halt(_))));
+}
+
+#[test]
+fn a_replica_group_primary_with_no_follower_left_says_it_holds_output_and_steps_down_not_unprotected() {
+    use crate::ft::election::elector::{ElectionTiming, Elector};
+    use crate::ft::election::peer::Membership;
+    use crate::ft::election::rules::Rank;
+    let header = logging_channel::LogHeader {
+        guest_image_digest: [3; 32],
+        mem_size: 64 << 20,
+        cpuid_digest: [4; 32],
+        tick_hz: 250,
+    };
+    let message = |mode: ReplicationMode| {
+        let dir = std::env::temp_dir().join(format!("ftvmm-group-alone-{mode}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let members = Membership::parse(
+            "1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3",
+            Rank { id: 1, priority: 1 },
+            false,
+            &header,
+            crate::host::tls::Security::Insecure,
+        )
+        .expect("membership");
+        let timing = ElectionTiming::from(std::time::Duration::from_millis(500), std::time::Duration::from_millis(20));
+        let elector = Elector::new(members, timing, None, &dir).expect("elector");
+        let election = Election { elector, step_down_after: std::time::Duration::from_millis(500) };
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let config = GroupConfig { mode, max_followers: 2, arbiter: None, scope: scope("g"), election: Some(election) };
+        let g = Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), tx);
+        let _ = std::fs::remove_dir_all(dir);
+        g.alone_message()
+    };
+    let sync = message(ReplicationMode::Sync);
+    assert!(sync.contains("HOLDS all output") && sync.contains("steps down in 500 ms"), "{sync}");
+    assert!(!sync.contains("UNPROTECTED"), "{sync}");
+    let async_ = message(ReplicationMode::Async);
+    assert!(async_.contains("output still leaves (async)") && async_.contains("steps down"), "{async_}");
 }

@@ -1,14 +1,15 @@
-//! Flow control and ack checking on loopback connections, with the test playing
-//! the follower: no KVM.
+//! Flow control and ack checking on loopback connections (TLS, as in production),
+//! with the test playing the follower: no KVM.
 use super::*;
 use crate::ft::flow::DEFAULT_MAX_REPLAY_LAG;
 use crate::ft::group::GroupConfig;
 use crate::ft::output_rule::ReplicationMode;
 use crate::ft::release::Policy;
 use crate::host::status::Role;
+use crate::host::tls::{self, Channel};
 use logging_channel::channel::{self, Ack};
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 
 /// How the pretend follower acks: as far as it was told (healthy), never replaying
@@ -38,7 +39,7 @@ fn group() -> Arc<Group> {
 }
 
 fn group_in(mode: ReplicationMode) -> Arc<Group> {
-    let config = GroupConfig { mode, max_followers: 4, arbiter: None, election: None };
+    let config = GroupConfig { mode, max_followers: 4, arbiter: None, scope: Default::default(), election: None };
     let (events, _rx) = crossbeam_channel::unbounded();
     Group::new(config, Stats::new(Role::Primary), Arc::new(AtomicU64::new(0)), events)
 }
@@ -49,9 +50,15 @@ fn rig(group: &Arc<Group>, joined_at: u64, max_replay_lag: u64, acks: Acks) -> R
 
 fn rig_ticking(group: &Arc<Group>, joined_at: u64, max_replay_lag: u64, acks: Acks, tick_hz: u32) -> Rig {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let follower_end = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (primary_end, _) = listener.accept().expect("accept");
-    std::thread::spawn(move || pretend_follower(follower_end, joined_at, acks));
+    let (_certs, ids) = tls::tests::group(2);
+    let follower_id = ids[1].clone();
+    let follower_socket = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    std::thread::spawn(move || {
+        let follower_end = follower_id.client(follower_socket, tls::HANDSHAKE_TIMEOUT).expect("follower's handshake");
+        pretend_follower(follower_end, joined_at, acks)
+    });
+    let (primary_socket, _) = listener.accept().expect("accept");
+    let primary_end = ids[0].server(primary_socket, tls::HANDSHAKE_TIMEOUT).expect("primary's handshake");
     let stats = Stats::new(Role::Primary);
     let releaser = SharedReleaser::new(Policy::Primary(group.clone()), None, stats.clone());
     let timing = Timing {
@@ -59,6 +66,7 @@ fn rig_ticking(group: &Arc<Group>, joined_at: u64, max_replay_lag: u64, acks: Ac
         failover_timeout: Duration::from_millis(300),
         max_replay_lag,
         backlog_bytes: 1 << 20,
+        precopy: true,
         reconnect: Duration::ZERO,
     };
     let follower = group.add_follower("pretend", joined_at);
@@ -68,8 +76,8 @@ fn rig_ticking(group: &Arc<Group>, joined_at: u64, max_replay_lag: u64, acks: Ac
     Rig { link, group: group.clone(), stats }
 }
 
-fn pretend_follower(mut stream: TcpStream, joined_at: u64, acks: Acks) {
-    let ack = |stream: &mut TcpStream, received: u64| {
+fn pretend_follower(mut stream: Channel, joined_at: u64, acks: Acks) {
+    let ack = |stream: &mut Channel, received: u64| {
         let (received, replayed) = match acks {
             Acks::AsToldComplete | Acks::NapsFirst(_) => (received, received),
             Acks::NeverReads => (joined_at, joined_at),

@@ -6,7 +6,7 @@
 //!                             kernel's send buffer is full (the output waits for
 //!                             this follower's ack anyway)
 //!   async:                    send = buf --> out --> send(MSG_DONTWAIT) of what the
-//!                             kernel takes now; the rest stays in `out`, and
+//!                             channel takes now; the rest stays in `out`, and
 //!                             log-tx sends it when the socket is writable again
 //! ```
 //!
@@ -18,12 +18,8 @@
 //! that the follower is dropped (it resumes from the backlog when it is back).
 //! Marks are spliced only into `buf`, whose front is always a frame boundary; `out`
 //! may end in the middle of a frame the kernel took half of.
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::MsgFlags;
+use crate::host::tls::Channel;
 use std::io::Write;
-use std::net::TcpStream;
-use std::os::fd::AsFd;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// How many bytes an async follower may have waiting for its socket before it is
@@ -35,7 +31,7 @@ pub const MAX_ASYNC_PENDING: usize = 8 << 20;
 
 /// A follower's socket and its buffers (see the module doc).
 pub struct Wire {
-    pub stream: TcpStream,
+    pub stream: Channel,
     /// Records appended since the last send; starts at a frame boundary.
     pub buf: Vec<u8>,
     /// Async only: bytes handed to this wire that the kernel has not taken yet.
@@ -54,7 +50,7 @@ pub struct Wire {
 impl Wire {
     /// A wire on `stream` that starts with `buf` to send; `nonblocking` for async.
     pub fn new(
-        stream: TcpStream,
+        stream: Channel,
         buf: Vec<u8>,
         highest: u64,
         standing_sent: Option<(u64, bool)>,
@@ -78,7 +74,7 @@ impl Wire {
     pub fn send(&mut self) -> std::io::Result<()> {
         self.last_write = Instant::now();
         if !self.nonblocking {
-            let result = self.stream.write_all(&self.buf);
+            let result = (&self.stream).write_all(&self.buf);
             self.buf.clear();
             return result;
         }
@@ -99,34 +95,42 @@ impl Wire {
         Ok(())
     }
 
-    /// Async: hands the kernel as much of `out` as it takes without blocking.
+    /// Async: hands the channel as much of `out` as it takes without blocking (under
+    /// TLS, records it encrypted earlier go first).
     pub fn send_pending(&mut self) -> std::io::Result<()> {
         let mut sent = 0;
-        while sent < self.out.len() {
-            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            match nix::sys::socket::send(self.stream.as_raw_fd(), &self.out[sent..], flags) {
-                Ok(n) => sent += n,
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    self.out.clear();
-                    return Err(e.into());
-                }
+        let result = loop {
+            if sent == self.out.len() {
+                break self.stream.try_flush().map(|_| ());
             }
+            match self.stream.try_write(&self.out[sent..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if result.is_err() {
+            self.out.clear();
+        } else {
+            self.out.drain(..sent);
         }
-        self.out.drain(..sent);
-        Ok(())
+        result
     }
 
-    /// Bytes waiting for the socket (async only).
+    /// Bytes waiting for the socket (async only); under TLS, at least 1 while
+    /// encrypted records wait inside the channel.
     pub fn pending(&self) -> usize {
-        self.out.len()
+        match self.out.len() {
+            0 if self.nonblocking => usize::from(!self.stream.try_flush().unwrap_or(true)),
+            n => n,
+        }
     }
 
     /// At a clean stop: everything waiting, then `buf`, blocking as long as the send
     /// timeout lets it.
     pub fn drain_all(&mut self) -> std::io::Result<()> {
-        let result = self.stream.write_all(&self.out).and_then(|()| self.stream.write_all(&self.buf));
+        let result = (&self.stream).write_all(&self.out).and_then(|()| (&self.stream).write_all(&self.buf));
         self.out.clear();
         self.buf.clear();
         result
@@ -134,9 +138,7 @@ impl Wire {
 }
 
 /// Waits up to `limit` for `stream` to take more bytes (async's log-tx, with the
-/// wire unlocked). A poll error only shortens the wait: the send reports it.
-pub fn wait_writable(stream: &TcpStream, limit: Duration) {
-    let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
-    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
-    let _ = nix::poll::poll(&mut fds, PollTimeout::from(ms));
+/// wire unlocked).
+pub fn wait_writable(stream: &Channel, limit: Duration) {
+    stream.wait_writable(limit);
 }

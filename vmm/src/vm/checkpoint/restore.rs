@@ -88,13 +88,16 @@ fn restore_chain(
     // A full checkpoint holds only non-zero pages.
     snapshot::zero_memory(mem)?;
     let mut restored = (0, 0);
+    // One count for the whole chain: the base and its deltas are one restore.
+    let mut progress = crate::vm::progress::Progress::start("checkpoint restore", None);
     for e in chain {
         let (_, reader) = read_header(&path(e))?;
-        restored = apply_file(&path(e), reader, vcpu, mem, bus)?;
+        restored = apply_file(&path(e), reader, vcpu, mem, bus, &mut progress)?;
         if restored.0 != e {
             let source = snapshot::SnapshotError::Protocol(format!("it holds the state of exit {}", restored.0));
             return Err(CheckpointError::Damaged { path: path(e).display().to_string(), source });
         }
     }
+    progress.finish();
     Ok(restored)
 }

@@ -28,9 +28,14 @@ fn elector_in(dir: &std::path::Path, position: LogPosition) -> (Arc<Elector>, st
         cpuid_digest: [4; 32],
         tick_hz: 250,
     };
-    let group =
-        Membership::parse("1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3", Rank { id: 3, priority: 1 }, false, &header)
-            .expect("membership");
+    let group = Membership::parse(
+        "1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3",
+        Rank { id: 3, priority: 1 },
+        false,
+        &header,
+        crate::host::tls::Security::Insecure,
+    )
+    .expect("membership");
     let timing = ElectionTiming::from(Duration::from_millis(500), Duration::from_millis(20));
     let e = Elector::new(group, timing, None, dir).expect("elector");
     let _ = e.view.set(Arc::new(View { position, hears: AtomicBool::new(false) }));
