@@ -6,6 +6,7 @@
 #   scripts/netns.sh status              namespaces, links and addresses
 #   scripts/netns.sh link HOST down|up   take HOST's uplink down (a partition) or up (heal)
 #   scripts/netns.sh kill HOST           kill -9 every process in HOST's namespace, and wait until they are gone
+#   scripts/netns.sh mirror on|off       mirrored input: every frame sent to the guest's MAC reaches every host's tap0
 #
 # HOST is one of host-a, host-b, host-c, host-d, client, lan.
 #
@@ -17,8 +18,16 @@
 #   host-c, host-d  the same, 10.77.0.3 and 10.77.0.4 (more followers of a group)
 #   client  eth0 = 10.77.0.100/24 (veth to sw0)
 #
+# Mirrored input (`mirror on`, docs/client-gap.md): the switch copies every frame sent
+# to the guest's MAC to every host port (a port mirror / SPAN on a real switch), and
+# each host hands such frames from its uplink straight to tap0, so a backup VMM started
+# with --mirrored-input holds the requests a dying primary never logged. Done with tc
+# (u32 + mirred, which this kernel has; flower and gact it may not): on each switch
+# port, mirror to every other host port and redirect (steal) to the last one, so each
+# host gets exactly one copy and the bridge none.
+#
 # The VMM opens tap0 by name (single queue). Its guest is 10.77.0.10, MAC
-# 52:54:00:77:00:0a, on both hosts. The subnet's first three octets come from
+# 52:54:00:4d:00:0a (the VMM's default for that address), on both hosts. The subnet's first three octets come from
 # NETNS_SUBNET (default 10.77.0). Interface names are fixed and per namespace,
 # so they stay short whatever the prefix; nothing is created in the root
 # namespace (veth pairs are made directly inside their namespaces).
@@ -33,7 +42,9 @@ HOST_C_IP="$SUBNET.3"
 HOST_D_IP="$SUBNET.4"
 GUEST_IP="$SUBNET.10"
 CLIENT_IP="$SUBNET.100"
-GUEST_MAC="52:54:00:77:00:0a"
+# The VMM's default: 52:54:00 and the last three bytes of the guest's address.
+IFS=. read -r _ o2 o3 o4 <<<"$GUEST_IP"
+GUEST_MAC="$(printf '52:54:00:%02x:%02x:%02x' "$o2" "$o3" "$o4")"
 
 die() {
     echo "netns.sh: $*" >&2
@@ -41,7 +52,7 @@ die() {
 }
 
 usage() {
-    sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -225,13 +236,64 @@ cmd_kill() { # host
     die "processes in $ns survived kill -9 for 10 s: $(ip netns pids "$ns" | tr '\n' ' ')"
 }
 
+# tc u32 match of the guest's MAC as the destination: at ingress the offsets are from the
+# network header, so the Ethernet destination is 14 bytes before it.
+mac_match() {
+    local m="${GUEST_MAC//:/}"
+    echo "match u16 0x${m:0:4} 0xffff at -14 match u32 0x${m:4:8} 0xffffffff at -12"
+}
+
+cmd_mirror() { # on|off
+    [ $# -eq 1 ] || usage
+    local port dev ns others actions i
+    case "$1" in
+    on | off) ;;
+    *) die "mirror: expected 'on' or 'off', got '$1'" ;;
+    esac
+    ns_exists "$NS_LAN" || die "namespace $NS_LAN does not exist (run: $0 up)"
+    local hosts=(host-a host-b host-c host-d)
+    for port in client "${hosts[@]}"; do
+        ip netns exec "$NS_LAN" tc qdisc del dev "$port" clsact 2>/dev/null || true
+    done
+    for port in "${hosts[@]}"; do
+        ip netns exec "$(ns_of "$port")" tc qdisc del dev uplink clsact 2>/dev/null || true
+    done
+    [ "$1" = on ] || return 0
+    # shellcheck disable=SC2207 # the match is several words on purpose
+    local match=($(mac_match))
+    for port in client "${hosts[@]}"; do
+        others=()
+        for dev in "${hosts[@]}"; do
+            [ "$dev" = "$port" ] || others+=("$dev")
+        done
+        actions=()
+        for ((i = 0; i < ${#others[@]}; i++)); do
+            if [ "$i" -lt $((${#others[@]} - 1)) ]; then
+                actions+=(action mirred egress mirror dev "${others[$i]}")
+            else
+                actions+=(action mirred egress redirect dev "${others[$i]}")
+            fi
+        done
+        ip netns exec "$NS_LAN" tc qdisc add dev "$port" clsact
+        ip netns exec "$NS_LAN" tc filter add dev "$port" ingress pref 10 protocol all u32 "${match[@]}" "${actions[@]}"
+    done
+    # A backup host's bridge learned the guest's MAC on its uplink (the live guest's
+    # broadcasts came from there) and would drop the copies: hand them to tap0 directly.
+    for port in "${hosts[@]}"; do
+        ns="$(ns_of "$port")"
+        ip netns exec "$ns" tc qdisc add dev uplink clsact
+        ip netns exec "$ns" tc filter add dev uplink ingress pref 10 protocol all u32 "${match[@]}" \
+            action mirred egress redirect dev tap0
+    done
+}
+
 [ $# -ge 1 ] || usage
 cmd="$1"
 shift
 case "$cmd" in
-up | down | status | link | kill) ;;
+up | down | status | link | kill | mirror) ;;
 -h | --help | help) usage ;;
-*) die "unknown command '$cmd' (expected up, down, status, link or kill)" ;;
+*) die "unknown command '$cmd' (expected up, down, status, link, kill or mirror)" ;;
 esac
 require_root "$cmd" "$@"
 case "$cmd" in
@@ -240,4 +302,5 @@ down) [ $# -eq 0 ] || usage; cmd_down ;;
 status) [ $# -eq 0 ] || usage; cmd_status ;;
 link) cmd_link "$@" ;;
 kill) cmd_kill "$@" ;;
+mirror) cmd_mirror "$@" ;;
 esac

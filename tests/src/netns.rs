@@ -116,6 +116,12 @@ impl Topology {
         self.script(&["link", host, if up { "up" } else { "down" }]);
     }
 
+    /// Mirrored input on or off (`netns.sh mirror`): with it on, every frame sent to the
+    /// guest's MAC reaches every host's tap0, as from a switch port mirror.
+    pub fn mirror(&self, on: bool) {
+        self.script(&["mirror", if on { "on" } else { "off" }]);
+    }
+
     /// `kill -9` of every process in `host`'s namespace: a whole-host kill.
     pub fn kill_all(&self, host: &str) {
         self.ns(host);

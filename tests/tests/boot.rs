@@ -108,3 +108,21 @@ fn a_cpu_past_the_last_one_is_a_usage_error() {
     let out = ftvmm(&["run", "--cpu", &(cpus - 1).to_string(), "--stop-at-exit", "100"]);
     ok_digest(&out);
 }
+
+#[test]
+fn mirrored_input_is_refused_for_a_vm_that_is_not_a_follower() {
+    // The flag makes a follower keep its TAP's frames for go-live; a primary or a plain
+    // run has nothing to keep them for, and says so instead of ignoring it.
+    for cmd in ["run", "primary"] {
+        let mut args = vec![cmd, "--tap", "tap9", "--guest-ip", "10.99.0.10/24", "--mirrored-input"];
+        if cmd == "primary" {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        let out = ftvmm(&args);
+        let err = ftvmm_tests::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(err.contains("--mirrored-input is for a backup or a replica member"), "{cmd}: {err}");
+    }
+    let out = ftvmm(&["backup", "--primary", "127.0.0.1:9", "--mirrored-input"]);
+    assert_eq!(out.status.code(), Some(2), "without --tap it is a usage error: {}", ftvmm_tests::stderr(&out));
+}

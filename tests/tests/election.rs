@@ -308,3 +308,51 @@ fn a_hung_primary_is_replaced_and_when_it_wakes_it_steps_down_and_rejoins_as_a_f
     assert_one_primary_per_epoch(&r);
     println!("a hang: new primary in status after {took:?}");
 }
+
+#[test]
+fn with_mirrored_input_the_elected_follower_answers_the_request_the_dead_primary_never_read() {
+    // Mirrored input (host/mirror.rs) on every member: the switch copies the guest's
+    // frames to every host. The primary's host is frozen, a request is sent (only the
+    // followers' mirror copies are read), and the host is killed: the member elected
+    // next injects the request at go-live, on the same connection, with the right value.
+    let _turn = serial();
+    let topo = Topology::up();
+    topo.mirror(true);
+    let r = Replicas::start(&topo, 3, &["--replication", "sync", "--mirrored-input"], &[]);
+    let old = r.primaries(&topo);
+    assert_eq!(old.len(), 1, "{old:?}");
+    let host_ns = topo.ns(MEMBER_HOSTS[old[0]]);
+    let (reply, waited) = in_netns(&topo, "client", move || {
+        use std::io::{BufRead, Write};
+        let (mut s, mut r) = ftvmm_tests::client::connect();
+        for _ in 0..20 {
+            assert_eq!(ftvmm_tests::client::command(&mut s, &mut r, "SET m 10"), "+OK");
+        }
+        let signal = |sig: &str| {
+            let ok = std::process::Command::new("sh")
+                .args(["-c", &format!("ip netns pids {host_ns} | xargs -r kill -{sig}")])
+                .status()
+                .expect("kill");
+            assert!(ok.success(), "kill -{sig} in {host_ns}");
+        };
+        signal("STOP");
+        s.write_all(b"INCR m\r\n").expect("send");
+        std::thread::sleep(Duration::from_millis(30));
+        signal("KILL");
+        let t0 = Instant::now();
+        let mut line = String::new();
+        r.read_line(&mut line).expect("reply");
+        (line.trim_end().to_string(), t0.elapsed())
+    });
+    println!("after the election the request was answered {} ms after the kill", waited.as_millis());
+    assert_eq!(reply, ":11", "the elected member carries on with the same state on the same connection");
+    let new = r.wait_primary(&topo, Some(old[0]), Duration::from_secs(10)).expect("a follower leads");
+    let injected: Vec<String> = r.lines("did not log goes to the guest");
+    assert!(
+        injected.iter().any(|l| !l.contains("injected=0")),
+        "member {} went live without injecting the mirrored request: {injected:?}\n{}",
+        new + 1,
+        r.logs()
+    );
+    assert_one_primary_per_epoch(&r);
+}

@@ -303,3 +303,94 @@ fn a_client_that_backed_off_resends_soon_after_a_hung_primarys_backup_goes_live(
     );
     assert!(pair.primary.wait(Duration::from_secs(5)).is_some(), "the hung primary was killed");
 }
+
+/// Freezes every process in `host_ns` (so the request sent next is never read, let
+/// alone logged), sends `INCR x` from the client, lets it reach the hosts, then kills
+/// the frozen host. Returns the reply and the time from the kill to it.
+fn incr_into_a_dying_primary(s: &mut TcpStream, r: &mut BufReader<TcpStream>, host_ns: &str) -> (String, Duration) {
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &format!("ip netns pids {host_ns} | xargs -r kill -{sig}")])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{sig} in {host_ns}");
+    };
+    signal("STOP");
+    s.write_all(b"INCR x\r\n").expect("send");
+    std::thread::sleep(Duration::from_millis(30));
+    signal("KILL");
+    let t0 = Instant::now();
+    let mut line = String::new();
+    std::io::BufRead::read_line(r, &mut line).expect("reply");
+    (line.trim_end().to_string(), t0.elapsed())
+}
+
+#[test]
+fn with_mirrored_input_a_request_the_dead_primary_never_read_is_answered_at_go_live() {
+    // The switch mirrors the guest's frames to every host (netns.sh mirror on); a backup
+    // with --mirrored-input keeps them. Each round freezes the primary's host, sends a
+    // request (only the mirror copy is ever read), and kills the host: the backup goes
+    // live, injects the request and answers it within milliseconds, where without the
+    // mirror the client resends it only at its retransmission timeout (>= 200 ms).
+    // Three failovers in a chain on one connection (host-a -> host-b -> host-a -> host-b),
+    // then one with the mirror off: the old behaviour, the client's timer.
+    const ROUNDS: usize = 3;
+    let _turn = serial();
+    let topo = Topology::up();
+    topo.mirror(true);
+    let listen_b = ["--listen", pair::BACKUP_LISTEN, "--mirrored-input"];
+    let listen_a = ["--listen", pair::PRIMARY_LISTEN, "--mirrored-input"];
+    let pair = pair::start_with(&topo, &[], &listen_b, None);
+    // The last one is the backup that goes live next; the others are kept so they are
+    // stopped (if still running) only when the test ends.
+    let mut alive = vec![pair.primary, pair.backup];
+    let (mut s, mut r) = in_netns(&topo, "client", ftvmm_tests::client::connect);
+    for _ in 0..20 {
+        assert_eq!(command(&mut s, &mut r, "SET x 10"), "+OK");
+    }
+    let mut waits = Vec::new();
+    let mut hosts = ["host-a", "host-b"];
+    for round in 0..=ROUNDS {
+        if round == ROUNDS {
+            topo.mirror(false);
+        }
+        let (reply, waited) = incr_into_a_dying_primary(&mut s, &mut r, &topo.ns(hosts[0]));
+        println!(
+            "round {round}: the request the dead primary never read was answered {} ms after the kill",
+            waited.as_millis()
+        );
+        assert_eq!(reply, format!(":{}", 11 + round), "round {round}: the same state, on the same connection");
+        let live = alive.last_mut().expect("the backup");
+        live.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
+        live.wait_for_line_in_stderr("did not log goes to the guest", Duration::from_secs(5));
+        let err = live.stderr();
+        if round < ROUNDS {
+            assert!(!err.contains("injected=0"), "round {round}: the mirrored request was not injected:\n{err}");
+            waits.push(waited);
+            // A new backup on the dead host joins the live one, and the roles swap.
+            let (joiner, to, flags) = if hosts[1] == "host-b" {
+                ("host-a", pair::BACKUP_LISTEN, listen_a)
+            } else {
+                ("host-b", pair::PRIMARY_LISTEN, listen_b)
+            };
+            alive.push(pair::join(&topo, joiner, to, &flags));
+            hosts.swap(0, 1);
+        } else {
+            assert!(
+                waited > Duration::from_millis(120),
+                "with the mirror off the client must resend by its own timer (>= 200 ms after sending); it \
+                 waited only {} ms, so this test does not measure what it claims",
+                waited.as_millis()
+            );
+        }
+    }
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    println!("median wait over {ROUNDS} mirrored failovers: {} ms", median.as_millis());
+    assert!(
+        median < Duration::from_millis(100),
+        "with mirrored input the request must be answered well before the client's retransmission timeout \
+         (~200 ms): median {} ms ({waits:?})",
+        median.as_millis()
+    );
+}

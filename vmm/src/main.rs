@@ -373,6 +373,13 @@ struct VmArgs {
     /// Pin the vCPU thread alone to these CPUs; the other threads stay on --cpu.
     #[arg(long = "vcpu-cpu", value_name = "LIST", value_parser = parse_cpus)]
     vcpu_cpus: Option<CpuList>,
+    /// A backup or replica member: open the TAP at once and keep the last second of
+    /// what clients send the guest (the switch mirrors the guest's frames to this
+    /// host: `scripts/netns.sh mirror on`); at go-live the guest gets what its old
+    /// primary never logged, so a request in flight is answered without waiting for
+    /// the client to resend it (docs/client-gap.md).
+    #[arg(long, requires = "tap")]
+    mirrored_input: bool,
     /// The guest's wall clock at boot (Unix ms). Defaults to now for run, record and
     /// primary; a backup or replay of a site must be given the primary's value.
     #[arg(long, value_name = "MS", requires = "site_id")]
@@ -429,6 +436,7 @@ impl VmArgs {
             guest_flags: String::new(),
             cpus: self.cpus.clone(),
             vcpu_cpus: self.vcpu_cpus.clone(),
+            mirrored_input: self.mirrored_input,
         })
     }
 }
@@ -469,8 +477,8 @@ fn main() -> ExitCode {
         },
         Command::Replica { vm, id, group, witness, priority, data_dir, group_args } => match group_args.group() {
             Ok(mut g) => {
-                // Stop-and-copy in a replica group: with pre-copy, election.rs failed (a killed
-                // primary's follower did not lead in time), not diagnosed yet (README, Limits).
+                // Stop-and-copy in a replica group until election.rs has run against
+                // pre-copy there (README, Limits).
                 g.timing.precopy = false;
                 if group_args.arbiter.is_some() {
                     return usage_error("a replica group takes --witness, not --arbiter");

@@ -71,7 +71,8 @@ impl Member {
         .map_err(|e| RunError::StandDown(format!("the state transfer after a reconnection failed: {e}")))?;
         let checkpoints = t.upstream.persist.get().map(|p| p.checkpoints.clone());
         let driver = ReplayDriver::following(Box::new(source), t.upstream.replayed_through.clone())
-            .with_checkpoints(checkpoints);
+            .with_checkpoints(checkpoints)
+            .with_mirror(t.mirrored.as_ref().map(|m| m.mirror.clone()));
         self.runner.restart_after(index, Driver::Replay(driver));
         Ok(true)
     }

@@ -13,7 +13,7 @@ use super::handshake;
 use super::recovery::{self, DataDir, Restart};
 use super::release::{Control, Policy, SharedReleaser};
 use super::stream::{Fanout, GroupSink};
-use super::takeover::Takeover;
+use super::takeover::{MirroredTap, Takeover};
 use super::{ReplicationError, Timing};
 use crate::host::status::Stats;
 use crate::host::tls::Security;
@@ -125,6 +125,8 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
 /// How a follower goes live, besides what [`Services`] has.
 pub struct FollowerPlan {
     pub tap: Option<String>,
+    /// `--mirrored-input`: the TAP, open from the start, and what it keeps.
+    pub mirrored: Option<MirroredTap>,
     pub net: NetConfig,
     /// Where to take followers of its own once live.
     pub listen: Option<String>,
@@ -162,6 +164,7 @@ pub fn replica(
                 };
                 let plan = FollowerPlan {
                     tap: plan.tap.clone(),
+                    mirrored: plan.mirrored.clone(),
                     net: plan.net,
                     listen: plan.listen.clone(),
                     control: plan.control.clone(),
@@ -313,8 +316,10 @@ fn finish(
     checkpoints: Option<SharedCheckpointer>,
     reconnect: Option<Reconnect>,
 ) -> Started {
+    let mirror = plan.mirrored.as_ref().map(|m| m.mirror.clone());
     let takeover = Takeover {
         tap: plan.tap,
+        mirrored: plan.mirrored,
         net: plan.net,
         listen: plan.listen,
         header: machine.header,
@@ -333,7 +338,9 @@ fn finish(
         tracing::warn!("cannot start the catch-up thread ({e}); its progress lines are missing");
     }
     let driver = Driver::Replay(
-        ReplayDriver::following(source, upstream.replayed_through.clone()).with_checkpoints(checkpoints),
+        ReplayDriver::following(source, upstream.replayed_through.clone())
+            .with_checkpoints(checkpoints)
+            .with_mirror(mirror),
     );
     Started { driver, first_index, attacher: None, takeover: Some(takeover), upstream: Some(upstream) }
 }

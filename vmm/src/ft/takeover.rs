@@ -5,8 +5,9 @@
 //! ```text
 //!   corrupt stream or stalled replay?  --> stand down (exit 7), never live
 //!   group.take_over(): win the arbiter for the epoch  --lost--> stand down
-//!   GOING LIVE: open the TAP, gratuitous ARPs, re-send output after the
-//!               primary's last released mark, take followers (given --listen)
+//!   GOING LIVE: open the TAP (mirrored input: inject what it kept), gratuitous
+//!               ARPs, re-send output after the primary's last released mark,
+//!               take followers (given --listen)
 //! ```
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
@@ -16,6 +17,7 @@ use super::handshake;
 use super::release::{Control, SharedReleaser};
 use super::stream::{Fanout, GroupSink};
 use super::Timing;
+use crate::host::mirror::Mirror;
 use crate::host::status::{Role, Stats};
 use crate::host::tap::{gratuitous_arp, Tap};
 use crate::vm::driver::RunError;
@@ -28,10 +30,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A follower's TAP, open from the start, and the frames it keeps from it until
+/// go-live (`--mirrored-input`; host/mirror.rs).
+#[derive(Clone)]
+pub struct MirroredTap {
+    pub tap: Tap,
+    pub mirror: Arc<Mirror<VmEvent>>,
+}
+
 /// Everything a follower needs to go live.
 pub struct Takeover {
-    /// The TAP device the live VM's NIC uses (opened only now).
+    /// The TAP device the live VM's NIC uses (opened only now, unless mirrored).
     pub tap: Option<String>,
+    /// With mirrored input: the TAP, already open, and what it received.
+    pub mirrored: Option<MirroredTap>,
     pub net: NetConfig,
     /// Where to take followers of its own once live.
     pub listen: Option<String>,
@@ -87,15 +99,28 @@ impl Takeover {
             "GOING LIVE: this follower is now the primary (unprotected)"
         );
         self.stats.set_role(Role::Live);
-        let tap = self
-            .tap
-            .as_deref()
-            .map(Tap::open)
-            .transpose()
-            .map_err(|e| stand_down(format!("cannot open the NIC: {e}")))?;
+        let tap = match &self.mirrored {
+            // Before any frame read from now on: the requests the old primary never logged.
+            Some(m) => {
+                let injected = m.mirror.go_live(&self.events_tx, VmEvent::Frame);
+                tracing::info!(injected, "live: mirrored input the old primary did not log goes to the guest");
+                Some(m.tap.clone())
+            }
+            None => {
+                let tap = self
+                    .tap
+                    .as_deref()
+                    .map(Tap::open)
+                    .transpose()
+                    .map_err(|e| stand_down(format!("cannot open the NIC: {e}")))?;
+                if let Some(tap) = &tap {
+                    tap.spawn_reader(self.events_tx.clone(), VmEvent::Frame)
+                        .map_err(|e| stand_down(format!("cannot start the NIC reader: {e}")))?;
+                }
+                tap
+            }
+        };
         if let Some(tap) = &tap {
-            tap.spawn_reader(self.events_tx.clone(), VmEvent::Frame)
-                .map_err(|e| stand_down(format!("cannot start the NIC reader: {e}")))?;
             announce(tap.clone(), self.net);
         }
         let _ = self.control.send(Control::GoLive { tap, released, group: self.group.clone() });

@@ -1,14 +1,16 @@
 //! The host side of a VM: its TAP device, the guest's network configuration,
 //! the arbiter that decides who may go on alone, the register a replica group's
 //! witness keeps its ballot in, the status endpoint (HTTP: status, metrics,
-//! dashboard), CPU pinning, and the frames that tell clients at go-live that an
-//! outage is over, and the TLS that locks the replication channels.
+//! dashboard), CPU pinning, the mirrored input a follower keeps for go-live, the
+//! frames that tell clients at go-live that an outage is over, and the TLS that
+//! locks the replication channels.
 pub mod affinity;
 pub mod arbiter;
 pub mod bind;
 pub mod dashboard;
 pub mod http;
 pub mod metrics;
+pub mod mirror;
 pub mod netcfg;
 pub mod nudge;
 pub mod records;

@@ -11,7 +11,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const MAX_FRAME: usize = 65_536;
+/// The largest frame read from a TAP.
+pub const MAX_FRAME: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -80,6 +81,11 @@ impl Tap {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Reads one frame into `buf` (blocking); returns its length.
+    pub fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.file).read(buf)
     }
 
     /// Sends one frame; a full or missing link drops it, as a NIC would.

@@ -13,10 +13,11 @@ use crate::ft::output_rule::ReplicationMode;
 use crate::ft::recovery::DataDir;
 use crate::ft::release::{Control, Policy, SharedReleaser};
 use crate::ft::start::{self, FollowerPlan, Services, Started};
-use crate::ft::takeover::announce;
+use crate::ft::takeover::{announce, MirroredTap};
 use crate::ft::{ReplicationError, Timing};
 use crate::host::affinity::CpuList;
 use crate::host::arbiter::{self, Arbiter, Location};
+use crate::host::mirror::{GuestAddr, Mirror, MirrorError};
 use crate::host::scope::{Scope, ScopeError};
 use crate::host::status::{Role, Stats};
 use crate::host::tap::{Tap, TapError};
@@ -61,6 +62,9 @@ pub struct VmOptions {
     pub cpus: Option<CpuList>,
     /// Pin the vCPU thread alone to these CPUs (`--vcpu-cpu`).
     pub vcpu_cpus: Option<CpuList>,
+    /// A follower opens its TAP at once and keeps what clients send the guest, for
+    /// go-live (`--mirrored-input`; host/mirror.rs).
+    pub mirrored_input: bool,
 }
 
 /// How a primary replicates.
@@ -170,6 +174,13 @@ pub enum LaunchError {
     Membership(#[from] crate::ft::election::peer::MembershipError),
     #[error(transparent)]
     Election(#[from] crate::ft::election::elector::ElectionError),
+    #[error(
+        "--mirrored-input is for a backup or a replica member with --tap (a follower keeps the frames its TAP \
+         receives for go-live); drop it here"
+    )]
+    MirroredInputNotFollower,
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
     #[error("the vCPU thread panicked; this is a bug in ftvmm")]
     VcpuPanicked,
 }
@@ -211,6 +222,10 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     // Before any thread exists, so that every thread inherits the mask and only
     // `signals` ever takes SIGINT/SIGTERM (default delivery would kill the process
     // without flushing the log).
+    // Before anything is built: a flag that cannot apply is refused at once.
+    if opts.mirrored_input && !matches!(mode, Mode::Backup { .. } | Mode::Replica { .. }) {
+        return Err(LaunchError::MirroredInputNotFollower);
+    }
     threads::block_stop_signals();
     // Also before any thread exists: every thread inherits it.
     if let Some(cpus) = &opts.cpus {
@@ -254,6 +269,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Mode::Backup { .. } | Mode::Replica { .. } => None,
         _ => opts.tap.as_deref().map(Tap::open).transpose()?,
     };
+    let mirrored = mirrored_tap(opts, mode, config.net)?;
     let releaser = SharedReleaser::new(Policy::Immediate, None, stats.clone());
     let mut plain: Option<Driver> = None;
     let service = std::net::Ipv4Addr::from(config.net.ip).to_string();
@@ -294,6 +310,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         (Mode::Backup { primary, group: g, connect_within, listen, data_dir }, _, _) => {
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),
+                mirrored: mirrored.clone(),
                 net: config.net,
                 listen: listen.clone(),
                 control: control_tx.clone(),
@@ -311,6 +328,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             elector.start(s.group.clone())?;
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),
+                mirrored: mirrored.clone(),
                 net: config.net,
                 listen: Some(elector.join_addr()),
                 control: control_tx.clone(),
@@ -319,7 +337,14 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
             if started.takeover.is_none() {
                 // Elected at boot: this member runs the VM and its NIC from the start.
                 stats.set_role(Role::Primary);
-                tap = opts.tap.as_deref().map(Tap::open).transpose()?;
+                tap = match &mirrored {
+                    // Its TAP is open and read already: a fresh VM gets what comes from now on.
+                    Some(m) => {
+                        m.mirror.pass_through(&events_tx, VmEvent::Frame);
+                        Some(m.tap.clone())
+                    }
+                    None => opts.tap.as_deref().map(Tap::open).transpose()?,
+                };
             }
             Some(started)
         }
@@ -352,7 +377,9 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         }
     };
     if let Some(tap) = &tap {
-        tap.spawn_reader(events_tx.clone(), VmEvent::Frame).map_err(|e| LaunchError::Thread("nic-rx", e))?;
+        if mirrored.is_none() {
+            tap.spawn_reader(events_tx.clone(), VmEvent::Frame).map_err(|e| LaunchError::Thread("nic-rx", e))?;
+        }
         // Switches may remember the guest's MAC on another port (a backup that was live
         // there before); announcing it, as a NIC coming up would, puts it where it is now.
         announce(tap.clone(), config.net);
@@ -381,6 +408,22 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         }
     }
     Ok(report(&outcome, opts.stop_at_exit))
+}
+
+/// With `--mirrored-input`, a follower's TAP opened now, and the reader that keeps what it
+/// receives until go-live.
+fn mirrored_tap(opts: &VmOptions, mode: &Mode, net: NetConfig) -> Result<Option<MirroredTap>, LaunchError> {
+    if !opts.mirrored_input {
+        return Ok(None);
+    }
+    let (Mode::Backup { .. } | Mode::Replica { .. }, Some(name)) = (mode, opts.tap.as_deref()) else {
+        return Err(LaunchError::MirroredInputNotFollower);
+    };
+    let tap = Tap::open(name)?;
+    let mirror = Mirror::new(GuestAddr { mac: net.mac, ip: net.ip });
+    mirror.spawn_reader(&tap)?;
+    tracing::info!(tap = name, "mirrored input: keeping what this TAP receives for the guest until go-live");
+    Ok(Some(MirroredTap { tap, mirror }))
 }
 
 /// This member's group name (`host::scope`): a primary starts a new group, a backup

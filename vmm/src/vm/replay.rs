@@ -1,10 +1,13 @@
 //! The replay driver: at each counted exit, apply exactly what the log holds
 //! for it, after checking the guest is where the log says it was. A backup's
 //! replay driver also knows how to take over when the primary's log ends.
+use crate::host::mirror::Mirror;
 use crate::vm::checkpoint::SharedCheckpointer;
 use crate::vm::digest;
 use crate::vm::driver::{ExitContext, Finish, RunError, Step};
+use crate::vm::live::VmEvent;
 use crate::vm::replayer::{check_sig, AtExit, RecordSource, ReplayError, Replayer};
+use guest_abi::nic;
 use logging_channel::{DigestScope, Event, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,12 +22,21 @@ pub struct ReplayDriver {
     replayed_through: Option<Arc<AtomicU64>>,
     /// A follower with a data directory checkpoints its VM at exits nothing is injected at.
     checkpoints: Option<SharedCheckpointer>,
+    /// A follower with mirrored input tells it each frame the log delivers, so that
+    /// go-live does not inject that frame again (host/mirror.rs).
+    mirror: Option<Arc<Mirror<VmEvent>>>,
 }
 
 impl ReplayDriver {
     /// Replays a log that must end with an end record (a file).
     pub fn new(source: Box<dyn RecordSource + Send>) -> ReplayDriver {
-        ReplayDriver { log: Replayer::new(source), end_digest: None, replayed_through: None, checkpoints: None }
+        ReplayDriver {
+            log: Replayer::new(source),
+            end_digest: None,
+            replayed_through: None,
+            checkpoints: None,
+            mirror: None,
+        }
     }
 
     /// Replays a primary's stream, publishing progress in `replayed_through`; when the
@@ -35,6 +47,7 @@ impl ReplayDriver {
             end_digest: None,
             replayed_through: Some(replayed_through),
             checkpoints: None,
+            mirror: None,
         }
     }
 
@@ -42,6 +55,15 @@ impl ReplayDriver {
     /// is injected at: its state is then exactly what a log after it replays from.
     pub fn with_checkpoints(mut self, checkpoints: Option<SharedCheckpointer>) -> ReplayDriver {
         self.checkpoints = checkpoints;
+        self
+    }
+
+    /// Notes each frame the log delivers in `mirror` (a follower with mirrored input).
+    pub fn with_mirror(mut self, mirror: Option<Arc<Mirror<VmEvent>>>) -> ReplayDriver {
+        if let Some(m) = &mirror {
+            m.replay_starts();
+        }
+        self.mirror = mirror;
         self
     }
 
@@ -71,6 +93,9 @@ impl ReplayDriver {
             check_sig(ctx.index, logged, &ctx.sig()?)?;
             for event in events {
                 apply(ctx, event)?;
+                if let (Some(mirror), Event::DeviceInput { device: nic::DEVICE_ID, bytes }) = (&self.mirror, event) {
+                    mirror.note_delivered(bytes);
+                }
             }
         }
         let step = check_digests(ctx, &at)?;
