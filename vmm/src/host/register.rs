@@ -46,9 +46,12 @@ pub fn from_spec(spec: &str, name: &str) -> Result<Box<dyn Register>, ArbiterErr
     at(&Location::parse(spec)?, name)
 }
 
-/// The register of group `name` at `location` (a file location's directory is created).
+/// The register of group `name` at `location`. A file location's directory is NOT
+/// created here: this runs at every vote, and a witness directory that went away
+/// (storage unmounted, say) must stay away rather than come back empty, which would
+/// be a second witness that remembers no vote (the fault campaign found it). Members
+/// create it once, at launch.
 pub fn at(location: &Location, name: &str) -> Result<Box<dyn Register>, ArbiterError> {
-    location.create()?;
     Ok(match location {
         Location::File(dir) => Box::new(FileRegister {
             path: dir.join(format!("{name}{WITNESS_FILE_SUFFIX}")),
@@ -194,6 +197,7 @@ mod tests {
     fn a_file_register_swaps_only_from_the_version_read() {
         let dir = std::env::temp_dir().join(format!("ftvmm-register-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
         let a = from_spec(&format!("file:{}", dir.display()), "svc").expect("register");
         let b = from_spec(&format!("file:{}", dir.display()), "svc").expect("register");
         assert_eq!(a.read().expect("read"), (String::new(), 0));

@@ -167,8 +167,19 @@ mod tests {
     fn witness(name: &str) -> (Witness, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("ftvmm-witness-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        Location::File(dir.clone()).create().expect("dir");
         let scope = Arc::new(Scope::given(logging_channel::GroupName::new("svc").expect("name")));
         (Witness::new(Location::File(dir.clone()), scope), dir)
+    }
+
+    #[test]
+    fn a_witness_directory_that_went_away_stays_away_and_the_vote_fails() {
+        // Found by the fault campaign: the register used to create its directory at every
+        // vote, so a witness taken away came back empty, a second witness with no memory.
+        let (w, dir) = witness("away");
+        std::fs::remove_dir_all(&dir).expect("take the witness away");
+        assert!(w.vote(&[1, 2], &req(1, 1, (0, 0))).is_err(), "no witness, no vote");
+        assert!(!dir.exists(), "the witness's directory was made again, empty");
     }
 
     fn req(epoch: u64, candidate: MemberId, log: (u64, u64)) -> Request {
