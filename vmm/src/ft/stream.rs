@@ -134,7 +134,7 @@ impl FollowerLink {
                 let mut reported = false;
                 while l.is_live() {
                     if l.lock().pending() > 0 {
-                        wire::wait_writable(&l.control, timing.heartbeat / 2);
+                        l.control.wait_writable(timing.heartbeat / 2);
                         l.send_pending();
                     } else {
                         std::thread::sleep(timing.heartbeat / 2);

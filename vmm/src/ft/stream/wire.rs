@@ -20,7 +20,7 @@
 //! may end in the middle of a frame the kernel took half of.
 use crate::host::tls::Channel;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How many bytes an async follower may have waiting for its socket before it is
 /// dropped. At the ~1 MB/s that a busy guest logs, this is several seconds of a
@@ -135,10 +135,4 @@ impl Wire {
         self.buf.clear();
         result
     }
-}
-
-/// Waits up to `limit` for `stream` to take more bytes (async's log-tx, with the
-/// wire unlocked).
-pub fn wait_writable(stream: &Channel, limit: Duration) {
-    stream.wait_writable(limit);
 }
