@@ -1,7 +1,7 @@
 //! A raw RESP client for the tests: the guest's key-value server, one command at a time.
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The guest's server, as the topology places it.
 pub const GUEST: &str = "10.77.0.10:6379";
@@ -65,4 +65,30 @@ pub fn fresh_client_check(topo: &crate::netns::Topology) -> Result<(), String> {
         return Err(format!("the client's ARP entry for the guest is {neigh:?}, not the guest's MAC"));
     }
     Ok(())
+}
+
+/// Freezes every process in `host_ns` (so the request sent next is never read, let
+/// alone logged), sends `INCR key` on `s`, lets it reach the hosts, then kills the
+/// frozen host. Returns the reply and the time from the kill to it.
+pub fn incr_into_a_dying_primary(
+    s: &mut TcpStream,
+    r: &mut BufReader<TcpStream>,
+    host_ns: &str,
+    key: &str,
+) -> (String, Duration) {
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &format!("ip netns pids {host_ns} | xargs -r kill -{sig}")])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{sig} in {host_ns}");
+    };
+    signal("STOP");
+    s.write_all(format!("INCR {key}\r\n").as_bytes()).expect("send");
+    std::thread::sleep(Duration::from_millis(30));
+    signal("KILL");
+    let t0 = Instant::now();
+    let mut line = String::new();
+    r.read_line(&mut line).expect("reply");
+    (line.trim_end().to_string(), t0.elapsed())
 }

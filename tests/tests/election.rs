@@ -323,26 +323,11 @@ fn with_mirrored_input_the_elected_follower_answers_the_request_the_dead_primary
     assert_eq!(old.len(), 1, "{old:?}");
     let host_ns = topo.ns(MEMBER_HOSTS[old[0]]);
     let (reply, waited) = in_netns(&topo, "client", move || {
-        use std::io::{BufRead, Write};
         let (mut s, mut r) = ftvmm_tests::client::connect();
         for _ in 0..20 {
             assert_eq!(ftvmm_tests::client::command(&mut s, &mut r, "SET m 10"), "+OK");
         }
-        let signal = |sig: &str| {
-            let ok = std::process::Command::new("sh")
-                .args(["-c", &format!("ip netns pids {host_ns} | xargs -r kill -{sig}")])
-                .status()
-                .expect("kill");
-            assert!(ok.success(), "kill -{sig} in {host_ns}");
-        };
-        signal("STOP");
-        s.write_all(b"INCR m\r\n").expect("send");
-        std::thread::sleep(Duration::from_millis(30));
-        signal("KILL");
-        let t0 = Instant::now();
-        let mut line = String::new();
-        r.read_line(&mut line).expect("reply");
-        (line.trim_end().to_string(), t0.elapsed())
+        ftvmm_tests::client::incr_into_a_dying_primary(&mut s, &mut r, &host_ns, "m")
     });
     println!("after the election the request was answered {} ms after the kill", waited.as_millis());
     assert_eq!(reply, ":11", "the elected member carries on with the same state on the same connection");

@@ -304,27 +304,6 @@ fn a_client_that_backed_off_resends_soon_after_a_hung_primarys_backup_goes_live(
     assert!(pair.primary.wait(Duration::from_secs(5)).is_some(), "the hung primary was killed");
 }
 
-/// Freezes every process in `host_ns` (so the request sent next is never read, let
-/// alone logged), sends `INCR x` from the client, lets it reach the hosts, then kills
-/// the frozen host. Returns the reply and the time from the kill to it.
-fn incr_into_a_dying_primary(s: &mut TcpStream, r: &mut BufReader<TcpStream>, host_ns: &str) -> (String, Duration) {
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("sh")
-            .args(["-c", &format!("ip netns pids {host_ns} | xargs -r kill -{sig}")])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill -{sig} in {host_ns}");
-    };
-    signal("STOP");
-    s.write_all(b"INCR x\r\n").expect("send");
-    std::thread::sleep(Duration::from_millis(30));
-    signal("KILL");
-    let t0 = Instant::now();
-    let mut line = String::new();
-    std::io::BufRead::read_line(r, &mut line).expect("reply");
-    (line.trim_end().to_string(), t0.elapsed())
-}
-
 #[test]
 fn with_mirrored_input_a_request_the_dead_primary_never_read_is_answered_at_go_live() {
     // The switch mirrors the guest's frames to every host (netns.sh mirror on); a backup
@@ -354,7 +333,7 @@ fn with_mirrored_input_a_request_the_dead_primary_never_read_is_answered_at_go_l
         if round == ROUNDS {
             topo.mirror(false);
         }
-        let (reply, waited) = incr_into_a_dying_primary(&mut s, &mut r, &topo.ns(hosts[0]));
+        let (reply, waited) = ftvmm_tests::client::incr_into_a_dying_primary(&mut s, &mut r, &topo.ns(hosts[0]), "x");
         println!(
             "round {round}: the request the dead primary never read was answered {} ms after the kill",
             waited.as_millis()
