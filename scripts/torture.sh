@@ -6,6 +6,8 @@
 # TORTURE_CAMPAIGN_SECONDS (default 180): the length of one campaign (one group).
 # TORTURE_MODES (default "3:sync 3:semi-sync 2:sync 2:semi-sync"): MEMBERS:MODE, in turn.
 # TORTURE_SEED (default 1000): the first seed; campaign k uses TORTURE_SEED + k.
+# TORTURE_MIX (optional): the fault kinds' weights, ftvmm-torture's --mix (e.g.
+# "kill=14,pause=1,cut=2,one-way=1,slow=1,witness=1" for a run aiming at kills).
 # TORTURE_OUT (default target/torture): where summaries, and histories and logs of
 # failed campaigns, are kept.
 # NETNS_PREFIX (optional): the namespaces' prefix (default: a unique one per campaign).
@@ -25,6 +27,7 @@ minutes=${1:-60}
 campaign=${TORTURE_CAMPAIGN_SECONDS:-180}
 read -r -a modes <<<"${TORTURE_MODES:-3:sync 3:semi-sync 2:sync 2:semi-sync}"
 seed=${TORTURE_SEED:-1000}
+mix=(${TORTURE_MIX:+--mix "$TORTURE_MIX"})
 out=${TORTURE_OUT:-target/torture}
 mkdir -p "$out/bin"
 # ftvmm-torture starts the ftvmm binary it sits beside.
@@ -54,9 +57,9 @@ while [ "$(date +%s)" -lt "$end" ]; do
     spec=${modes[$((k % ${#modes[@]}))]}
     members=${spec%%:*} mode=${spec#*:} s=$((seed + k))
     echo "== $(date -u +%H:%M:%S) campaign $k: $members members, $mode, seed $s, ${secs}s"
-    echo "   again: sudo ${NETNS_PREFIX:+NETNS_PREFIX=$NETNS_PREFIX }$bin --members $members --replication $mode --seed $s --seconds $secs"
+    echo "   again: sudo ${NETNS_PREFIX:+NETNS_PREFIX=$NETNS_PREFIX }$bin --members $members --replication $mode --seed $s --seconds $secs ${mix[*]}"
     rc=0
-    line=$(nice -n 10 "$bin" --members "$members" --replication "$mode" --seed "$s" --seconds "$secs" \
+    line=$(nice -n 10 "$bin" --members "$members" --replication "$mode" --seed "$s" --seconds "$secs" "${mix[@]}" \
         --history "$out/seed$s.history" --logs "$out/seed$s.logs" | tail -n 2) || rc=$?
     echo "$line"
     echo "$spec rc=$rc $line" | tr '\n' ' ' >>"$results"

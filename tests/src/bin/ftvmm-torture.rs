@@ -6,6 +6,9 @@
 //!               [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]...
 //!               [--keep-data]                   (no kill loses the member's --data-dir; by
 //!                                                default a third of the restarts begin empty)
+//!               [--mix kill=7,pause=3,cut=3,one-way=3,slow=2,witness=2]   (the default
+//!                                                weights of the fault kinds; name only those
+//!                                                to change)
 //!               [--unsafe-release-before-ack]   (a broken build: debug builds of ftvmm only)
 //! ftvmm-torture --check FILE      recheck a saved history
 //! ftvmm-torture --plan [--members M] [--seed N] [--rounds R]   print a seed's schedule
@@ -23,8 +26,8 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: ftvmm-torture [--members 3|2] [--replication sync|semi-sync|async|quorum:K] [--seed N] \
 [--minutes M | --seconds S] [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]... \
-[--keep-data] [--unsafe-release-before-ack] \
-| --check HISTORY-FILE | --plan [--members 3|2] [--seed N] [--rounds R] [--keep-data]";
+[--keep-data] [--mix KIND=WEIGHT,...] [--unsafe-release-before-ack] \
+| --check HISTORY-FILE | --plan [--members 3|2] [--seed N] [--rounds R] [--keep-data] [--mix KIND=WEIGHT,...]";
 
 struct Args {
     config: Config,
@@ -72,6 +75,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             // (--wipe-data, the old switch, is the default now).
             "--wipe-data" => a.config.wipe = true,
             "--keep-data" => a.config.wipe = false,
+            "--mix" => a.config.mix = value()?.parse()?,
             "--check" => a.check = Some(value()?),
             "--plan" => a.plan = Some(a.plan.unwrap_or(30)),
             "--rounds" => a.plan = Some(num(value()?)?.clamp(1, 100_000) as usize),
@@ -98,7 +102,7 @@ fn main() -> ExitCode {
     if let Some(rounds) = args.plan {
         // The draws only: which member is primary at each round is the run's to decide.
         let c = &args.config;
-        for (k, round) in plan::plan(c.seed, c.members, c.members == 2, c.wipe, rounds).iter().enumerate() {
+        for (k, round) in plan::plan(c.seed, c.members, c.members == 2, c.wipe, &c.mix, rounds).iter().enumerate() {
             println!("round {k}: {round}");
         }
         return ExitCode::SUCCESS;
@@ -197,6 +201,9 @@ mod tests {
         assert!(args("").expect("defaults").config.env.is_empty(), "the sabotage is off by default");
         assert!(args("").expect("defaults").config.wipe, "kills restart without the --data-dir now and then");
         assert!(!args("--keep-data").expect("valid").config.wipe);
+        assert_eq!(args("--mix kill=14,cut=1").expect("valid").config.mix.kill, 14);
+        assert!(args("--mix kill=-1").is_err());
+        assert!(args("--mix").is_err());
         assert_eq!(args("--plan --rounds 5").expect("valid").plan, Some(5));
         assert_eq!(args("--plan").expect("valid").plan, Some(30));
         assert!(args("--members 4").is_err());

@@ -35,7 +35,7 @@ pub use verdict::{check_history, check_members, Findings};
 use crate::netns::Topology;
 use crate::replica::{Replicas, MEMBER_HOSTS};
 use clients::{Clients, Shared};
-use nemesis::{Faults, Nemesis};
+use nemesis::{plan, Faults, Nemesis};
 use std::time::{Duration, Instant};
 
 /// A campaign's settings (the CLI's flags).
@@ -59,6 +59,8 @@ pub struct Config {
     /// A third of the kills restart the member with an empty `--data-dir` (a new disk:
     /// the member forgets its ballot; on by default, `--keep-data` turns it off).
     pub wipe: bool,
+    /// How often each kind of fault is drawn (`--mix`).
+    pub mix: plan::Mix,
     /// The namespaces' prefix (`NETNS_PREFIX`); `None`: a unique one per run.
     pub netns_prefix: Option<String>,
 }
@@ -75,6 +77,7 @@ impl Default for Config {
             extra: Vec::new(),
             env: Vec::new(),
             wipe: true,
+            mix: plan::Mix::default(),
             netns_prefix: None,
         }
     }
@@ -169,6 +172,7 @@ pub fn run(cfg: &Config) -> Report {
     let cas = Some(clients.cas);
     let mut nemesis = Nemesis::new(cfg.seed, cfg.members, shared.t0);
     nemesis.wipe = cfg.wipe;
+    nemesis.mix = cfg.mix;
     let t0 = Instant::now();
     let done = |shared: &Shared| {
         cfg.duration.is_some_and(|d| t0.elapsed() >= d)

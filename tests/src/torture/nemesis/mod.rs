@@ -128,12 +128,22 @@ pub struct Nemesis {
     slow_works: Option<bool>,
     /// Kills restart the member without its `--data-dir` 1 time in 3.
     pub wipe: bool,
+    /// How often each kind of fault is drawn.
+    pub mix: plan::Mix,
     pub faults: Faults,
 }
 
 impl Nemesis {
     pub fn new(seed: u64, n: usize, t0: Instant) -> Nemesis {
-        Nemesis { rng: Rng(seed), n, t0, slow_works: None, wipe: true, faults: Faults::default() }
+        Nemesis {
+            rng: Rng(seed),
+            n,
+            t0,
+            slow_works: None,
+            wipe: true,
+            mix: plan::Mix::default(),
+            faults: Faults::default(),
+        }
     }
 
     fn note(&mut self, what: String) {
@@ -149,7 +159,7 @@ impl Nemesis {
     /// Traffic, then one fault (drawn first: [`plan::draw`]), then waits for the group
     /// to be whole.
     pub fn round(&mut self, topo: &Topology, r: &mut Replicas) {
-        let round = plan::draw(&mut self.rng, self.n, r.witness_dir().is_some(), self.wipe);
+        let round = plan::draw(&mut self.rng, self.n, r.witness_dir().is_some(), self.wipe, &self.mix);
         std::thread::sleep(round.quiet);
         // The victim: the primary when the draw says so and there is one, else `any`.
         let primary = if round.primary { (0..self.n).find(|&i| is_primary(topo, i)) } else { None };
