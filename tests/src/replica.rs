@@ -57,6 +57,18 @@ impl Replicas {
         r.until_elected(topo)
     }
 
+    /// [`Replicas::launch`] with `--witness witness_spec` (an etcd witness, say) instead
+    /// of a fresh file witness; returns at once, as `launch` does.
+    pub fn launch_on_witness(
+        topo: &Topology,
+        n: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        witness: &str,
+    ) -> Replicas {
+        Replicas::launch_at(topo, n, extra, &[], env, Some(witness.to_string()))
+    }
+
     /// Waits until one member is primary (its guest serving) and the others follow it.
     fn until_elected(mut self, topo: &Topology) -> Replicas {
         let n = self.members.len();

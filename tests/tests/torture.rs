@@ -6,14 +6,13 @@ use ftvmm_tests::torture::{run, scenario, Config};
 use std::time::Duration;
 
 fn campaign(members: usize, replication: &str, seed: u64, seconds: u64) {
+    campaign_with(Config { members, replication: replication.into(), seed, ..Config::default() }, seconds)
+}
+
+fn campaign_with(cfg: Config, seconds: u64) {
     let _turn = serial();
-    let cfg = Config {
-        members,
-        replication: replication.into(),
-        seed,
-        duration: Some(Duration::from_secs(seconds)),
-        ..Config::default()
-    };
+    let members = cfg.members;
+    let cfg = Config { duration: Some(Duration::from_secs(seconds)), ..cfg };
     let report = run(&cfg);
     println!("{}", report.summary());
     assert!(report.faults.total() >= 3, "the nemesis did too little: {:?}", report.faults.log);
@@ -44,6 +43,15 @@ fn sync_three_members_keep_a_linearizable_history_through_kills_pauses_and_parti
 #[test]
 fn semi_sync_two_members_and_a_witness_keep_a_linearizable_history_through_faults() {
     campaign(2, "semi-sync", 27, 20);
+}
+
+/// Seed 71's first five rounds (`--plan --members 2 --seed 71 --rounds 5`): the etcd
+/// witness killed (`kill -9`) with the primary killed meanwhile, both restarted; a
+/// one-way partition; a cut; etcd killed again; a kill of the primary.
+#[test]
+fn sync_two_members_and_an_etcd_witness_keep_a_linearizable_history_through_etcd_restarts() {
+    let cfg = Config { members: 2, replication: "sync".into(), seed: 71, etcd_witness: true, ..Config::default() };
+    campaign_with(cfg, 20);
 }
 
 /// Both followers cut off, then the primary killed (`scenario::followers_cut_off_then_primary_killed`):

@@ -6,6 +6,8 @@
 //!               [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]...
 //!               [--keep-data]                   (no kill loses the member's --data-dir; by
 //!                                                default a third of the restarts begin empty)
+//!               [--witness file|etcd]           (2 members: the witness; an etcd witness's
+//!                                                outages are kill -9 of etcd and a restart)
 //!               [--mix kill=7,pause=3,cut=3,one-way=3,slow=2,witness=2]   (the default
 //!                                                weights of the fault kinds; name only those
 //!                                                to change)
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: ftvmm-torture [--members 3|2] [--replication sync|semi-sync|async|quorum:K] [--seed N] \
 [--minutes M | --seconds S] [--ops N] [--clients C] [--history FILE] [--logs FILE] [--member-flag FLAG]... \
-[--keep-data] [--mix KIND=WEIGHT,...] [--unsafe-release-before-ack] \
+[--keep-data] [--witness file|etcd] [--mix KIND=WEIGHT,...] [--unsafe-release-before-ack] \
 | --check HISTORY-FILE | --plan [--members 3|2] [--seed N] [--rounds R] [--keep-data] [--mix KIND=WEIGHT,...]";
 
 struct Args {
@@ -76,6 +78,13 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--wipe-data" => a.config.wipe = true,
             "--keep-data" => a.config.wipe = false,
             "--mix" => a.config.mix = value()?.parse()?,
+            "--witness" => {
+                a.config.etcd_witness = match value()?.as_str() {
+                    "etcd" => true,
+                    "file" => false,
+                    w => return Err(format!("--witness {w:?}: file (a shared directory) or etcd")),
+                }
+            }
             "--check" => a.check = Some(value()?),
             "--plan" => a.plan = Some(a.plan.unwrap_or(30)),
             "--rounds" => a.plan = Some(num(value()?)?.clamp(1, 100_000) as usize),
@@ -87,6 +96,9 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    if a.config.etcd_witness && a.config.members != 2 {
+        return Err("--witness etcd: only a group of 2 members has a witness (add --members 2)".into());
     }
     Ok(a)
 }
@@ -204,6 +216,9 @@ mod tests {
         assert_eq!(args("--mix kill=14,cut=1").expect("valid").config.mix.kill, 14);
         assert!(args("--mix kill=-1").is_err());
         assert!(args("--mix").is_err());
+        assert!(args("--members 2 --witness etcd").expect("valid").config.etcd_witness);
+        assert!(args("--witness etcd").err().is_some_and(|e| e.contains("--members 2")), "3 members have no witness");
+        assert!(args("--members 2 --witness zookeeper").is_err());
         assert_eq!(args("--plan --rounds 5").expect("valid").plan, Some(5));
         assert_eq!(args("--plan").expect("valid").plan, Some(30));
         assert!(args("--members 4").is_err());

@@ -61,6 +61,9 @@ pub struct Config {
     pub wipe: bool,
     /// How often each kind of fault is drawn (`--mix`).
     pub mix: plan::Mix,
+    /// Two members with an etcd witness (`--witness etcd`) instead of a file witness:
+    /// the nemesis's witness outage is then a `kill -9` of etcd and its restart.
+    pub etcd_witness: bool,
     /// The namespaces' prefix (`NETNS_PREFIX`); `None`: a unique one per run.
     pub netns_prefix: Option<String>,
 }
@@ -78,6 +81,7 @@ impl Default for Config {
             env: Vec::new(),
             wipe: true,
             mix: plan::Mix::default(),
+            etcd_witness: false,
             netns_prefix: None,
         }
     }
@@ -109,7 +113,7 @@ impl Report {
         let f = &self.faults;
         format!(
             "{} ops, {} faults ({} kills ({} restarted without their --data-dir), {} pauses, {} partitions, {} one-way, \
-             {} slow links, {} witness outages{}{}), {}; {} members, {}, CAS by {}, seed {}, {:.0} s",
+             {} slow links, {} witness outages{}{}), {}; {} members{}, {}, CAS by {}, seed {}, {:.0} s",
             self.history.len(),
             f.total(),
             f.kills,
@@ -123,6 +127,11 @@ impl Report {
             if f.failures.is_empty() { String::new() } else { format!(", NEMESIS FAILED {} times", f.failures.len()) },
             self.findings.summary(),
             self.config.members,
+            match (self.config.members, self.config.etcd_witness) {
+                (2, true) => " and an etcd witness",
+                (2, false) => " and a file witness",
+                _ => "",
+            },
             self.config.replication,
             match self.cas {
                 Some(clients::CasMode::SetNx) => "SET NX",
@@ -147,7 +156,14 @@ pub fn run(cfg: &Config) -> Report {
     let mut extra: Vec<&str> = vec!["--replication", &cfg.replication];
     extra.extend(cfg.extra.iter().map(String::as_str));
     let env: Vec<(&str, &str)> = cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut r = Replicas::launch(&topo, cfg.members, &extra, &[], &env);
+    let etcd = (cfg.etcd_witness && cfg.members == 2).then(|| crate::etcd::start(&topo));
+    let mut r = match etcd {
+        Some(_) => {
+            let spec = format!("etcd:{}", crate::etcd::url());
+            Replicas::launch_on_witness(&topo, cfg.members, &extra, &env, &spec)
+        }
+        None => Replicas::launch(&topo, cfg.members, &extra, &[], &env),
+    };
     if !nemesis::wait_whole(&topo, cfg.members, FORMING) {
         // No campaign without a group; what the members logged is the finding.
         let status: Vec<String> =
@@ -173,6 +189,7 @@ pub fn run(cfg: &Config) -> Report {
     let mut nemesis = Nemesis::new(cfg.seed, cfg.members, shared.t0);
     nemesis.wipe = cfg.wipe;
     nemesis.mix = cfg.mix;
+    nemesis.etcd = etcd;
     let t0 = Instant::now();
     let done = |shared: &Shared| {
         cfg.duration.is_some_and(|d| t0.elapsed() >= d)

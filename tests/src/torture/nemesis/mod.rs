@@ -31,6 +31,7 @@ pub mod net;
 pub mod plan;
 pub mod witness;
 
+use crate::etcd::Etcd;
 use crate::netns::Topology;
 use crate::replica::{Replicas, MEMBER_HOSTS};
 use crate::status::fetch;
@@ -130,6 +131,8 @@ pub struct Nemesis {
     pub wipe: bool,
     /// How often each kind of fault is drawn.
     pub mix: plan::Mix,
+    /// The group's etcd witness, when it has one (else a file witness, or none).
+    pub etcd: Option<Etcd>,
     pub faults: Faults,
 }
 
@@ -142,6 +145,7 @@ impl Nemesis {
             slow_works: None,
             wipe: true,
             mix: plan::Mix::default(),
+            etcd: None,
             faults: Faults::default(),
         }
     }
@@ -159,7 +163,8 @@ impl Nemesis {
     /// Traffic, then one fault (drawn first: [`plan::draw`]), then waits for the group
     /// to be whole.
     pub fn round(&mut self, topo: &Topology, r: &mut Replicas) {
-        let round = plan::draw(&mut self.rng, self.n, r.witness_dir().is_some(), self.wipe, &self.mix);
+        let witness = r.witness_dir().is_some() || self.etcd.is_some();
+        let round = plan::draw(&mut self.rng, self.n, witness, self.wipe, &self.mix);
         std::thread::sleep(round.quiet);
         // The victim: the primary when the draw says so and there is one, else `any`.
         let primary = if round.primary { (0..self.n).find(|&i| is_primary(topo, i)) } else { None };
@@ -259,21 +264,33 @@ impl Nemesis {
     }
 
     fn witness(&mut self, topo: &Topology, r: &mut Replicas, v: usize, away: Duration, kill: bool) {
-        let Some(dir) = r.witness_dir() else { return };
         let with = if kill {
             format!(", member {} killed meanwhile (restarted once it is back)", v + 1)
         } else {
             String::new()
         };
-        self.note(format!("the witness away for {away:?}{with}"));
-        if let Err(e) = witness::stop(&dir) {
-            return self.fail(e);
+        let dir = r.witness_dir();
+        if let Some(etcd) = self.etcd.as_mut() {
+            etcd.kill();
+            self.note(format!("kill -9 of the etcd witness, restarted on its data after {away:?}{with}"));
+        } else if let Some(dir) = &dir {
+            self.note(format!("the witness away for {away:?}{with}"));
+            if let Err(e) = witness::stop(dir) {
+                return self.fail(e);
+            }
+        } else {
+            return;
         }
         if kill {
             r.kill(topo, v);
         }
         std::thread::sleep(away);
-        if let Err(e) = witness::start(&dir) {
+        let back = match (self.etcd.as_mut(), &dir) {
+            (Some(etcd), _) => etcd.restart(topo),
+            (None, Some(dir)) => witness::start(dir),
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = back {
             self.fail(e);
         }
         if kill {
