@@ -380,6 +380,11 @@ struct VmArgs {
     /// the client to resend it (docs/client-gap.md).
     #[arg(long, requires = "tap")]
     mirrored_input: bool,
+    /// `run` and `primary`: before booting, listen this long for anyone answering ARP
+    /// for the guest's address (a VM of it already serving, e.g. the backup that went
+    /// live when this host's primary died); if someone does, refuse (exit 8). 0: no check.
+    #[arg(long, value_name = "MS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    address_check_ms: u64,
     /// The guest's wall clock at boot (Unix ms). Defaults to now for run, record and
     /// primary; a backup or replay of a site must be given the primary's value.
     #[arg(long, value_name = "MS", requires = "site_id")]
@@ -437,6 +442,7 @@ impl VmArgs {
             cpus: self.cpus.clone(),
             vcpu_cpus: self.vcpu_cpus.clone(),
             mirrored_input: self.mirrored_input,
+            address_check: std::time::Duration::from_millis(self.address_check_ms),
         })
     }
 }

@@ -2,8 +2,10 @@
 //! the arbiter that decides who may go on alone, the register a replica group's
 //! witness keeps its ballot in, the status endpoint (HTTP: status, metrics,
 //! dashboard), CPU pinning, the mirrored input a follower keeps for go-live, the
-//! frames that tell clients at go-live that an outage is over, and the TLS that
-//! locks the replication channels.
+//! frames that tell clients at go-live that an outage is over, the TLS that locks
+//! the replication channels, and the check that nobody else answers for the guest's
+//! address before a VM boots to serve it.
+pub mod address_check;
 pub mod affinity;
 pub mod arbiter;
 pub mod bind;

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// The largest frame read from a TAP.
@@ -86,6 +87,26 @@ impl Tap {
     /// Reads one frame into `buf` (blocking); returns its length.
     pub fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         (&*self.file).read(buf)
+    }
+
+    /// Reads one frame into `buf`, waiting at most `timeout`: `None` when none came.
+    pub fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
+        let mut pfd = libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: pfd is one valid pollfd that lives across the call; the fd is ours.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        match ready {
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+            0 => Ok(None),
+            _ => self.read(buf).map(Some),
+        }
     }
 
     /// Sends one frame; a full or missing link drops it, as a NIC would.

@@ -15,6 +15,7 @@ use crate::ft::release::{Control, Policy, SharedReleaser};
 use crate::ft::start::{self, FollowerPlan, Services, Started};
 use crate::ft::takeover::{announce, MirroredTap};
 use crate::ft::{ReplicationError, Timing};
+use crate::host::address_check::{self, AddressError};
 use crate::host::affinity::CpuList;
 use crate::host::arbiter::{self, Arbiter, Location};
 use crate::host::mirror::{GuestAddr, Mirror, MirrorError};
@@ -65,6 +66,9 @@ pub struct VmOptions {
     /// A follower opens its TAP at once and keeps what clients send the guest, for
     /// go-live (`--mirrored-input`; host/mirror.rs).
     pub mirrored_input: bool,
+    /// How long a VM that boots to serve the guest's address (`run`, `primary`) first
+    /// listens for someone else answering for it (`--address-check-ms`; zero: no check).
+    pub address_check: Duration,
 }
 
 /// How a primary replicates.
@@ -181,6 +185,8 @@ pub enum LaunchError {
     MirroredInputNotFollower,
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    Address(#[from] AddressError),
     #[error("the vCPU thread panicked; this is a bug in ftvmm")]
     VcpuPanicked,
 }
@@ -195,12 +201,16 @@ pub mod exit_code {
     pub const NO_KVM: u8 = 6;
     /// A backup refused to go live (corrupt stream) or a pairing was refused.
     pub const STOOD_DOWN: u8 = 7;
+    /// Someone on the network already answers for the guest's address (a VM of it
+    /// serves there): this VM did not boot.
+    pub const ADDRESS_IN_USE: u8 = 8;
 }
 
 impl LaunchError {
     pub fn exit_code(&self) -> u8 {
         match self {
             LaunchError::Machine(MachineError::NoKvm(_)) => exit_code::NO_KVM,
+            LaunchError::Address(AddressError::InUse { .. }) => exit_code::ADDRESS_IN_USE,
             LaunchError::BadLog { .. } | LaunchError::Run(RunError::Replay(ReplayError::Log(_))) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(ReplayError::NoEnd { .. })) => exit_code::BAD_LOG,
             LaunchError::Run(RunError::Replay(ReplayError::Source(_))) => exit_code::STOOD_DOWN,
@@ -269,6 +279,14 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         Mode::Backup { .. } | Mode::Replica { .. } => None,
         _ => opts.tap.as_deref().map(Tap::open).transpose()?,
     };
+    // A VM that boots to serve the guest's address first makes sure nobody else does
+    // (a restarted primary next to its backup that went live: host/address_check.rs).
+    if let (Some(tap), Mode::Run | Mode::Primary { .. }) = (&tap, mode) {
+        if !opts.address_check.is_zero() {
+            let ip = std::net::Ipv4Addr::from(config.net.ip);
+            address_check::check(tap, ip, config.net.prefix_len, opts.address_check)?;
+        }
+    }
     let mirrored = mirrored_tap(opts, mode, config.net)?;
     let releaser = SharedReleaser::new(Policy::Immediate, None, stats.clone());
     let mut plain: Option<Driver> = None;
