@@ -72,7 +72,7 @@ declare -A GEN
 start_member() { # members index
     local n="$1" i="$2" spec="" j witness=()
     for ((j = 1; j <= n; j++)); do spec+="${spec:+,}$j=$SUBNET.$j:7200"; done
-    [ "$n" = 2 ] && witness=(--witness "file:$BENCH_WORK/witness")
+    [ "$n" = 2 ] && mkdir -p "$BENCH_WORK/witness" && witness=(--witness "file:$BENCH_WORK/witness")
     GEN[$i]=$((${GEN[$i]:-0} + 1))
     bench_vm "m$i-${GEN[$i]}" "${NS_HOST[$i]}" replica --id $((i + 1)) --group "$spec" --data-dir "$BENCH_WORK/data-$n-$i" \
         "${witness[@]}" --tap tap0 --guest-ip "$GUEST_IP/24" --status "$STATUS_ADDR" --replication sync "${EXTRA[@]}"

@@ -30,7 +30,7 @@ fn member_args<'a>(role: &[&'a str], arbiter: &'a str, extra: &[&'a str]) -> Vec
 pub fn start(topo: &Topology, mode: &str, followers: usize, extra: &[&str]) -> Group {
     assert!((1..=FOLLOWER_HOSTS.len()).contains(&followers), "1 to 3 followers");
     let arbiter = TempDir::new("group-arbiter");
-    let spec = format!("file:{}", path_str(&arbiter.path("claims")));
+    let spec = format!("file:{}", path_str(&arbiter.dir("claims")));
     let primary_role = ["primary", "--listen", PRIMARY_LISTEN, "--replication", mode];
     let mut primary = VmProcess::spawn(topo, "host-a", &member_args(&primary_role, &spec, extra));
     let mut members = Vec::new();

@@ -175,6 +175,14 @@ impl TempDir {
     pub fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    /// A subdirectory, created: what an operator makes once for a file arbiter or
+    /// witness (members never create it).
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let d = self.0.join(name);
+        std::fs::create_dir_all(&d).expect("create a directory in the temp dir");
+        d
+    }
 }
 
 impl Drop for TempDir {

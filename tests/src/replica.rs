@@ -115,7 +115,7 @@ impl Replicas {
         let data = TempDir::new("replica-data");
         let witness = (witness_spec.is_none() && n.is_multiple_of(2)).then(|| TempDir::new("replica-witness"));
         let witness_spec =
-            witness_spec.or_else(|| witness.as_ref().map(|w| format!("file:{}", path_str(&w.path("claims")))));
+            witness_spec.or_else(|| witness.as_ref().map(|w| format!("file:{}", path_str(&w.dir("claims")))));
         let spec = group_spec(n);
         let mut args = Vec::new();
         for i in 0..n {

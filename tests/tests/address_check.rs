@@ -22,7 +22,7 @@ fn a_primary_restarted_next_to_the_backup_that_replaced_it_refuses_to_boot() {
     let _turn = serial();
     let topo = Topology::up();
     let dir = TempDir::new("address-check");
-    let arbiter = format!("file:{}", dir.path("claims").display());
+    let arbiter = format!("file:{}", dir.dir("claims").display());
     let mut p = pair::start(&topo, &["--arbiter", &arbiter], None);
     assert_eq!(in_netns(&topo, "client", || incr("k")), ":1");
     topo.kill_all("host-a");

@@ -66,7 +66,7 @@ fn a_new_pair_starts_and_fails_over_on_an_arbiter_an_old_pair_left_claims_in_and
     let _turn = serial();
     let topo = Topology::up();
     let dir = TempDir::new("group-name-arbiter");
-    let spec = format!("file:{}", path_str(&dir.path("claims")));
+    let spec = format!("file:{}", path_str(&dir.dir("claims")));
 
     // The old deployment: its backup goes live (claims epoch 1 of its group), then it dies too.
     let mut old = pair::start(&topo, &["--arbiter", &spec], None);
@@ -146,7 +146,7 @@ fn two_groups_of_one_guest_address_share_an_arbiter_without_fencing_each_other()
     let _turn = serial();
     let topo = Topology::up();
     let dir = TempDir::new("two-groups");
-    let spec = format!("file:{}", path_str(&dir.path("claims")));
+    let spec = format!("file:{}", path_str(&dir.dir("claims")));
     // No TAP: both guests have the same address (two deployments of one VM on separate
     // networks), so only the random part of their names tells them apart.
     let vm = ["--workload", "exit-storm", "--guest-ip", pair::GUEST_CIDR, "--arbiter", &spec];
@@ -191,7 +191,7 @@ fn a_new_replica_group_fails_over_through_a_witness_an_old_group_left_a_record_i
     let _turn = serial();
     let topo = Topology::up();
     let dir = TempDir::new("group-name-witness");
-    let spec = format!("file:{}", path_str(&dir.path("witness")));
+    let spec = format!("file:{}", path_str(&dir.dir("witness")));
     let fail_over = |r: &mut Replicas, what: &str| {
         let old = r.primaries(&topo);
         assert_eq!(old.len(), 1, "{what}: {old:?}");

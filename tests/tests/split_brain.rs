@@ -72,7 +72,7 @@ fn twenty_partitions_with_a_file_arbiter_never_leave_two_sides_serving() {
     let topo = Topology::up();
     let dir = TempDir::new("arbiter");
     // One arbiter for every cycle, never cleared: each cycle's pair is a new group.
-    let arbiter = format!("file:{}", dir.path("claims").display());
+    let arbiter = format!("file:{}", dir.dir("claims").display());
     let mut survivors = Vec::new();
     for _ in 0..PARTITIONS {
         survivors.push(partition_once(&topo, &arbiter));
@@ -107,7 +107,7 @@ fn a_restarted_old_primary_of_a_named_group_with_a_stale_epoch_refuses_to_serve(
     let _turn = serial();
     let topo = Topology::up();
     let dir = TempDir::new("stale");
-    let arbiter = format!("file:{}", dir.path("arb").display());
+    let arbiter = format!("file:{}", dir.dir("arb").display());
     // Named: a primary started without --group-name is a new deployment (a new group),
     // which no old claim blocks (tests/tests/group_name.rs).
     let mut p = pair::start(&topo, &["--arbiter", &arbiter, "--group-name", "kv-prod"], None);

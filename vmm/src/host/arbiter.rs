@@ -77,13 +77,25 @@ impl Location {
         }
     }
 
-    /// Creates a file location's directory (members do; `ftvmm arbiter` does not).
-    pub fn create(&self) -> Result<(), ArbiterError> {
-        if let Location::File(dir) = self {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| ArbiterError::File { path: dir.display().to_string(), source })?;
+    /// Why a file location cannot be used now, if it cannot (its directory is missing
+    /// or is not one). Nobody in ftvmm creates that directory: the operator makes it
+    /// once on the storage the hosts share. A member that made it would, the day the
+    /// storage is unmounted (or the directory taken away), make an empty one in its
+    /// place — on an unmounted mount point, one only this host sees: a second arbiter
+    /// or witness that remembers no claim and no vote (the fault campaign found a
+    /// member re-creating a witness that was away, when it restarted to rejoin).
+    pub fn unusable(&self) -> Option<String> {
+        let Location::File(dir) = self else { return None };
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some(format!("{} is not a directory", dir.display())),
+            Err(e) => Some(format!(
+                "{}: {e}; create it once on the storage every member mounts (mkdir -p {}): no member creates it, \
+                 so that storage that went away is never replaced by an empty directory",
+                dir.display(),
+                dir.display()
+            )),
         }
-        Ok(())
     }
 }
 
@@ -121,10 +133,10 @@ pub trait Arbiter: Send + Sync {
     fn location(&self) -> Location;
 }
 
-/// Parses `--arbiter` and creates a file arbiter's directory.
+/// Parses `--arbiter`. A file arbiter's directory is not created (see
+/// [`Location::unusable`]): while it is missing every claim fails, so nobody goes on alone.
 pub fn from_spec(spec: &str) -> Result<Box<dyn Arbiter>, ArbiterError> {
     let location = Location::parse(spec)?;
-    location.create()?;
     Ok(match location {
         Location::File(dir) => Box::new(FileArbiter { dir }),
         Location::Etcd(endpoints) => Box::new(EtcdArbiter { endpoints }),
@@ -276,6 +288,7 @@ mod tests {
     fn file_arbiter_lets_exactly_one_claimant_win_each_epoch() {
         let dir = std::env::temp_dir().join(format!("ftvmm-arb-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
         let a = from_spec(&format!("file:{}", dir.display())).expect("arbiter");
         let b = from_spec(&format!("file:{}", dir.display())).expect("arbiter");
         let g = "10.0.0.1-0badc0de";
@@ -306,5 +319,24 @@ mod tests {
         // Port 9 on loopback: nothing listens, so the connection is refused at once.
         let a = from_spec("etcd:http://127.0.0.1:9").expect("arbiter");
         assert!(matches!(a.claim("g", 1, "me"), Err(ArbiterError::Unreachable(_))));
+    }
+
+    #[test]
+    fn a_missing_arbiter_directory_is_never_created_and_every_claim_fails_saying_why() {
+        let dir = std::env::temp_dir().join(format!("ftvmm-arb-missing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = format!("file:{}", dir.display());
+        let a = from_spec(&spec).expect("parsing does not need the directory");
+        let why = a.location().unusable().expect("unusable");
+        assert!(why.contains("mkdir -p") && why.contains("no member creates it"), "{why}");
+        assert!(a.claim("g", 1, "backup").is_err(), "no claim is won without the directory");
+        assert!(!dir.exists(), "neither parsing nor claiming creates it");
+        std::fs::write(&dir, "a file").expect("file");
+        assert!(a.location().unusable().is_some_and(|w| w.contains("not a directory")));
+        std::fs::remove_file(&dir).expect("rm");
+        std::fs::create_dir_all(&dir).expect("dir");
+        assert_eq!(a.location().unusable(), None);
+        assert!(a.claim("g", 1, "backup").expect("claim"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

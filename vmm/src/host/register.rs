@@ -49,8 +49,8 @@ pub fn from_spec(spec: &str, name: &str) -> Result<Box<dyn Register>, ArbiterErr
 /// The register of group `name` at `location`. A file location's directory is NOT
 /// created here: this runs at every vote, and a witness directory that went away
 /// (storage unmounted, say) must stay away rather than come back empty, which would
-/// be a second witness that remembers no vote (the fault campaign found it). Members
-/// create it once, at launch.
+/// be a second witness that remembers no vote (the fault campaign found it). Nobody
+/// creates it: the operator does, once ([`Location::unusable`]).
 pub fn at(location: &Location, name: &str) -> Result<Box<dyn Register>, ArbiterError> {
     Ok(match location {
         Location::File(dir) => Box::new(FileRegister {

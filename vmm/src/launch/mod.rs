@@ -292,7 +292,13 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     let mut plain: Option<Driver> = None;
     let service = std::net::Ipv4Addr::from(config.net.ip).to_string();
     let arbiter: Option<Arc<dyn Arbiter>> = match &opts.arbiter {
-        Some(spec) => Some(Arc::from(arbiter::from_spec(spec).map_err(LaunchError::Arbiter)?)),
+        Some(spec) => {
+            let arbiter = arbiter::from_spec(spec).map_err(LaunchError::Arbiter)?;
+            if let Some(why) = arbiter.location().unusable() {
+                tracing::warn!("the arbiter cannot be used now, so no claim can be won until it can: {why}");
+            }
+            Some(Arc::from(arbiter))
+        }
         None => None,
     };
     let scope = Arc::new(scope(mode, &service)?);
@@ -465,7 +471,9 @@ fn elector(
     let witness = match &member.witness {
         Some(spec) => {
             let location = Location::parse(spec).map_err(LaunchError::Arbiter)?;
-            location.create().map_err(LaunchError::Arbiter)?;
+            if let Some(why) = location.unusable() {
+                tracing::warn!("the witness cannot be used now, so it counts as no vote until it can: {why}");
+            }
             Some(Arc::new(Witness::new(location, scope.clone())))
         }
         None => None,

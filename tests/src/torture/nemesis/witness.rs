@@ -3,10 +3,13 @@
 //! register fails (its lock file's directory is gone: the member counts no vote, the
 //! safe outcome), then renamed back, whole, with the record it held.
 //!
-//! No member may start while the witness is away: `ftvmm replica` creates a missing
-//! witness directory at launch (`host::register::from_spec`), which would make an
-//! empty witness, a different one. The nemesis restarts a member killed during the
-//! outage only after the witness is back.
+//! No member creates a witness directory (`Location::unusable` in vmm's
+//! host/arbiter.rs): one that did, restarting while the witness was away, made an
+//! empty second witness — the long campaign's seed 2011 caught a member that stood
+//! down for want of the witness and re-executed itself to rejoin doing exactly that.
+//! [`start`] checks it: a directory that reappeared is reported as a nemesis failure.
+//! The nemesis still restarts a member killed during the outage after the witness is
+//! back, so that the kill and the outage stay one fault.
 use std::path::{Path, PathBuf};
 
 /// Where the directory waits while the witness is away.

@@ -167,7 +167,7 @@ mod tests {
     fn witness(name: &str) -> (Witness, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("ftvmm-witness-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        Location::File(dir.clone()).create().expect("dir");
+        std::fs::create_dir_all(&dir).expect("dir");
         let scope = Arc::new(Scope::given(logging_channel::GroupName::new("svc").expect("name")));
         (Witness::new(Location::File(dir.clone()), scope), dir)
     }

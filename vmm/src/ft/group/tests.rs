@@ -66,6 +66,7 @@ fn the_group_has_room_for_max_followers_and_a_second_needs_an_arbiter() {
     assert!(g.refuse_follower().is_some_and(|why| why.contains("needs --arbiter")));
 
     let dir = std::env::temp_dir().join(format!("ftvmm-group-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
     let arbiter = crate::host::arbiter::from_spec(&format!("file:{}", dir.display())).expect("arbiter");
     let (tx, _rx) = crossbeam_channel::unbounded();
     let config = GroupConfig {
@@ -85,6 +86,7 @@ fn the_group_has_room_for_max_followers_and_a_second_needs_an_arbiter() {
 
 /// A pair-mode group of `name` with a file arbiter in `dir`.
 fn with_arbiter(dir: &std::path::Path, scope: Arc<Scope>) -> (Arc<Group>, crossbeam_channel::Receiver<VmEvent>) {
+    std::fs::create_dir_all(dir).expect("dir");
     let arbiter = crate::host::arbiter::from_spec(&format!("file:{}", dir.display())).expect("arbiter");
     let (tx, rx) = crossbeam_channel::unbounded();
     let config = GroupConfig {

@@ -25,6 +25,7 @@ fn files_and_keys_are_told_apart_by_name() {
 #[test]
 fn a_listing_shows_each_group_its_latest_claim_and_witness_and_clear_removes_only_the_named_group() {
     let d = dir("list");
+    std::fs::create_dir_all(&d).expect("dir");
     let spec = format!("file:{}", d.display());
     let arb = arbiter::from_spec(&spec).expect("arbiter");
     assert!(arb.claim("old-1", 1, "backup pid 7 on host-b").expect("claim"));
