@@ -3,7 +3,7 @@
 //! `fuzz-long` (README, "Fuzzing").
 use std::time::Duration;
 
-use ftvmm_fuzz::{alloc_bound, campaign, guard, Target};
+use ftvmm_fuzz::{campaign, guard, Target};
 
 #[global_allocator]
 static GUARD: guard::Guard = guard::Guard;
@@ -17,7 +17,7 @@ fn check(target: Target) {
     let first = report.panics.first().map(|(i, data)| format!("input {i}: {data:02x?}"));
     assert!(report.panics.is_empty(), "{}: {} panics, first {first:?}", target.name(), report.panics.len());
     assert!(report.slowest < Duration::from_secs(5), "{}: an input took {:?}", target.name(), report.slowest);
-    let bound = alloc_bound(report.largest_input);
+    let bound = target.alloc_bound(report.largest_input);
     assert!(
         report.largest_alloc <= bound,
         "{}: allocated {} B (bound {bound}) for {:?}",
