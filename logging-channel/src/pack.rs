@@ -22,24 +22,46 @@
 //! it really unpacks to, never more than `raw_len` <= [`MAX_PACKED_RAW`] bytes, and
 //! a decoding time linear in that: output past `raw_len` (a decompression bomb)
 //! stops the decoder with an error, as do a short output, a truncated or corrupt
-//! stream, and a window larger than `2^WINDOW_LOG_MAX` (zstd's own buffer). What it unpacks to is checked again by whoever decodes it
-//! (every frame's CRC), and a state transfer still ends with the whole-state
-//! digest. Both peers pack only at `PROTOCOL_VERSION` 3 and up: the handshake
-//! refuses a peer of another version before anything is sent.
+//! stream, and a window larger than `2^WINDOW_LOG_MAX` (zstd's own buffer). What it
+//! unpacks to is checked again by whoever decodes it (every frame's CRC), and a
+//! state transfer still ends with the whole-state digest. Both peers pack only at
+//! `PROTOCOL_VERSION` 3 and up: the handshake refuses a peer of another version
+//! before anything is sent.
+//!
+//! Compressing before TLS encrypts lets the size of what goes out depend on the
+//! contents (the CRIME/BREACH kind of side channel): someone who both sees the
+//! encrypted connection and puts chosen bytes into the guest's memory could learn
+//! something of other memory from a transfer's length. It gets one measurement per
+//! state transfer or resume (a rejoin), not per request, and the live log stream,
+//! which goes out at every exit, is never packed.
 //!
 //! # Why zstd, level 1
 //!
-//! Measured on this machine (2 shared cores, one run each, so noisy) on what the
-//! rejoin benchmark moves (`scripts/bench-rejoin.sh`): a follower's log of an idle
-//! guest (timer ticks), its log under INCR load, all non-zero pages of the guest
-//! (a full copy), and the ~280 pages an INCR-loaded guest rewrites between two
-//! checkpoints (what a diff transfer after an outage under load sends):
+//! Measured on this machine (2 cores shared with other work, load average ~8; the
+//! second of two runs, times the best of 5 and still noisy) on what the rejoin
+//! benchmark moves (`scripts/bench-rejoin.sh`), cut into the 1 MiB batches a state
+//! transfer's wire flushes: a follower's log of an idle guest (timer ticks, what an
+//! idle resume sends), its log under INCR load (a loaded resume), a full checkpoint
+//! (every non-zero page: a full copy) and an incremental one taken under INCR load
+//! (the ~280 pages the guest rewrote in 2 s: what a diff transfer after an outage
+//! under load sends). Packed size / raw, and ms per MiB of frames to compress /
+//! decompress (`cargo run --release -p logging-channel --example pack-ratio -- FILE...`):
 //!
 //! ```text
-//!                        raw       zstd -1          zstd -3          lz4 (lz4_flex)
-//!   idle log          329597    20.7 %  ...        ...               ...
+//!                        raw bytes   zstd -1              zstd -3              lz4 (lz4_flex)
+//!   idle log               329497    22.4 %  1.6 / 0.5    20.5 %  2.8 / 0.5    34.7 %  1.1 / 0.2
+//!   log under load        1189150    23.9 %  1.5 / 0.6    21.6 %  6.5 / 0.6    34.9 %  1.2 / 0.3
+//!   all non-zero pages    1606859    11.5 %  0.8 / 0.2    10.4 %  1.3 / 0.3    14.9 %  0.5 / 0.2
+//!   pages rewritten       1160227     1.0 %  0.2 / 0.1     0.9 %  0.3 / 0.1     1.7 %  0.1 / 0.1
 //! ```
-//! (see `logging-channel/tests/pack_ratio.rs` for the figures and how they are taken)
+//!
+//! The pages the guest rewrites under load pack to 1 %: a delta against the joiner's
+//! copy (block hashes, rsync-style, another round trip while the guest may be paused)
+//! could save at most that 1 % of the ~74 % of a full copy they are, ~0.7 points of
+//! a full copy, so it was not built.
+//! zstd -1 leaves a third less than lz4 of the logs (which a resume sends) at about
+//! the same speed, and -3 buys 1–2 points for two to four times the time: zstd -1,
+//! ~1.5 ms per MiB, so packing a whole 1.6 MB state costs a stop-and-copy's pause ~1 ms.
 use crate::codec::frame::{CRC_BYTES, LEN_BYTES};
 use crate::codec::CodecError;
 use crate::MAX_FRAME_LEN;
