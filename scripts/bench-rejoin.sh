@@ -23,8 +23,9 @@
 # pause without pre-copy:
 #   fresh-stop, diff-5s-stop, diff-long-stop, fresh-idle-stop, diff-5s-idle-stop
 #
-# Measured per phase, from the primary's log: bytes the primary sent and the follower's page
-# list it received, the primary's pause (its guest stops while it attaches the follower), and
+# Measured per phase, from the primary's log: bytes the primary sent (on the wire: state
+# transfers and resumed logs go packed, see logging-channel/src/pack.rs; and what they were
+# before packing) and the follower's page list it received, the primary's pause (its guest stops while it attaches the follower), and
 # the time from the follower's restart to the primary's status showing it "in sync". "Full
 # copy" is what the code before the diff transfer sent: every non-zero page of the primary
 # (`full_pages` x 4 KiB, the same frames), as measured in the fresh and diff phases.
@@ -66,11 +67,11 @@ CSV="$BENCH_RESULTS/rejoin.csv"
 {
     echo "# command: $BENCH_CMDLINE"
     echo "# date: $(date -u '+%Y-%m-%dT%H:%M:%SZ') nproc: $(nproc)"
-    echo "phase,down_s,how,bytes_sent,have_bytes,pages_sent,full_pages,full_copy_bytes,rounds,transfer_ms,pause_ms,in_sync_ms,local_replay_exits"
+    echo "phase,down_s,how,bytes_sent,raw_bytes,have_bytes,pages_sent,full_pages,full_copy_bytes,rounds,transfer_ms,pause_ms,in_sync_ms,local_replay_exits"
 } >"$CSV"
 
 phase() { # name down_s primary-extra...
-    local name="$1" down="$2" line how bytes have pages full full_bytes rounds total pause t0 insync local_exits s i
+    local name="$1" down="$2" line how bytes raw have pages full full_bytes rounds total pause t0 insync local_exits s i
     shift 2
     bench_log "== $name (down ${down} s)"
     bench_topology_up
@@ -114,6 +115,7 @@ phase() { # name down_s primary-extra...
     esac
     case "$line" in *pre-copy*) how="$how (pre-copy)" ;; *stop-and-copy*) how="$how (stop-and-copy)" ;; esac
     bytes="$(field bytes "$line")"
+    raw="$(field raw_bytes "$line")"
     have="$(field have_bytes "$line")"
     pages="$(field pages "$line")"
     full="$(field full_pages "$line")"
@@ -124,8 +126,8 @@ phase() { # name down_s primary-extra...
     [ -n "$full" ] && full_bytes=$((full * 4096))
     local_exits="$(grep -o 'checkpoint=[0-9]* epoch=[0-9]* position=[0-9]*' "$BENCH_WORK/follower.err" | head -1 |
         sed 's/checkpoint=\([0-9]*\).*position=\([0-9]*\)/\2 \1/' | awk '{ print $1 - $2 }' || true)"
-    echo "$name,$down,$how,$bytes,${have:-0},${pages:-0},${full:-},${full_bytes},${rounds:-},${total:-},$pause,$insync,${local_exits:-0}" >>"$CSV"
-    bench_log "$name: $how, $bytes bytes sent (+${have:-0} of page list), ${pages:-0} of ${full:-?} pages, ${rounds:-0} running rounds, transfer ${total:-?} ms, pause $pause ms, in sync after ${insync:-?} ms"
+    echo "$name,$down,$how,$bytes,${raw:-},${have:-0},${pages:-0},${full:-},${full_bytes},${rounds:-},${total:-},$pause,$insync,${local_exits:-0}" >>"$CSV"
+    bench_log "$name: $how, $bytes bytes sent (${raw:-?} before packing; +${have:-0} of page list), ${pages:-0} of ${full:-?} pages, ${rounds:-0} running rounds, transfer ${total:-?} ms, pause $pause ms, in sync after ${insync:-?} ms"
     cp "$BENCH_WORK/primary.err" "$BENCH_WORK/primary-$name.err"
     cp "$BENCH_WORK/follower.err" "$BENCH_WORK/follower-$name.err"
     bench_stop load 2
@@ -199,15 +201,17 @@ def pct(b):
 out = ["# Rejoining: full copy, diff, resume", "", sys.argv[4], "",
        "A follower with `--data-dir` killed (`kill -9`) under INCR load (`redis-benchmark -c 4`, running "
        "throughout) and restarted on its directory after the outage. *Full copy* is every non-zero page of "
-       f"the primary, what a state transfer sent before this change: {full} bytes.", "",
-       "| phase | down | how | bytes sent | + page list | total / full copy | pages sent / non-zero | rounds while running | transfer | primary pause | restart to in sync |",
-       "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+       f"the primary, what a state transfer sent before the diff transfer: {full} bytes. *Bytes sent* are the bytes "
+       "on the wire: state transfers and resumed logs go packed (zstd, `logging-channel/src/pack.rs`); "
+       "*before packing* is what they carried.", "",
+       "| phase | down | how | bytes sent | before packing | + page list | total / full copy | pages sent / non-zero | rounds while running | transfer | primary pause | restart to in sync |",
+       "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for r in rows:
     total = int(r["bytes_sent"] or 0) + int(r["have_bytes"] or 0)
     pages = f'{r["pages_sent"]} / {r["full_pages"]}' if r["full_pages"] else "-"
     rounds = r["rounds"] or "-"
     transfer = f'{r["transfer_ms"]} ms' if r["transfer_ms"] else "-"
-    out.append(f'| {r["phase"]} | {r["down_s"]} s | {r["how"]} | {r["bytes_sent"]} | {r["have_bytes"]} | {pct(total)} | {pages} | {rounds} | {transfer} | {r["pause_ms"]} ms | {r["in_sync_ms"]} ms |')
+    out.append(f'| {r["phase"]} | {r["down_s"]} s | {r["how"]} | {r["bytes_sent"]} | {r["raw_bytes"] or "-"} | {r["have_bytes"]} | {pct(total)} | {pages} | {rounds} | {transfer} | {r["pause_ms"]} ms | {r["in_sync_ms"]} ms |')
 out += ["", "Phases named `-idle` run no load (a burst of 5000 INCRs before the kill, nothing after): the pause when the cores are free.",
         "Phases named `-stop` run the primary with `--precopy off`: the VM stops for the whole copy of the pages that differ. "
         "The others copy while the VM runs (pre-copy; *rounds while running*, round 0 all of memory) and pause for the last round. "

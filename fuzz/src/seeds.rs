@@ -51,6 +51,17 @@ pub fn log_stream(rng: &mut Rng) -> Vec<u8> {
         index += rng.below(5) as u64;
         codec::encode(&record(rng, index), &mut out);
     }
+    // Half of them as a resume sends them: packed.
+    packed_or_not(rng, out)
+}
+
+/// `frames` packed (`pack::pack`), or as they are, at random.
+fn packed_or_not(rng: &mut Rng, frames: Vec<u8>) -> Vec<u8> {
+    if !rng.one_in(2) {
+        return frames;
+    }
+    let mut out = Vec::new();
+    logging_channel::pack::pack(&frames, &mut out);
     out
 }
 
@@ -129,7 +140,7 @@ pub fn state_transfer(rng: &mut Rng) -> Vec<u8> {
         state::encode(&StateMessage::Blob { kind, bytes: rng.bytes_upto(600) }, &mut out);
     }
     state::encode(&StateMessage::End { exit_index, state_digest: hash(rng) }, &mut out);
-    out
+    packed_or_not(rng, out)
 }
 
 const COMMANDS: [&str; 62] = [

@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use logging_channel::channel::{self, MessageReader};
 use logging_channel::state::{self, StateReader};
-use logging_channel::{codec, LogReader, RecordReader, Sequencer};
+use logging_channel::{codec, pack, LogReader, RecordReader, Sequencer};
 use resp_kv::sites::link::Inbound;
 use resp_kv::sites::{wire, Policy, SiteStore};
 use resp_kv::{Conn, ConnStatus, Limits, ServerInfo, Store};
@@ -16,13 +16,14 @@ use crate::seeds;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// `codec::decode` frame by frame (each decoded record re-encodes to the same
-    /// bytes), and `RecordReader` with a `Sequencer` over the same bytes.
+    /// bytes), after the packed frames a resume starts with (`pack::split_packed`), and
+    /// `RecordReader` with a `Sequencer` over the same bytes.
     LogFrame,
     /// `LogReader`: a record file as `ftvmm replay --log` opens it.
     LogFile,
     /// Handshake and attach messages (`channel::decode`, `MessageReader`).
     Channel,
-    /// State-transfer messages (`state::decode`, `StateReader`).
+    /// State-transfer messages (`state::decode`, `StateReader`, which unpacks packed frames).
     State,
     /// RESP parsing and the command layer: a connection fed the bytes in pieces.
     Resp,
@@ -77,6 +78,15 @@ impl Target {
         }
     }
 
+    /// The largest single allocation this target may make for inputs of at most
+    /// `largest_input` bytes: [`crate::alloc_bound`], and for the targets that unpack
+    /// packed frames (log-frame, state) up to `pack::MAX_PACKED_RAW` more: a packed frame
+    /// of a few bytes may honestly unpack to that much (a decompression bomb stops there).
+    pub fn alloc_bound(self, largest_input: usize) -> usize {
+        let unpacks = matches!(self, Target::LogFrame | Target::State);
+        crate::alloc_bound(largest_input) + if unpacks { pack::MAX_PACKED_RAW } else { 0 }
+    }
+
     /// Runs the target on `data`. Panics only on a bug (the campaign catches it).
     pub fn run(self, data: &[u8]) {
         match self {
@@ -103,6 +113,16 @@ fn bounded<T>(data: &[u8], mut next: impl FnMut() -> Option<T>) {
 
 fn log_frame(data: &[u8]) {
     let mut rest = data;
+    // A resume's records come packed: unpacked as the follower does, then decoded.
+    while pack::is_packed(rest) {
+        let Ok(Some((frames, used))) = pack::split_packed(rest) else { break };
+        assert!(used > 0 && used <= rest.len() && frames.len() <= pack::MAX_PACKED_RAW);
+        let mut inner = frames.as_slice();
+        while let Ok(Some((_, n))) = codec::decode(inner) {
+            inner = &inner[n..];
+        }
+        rest = &rest[used..];
+    }
     while let Ok(Some((record, used))) = codec::decode(rest) {
         assert!(used > 0 && used <= rest.len(), "decode consumed {used} of {}", rest.len());
         let mut again = Vec::new();

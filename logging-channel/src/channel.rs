@@ -220,7 +220,8 @@ impl Hello {
             return refuse(
                 RefuseCode::VersionMismatch,
                 format!(
-                    "peer speaks protocol version {}, this node speaks {}",
+                    "peer speaks protocol version {}, this node speaks {} (version 3 packs state transfers and \
+                     resumed logs, which older ones cannot read): run the same ftvmm build on every member",
                     self.protocol_version, local.protocol_version
                 ),
             );

@@ -37,6 +37,8 @@ pub enum CodecError {
     Malformed { what: String },
     #[error("out-of-order log: {record} at exit {exit_index} after exit {previous}: {rule}")]
     OutOfOrder { record: &'static str, exit_index: u64, previous: u64, rule: &'static str },
+    #[error(transparent)]
+    Packed(#[from] crate::pack::PackError),
     #[error("I/O error on log stream: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -62,6 +62,7 @@ pub mod channel;
 pub mod codec;
 pub mod file;
 pub mod group_name;
+pub mod pack;
 pub mod pipe;
 mod record;
 pub mod state;
@@ -72,9 +73,11 @@ pub use file::{FileError, LogHeader, LogReader, LogWriter};
 pub use group_name::{GroupName, GroupNameError, MAX_GROUP_NAME};
 pub use record::{full_hex, short_hex, DigestScope, EndReason, Event, ExitKind, ExitSig, Hash, Record};
 
-/// Version of the handshake (`channel::Hello`): 2 adds the group name. The record
-/// file has its own (`file::FILE_VERSION`).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version of the handshake (`channel::Hello`): 2 adds the group name; 3 packs
+/// (compresses) state transfers and the records a resume sends ([`pack`]), which a
+/// peer of version 2 could not read. Peers of different versions do not pair. The
+/// record file has its own (`file::FILE_VERSION`), and is never packed.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest tag+payload a frame may carry. Bounds what a decoder buffers for
 /// one frame, whatever a hostile length prefix says.

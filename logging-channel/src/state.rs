@@ -11,9 +11,11 @@
 //!  0x94 End    exit_index u64 | state_digest [32]
 //!  0x95 Zero   first_page u64 | count u32 (1..)   pages the receiver must clear
 //!  0x96 Have   last u8 (0|1) | count u32 (0..=MAX_HAVE) | count x (page u32 | hash [16])
+//!  0xA0 Packed  any run of the frames above but Have, compressed (`crate::pack`);
+//!               the sender packs every state it sends, the reader unpacks transparently
 //!
 //!  receiver --Have..Have(last)--> sender       (the receiver's non-zero pages, ascending)
-//!  sender   --Begin, Pages/Zero.., Blob x5, End--> receiver
+//!  sender   --Begin, Pages/Zero.., Blob x5, End--> receiver   (packed: batches of ~1 MiB)
 //!
 //!  The receiver first says what it has: a hash of each of its non-zero pages
 //!  (`Have`, in ascending page order; a VM that has nothing sends one empty
@@ -203,23 +205,40 @@ fn decode_body(body: &[u8]) -> Result<StateMessage, CodecError> {
     Ok(message)
 }
 
-/// Reads state messages one frame at a time.
+/// Reads state messages one frame at a time; a packed frame ([`crate::pack`]) is
+/// unpacked and its messages read one by one, as if they had come alone.
 pub struct StateReader<R: Read> {
     inner: R,
     body: Vec<u8>,
+    /// The frames of the last packed frame, and how far they have been read.
+    unpacked: Vec<u8>,
+    at: usize,
 }
 
 impl<R: Read> StateReader<R> {
     pub fn new(inner: R) -> Self {
-        StateReader { inner, body: Vec::new() }
+        StateReader { inner, body: Vec::new(), unpacked: Vec::new(), at: 0 }
     }
 
     /// `Ok(None)` at a clean end of stream.
     pub fn next_message(&mut self) -> Result<Option<StateMessage>, CodecError> {
-        if !frame::read_frame(&mut self.inner, &mut self.body)? {
-            return Ok(None);
+        loop {
+            if self.at < self.unpacked.len() {
+                // `unpack` left whole frames only; one that does not decode is an error.
+                let (message, used) = decode(&self.unpacked[self.at..])?.ok_or(CodecError::Truncated)?;
+                self.at += used;
+                return Ok(Some(message));
+            }
+            if !frame::read_frame(&mut self.inner, &mut self.body)? {
+                return Ok(None);
+            }
+            if self.body.first() != Some(&crate::pack::TAG) {
+                return decode_body(&self.body).map(Some);
+            }
+            // At least one frame (raw_len >= 1, whole frames): the loop never spins.
+            self.unpacked = crate::pack::unpack(&self.body)?;
+            self.at = 0;
         }
-        decode_body(&self.body).map(Some)
     }
 }
 

@@ -193,6 +193,18 @@ fn other_protocol_version_is_refused() {
 }
 
 #[test]
+fn a_peer_of_version_2_which_cannot_read_packed_frames_is_refused_and_told_why() {
+    assert_eq!(PROTOCOL_VERSION, 3, "version 3 packs state transfers and resumed logs");
+    let old = Hello { protocol_version: 2, ..backup() };
+    // The primary reads the old backup's hello, and the old backup the primary's.
+    let HelloReply::Refuse { code, reason } = old.evaluate(&primary()) else { panic!("a version 2 peer paired") };
+    assert_eq!(code, RefuseCode::VersionMismatch);
+    assert!(reason.contains("protocol version 2, this node speaks 3"), "{reason}");
+    assert!(reason.contains("packs state transfers") && reason.contains("same ftvmm build"), "{reason}");
+    assert_eq!(refuse_code(primary().evaluate(&old)), RefuseCode::VersionMismatch);
+}
+
+#[test]
 fn two_primaries_are_refused() {
     assert_eq!(refuse_code(primary().evaluate(&primary())), RefuseCode::RoleConflict);
 }

@@ -124,6 +124,8 @@ fn a_killed_follower_restarted_on_its_data_dir_resumes_from_the_backlog() {
     assert!(follower_log.contains("restored the checkpoint of exit"), "{follower_log}");
     assert!(follower_log.contains("resumed from the primary's backlog after exit"), "{follower_log}");
     let sent = field_of(&primary_log, "follower resumed from the backlog", "bytes");
+    let raw = field_of(&primary_log, "follower resumed from the backlog", "raw_bytes");
+    assert!(sent < raw, "the resumed log goes packed: {sent} bytes on the wire of {raw}");
     // A full transfer moves what a full checkpoint holds: the restarted follower's first.
     let full = full.max(field_of(&follower_log, "checkpoint taken", "bytes"));
     println!("resume sent {sent} bytes; a full transfer is {full} bytes ({:.1}%)", 100.0 * sent as f64 / full as f64);
@@ -147,11 +149,14 @@ fn a_follower_restarted_past_the_backlog_gets_only_the_pages_that_differ() {
         field_of(&primary_log, line, "full_pages"),
         field_of(&primary_log, line, "bytes"),
     );
-    println!("diff: {pages} of {of} pages, {bytes} bytes; a full transfer is {full} bytes");
+    let raw = field_of(&primary_log, line, "raw_bytes");
+    println!("diff: {pages} of {of} pages, {bytes} bytes ({raw} before packing); a full transfer is {full} bytes");
     assert!(primary_log.contains("no longer in the backlog"), "{primary_log}");
     // Only the pages that differ move (how many is the guest's own churn: see README).
     assert!(pages < of, "{pages} of {of} pages sent");
     assert!(bytes < full, "{bytes} bytes sent, a full transfer {full}");
+    // They go packed: the frames carry every page sent, the wire much less.
+    assert!(raw >= pages * 4096 && bytes * 4 < raw, "{bytes} bytes on the wire for {raw} of frames ({pages} pages)");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! largest single allocation, and exits 1 on any panic, any input slower than 10 s, a
 //! chunk of 1,000 inputs that makes no progress for 60 s (a watchdog ends the process and
 //! names the target and chunk: a hang) or any allocation over the bound
-//! (`ftvmm_fuzz::alloc_bound`). Run it niced and in release:
+//! (`Target::alloc_bound`). Run it niced and in release:
 //! `nice -n 19 cargo run --release -p ftvmm-fuzz --bin fuzz-long -- all 10000000`.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,7 +79,7 @@ fn main() {
         }
         done.store(FINISHED, Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64();
-        let bound = ftvmm_fuzz::alloc_bound(biggest_input);
+        let bound = target.alloc_bound(biggest_input);
         let over = largest > bound;
         println!(
             "{name:<11} inputs {total:>10}  {:>8.0}/s  {secs:>7.1} s  panics {panics}  slowest {:>6.2} ms  \

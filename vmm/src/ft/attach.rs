@@ -37,7 +37,7 @@ use crate::vm::machine::AtExit;
 use crate::vm::snapshot;
 use crossbeam_channel::Sender;
 use logging_channel::channel::{hello, AttachReply, AttachRequest, Hello, Role};
-use logging_channel::{codec, LogHeader, Record};
+use logging_channel::{codec, pack, LogHeader, Record};
 use std::net::TcpListener;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -117,10 +117,14 @@ impl Attacher {
         let t0 = Instant::now();
         handshake::reply_attach(&mut conn, AttachReply::Resume { from, through: now })?;
         codec::encode(&Record::Progress { exit_index: now }, &mut records);
-        let bytes = records.len();
+        let raw_bytes = records.len();
+        // Packed (compressed): the follower unpacks them before anything else it reads.
+        let mut packed = Vec::with_capacity(raw_bytes / 2);
+        let bytes = pack::pack(&records, &mut packed);
+        drop(records);
         let follower = self.group.add_follower(addr, from);
         let id = follower.id;
-        self.stream_to(conn, follower, Some(Resume { records, through: now, marked }))?;
+        self.stream_to(conn, follower, Some(Resume { records: packed, through: now, marked }))?;
         self.stats.note_resume(addr, bytes as u64);
         tracing::info!(
             follower = id,
@@ -130,8 +134,10 @@ impl Attacher {
             epoch = self.group.epoch(),
             followers = self.group.follower_count(),
             bytes,
+            raw_bytes,
             pause_ms = format!("{:.1}", t0.elapsed().as_secs_f64() * 1e3),
-            "follower resumed from the backlog: no state transfer, {bytes} bytes of log sent"
+            "follower resumed from the backlog: no state transfer, {bytes} bytes of log sent ({raw_bytes} before \
+             packing)"
         );
         Ok(())
     }
@@ -205,12 +211,14 @@ impl Attacher {
                 full_pages = sent.full_pages,
                 have_bytes = sent.have_bytes,
                 bytes = sent.bytes,
+                raw_bytes = sent.raw_bytes,
                 rounds = sent.running_rounds,
                 total_ms,
                 pause_ms,
                 "new backup joined: a follower asked to resume, but {why}: state transfer of the pages that differ \
-                 ({how}), {} bytes sent ({} of {} pages)",
+                 ({how}), {} bytes sent ({} before packing; {} of {} pages)",
                 sent.bytes,
+                sent.raw_bytes,
                 sent.pages,
                 sent.full_pages
             );
@@ -226,10 +234,13 @@ impl Attacher {
                 full_pages = sent.full_pages,
                 have_bytes = sent.have_bytes,
                 bytes = sent.bytes,
+                raw_bytes = sent.raw_bytes,
                 rounds = sent.running_rounds,
                 total_ms,
                 pause_ms,
-                "new backup joined: state sent ({how}), protected again"
+                "new backup joined: state sent ({how}, {} bytes, {} before packing), protected again",
+                sent.bytes,
+                sent.raw_bytes
             );
         }
         Ok(())

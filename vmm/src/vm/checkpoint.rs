@@ -331,8 +331,7 @@ impl Checkpointer {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
         let header = CheckpointHeader { base: base.map(|(b, _)| b), machine: self.machine };
         out.write_all(&header.to_bytes()).map_err(io)?;
-        let mut frames =
-            crate::vm::snapshot::Wire { out: &mut out, buf: Vec::with_capacity(1 << 20), bytes: HEADER_LEN as u64 };
+        let mut frames = crate::vm::snapshot::Wire::plain(&mut out, HEADER_LEN as u64);
         let mem_size: u64 = mem.iter().map(|r| r.len()).sum();
         frames.put(&StateMessage::Begin { exit_index: exit, epoch, mem_size })?;
         let mut hasher = digest::cpu_hasher(vcpu).map_err(SnapshotError::from)?;

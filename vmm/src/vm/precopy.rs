@@ -74,7 +74,9 @@ impl Precopied {
 /// What a pre-copy sent.
 #[derive(Debug, Default)]
 struct Counts {
+    /// Bytes on the wire (packed), and the frames they carry.
     bytes: u64,
+    raw_bytes: u64,
     have_bytes: u64,
     /// Page sends, resends included.
     sent: u64,
@@ -145,7 +147,7 @@ impl Copy<'_> {
         let theirs = pagediff::read_have(conn, pagediff::page_count(mem))?;
         counts.have_bytes = theirs.bytes;
         *sync = PageSync::new(theirs.into_slots());
-        let mut wire = Wire { out: conn, buf: Vec::with_capacity(2 << 20), bytes: 0 };
+        let mut wire = Wire::packed(conn);
         let mem_size = sync.len() * PAGE_SIZE as u64;
         wire.put(&StateMessage::Begin { exit_index: begin, epoch, mem_size })?;
         let mut runs = Runs::default();
@@ -171,6 +173,7 @@ impl Copy<'_> {
             dirty = Some((runs.sent + runs.cleared) as usize);
         };
         counts.bytes = wire.bytes;
+        counts.raw_bytes = wire.raw;
         Ok(why)
     }
 }
@@ -190,7 +193,7 @@ pub fn finish(p: &mut Precopied, at: AtExit<'_>) -> Result<TransferStats, Snapsh
     pages.extend(dirty?);
     pages.sort_unstable();
     pages.dedup();
-    let mut wire = Wire { out: &mut p.conn, buf: Vec::with_capacity(2 << 20), bytes: 0 };
+    let mut wire = Wire::packed(&mut p.conn);
     let runs = send_listed(&mut wire, at.mem, &mut p.sync, &pages)?;
     let mut hasher = digest::cpu_hasher(at.vcpu)?;
     let mut page = vec![0u8; PAGE_SIZE];
@@ -203,6 +206,7 @@ pub fn finish(p: &mut Precopied, at: AtExit<'_>) -> Result<TransferStats, Snapsh
     Ok(TransferStats {
         pages: c.sent + runs.sent,
         bytes: c.bytes + wire.bytes,
+        raw_bytes: c.raw_bytes + wire.raw,
         pause: paused.elapsed(),
         full_pages: p.sync.non_zero().count() as u64,
         same_pages: c.same,

@@ -28,7 +28,10 @@ static LATEST: Mutex<Vec<Report>> = Mutex::new(Vec::new());
 pub struct Report {
     /// What it is ("state transfer sent", "checkpoint restore", ...).
     pub op: &'static str,
+    /// Bytes of state (for a transfer: before packing).
     pub bytes: u64,
+    /// For a transfer that packs what it sends: the bytes that went on the wire.
+    pub wire_bytes: Option<u64>,
     pub pages: u64,
     /// The bytes it will reach, when known.
     pub total_bytes: Option<u64>,
@@ -52,10 +55,11 @@ impl Report {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         let mut out = format!("{}: ", self.op);
         if self.done {
+            let _ = write!(out, "done, {:.1} MiB", mib(self.bytes));
+            self.wire_part(&mut out);
             let _ = write!(
                 out,
-                "done, {:.1} MiB, {} pages in {} ms ({:.1} MiB/s)",
-                mib(self.bytes),
+                ", {} pages in {} ms ({:.1} MiB/s)",
                 self.pages,
                 self.elapsed.as_millis(),
                 self.mib_per_s()
@@ -66,16 +70,25 @@ impl Report {
         if let (Some(total), Some(pct)) = (self.total_bytes, self.percent()) {
             let _ = write!(out, " of {:.1} MiB ({pct}%)", mib(total));
         }
+        self.wire_part(&mut out);
         let _ = write!(out, ", {} pages, {:.1} MiB/s", self.pages, self.mib_per_s());
         out
+    }
+
+    /// " (0.1 MiB on the wire)", for a transfer that packs what it sends.
+    fn wire_part(&self, out: &mut String) {
+        if let Some(w) = self.wire_bytes {
+            let _ = write!(out, " ({:.2} MiB on the wire)", w as f64 / (1 << 20) as f64);
+        }
     }
 
     /// One JSON object, for `/status`.
     pub fn json(&self) -> String {
         format!(
-            "{{\"op\":\"{}\",\"bytes\":{},\"pages\":{},\"total_bytes\":{},\"elapsed_ms\":{},\"mib_per_s\":{:.1},\"done\":{}}}",
+            "{{\"op\":\"{}\",\"bytes\":{},\"wire_bytes\":{},\"pages\":{},\"total_bytes\":{},\"elapsed_ms\":{},\"mib_per_s\":{:.1},\"done\":{}}}",
             self.op,
             self.bytes,
+            self.wire_bytes.map_or("null".to_string(), |t| t.to_string()),
             self.pages,
             self.total_bytes.map_or("null".to_string(), |t| t.to_string()),
             self.elapsed.as_millis(),
@@ -108,6 +121,7 @@ pub struct Progress {
     last: Instant,
     total_bytes: Option<u64>,
     bytes: u64,
+    wire_bytes: Option<u64>,
     pages: u64,
 }
 
@@ -115,7 +129,13 @@ impl Progress {
     /// Starts counting `op`, which will reach `total_bytes` if that is known.
     pub fn start(op: &'static str, total_bytes: Option<u64>) -> Progress {
         let now = Instant::now();
-        Progress { op, started: now, last: now, total_bytes, bytes: 0, pages: 0 }
+        Progress { op, started: now, last: now, total_bytes, bytes: 0, wire_bytes: None, pages: 0 }
+    }
+
+    /// A transfer that packs what it sends has put this many bytes on the wire (call
+    /// before [`Progress::set`], which logs).
+    pub fn set_wire(&mut self, wire_bytes: u64) {
+        self.wire_bytes = Some(wire_bytes);
     }
 
     /// The operation has got this far; logs a line if [`EVERY`] has passed since the last.
@@ -141,6 +161,7 @@ impl Progress {
         Report {
             op: self.op,
             bytes: self.bytes,
+            wire_bytes: self.wire_bytes,
             pages: self.pages,
             total_bytes: self.total_bytes,
             elapsed: now.saturating_duration_since(self.started),
@@ -161,6 +182,7 @@ fn log(r: &Report) {
     tracing::info!(
         progress = r.op,
         bytes = r.bytes,
+        wire_bytes = r.wire_bytes,
         pages = r.pages,
         total_bytes = r.total_bytes,
         percent = r.percent(),
@@ -209,7 +231,18 @@ mod tests {
             (Some(3 << 20), Some(768), Some(true))
         );
         assert!(serde_json::from_str::<serde_json::Value>(&latest_json()).expect("JSON").is_array());
-        assert!(mine["total_bytes"].is_null());
+        assert!(mine["total_bytes"].is_null() && mine["wire_bytes"].is_null());
+    }
+
+    #[test]
+    fn a_packed_transfer_says_what_went_on_the_wire() {
+        let mut p = Progress::start("state transfer sent (test)", None);
+        p.set_wire(1 << 19);
+        p.set(4 << 20, 1024);
+        let r = p.finish();
+        assert!(r.line().starts_with("state transfer sent (test): done, 4.0 MiB (0.50 MiB on the wire), 1024 pages"));
+        let mine: serde_json::Value = serde_json::from_str(&r.json()).expect("JSON");
+        assert_eq!((mine["bytes"].as_u64(), mine["wire_bytes"].as_u64()), (Some(4 << 20), Some(1 << 19)));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::vm::progress::Progress;
 use kvm_bindings::{kvm_regs, kvm_sregs, kvm_vcpu_events};
 use kvm_ioctls::VcpuFd;
 use logging_channel::state::{self, BlobKind, StateMessage, StateReader, MAX_PAGES, PAGE_SIZE};
-use logging_channel::{CodecError, Hash};
+use logging_channel::{pack, CodecError, Hash};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -53,8 +53,10 @@ pub enum SnapshotError {
 pub struct TransferStats {
     /// Pages sent.
     pub pages: u64,
-    /// Bytes sent.
+    /// Bytes sent: on the wire, packed.
     pub bytes: u64,
+    /// The frames those bytes carry, unpacked (what the transfer sent before packing).
+    pub raw_bytes: u64,
     pub pause: Duration,
     /// The sender's non-zero pages: what a follower with nothing in common would get.
     pub full_pages: u64,
@@ -97,16 +99,18 @@ pub fn send<S: Read + Write>(
     let mem_size: u64 = mem.iter().map(|r| r.len()).sum();
     let theirs = pagediff::read_have(conn, pagediff::page_count(mem))?;
     let mut hasher = digest::cpu_hasher(vcpu)?;
-    let mut wire = Wire { out: conn, buf: Vec::with_capacity(2 << 20), bytes: 0 };
+    let mut wire = Wire::packed(conn);
     wire.put(&StateMessage::Begin { exit_index, epoch, mem_size })?;
     let mut progress = Progress::start("state transfer sent", None);
     let counts = send_pages(&mut wire, &mut hasher, mem, &theirs, &mut progress)?;
     send_end(&mut wire, vcpu, bus, exit_index, hasher)?;
-    progress.set(wire.bytes, counts.sent);
+    progress.set_wire(wire.bytes);
+    progress.set(wire.raw, counts.sent);
     progress.finish();
     Ok(TransferStats {
         pages: counts.sent,
         bytes: wire.bytes,
+        raw_bytes: wire.raw,
         pause: started.elapsed(),
         full_pages: counts.non_zero,
         same_pages: counts.non_zero - counts.sent,
@@ -140,28 +144,61 @@ pub(crate) fn send_end<W: Write>(
     wire.flush()
 }
 
-/// Frames buffered and written in large writes (state transfer and checkpoints).
+/// Frames buffered and written in large writes (state transfer and checkpoints). A
+/// state transfer's are packed ([`logging_channel::pack`]: compressed) batch by batch
+/// as they go out; a checkpoint's are written as they are.
 pub(crate) struct Wire<'a, W: Write> {
     pub(crate) out: &'a mut W,
     pub(crate) buf: Vec<u8>,
-    /// Bytes written so far.
+    /// Bytes written so far (packed, as they went out).
     pub(crate) bytes: u64,
+    /// Bytes of frames written so far, before packing.
+    pub(crate) raw: u64,
+    /// Pack what goes out (a peer at the protocol version that unpacks it).
+    pack: bool,
+    packed: Vec<u8>,
 }
 
-impl<W: Write> Wire<'_, W> {
+/// Buffered frames that force a write (and a batch to pack).
+const WIRE_BATCH: usize = 1 << 20;
+
+impl<'a, W: Write> Wire<'a, W> {
+    /// A state transfer's wire: packed.
+    pub(crate) fn packed(out: &'a mut W) -> Self {
+        Wire { out, buf: Vec::with_capacity(2 * WIRE_BATCH), bytes: 0, raw: 0, pack: true, packed: Vec::new() }
+    }
+
+    /// A file's: frames as they are, after `written` bytes (a header).
+    pub(crate) fn plain(out: &'a mut W, written: u64) -> Self {
+        Wire { out, buf: Vec::with_capacity(WIRE_BATCH), bytes: written, raw: written, pack: false, packed: Vec::new() }
+    }
+
     pub(crate) fn put(&mut self, m: &StateMessage) -> Result<(), SnapshotError> {
         state::encode(m, &mut self.buf);
-        if self.buf.len() >= 1 << 20 {
+        if self.buf.len() >= WIRE_BATCH {
             self.flush()?;
         }
         Ok(())
     }
 
     pub(crate) fn flush(&mut self) -> Result<(), SnapshotError> {
-        self.out.write_all(&self.buf).and_then(|()| self.out.flush()).map_err(SnapshotError::Send)?;
-        self.bytes += self.buf.len() as u64;
+        let out: &[u8] = if self.pack {
+            self.packed.clear();
+            pack::pack(&self.buf, &mut self.packed);
+            &self.packed
+        } else {
+            &self.buf
+        };
+        self.out.write_all(out).and_then(|()| self.out.flush()).map_err(SnapshotError::Send)?;
+        self.bytes += out.len() as u64;
+        self.raw += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
+    }
+
+    /// Frames so far, written or waiting (before packing): for progress.
+    pub(crate) fn raw_so_far(&self) -> u64 {
+        self.raw + self.buf.len() as u64
     }
 }
 
@@ -216,7 +253,8 @@ fn send_pages<W: Write>(
             zero_count += 1;
         }
         if number % PROGRESS_PAGES == 0 {
-            progress.set(wire.bytes + wire.buf.len() as u64, counts.sent);
+            progress.set_wire(wire.bytes);
+            progress.set(wire.raw_so_far(), counts.sent);
         }
         Ok::<(), SnapshotError>(())
     })?;

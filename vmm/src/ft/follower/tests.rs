@@ -192,3 +192,44 @@ fn records_out_of_order_are_refused() {
     assert!(result.unwrap_err().contains("out of order"));
     assert_eq!(records, vec![Record::Progress { exit_index: 9 }]);
 }
+
+#[test]
+fn a_resumes_packed_records_then_live_ones_decode_in_order_and_fill_the_backlog() {
+    let resumed: Vec<Record> = (1..=400).map(|i| Record::Progress { exit_index: i * 10 }).collect();
+    let mut buf = Vec::new();
+    logging_channel::pack::pack(&frames(&resumed), &mut buf);
+    assert!(logging_channel::pack::is_packed(&buf) && buf.len() < frames(&resumed).len() / 2);
+    let live = frames(&[Record::Progress { exit_index: 4005 }]);
+    buf.extend_from_slice(&live);
+    let whole = buf.clone();
+    let state = Upstream::default();
+    *state.backlog.lock().expect("backlog") = Some(Backlog::new(1 << 20, 0, 0));
+
+    // Cut inside the packed frame: nothing yet.
+    let mut part = whole[..whole.len() - live.len() - 5].to_vec();
+    let mut seq = Sequencer::new();
+    let (records, result) = decode_frames(&mut part, &mut seq, &state);
+    assert!(result.is_ok() && records.is_empty(), "{result:?}");
+
+    let mut seq = Sequencer::new();
+    let (records, result) = decode_frames(&mut buf, &mut seq, &state);
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(records, [resumed, vec![Record::Progress { exit_index: 4005 }]].concat());
+    assert!(buf.is_empty());
+    let backlog = state.backlog.lock().expect("backlog");
+    let kept = backlog.as_ref().expect("a backlog").from(0).expect("from the start");
+    assert_eq!(kept, frames(&records), "the backlog keeps the records' own frames, unpacked");
+}
+
+#[test]
+fn a_corrupt_packed_frame_is_an_error_and_none_of_its_records_are_passed() {
+    let resumed: Vec<Record> = (1..=400).map(|i| Record::Progress { exit_index: i * 10 }).collect();
+    let mut buf = frames(&[Record::Progress { exit_index: 1 }]);
+    logging_channel::pack::pack(&frames(&resumed), &mut buf);
+    let mid = buf.len() - 20;
+    buf[mid] ^= 0x40;
+    let (records, result) = decode_frames(&mut buf, &mut Sequencer::new(), &Upstream::default());
+    let err = result.unwrap_err();
+    assert!(err.contains("undecodable"), "{err}");
+    assert_eq!(records, vec![Record::Progress { exit_index: 1 }]);
+}

@@ -62,7 +62,7 @@ fn rounds_of_written_pages_bring_the_joiner_to_the_senders_memory() {
     }
     let mut sync = sync_for(&joiner);
     let mut stream = Vec::new();
-    let mut wire = Wire { out: &mut stream, buf: Vec::new(), bytes: 0 };
+    let mut wire = Wire::packed(&mut stream);
     let mut runs = Runs::default();
     digest::for_each_page(&sender, |n, page| runs.visit(&mut wire, &mut sync, n, page)).expect("round 0");
     runs.finish(&mut wire).expect("finish");
@@ -96,11 +96,12 @@ fn a_run_past_a_frames_page_limit_is_split() {
     }
     let mut sync = sync_for(&joiner);
     let mut stream = Vec::new();
-    let mut wire = Wire { out: &mut stream, buf: Vec::new(), bytes: 0 };
+    let mut wire = Wire::packed(&mut stream);
     let listed: Vec<u64> = (0..n).collect();
     let runs = send_listed(&mut wire, &sender, &mut sync, &listed).expect("round");
     wire.flush().expect("flush");
     assert_eq!(runs.sent, n);
+    assert!(wire.bytes * 10 < wire.raw, "{} bytes packed of {}: pages of one byte repeated", wire.bytes, wire.raw);
     assert_eq!(apply(&stream, &joiner), 3, "255 + 255 + 1 pages: three frames");
     assert!(pages(&sender) == pages(&joiner));
 }
