@@ -21,6 +21,7 @@ use super::disklog::Persist;
 use super::election::elector::{Elector, Next};
 use super::election::rules::LogPosition;
 use super::flow::ProgressWatch;
+use super::golive::{CpuTimes, Loss};
 use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
@@ -33,7 +34,7 @@ use logging_channel::channel::{self, Ack, AttachReply, AttachRequest, Hello, Mes
 use logging_channel::codec::{self, Sequencer};
 use logging_channel::Record;
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,11 @@ pub struct Upstream {
     pub restart: Mutex<Option<Channel>>,
     /// With `--data-dir`: the disk every received record is appended to (`ft::recovery`).
     pub persist: OnceLock<Arc<Persist>>,
+    /// The replaying vCPU thread's id (0 until it runs), so that `log-rx` can read its
+    /// CPU times when the primary is lost (the go-live line says where the time went).
+    pub vcpu_tid: AtomicI32,
+    /// When `log-rx` last found its stream ended, and where this follower stood then.
+    pub lost: Mutex<Option<Loss>>,
 }
 
 impl Upstream {
@@ -127,6 +133,27 @@ impl Upstream {
     /// taken at exit `joined_at` in `epoch`.
     pub fn keep_log(&self, bytes: usize, joined_at: u64, epoch: u64) {
         *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = Some(Backlog::new(bytes, joined_at, epoch));
+    }
+
+    /// The calling thread is the one that replays (and goes live).
+    pub fn note_vcpu_thread(&self) {
+        self.vcpu_tid.store(nix::unistd::gettid().as_raw(), Ordering::SeqCst);
+    }
+
+    /// The stream ended now: notes where this follower stood, for the go-live line.
+    fn note_loss(&self) {
+        let loss = Loss {
+            at: Instant::now(),
+            received_through: self.received_through.load(Ordering::SeqCst),
+            replayed_through: self.replayed_through.load(Ordering::SeqCst),
+            vcpu: CpuTimes::of_thread(self.vcpu_tid.load(Ordering::SeqCst)),
+        };
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(loss);
+    }
+
+    /// When the stream last ended, and where this follower stood then.
+    pub fn loss(&self) -> Option<Loss> {
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The connection a new state arrives on, if the primary is sending one.
@@ -224,6 +251,7 @@ pub fn start(
             let mut seq = Sequencer::starting_at(upstream.received_through.load(Ordering::SeqCst));
             let why = loop {
                 let ended = receive_loop(&mut *stream, timing, &upstream, &stats, &tx, &mut seq);
+                upstream.note_loss();
                 stream.close();
                 let (why, r) = match (ended, &reconnect) {
                     (Ended::Broken(why), Some(r)) => (why, r),

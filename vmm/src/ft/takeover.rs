@@ -12,6 +12,7 @@
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
 use super::follower::{Reconnect, Upstream};
+use super::golive::{CpuTimes, GoLiveSteps, Step};
 use super::group::Group;
 use super::handshake;
 use super::release::{Control, SharedReleaser};
@@ -28,7 +29,7 @@ use guest_abi::NetConfig;
 use logging_channel::LogHeader;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A follower's TAP, open from the start, and the frames it keeps from it until
 /// go-live (`--mirrored-input`; host/mirror.rs).
@@ -72,6 +73,8 @@ pub struct Live {
 impl Takeover {
     /// Goes live after `last_replayed`, or says why this follower must stand down.
     pub fn go_live(self, last_replayed: u64) -> Result<Live, RunError> {
+        let tid = self.upstream.vcpu_tid.load(Ordering::SeqCst);
+        let mut steps = GoLiveSteps::caught_up(self.upstream.loss(), Instant::now(), CpuTimes::of_thread(tid));
         let stand_down = |what: String| RunError::StandDown(what);
         if self.upstream.corrupt.load(Ordering::SeqCst) {
             return Err(stand_down("the primary's log stream was corrupt; not going live on it".into()));
@@ -92,10 +95,12 @@ impl Takeover {
         }
         let released = self.upstream.released.load(Ordering::SeqCst);
         self.group.take_over().map_err(|why| stand_down(format!("{why}: this follower halts")))?;
+        steps.done(Step::TakeOver, Instant::now());
         tracing::warn!(
             exit = last_replayed + 1,
             released,
             epoch = self.group.epoch(),
+            behind = steps.behind(),
             "GOING LIVE: this follower is now the primary (unprotected)"
         );
         self.stats.set_role(Role::Live);
@@ -103,6 +108,7 @@ impl Takeover {
             // Before any frame read from now on: the requests the old primary never logged.
             Some(m) => {
                 let injected = m.mirror.go_live(&self.events_tx, VmEvent::Frame);
+                steps.done(Step::Mirror, Instant::now());
                 tracing::info!(injected, "live: mirrored input the old primary did not log goes to the guest");
                 Some(m.tap.clone())
             }
@@ -122,7 +128,14 @@ impl Takeover {
         };
         if let Some(tap) = &tap {
             announce(tap.clone(), self.net);
+            steps.done(Step::Tap, Instant::now());
         }
+        tracing::info!(
+            behind = steps.behind(),
+            replay_ms = steps.replay().map(|d| d.as_secs_f64() * 1000.0),
+            total_ms = steps.total().as_secs_f64() * 1000.0,
+            "go-live steps: {steps}"
+        );
         let _ = self.control.send(Control::GoLive { tap, released, group: self.group.clone() });
         let Some(listen) = &self.listen else {
             return Ok(Live { driver: LiveDriver::new(self.header.tick_hz, None, self.events), attacher: None });

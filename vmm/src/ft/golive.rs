@@ -1,0 +1,219 @@
+//! How long a follower's go-live took, step by step, for its log: from the moment
+//! `log-rx` found the primary gone ([`Loss`]) to the end of the replay, the
+//! take-over, the mirrored input's hand-off and the TAP. Pure apart from reading
+//! a thread's scheduler statistics ([`CpuTimes::of_thread`]).
+//!
+//! Why: the client-seen gap after a kill is, once the backup has the request
+//! (docs/client-gap.md), the time from the kill to GOING LIVE. That time is the
+//! failure detection, then the replay of what the backup had received but not yet
+//! replayed, then the take-over. On a loaded host the replay's part depends on how
+//! far behind the backup was and whether its vCPU thread got a CPU, so the line
+//! says both: exits behind at the loss, and the vCPU's run time and run-queue wait
+//! while it caught up (`/proc/.../schedstat`).
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// CPU time of one thread so far: time it ran, and time it was runnable but waited
+/// for a CPU (the kernel's schedstat, nanoseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub run: Duration,
+    pub wait: Duration,
+}
+
+impl CpuTimes {
+    /// Parses `/proc/.../schedstat` ("run_ns wait_ns timeslices").
+    pub fn parse(schedstat: &str) -> Option<CpuTimes> {
+        let mut it = schedstat.split_whitespace().map(|s| s.parse::<u64>().ok());
+        let run = it.next()??;
+        let wait = it.next()??;
+        Some(CpuTimes { run: Duration::from_nanos(run), wait: Duration::from_nanos(wait) })
+    }
+
+    /// The times of thread `tid` of this process, if the kernel keeps them.
+    pub fn of_thread(tid: i32) -> Option<CpuTimes> {
+        if tid <= 0 {
+            return None;
+        }
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+        CpuTimes::parse(&text)
+    }
+
+    /// What the thread did between `earlier` and these times.
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes { run: self.run.saturating_sub(earlier.run), wait: self.wait.saturating_sub(earlier.wait) }
+    }
+}
+
+/// The moment `log-rx` found the primary gone, and where the follower stood then.
+#[derive(Debug, Clone, Copy)]
+pub struct Loss {
+    pub at: Instant,
+    /// The last exit received completely.
+    pub received_through: u64,
+    /// The last exit the vCPU had replayed.
+    pub replayed_through: u64,
+    /// The replaying vCPU thread's CPU times then, if known.
+    pub vcpu: Option<CpuTimes>,
+}
+
+impl Loss {
+    /// Exits received but not yet replayed: what the replay still had to do.
+    pub fn behind(&self) -> u64 {
+        self.received_through.saturating_sub(self.replayed_through)
+    }
+}
+
+/// A step of the go-live path after the replay, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The group's take-over (the arbiter, in a pair that has one).
+    TakeOver,
+    /// Mirrored input handed to the live VM.
+    Mirror,
+    /// The TAP opened (without mirrored input) and the announcement started.
+    Tap,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::TakeOver => "take-over",
+            Step::Mirror => "mirror hand-off",
+            Step::Tap => "TAP",
+        }
+    }
+}
+
+/// The go-live path's clock: started when the replay reached the end of the log.
+#[derive(Debug, Clone)]
+pub struct GoLiveSteps {
+    loss: Option<Loss>,
+    caught_up: Instant,
+    /// The vCPU's CPU times while it caught up (from the loss to the end of the replay).
+    vcpu: Option<CpuTimes>,
+    last: Instant,
+    steps: Vec<(Step, Duration)>,
+}
+
+impl GoLiveSteps {
+    /// The replay reached the end of the log at `now`; the vCPU's times are `vcpu_now`.
+    pub fn caught_up(loss: Option<Loss>, now: Instant, vcpu_now: Option<CpuTimes>) -> GoLiveSteps {
+        let vcpu = match (loss.and_then(|l| l.vcpu), vcpu_now) {
+            (Some(then), Some(now)) => Some(now.since(then)),
+            _ => None,
+        };
+        GoLiveSteps { loss, caught_up: now, vcpu, last: now, steps: Vec::new() }
+    }
+
+    /// `step` ended at `now` (it began where the one before it ended).
+    pub fn done(&mut self, step: Step, now: Instant) {
+        self.steps.push((step, now.saturating_duration_since(self.last)));
+        self.last = now;
+    }
+
+    /// Exits behind at the loss (0 if the loss is unknown).
+    pub fn behind(&self) -> u64 {
+        self.loss.map_or(0, |l| l.behind())
+    }
+
+    /// From the loss to the end of the replay.
+    pub fn replay(&self) -> Option<Duration> {
+        self.loss.map(|l| self.caught_up.saturating_duration_since(l.at))
+    }
+
+    /// From the loss (or, unknown, the end of the replay) to the last step.
+    pub fn total(&self) -> Duration {
+        let from = self.loss.map_or(self.caught_up, |l| l.at);
+        self.last.saturating_duration_since(from)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+impl fmt::Display for GoLiveSteps {
+    /// "primary lost -> replay caught up 3.1 ms (120 exits behind; vCPU ran 2.0 ms, waited
+    /// for a CPU 0.9 ms), take-over 0.0 ms, mirror hand-off 0.1 ms: 3.2 ms in all"
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.loss, self.replay()) {
+            (Some(l), Some(r)) => write!(f, "primary lost -> replay caught up {} ({} exits behind", ms(r), l.behind())?,
+            _ => write!(f, "replay caught up (when the primary was lost is unknown")?,
+        }
+        match self.vcpu {
+            Some(c) => write!(f, "; vCPU ran {}, waited for a CPU {})", ms(c.run), ms(c.wait))?,
+            None => write!(f, ")")?,
+        }
+        for (step, d) in &self.steps {
+            write!(f, ", {} {}", step.name(), ms(*d))?;
+        }
+        write!(f, ": {} in all", ms(self.total()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn schedstat_is_parsed_and_garbage_is_not() {
+        let c = CpuTimes::parse("755249 1000000 1\n").unwrap();
+        assert_eq!(c, CpuTimes { run: Duration::from_nanos(755_249), wait: ms(1) });
+        assert_eq!(CpuTimes::parse(""), None);
+        assert_eq!(CpuTimes::parse("12"), None, "no wait column");
+        assert_eq!(CpuTimes::parse("x 1 1"), None);
+        assert_eq!(CpuTimes::of_thread(0), None);
+        assert_eq!(CpuTimes::of_thread(-1), None);
+    }
+
+    #[test]
+    fn this_threads_own_times_can_be_read() {
+        let tid = nix::unistd::gettid().as_raw();
+        // A kernel without schedstat has no file: that is allowed (the line then says less).
+        if std::path::Path::new("/proc/thread-self/schedstat").exists() {
+            assert!(CpuTimes::of_thread(tid).is_some());
+        }
+    }
+
+    #[test]
+    fn the_steps_add_up_from_the_loss() {
+        let t0 = Instant::now();
+        let loss = Loss {
+            at: t0,
+            received_through: 1200,
+            replayed_through: 1000,
+            vcpu: Some(CpuTimes { run: ms(10), wait: ms(5) }),
+        };
+        let mut s = GoLiveSteps::caught_up(Some(loss), t0 + ms(30), Some(CpuTimes { run: ms(18), wait: ms(27) }));
+        s.done(Step::TakeOver, t0 + ms(31));
+        s.done(Step::Mirror, t0 + ms(34));
+        assert_eq!(s.behind(), 200);
+        assert_eq!(s.replay(), Some(ms(30)));
+        assert_eq!(s.total(), ms(34));
+        assert_eq!(
+            s.to_string(),
+            "primary lost -> replay caught up 30.0 ms (200 exits behind; vCPU ran 8.0 ms, waited for a CPU 22.0 ms), \
+             take-over 1.0 ms, mirror hand-off 3.0 ms: 34.0 ms in all"
+        );
+    }
+
+    #[test]
+    fn an_unknown_loss_or_a_follower_ahead_of_what_it_received_says_so_without_underflow() {
+        let t0 = Instant::now();
+        let mut s = GoLiveSteps::caught_up(None, t0, None);
+        s.done(Step::Tap, t0 + ms(2));
+        assert_eq!((s.behind(), s.replay(), s.total()), (0, None, ms(2)));
+        assert_eq!(s.to_string(), "replay caught up (when the primary was lost is unknown), TAP 2.0 ms: 2.0 ms in all");
+        // Replayed past what it had received (a state restored after the loss was noted).
+        let loss = Loss { at: t0, received_through: 5, replayed_through: 9, vcpu: None };
+        assert_eq!(GoLiveSteps::caught_up(Some(loss), t0, None).behind(), 0);
+        // Times that went backwards (a thread's counters read after a restart) do not underflow.
+        let then = CpuTimes { run: ms(9), wait: ms(9) };
+        assert_eq!(CpuTimes { run: ms(1), wait: ms(10) }.since(then), CpuTimes { run: ms(0), wait: ms(1) });
+    }
+}
