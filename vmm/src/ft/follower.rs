@@ -21,7 +21,7 @@ use super::disklog::Persist;
 use super::election::elector::{Elector, Next};
 use super::election::rules::LogPosition;
 use super::flow::ProgressWatch;
-use super::golive::{CpuTimes, Loss};
+use super::golive::{CatchUp, CpuTimes, Loss};
 use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
@@ -147,8 +147,20 @@ impl Upstream {
             received_through: self.received_through.load(Ordering::SeqCst),
             replayed_through: self.replayed_through.load(Ordering::SeqCst),
             vcpu: CpuTimes::of_thread(self.vcpu_tid.load(Ordering::SeqCst)),
+            raised: None,
         };
         *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(loss);
+    }
+
+    /// The log ended for good and this follower may go live: its vCPU replays what is
+    /// left at real-time priority (ft/golive.rs says why); going live puts it back.
+    fn raise_catch_up(&self) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(loss) = lost.as_mut() else { return };
+        match CatchUp::raise(self.vcpu_tid.load(Ordering::SeqCst)) {
+            Ok(raised) => loss.raised = Some(raised),
+            Err(why) => tracing::info!("the replay catches up at its usual priority: {why}"),
+        }
     }
 
     /// When the stream last ended, and where this follower stood then.
@@ -296,6 +308,7 @@ pub fn start(
             } else if upstream.corrupt.load(Ordering::SeqCst) {
                 tracing::error!("{why}: the log stream is corrupt; this follower will not go live on it");
             } else {
+                upstream.raise_catch_up();
                 tracing::warn!("primary lost: {why}");
             }
         })

@@ -1,7 +1,8 @@
 //! How long a follower's go-live took, step by step, for its log: from the moment
 //! `log-rx` found the primary gone ([`Loss`]) to the end of the replay, the
 //! take-over, the mirrored input's hand-off and the TAP. Pure apart from reading
-//! a thread's scheduler statistics ([`CpuTimes::of_thread`]).
+//! a thread's scheduler statistics ([`CpuTimes::of_thread`]) and setting its
+//! scheduling policy ([`CatchUp`]).
 //!
 //! Why: the client-seen gap after a kill is, once the backup has the request
 //! (docs/client-gap.md), the time from the kill to GOING LIVE. That time is the
@@ -10,8 +11,128 @@
 //! far behind the backup was and whether its vCPU thread got a CPU, so the line
 //! says both: exits behind at the loss, and the vCPU's run time and run-queue wait
 //! while it caught up (`/proc/.../schedstat`).
+//!
+//! What it measured on a loaded 2-core host (bench/failover.md): a backup acked
+//! yet thousands of exits behind in its replay, whose vCPU then waited for a CPU
+//! for most of the catch-up (551 of 688 ms). So from the loss until it is live the
+//! replaying vCPU runs at real-time priority ([`CatchUp`]): the catch-up is the
+//! one thing on this host that a client is waiting for, and it is finite (the log
+//! ended; the primary's flow control bounds how much of it is left).
 use std::fmt;
 use std::time::{Duration, Instant};
+
+/// The SCHED_FIFO priority of the replaying vCPU from the loss to going live: the
+/// lowest real-time one, enough to run before every ordinary thread.
+pub const CATCH_UP_RT_PRIORITY: i32 = 1;
+/// Without real-time scheduling (refused: no CAP_SYS_NICE, or a cgroup without
+/// real-time runtime), the nice value the catch-up gets instead.
+pub const CATCH_UP_NICE: i32 = -20;
+
+/// A thread's scheduling: its policy, real-time priority and nice value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sched {
+    pub policy: i32,
+    pub rt_priority: i32,
+    pub nice: i32,
+}
+
+impl Sched {
+    /// Whether this already runs at least as urgently as the catch-up would.
+    fn at_least_catch_up(&self) -> bool {
+        matches!(self.policy, libc::SCHED_FIFO | libc::SCHED_RR) && self.rt_priority >= CATCH_UP_RT_PRIORITY
+    }
+}
+
+/// How the catch-up raises a thread that runs as `was`: real time, then (if that is
+/// refused) a lower nice value; nothing for a thread that is already real time.
+pub fn catch_up_plan(was: Sched) -> Vec<Sched> {
+    if was.at_least_catch_up() {
+        return Vec::new();
+    }
+    let rt = Sched { policy: libc::SCHED_FIFO, rt_priority: CATCH_UP_RT_PRIORITY, nice: was.nice };
+    let mut plan = vec![rt];
+    if was.nice > CATCH_UP_NICE {
+        plan.push(Sched { nice: CATCH_UP_NICE, ..was });
+    }
+    plan
+}
+
+/// The replaying vCPU's scheduling raised for the catch-up, and how to put it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    pub tid: i32,
+    pub was: Sched,
+    pub now: Sched,
+}
+
+impl CatchUp {
+    /// Raises thread `tid` (see [`catch_up_plan`]); says why not if it cannot.
+    pub fn raise(tid: i32) -> Result<CatchUp, String> {
+        if tid <= 0 {
+            return Err("the replaying thread is not known".into());
+        }
+        let was = sched_of(tid).map_err(|e| format!("cannot read its scheduling: {e}"))?;
+        let mut refused = String::from("it already runs at real-time priority");
+        for want in catch_up_plan(was) {
+            match set_sched(tid, want) {
+                Ok(()) => return Ok(CatchUp { tid, was, now: want }),
+                Err(e) => refused = e.to_string(),
+            }
+        }
+        Err(refused)
+    }
+
+    /// Puts the thread's scheduling back as it was.
+    pub fn restore(&self) -> std::io::Result<()> {
+        set_sched(self.tid, self.was)
+    }
+
+    /// "SCHED_FIFO 1" or "nice -20".
+    pub fn describe(&self) -> String {
+        match self.now.policy {
+            libc::SCHED_FIFO | libc::SCHED_RR => format!("real-time priority {}", self.now.rt_priority),
+            _ => format!("nice {}", self.now.nice),
+        }
+    }
+}
+
+/// Thread `tid`'s scheduling now.
+pub fn sched_of(tid: i32) -> std::io::Result<Sched> {
+    // SAFETY: sched_getscheduler takes a thread id and touches no memory of ours.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    if policy < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param the call writes into.
+    if unsafe { libc::sched_getparam(tid, &mut param) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // getpriority returns the nice value, and -1 is one: errno tells an error apart.
+    // SAFETY: __errno_location returns this thread's errno; getpriority touches nothing of ours.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        if n == -1 && *libc::__errno_location() != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        n
+    };
+    Ok(Sched { policy: policy & !libc::SCHED_RESET_ON_FORK, rt_priority: param.sched_priority, nice })
+}
+
+fn set_sched(tid: i32, to: Sched) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: to.rt_priority };
+    // SAFETY: `param` is a valid sched_param the call only reads; `tid` is a thread id.
+    if unsafe { libc::sched_setscheduler(tid, to.policy, &param) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: setpriority touches no memory of ours.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, to.nice) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// CPU time of one thread so far: time it ran, and time it was runnable but waited
 /// for a CPU (the kernel's schedstat, nanoseconds).
@@ -55,6 +176,8 @@ pub struct Loss {
     pub replayed_through: u64,
     /// The replaying vCPU thread's CPU times then, if known.
     pub vcpu: Option<CpuTimes>,
+    /// The vCPU's scheduling, raised for the catch-up once the log ended for good.
+    pub raised: Option<CatchUp>,
 }
 
 impl Loss {
@@ -141,8 +264,11 @@ impl fmt::Display for GoLiveSteps {
             (Some(l), Some(r)) => write!(f, "primary lost -> replay caught up {} ({} exits behind", ms(r), l.behind())?,
             _ => write!(f, "replay caught up (when the primary was lost is unknown")?,
         }
-        match self.vcpu {
-            Some(c) => write!(f, "; vCPU ran {}, waited for a CPU {})", ms(c.run), ms(c.wait))?,
+        if let Some(c) = self.vcpu {
+            write!(f, "; vCPU ran {}, waited for a CPU {}", ms(c.run), ms(c.wait))?;
+        }
+        match self.loss.and_then(|l| l.raised) {
+            Some(r) => write!(f, "; at {})", r.describe())?,
             None => write!(f, ")")?,
         }
         for (step, d) in &self.steps {
@@ -180,6 +306,48 @@ mod tests {
         }
     }
 
+    const OTHER: Sched = Sched { policy: libc::SCHED_OTHER, rt_priority: 0, nice: 0 };
+
+    #[test]
+    fn the_catch_up_tries_real_time_then_nice_and_never_lowers_a_thread() {
+        let plan = catch_up_plan(OTHER);
+        assert_eq!(
+            plan,
+            vec![
+                Sched { policy: libc::SCHED_FIFO, rt_priority: CATCH_UP_RT_PRIORITY, nice: 0 },
+                Sched { nice: CATCH_UP_NICE, ..OTHER },
+            ]
+        );
+        let niced = Sched { nice: CATCH_UP_NICE, ..OTHER };
+        assert_eq!(catch_up_plan(niced).len(), 1, "no nice step for a thread already at the lowest nice");
+        let rt = Sched { policy: libc::SCHED_RR, rt_priority: 50, nice: 0 };
+        assert!(catch_up_plan(rt).is_empty(), "a thread run under chrt keeps its priority");
+        let fifo = Sched { policy: libc::SCHED_FIFO, rt_priority: CATCH_UP_RT_PRIORITY, nice: 0 };
+        assert!(catch_up_plan(fifo).is_empty());
+    }
+
+    #[test]
+    fn a_thread_is_raised_and_put_back_or_told_why_not() {
+        assert!(CatchUp::raise(0).is_err());
+        // A thread of its own, so that the test runner's threads keep their scheduling.
+        std::thread::spawn(|| {
+            let tid = nix::unistd::gettid().as_raw();
+            let before = sched_of(tid).unwrap();
+            match CatchUp::raise(tid) {
+                Ok(c) => {
+                    assert_eq!(sched_of(tid).unwrap(), c.now);
+                    assert_ne!(c.now, before);
+                    c.restore().unwrap();
+                    assert_eq!(sched_of(tid).unwrap(), before, "put back as it was");
+                }
+                // Without CAP_SYS_NICE both steps are refused: that is reported, not fatal.
+                Err(why) => assert!(!why.is_empty()),
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn the_steps_add_up_from_the_loss() {
         let t0 = Instant::now();
@@ -188,6 +356,11 @@ mod tests {
             received_through: 1200,
             replayed_through: 1000,
             vcpu: Some(CpuTimes { run: ms(10), wait: ms(5) }),
+            raised: Some(CatchUp {
+                tid: 1,
+                was: OTHER,
+                now: Sched { policy: libc::SCHED_FIFO, rt_priority: CATCH_UP_RT_PRIORITY, nice: 0 },
+            }),
         };
         let mut s = GoLiveSteps::caught_up(Some(loss), t0 + ms(30), Some(CpuTimes { run: ms(18), wait: ms(27) }));
         s.done(Step::TakeOver, t0 + ms(31));
@@ -197,7 +370,7 @@ mod tests {
         assert_eq!(s.total(), ms(34));
         assert_eq!(
             s.to_string(),
-            "primary lost -> replay caught up 30.0 ms (200 exits behind; vCPU ran 8.0 ms, waited for a CPU 22.0 ms), \
+            "primary lost -> replay caught up 30.0 ms (200 exits behind; vCPU ran 8.0 ms, waited for a CPU 22.0 ms; at real-time priority 1), \
              take-over 1.0 ms, mirror hand-off 3.0 ms: 34.0 ms in all"
         );
     }
@@ -210,7 +383,7 @@ mod tests {
         assert_eq!((s.behind(), s.replay(), s.total()), (0, None, ms(2)));
         assert_eq!(s.to_string(), "replay caught up (when the primary was lost is unknown), TAP 2.0 ms: 2.0 ms in all");
         // Replayed past what it had received (a state restored after the loss was noted).
-        let loss = Loss { at: t0, received_through: 5, replayed_through: 9, vcpu: None };
+        let loss = Loss { at: t0, received_through: 5, replayed_through: 9, vcpu: None, raised: None };
         assert_eq!(GoLiveSteps::caught_up(Some(loss), t0, None).behind(), 0);
         // Times that went backwards (a thread's counters read after a restart) do not underflow.
         let then = CpuTimes { run: ms(9), wait: ms(9) };

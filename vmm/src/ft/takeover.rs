@@ -12,7 +12,7 @@
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
 use super::follower::{Reconnect, Upstream};
-use super::golive::{CpuTimes, GoLiveSteps, Step};
+use super::golive::{CatchUp, CpuTimes, GoLiveSteps, Step};
 use super::group::Group;
 use super::handshake;
 use super::release::{Control, SharedReleaser};
@@ -74,7 +74,10 @@ impl Takeover {
     /// Goes live after `last_replayed`, or says why this follower must stand down.
     pub fn go_live(self, last_replayed: u64) -> Result<Live, RunError> {
         let tid = self.upstream.vcpu_tid.load(Ordering::SeqCst);
-        let mut steps = GoLiveSteps::caught_up(self.upstream.loss(), Instant::now(), CpuTimes::of_thread(tid));
+        let loss = self.upstream.loss();
+        let mut steps = GoLiveSteps::caught_up(loss, Instant::now(), CpuTimes::of_thread(tid));
+        // However this ends, the live VM (or one that stands down) runs as it did before.
+        let _back = PutBack(loss.and_then(|l| l.raised));
         let stand_down = |what: String| RunError::StandDown(what);
         if self.upstream.corrupt.load(Ordering::SeqCst) {
             return Err(stand_down("the primary's log stream was corrupt; not going live on it".into()));
@@ -132,8 +135,8 @@ impl Takeover {
         }
         tracing::info!(
             behind = steps.behind(),
-            replay_ms = steps.replay().map(|d| d.as_secs_f64() * 1000.0),
-            total_ms = steps.total().as_secs_f64() * 1000.0,
+            replay_ms = steps.replay().map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
+            total_ms = (steps.total().as_secs_f64() * 10_000.0).round() / 10.0,
             "go-live steps: {steps}"
         );
         let _ = self.control.send(Control::GoLive { tap, released, group: self.group.clone() });
@@ -181,6 +184,19 @@ impl Takeover {
         let driver = LiveDriver::new(self.header.tick_hz, Some(sink), self.events)
             .with_checkpoints(persist.map(|p| p.checkpoints.clone()));
         Ok(Live { driver, attacher: Some(attacher) })
+    }
+}
+
+/// Puts the vCPU's scheduling back as it was before the catch-up, when dropped.
+struct PutBack(Option<CatchUp>);
+
+impl Drop for PutBack {
+    fn drop(&mut self) {
+        if let Some(raised) = &self.0 {
+            if let Err(e) = raised.restore() {
+                tracing::warn!("cannot put the vCPU's scheduling back after the catch-up: {e}");
+            }
+        }
     }
 }
 
