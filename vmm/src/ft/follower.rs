@@ -20,7 +20,7 @@ use super::backlog::Backlog;
 use super::disklog::Persist;
 use super::election::elector::{Elector, Next};
 use super::election::rules::LogPosition;
-use super::flow::ProgressWatch;
+use super::flow::{progress_ack_due, read_wait, ProgressWatch};
 use super::golive::{CatchUp, CpuTimes, Loss};
 use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
@@ -31,7 +31,7 @@ use crate::vm::replayer::{RecordSource, ReplayError};
 use crate::vm::snapshot;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use logging_channel::channel::{self, Ack, AttachReply, AttachRequest, Hello, Message};
-use logging_channel::codec::{self, Sequencer};
+use logging_channel::codec::Sequencer;
 use logging_channel::Record;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -454,6 +454,9 @@ fn receive(
     let mut last_heard = Instant::now();
     let mut watch = ProgressWatch::new(replayed, last_heard, timing.failover_timeout);
     let mut last_turn = Instant::now();
+    // What the last ack said of the replay, and how long a read waits now (flow::read_wait).
+    let mut acked_replayed = replayed;
+    let mut wait = timing.failover_timeout;
     loop {
         // A turn of this loop longer than the failover timeout means this process was
         // stopped (SIGSTOP, a frozen host): its replay did not stall, it did not run. The
@@ -463,6 +466,14 @@ fn receive(
             watch = ProgressWatch::new(at, Instant::now(), timing.failover_timeout);
         }
         last_turn = Instant::now();
+        let received = state.received_through.load(Ordering::SeqCst);
+        let want = read_wait(received, state.replayed_through.load(Ordering::Relaxed), timing.failover_timeout);
+        if want != wait {
+            if let Err(e) = stream.set_read_timeout(Some(want)) {
+                return Err(format!("cannot set the read timeout: {e}"));
+            }
+            wait = want;
+        }
         let n = match stream.read(&mut chunk) {
             Ok(0) => return Err("the primary closed the connection".into()),
             Ok(n) => {
@@ -472,7 +483,27 @@ fn receive(
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!("no log traffic for {} ms", timing.failover_timeout.as_millis()))
+                if last_heard.elapsed() >= timing.failover_timeout {
+                    return Err(format!("no log traffic for {} ms", timing.failover_timeout.as_millis()));
+                }
+                // Nothing arrived, but the replay moved: a primary held by flow control
+                // learns it may go on.
+                let replayed = state.replayed_through.load(Ordering::Relaxed).min(received);
+                if progress_ack_due(acked_replayed, replayed) {
+                    if let Some(why) = fenced(state) {
+                        return Err(why);
+                    }
+                    let mut out = Vec::with_capacity(24);
+                    channel::encode(
+                        &Message::Ack(Ack { received_through: received, replayed_through: replayed }),
+                        &mut out,
+                    );
+                    if let Err(e) = stream.write_all(&out) {
+                        return Err(format!("sending an ack failed: {e}"));
+                    }
+                    acked_replayed = replayed;
+                }
+                continue;
             }
             // TLS refused bytes that were changed on the way (or are not TLS): like a
             // corrupt frame, nothing of them reached the VM, and this follower must not
@@ -493,6 +524,7 @@ fn receive(
             return Err(why);
         }
         let ack = Ack { received_through: received, replayed_through: replayed };
+        acked_replayed = replayed;
         state.received_through.store(received, Ordering::SeqCst);
         let disk = state.persist.get();
         // With --fsync always the ack waits for the disk; otherwise the disk waits for the ack.
@@ -540,49 +572,7 @@ fn receive(
     }
 }
 
-/// Decodes every complete frame in `buf`, in order, checking their order. A
-/// malformed or out-of-order frame is an error: the records before it are
-/// returned, nothing from it on ever reaches the VM.
-fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &Upstream) -> (Vec<Record>, Result<(), String>) {
-    let mut used = 0;
-    let mut records = Vec::new();
-    let result = loop {
-        match codec::decode(&buf[used..]) {
-            Ok(Some((record, n))) => {
-                if let Err(e) = seq.check(&record) {
-                    break Err(format!("log stream out of order: {e}"));
-                }
-                used += n;
-                match record {
-                    Record::Released { exit_index } => {
-                        state.released.fetch_max(exit_index, Ordering::SeqCst);
-                    }
-                    Record::Standing { exit_index, epoch, eligible } => {
-                        let was = state.eligible.swap(eligible, Ordering::SeqCst);
-                        if state.announce_epoch(epoch, exit_index) || was != eligible {
-                            let may = if eligible { "may" } else { "may not" };
-                            tracing::info!(
-                                epoch,
-                                eligible,
-                                "the primary says: epoch {epoch}; this follower {may} take over"
-                            );
-                        }
-                    }
-                    _ => {
-                        if let Some(b) = state.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                            b.push(record.exit_index(), state.epoch.load(Ordering::SeqCst), &buf[used - n..used]);
-                        }
-                    }
-                }
-                records.push(record);
-            }
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(format!("log stream undecodable: {e}")),
-        }
-    };
-    buf.drain(..used);
-    (records, result)
-}
-
+mod frames;
+use frames::decode_frames;
 #[cfg(test)]
 mod tests;

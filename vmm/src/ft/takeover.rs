@@ -76,8 +76,13 @@ impl Takeover {
         let tid = self.upstream.vcpu_tid.load(Ordering::SeqCst);
         let loss = self.upstream.loss();
         let mut steps = GoLiveSteps::caught_up(loss, Instant::now(), CpuTimes::of_thread(tid));
-        // However this ends, the live VM (or one that stands down) runs as it did before.
-        let _back = PutBack(loss.and_then(|l| l.raised));
+        // The output thread sends what the guest answers first (the re-sent output, the
+        // replies to mirrored input): it gets the CPU at once too. However this ends, both
+        // threads go back to their scheduling soon after (`PutBack`).
+        let output = CatchUp::raise(self.releaser.output_tid())
+            .map_err(|why| tracing::debug!("the output thread keeps its priority: {why}"))
+            .ok();
+        let _back = PutBack([loss.and_then(|l| l.raised), output]);
         let stand_down = |what: String| RunError::StandDown(what);
         if self.upstream.corrupt.load(Ordering::SeqCst) {
             return Err(stand_down("the primary's log stream was corrupt; not going live on it".into()));
@@ -187,15 +192,36 @@ impl Takeover {
     }
 }
 
-/// Puts the vCPU's scheduling back as it was before the catch-up, when dropped.
-struct PutBack(Option<CatchUp>);
+/// How long after going live the vCPU and output threads keep the catch-up's priority:
+/// long enough for the guest to answer what was injected at go-live (~1 ms) and the
+/// output thread to send it, short enough that a busy guest cannot hog a core.
+pub const GO_LIVE_GRACE: Duration = Duration::from_millis(50);
+
+/// Puts the vCPU's and the output thread's scheduling back as it was before the
+/// catch-up, [`GO_LIVE_GRACE`] after it is dropped.
+struct PutBack([Option<CatchUp>; 2]);
 
 impl Drop for PutBack {
     fn drop(&mut self) {
-        if let Some(raised) = &self.0 {
-            if let Err(e) = raised.restore() {
-                tracing::warn!("cannot put the vCPU's scheduling back after the catch-up: {e}");
+        let raised: Vec<CatchUp> = self.0.iter().flatten().copied().collect();
+        if raised.is_empty() {
+            return;
+        }
+        let restore = |raised: &[CatchUp]| {
+            for r in raised {
+                if let Err(e) = r.restore() {
+                    tracing::warn!(tid = r.tid, "cannot put a thread's scheduling back after going live: {e}");
+                }
             }
+        };
+        let later = raised.clone();
+        let spawned = std::thread::Builder::new().name("put-back".into()).spawn(move || {
+            std::thread::sleep(GO_LIVE_GRACE);
+            restore(&later);
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start put-back ({e}): the go-live threads go back at once");
+            restore(&raised);
         }
     }
 }
