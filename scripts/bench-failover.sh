@@ -18,7 +18,11 @@
 #
 # Also split each gap into kill -> the backup's "GOING LIVE" log line (wall clocks of the same
 # machine) and the rest, and reads the client socket's TCP_INFO: retransmissions during the
-# failover and the RTO before the kill, to show what dominates.
+# failover and the RTO before the kill, to show what dominates. Kill -> GOING LIVE is split
+# further: kill -> every thread of host-a's processes has exited (the client polls /proc; the
+# last threads still alive and their kernel stacks are logged), kill -> the backup's
+# "primary lost", and its "go-live steps" line: exits received but not replayed at the loss,
+# and the replay of those. BENCH_KEEP=1 keeps every kill's VM logs.
 # Writes bench/failover.md, bench/failover.csv and bench/failover.png (scripts/bench-plot.py).
 set -euo pipefail
 # shellcheck source=lib/bench-common.sh
