@@ -1,6 +1,8 @@
 //! A follower's side of the logging channel: `log-rx` reads the primary's
 //! records, checks their order, hands them to the replaying vCPU and acks them
-//! on receipt. Its end — silence past the failover timeout, a closed
+//! on receipt (and, while the replay trails them, acks the replay's progress
+//! every [`super::flow::REPLAY_ACK_EVERY`], so a primary held by flow control
+//! goes on). Its end — silence past the failover timeout, a closed
 //! connection, or a clean end record — ends the record stream; a corrupt
 //! stream, or a replay that stalled, ends it too but forbids going live.
 //!
