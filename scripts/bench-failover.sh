@@ -18,7 +18,11 @@
 #
 # Also split each gap into kill -> the backup's "GOING LIVE" log line (wall clocks of the same
 # machine) and the rest, and reads the client socket's TCP_INFO: retransmissions during the
-# failover and the RTO before the kill, to show what dominates.
+# failover and the RTO before the kill, to show what dominates. Kill -> GOING LIVE is split
+# further: kill -> every thread of host-a's processes has exited (the client polls /proc; the
+# last threads still alive and their kernel stacks are logged), kill -> the backup's
+# "primary lost", and its "go-live steps" line: exits received but not replayed at the loss,
+# and the replay of those. BENCH_KEEP=1 keeps every kill's VM logs.
 # Writes bench/failover.md, bench/failover.csv and bench/failover.png (scripts/bench-plot.py).
 set -euo pipefail
 # shellcheck source=lib/bench-common.sh
@@ -46,7 +50,7 @@ CSV="$BENCH_RESULTS/$NAME.csv"
 {
     echo "# command: $BENCH_CMDLINE${EXTRA[*]:+ (vmm flags: ${EXTRA[*]})}"
     echo "# date: $(date -u '+%Y-%m-%dT%H:%M:%SZ') nproc: $(nproc)"
-    echo "kill,mirror,ok,gap_ms,first_reply_ms,stall_ms,golive_ms,inflight_wait_ms,client_retrans,rto_us_before,last_before,first_after,exact,prekill_p50_us,postkill_p50_us,resent,error"
+    echo "kill,mirror,ok,gap_ms,first_reply_ms,stall_ms,golive_ms,inflight_wait_ms,client_retrans,rto_us_before,last_before,first_after,exact,prekill_p50_us,postkill_p50_us,resent,error,lost_ms,behind,replay_ms,exit_ms"
 } >"$CSV"
 
 # Unix time of the first log line of FILE matching REGEX (tracing's RFC 3339 UTC timestamps).
@@ -82,6 +86,17 @@ for ((k = 1; k <= KILLS; k++)); do
         golive=$(awk -v a="$t_live" -v b="$(f kill_wall)" 'BEGIN { printf "%.1f", (a - b) * 1000 }')
     fi
     resent="$(grep -o 'resent=[0-9]*' "$BENCH_WORK/backup.err" | head -1 | cut -d= -f2 || true)"
+    # Where the time to GOING LIVE went: kill -> log-rx finds the primary gone ("primary lost"),
+    # the exits it had received but not replayed then, and the replay of those ("go-live steps").
+    lost=""
+    t_lost="$(log_time "$BENCH_WORK/backup.err" 'primary lost')"
+    if [ -n "$t_lost" ] && [ -n "$(f kill_wall)" ]; then
+        lost=$(awk -v a="$t_lost" -v b="$(f kill_wall)" 'BEGIN { printf "%.1f", (a - b) * 1000 }')
+    fi
+    steps="$(grep -m1 'go-live steps' "$BENCH_WORK/backup.err" || true)"
+    behind="$(grep -o 'behind=[0-9]*' <<<"$steps" | head -1 | cut -d= -f2 || true)"
+    replay="$(grep -o 'replay_ms=[0-9.]*' <<<"$steps" | head -1 | cut -d= -f2 || true)"
+    [ -n "$replay" ] && replay=$(awk -v r="$replay" 'BEGIN { printf "%.1f", r }')
     ok=no
     [ "$(f ok)" = True ] && [ -n "$(f gap_ms)" ] && ok=yes
     # A backup that went live before the kill measured nothing (the pair had come apart).
@@ -92,10 +107,12 @@ for ((k = 1; k <= KILLS; k++)); do
     exact=no
     [ "$(f exact)" = True ] && exact=yes
     err="$(f error | tr ',' ';')"
-    echo "$k,$mode,$ok,$(f gap_ms),$(f first_reply_ms),$(f stall_ms),$golive,$(f inflight_wait_ms),$(f client_retrans),$(f rto_us_before),$(f last_before),$(f first_after),$exact,$(f prekill_p50_us),$(f postkill_p50_us),$resent,$err" >>"$CSV"
-    bench_log "kill $k/$KILLS (mirror $mode): ok=$ok gap $(f gap_ms) ms (kill -> GOING LIVE ${golive:-?} ms), client retransmissions $(f client_retrans), value ${js:+$(f last_before) -> $(f first_after)}${err:+ error: $err}"
-    if [ "$ok" != yes ]; then
-        bench_warn "kill $k failed the check: $js"
+    echo "$k,$mode,$ok,$(f gap_ms),$(f first_reply_ms),$(f stall_ms),$golive,$(f inflight_wait_ms),$(f client_retrans),$(f rto_us_before),$(f last_before),$(f first_after),$exact,$(f prekill_p50_us),$(f postkill_p50_us),$resent,$err,$lost,$behind,$replay,$(f exit_ms)" >>"$CSV"
+    [ -n "$(f fds)" ] && bench_log "  host-a's open files at the kill: $(f fds)"
+    [ -n "$(f exit_last)" ] && bench_log "  the last threads of host-a still alive: $(f exit_last)"
+    bench_log "kill $k/$KILLS (mirror $mode): ok=$ok gap $(f gap_ms) ms (kill -> GOING LIVE ${golive:-?} ms; kill -> host-a's processes exited $(f exit_ms) ms -> primary lost ${lost:-?} ms, then ${behind:-?} exits to replay in ${replay:-?} ms), client retransmissions $(f client_retrans), value ${js:+$(f last_before) -> $(f first_after)}${err:+ error: $err}"
+    if [ "$ok" != yes ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
+        [ "$ok" = yes ] || bench_warn "kill $k failed the check: $js"
         for n in primary backup; do cp "$BENCH_WORK/$n.err" "$BENCH_WORK/$n-kill$k-$mode.err" 2>/dev/null || true; done
     fi
     injected="$(grep -o 'injected=[0-9]*' "$BENCH_WORK/backup.err" | head -1 | cut -d= -f2 || true)"
@@ -137,6 +154,10 @@ def summary(rows, label):
     print("| kill -> first reply of any request (ms) | %s | %s | %s |" % stats(num(r, "first_reply_ms") for r in rows))
     print("| longest silence between two replies (ms) | %s | %s | %s |" % stats(num(r, "stall_ms") for r in rows))
     print("| kill -> backup logs GOING LIVE (ms) | %s | %s | %s |" % stats(num(r, "golive_ms") for r in rows))
+    print("| kill -> every process in host-a exited (ms) | %s | %s | %s |" % stats(num(r, "exit_ms") for r in rows))
+    print("| kill -> backup logs primary lost (ms) | %s | %s | %s |" % stats(num(r, "lost_ms") for r in rows))
+    print("| exits received but not replayed at the loss | %s | %s | %s |" % tuple(x.replace(".0", "") for x in stats(num(r, "behind") for r in rows)))
+    print("| primary lost -> replay caught up (ms) | %s | %s | %s |" % stats(num(r, "replay_ms") for r in rows))
     print("| GOING LIVE -> first reply (ms) | %s | %s | %s |" % stats(
         (num(r, "gap_ms") - num(r, "golive_ms")) if num(r, "gap_ms") is not None and num(r, "golive_ms") is not None else None for r in rows))
     print("| client's RTO before the kill (ms) | %s | %s | %s |" % stats((num(r, "rto_us_before") or 0) / 1000 if num(r, "rto_us_before") is not None else None for r in rows))
@@ -171,11 +192,11 @@ rows = allrows
 print()
 print("## Per kill")
 print()
-print("| kill | mirror | ok | gap ms | first reply ms | longest silence ms | kill->GOING LIVE ms | in-flight request waited ms | client retrans | RTO before ms | value before -> after | outputs re-sent | error |")
-print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
+print("| kill | mirror | ok | gap ms | first reply ms | longest silence ms | kill->GOING LIVE ms | kill->primary lost ms | exits behind | lost->caught up ms | in-flight request waited ms | client retrans | RTO before ms | value before -> after | outputs re-sent | error |")
+print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
 for r in rows:
     rto = num(r, "rto_us_before")
-    print(f"| {r['kill']} | {r['mirror']} | {r['ok']} | {r['gap_ms']} | {r['first_reply_ms']} | {r['stall_ms']} | {r['golive_ms']} | {r['inflight_wait_ms']} | {r['client_retrans']} | {'' if rto is None else rto / 1000:} | {r['last_before']} -> {r['first_after']} | {r['resent']} | {r['error']} |")
+    print(f"| {r['kill']} | {r['mirror']} | {r['ok']} | {r['gap_ms']} | {r['first_reply_ms']} | {r['stall_ms']} | {r['golive_ms']} | {r.get('lost_ms') or ''} | {r.get('behind') or ''} | {r.get('replay_ms') or ''} | {r['inflight_wait_ms']} | {r['client_retrans']} | {'' if rto is None else rto / 1000:} | {r['last_before']} -> {r['first_after']} | {r['resent']} | {r['error']} |")
 EOF
 {
     echo "# Failover gap seen by a client$TITLE"

@@ -194,6 +194,71 @@ def tcp_info(sock):
         return None, None
 
 
+def task_states(pid):
+    """{tid: "comm state wchan"} of PID's threads that have not exited yet."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(base + "/stat") as f:
+                stat = f.read()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            state = stat[stat.rindex(")") + 2]
+            with open(base + "/wchan") as f:
+                wchan = f.read().strip() or "-"
+            if state == "D":
+                # Where in the kernel it sleeps (root only; a kernel without it says nothing).
+                try:
+                    with open(base + "/stack") as f:
+                        frames = [l.split()[-1].split("+")[0] for l in f if l.strip()]
+                    wchan = "<".join(frames[:8]) or wchan
+                except OSError:
+                    pass
+        except (OSError, ValueError):
+            continue
+        if state not in "ZX":
+            out[tid] = f"{comm} {state} {wchan}"
+    return out
+
+
+def fd_table(pids):
+    """PIDS' open files in fd order, short: what the kernel closes, in which order, when they die."""
+    out = []
+    for pid in pids:
+        try:
+            fds = sorted(int(x) for x in os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                t = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            t = t.replace("anon_inode:", "").replace("socket:", "sock").replace("/dev/net/", "")
+            out.append(f"{fd}={t}")
+    return " ".join(out)
+
+
+def watch_exit(pids, t_kill, limit_s=1.0):
+    """How long after the kill (perf_counter_ns t_kill) every thread of PIDS had exited (ms),
+    and what the last threads still alive were doing: where a slow exit goes. Polls /proc
+    every 0.5 ms; a process that exited is a zombie (its parent reaps it) or gone."""
+    last = {}
+    while time.perf_counter_ns() - t_kill < limit_s * 1e9:
+        alive = {}
+        for pid in pids:
+            alive.update({f"{pid}/{t}": v for t, v in task_states(pid).items()})
+        if not alive:
+            return round((time.perf_counter_ns() - t_kill) / 1e6, 2), "; ".join(sorted(set(last.values())))
+        last = alive
+        time.sleep(0.0005)
+    return None, "; ".join(sorted(set(last.values())))
+
+
 def failover(args):
     sock = connect(args.addr)
     sock.settimeout(args.timeout)
@@ -211,6 +276,7 @@ def failover(args):
             return
         pids = subprocess.run(["ip", "netns", "pids", args.kill_ns], capture_output=True, text=True).stdout.split()
         kill["rto_us_before"], kill["retrans_before"] = tcp_info(sock)
+        kill["fds"] = fd_table([int(p) for p in pids if p.isdigit()])
         kill["wall"] = time.time()
         kill["t"] = time.perf_counter_ns()
         for p in pids:
@@ -219,6 +285,8 @@ def failover(args):
             except (ProcessLookupError, ValueError):
                 pass
         kill["pids"] = len(pids)
+        if args.signal == "KILL":
+            kill["exit_ms"], kill["exit_last"] = watch_exit([int(p) for p in pids if p.isdigit()], kill["t"])
 
     th = threading.Thread(target=killer, daemon=True)
     th.start()
@@ -274,6 +342,11 @@ def failover(args):
             if nxt:
                 out["postkill_p50_us"] = round(pct(nxt, 50), 1)
         out["kill_wall"] = kill["wall"]
+        # The killer thread may still be watching the exit; it ends within its own deadline.
+        th.join(timeout=2)
+        out["exit_ms"] = kill.get("exit_ms")
+        out["exit_last"] = kill.get("exit_last")
+        out["fds"] = kill.get("fds")
         out["rto_us_before"] = kill["rto_us_before"]
         if kill["retrans_before"] is not None and sock_info[1] is not None:
             out["client_retrans"] = sock_info[1] - kill["retrans_before"]

@@ -23,10 +23,39 @@
 use std::time::{Duration, Instant};
 
 /// How far, in exits, a backup's replay may trail the primary before the
-/// primary's vCPU waits. At ~2 exits per request this is a few seconds of
-/// full-speed work: enough to ride out a busy moment on a shared host, small
-/// enough that going live never has minutes of log to replay.
-pub const DEFAULT_MAX_REPLAY_LAG: u64 = 256 * 1024;
+/// primary's vCPU waits. A backup replays everything it received before it goes
+/// live, so this bounds the replay between the primary's death and GOING LIVE:
+/// replay costs ~33 µs of CPU an exit on the 2-core test host (KVM nested in a
+/// VM), so 1024 exits are ~35 ms. It was 262 144 (seconds of replay): a backup
+/// acked yet 2645–4830 exits behind then took 87–725 ms to go live
+/// (bench/failover.md). The primary waits only while its backup really is that
+/// far behind, and the backup acks its replay's progress every
+/// [`REPLAY_ACK_EVERY`] while it trails, so such a wait ends as soon as it
+/// catches up.
+pub const DEFAULT_MAX_REPLAY_LAG: u64 = 1024;
+
+/// While a follower's replay trails what it received, `log-rx` acks the replay's
+/// progress at least this often, even when no record arrives: a primary held by
+/// flow control learns at once that it may go on (otherwise only its next
+/// heartbeat, up to `--heartbeat-ms` later, would bring the ack).
+pub const REPLAY_ACK_EVERY: Duration = Duration::from_millis(2);
+
+/// How long `log-rx` waits for bytes before it looks again: [`REPLAY_ACK_EVERY`]
+/// while the replay trails what was received (`received` > `replayed`), else the
+/// whole failover timeout.
+pub fn read_wait(received: u64, replayed: u64, failover_timeout: Duration) -> Duration {
+    if received > replayed {
+        REPLAY_ACK_EVERY.min(failover_timeout)
+    } else {
+        failover_timeout
+    }
+}
+
+/// Whether a follower whose last ack said `acked` has replayed further (`replayed`),
+/// so that an ack of its progress is worth sending though nothing arrived.
+pub fn progress_ack_due(acked: u64, replayed: u64) -> bool {
+    replayed > acked
+}
 
 /// The flow-control condition, apart from any thread or socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +131,28 @@ mod tests {
         assert!(gate.must_wait(1101, 1000));
         assert!(!gate.must_wait(5, 1000), "a backup ahead of the primary never holds it");
         assert_eq!(LagGate::new(0).max_lag(), 1, "a zero limit would hold every exit");
+    }
+
+    #[test]
+    fn a_trailing_replay_looks_again_soon_and_acks_only_progress() {
+        let failover = Duration::from_millis(500);
+        assert_eq!(read_wait(100, 90, failover), REPLAY_ACK_EVERY, "trailing: look again soon");
+        assert_eq!(read_wait(100, 100, failover), failover, "caught up: wait for the primary");
+        assert_eq!(read_wait(90, 100, failover), failover, "ahead (a restored state): nothing to ack");
+        let tiny = Duration::from_millis(1);
+        assert_eq!(read_wait(100, 90, tiny), tiny, "never longer than the failover timeout");
+        assert!(progress_ack_due(90, 91));
+        assert!(!progress_ack_due(90, 90), "no progress, no ack");
+        assert!(!progress_ack_due(91, 90));
+    }
+
+    #[test]
+    fn the_default_lag_keeps_a_catch_up_short() {
+        // ~33 µs of replay an exit measured on the 2-core test host: at most ~50 ms of
+        // catch-up at go-live, half of issue 14's 100 ms.
+        let per_exit = Duration::from_micros(33);
+        assert!(per_exit * DEFAULT_MAX_REPLAY_LAG as u32 <= Duration::from_millis(50));
+        assert!(LagGate::new(DEFAULT_MAX_REPLAY_LAG).must_wait(DEFAULT_MAX_REPLAY_LAG + 2, 1));
     }
 
     #[test]

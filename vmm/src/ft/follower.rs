@@ -1,6 +1,8 @@
 //! A follower's side of the logging channel: `log-rx` reads the primary's
 //! records, checks their order, hands them to the replaying vCPU and acks them
-//! on receipt. Its end — silence past the failover timeout, a closed
+//! on receipt (and, while the replay trails them, acks the replay's progress
+//! every [`super::flow::REPLAY_ACK_EVERY`], so a primary held by flow control
+//! goes on). Its end — silence past the failover timeout, a closed
 //! connection, or a clean end record — ends the record stream; a corrupt
 //! stream, or a replay that stalled, ends it too but forbids going live.
 //!
@@ -20,7 +22,8 @@ use super::backlog::Backlog;
 use super::disklog::Persist;
 use super::election::elector::{Elector, Next};
 use super::election::rules::LogPosition;
-use super::flow::ProgressWatch;
+use super::flow::{progress_ack_due, read_wait, ProgressWatch};
+use super::golive::{CatchUp, CpuTimes, Loss};
 use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
 use crate::host::status::Stats;
@@ -30,11 +33,10 @@ use crate::vm::replayer::{RecordSource, ReplayError};
 use crate::vm::snapshot;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use logging_channel::channel::{self, Ack, AttachReply, AttachRequest, Hello, Message};
-use logging_channel::codec::{self, Sequencer};
-use logging_channel::pack;
+use logging_channel::codec::Sequencer;
 use logging_channel::Record;
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -82,6 +84,11 @@ pub struct Upstream {
     pub restart: Mutex<Option<Channel>>,
     /// With `--data-dir`: the disk every received record is appended to (`ft::recovery`).
     pub persist: OnceLock<Arc<Persist>>,
+    /// The replaying vCPU thread's id (0 until it runs), so that `log-rx` can read its
+    /// CPU times when the primary is lost (the go-live line says where the time went).
+    pub vcpu_tid: AtomicI32,
+    /// When `log-rx` last found its stream ended, and where this follower stood then.
+    pub lost: Mutex<Option<Loss>>,
 }
 
 impl Upstream {
@@ -128,6 +135,39 @@ impl Upstream {
     /// taken at exit `joined_at` in `epoch`.
     pub fn keep_log(&self, bytes: usize, joined_at: u64, epoch: u64) {
         *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = Some(Backlog::new(bytes, joined_at, epoch));
+    }
+
+    /// The calling thread is the one that replays (and goes live).
+    pub fn note_vcpu_thread(&self) {
+        self.vcpu_tid.store(nix::unistd::gettid().as_raw(), Ordering::SeqCst);
+    }
+
+    /// The stream ended now: notes where this follower stood, for the go-live line.
+    fn note_loss(&self) {
+        let loss = Loss {
+            at: Instant::now(),
+            received_through: self.received_through.load(Ordering::SeqCst),
+            replayed_through: self.replayed_through.load(Ordering::SeqCst),
+            vcpu: CpuTimes::of_thread(self.vcpu_tid.load(Ordering::SeqCst)),
+            raised: None,
+        };
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(loss);
+    }
+
+    /// The log ended for good and this follower may go live: its vCPU replays what is
+    /// left at real-time priority (ft/golive.rs says why); going live puts it back.
+    fn raise_catch_up(&self) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(loss) = lost.as_mut() else { return };
+        match CatchUp::raise(self.vcpu_tid.load(Ordering::SeqCst)) {
+            Ok(raised) => loss.raised = Some(raised),
+            Err(why) => tracing::info!("the replay catches up at its usual priority: {why}"),
+        }
+    }
+
+    /// When the stream last ended, and where this follower stood then.
+    pub fn loss(&self) -> Option<Loss> {
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The connection a new state arrives on, if the primary is sending one.
@@ -225,6 +265,7 @@ pub fn start(
             let mut seq = Sequencer::starting_at(upstream.received_through.load(Ordering::SeqCst));
             let why = loop {
                 let ended = receive_loop(&mut *stream, timing, &upstream, &stats, &tx, &mut seq);
+                upstream.note_loss();
                 stream.close();
                 let (why, r) = match (ended, &reconnect) {
                     (Ended::Broken(why), Some(r)) => (why, r),
@@ -269,6 +310,7 @@ pub fn start(
             } else if upstream.corrupt.load(Ordering::SeqCst) {
                 tracing::error!("{why}: the log stream is corrupt; this follower will not go live on it");
             } else {
+                upstream.raise_catch_up();
                 tracing::warn!("primary lost: {why}");
             }
         })
@@ -414,6 +456,9 @@ fn receive(
     let mut last_heard = Instant::now();
     let mut watch = ProgressWatch::new(replayed, last_heard, timing.failover_timeout);
     let mut last_turn = Instant::now();
+    // What the last ack said of the replay, and how long a read waits now (flow::read_wait).
+    let mut acked_replayed = replayed;
+    let mut wait = timing.failover_timeout;
     loop {
         // A turn of this loop longer than the failover timeout means this process was
         // stopped (SIGSTOP, a frozen host): its replay did not stall, it did not run. The
@@ -423,6 +468,14 @@ fn receive(
             watch = ProgressWatch::new(at, Instant::now(), timing.failover_timeout);
         }
         last_turn = Instant::now();
+        let received = state.received_through.load(Ordering::SeqCst);
+        let want = read_wait(received, state.replayed_through.load(Ordering::Relaxed), timing.failover_timeout);
+        if want != wait {
+            if let Err(e) = stream.set_read_timeout(Some(want)) {
+                return Err(format!("cannot set the read timeout: {e}"));
+            }
+            wait = want;
+        }
         let n = match stream.read(&mut chunk) {
             Ok(0) => return Err("the primary closed the connection".into()),
             Ok(n) => {
@@ -432,7 +485,27 @@ fn receive(
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!("no log traffic for {} ms", timing.failover_timeout.as_millis()))
+                if last_heard.elapsed() >= timing.failover_timeout {
+                    return Err(format!("no log traffic for {} ms", timing.failover_timeout.as_millis()));
+                }
+                // Nothing arrived, but the replay moved: a primary held by flow control
+                // learns it may go on.
+                let replayed = state.replayed_through.load(Ordering::Relaxed).min(received);
+                if progress_ack_due(acked_replayed, replayed) {
+                    if let Some(why) = fenced(state) {
+                        return Err(why);
+                    }
+                    let mut out = Vec::with_capacity(24);
+                    channel::encode(
+                        &Message::Ack(Ack { received_through: received, replayed_through: replayed }),
+                        &mut out,
+                    );
+                    if let Err(e) = stream.write_all(&out) {
+                        return Err(format!("sending an ack failed: {e}"));
+                    }
+                    acked_replayed = replayed;
+                }
+                continue;
             }
             // TLS refused bytes that were changed on the way (or are not TLS): like a
             // corrupt frame, nothing of them reached the VM, and this follower must not
@@ -453,6 +526,7 @@ fn receive(
             return Err(why);
         }
         let ack = Ack { received_through: received, replayed_through: replayed };
+        acked_replayed = replayed;
         state.received_through.store(received, Ordering::SeqCst);
         let disk = state.persist.get();
         // With --fsync always the ack waits for the disk; otherwise the disk waits for the ack.
@@ -500,85 +574,7 @@ fn receive(
     }
 }
 
-/// Decodes every complete frame in `buf`, in order, checking their order; a packed
-/// frame (a resume's records, [`logging_channel::pack`]) is unpacked and its records
-/// taken one by one. A malformed or out-of-order frame is an error: the records before
-/// it are returned, nothing from it on ever reaches the VM.
-fn decode_frames(buf: &mut Vec<u8>, seq: &mut Sequencer, state: &Upstream) -> (Vec<Record>, Result<(), String>) {
-    let mut used = 0;
-    let mut records = Vec::new();
-    let result = loop {
-        if pack::is_packed(&buf[used..]) {
-            match pack::split_packed(&buf[used..]) {
-                Ok(Some((frames, n))) => {
-                    used += n;
-                    if let Err(e) = take_all(&frames, seq, state, &mut records) {
-                        break Err(e);
-                    }
-                    continue;
-                }
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(format!("log stream undecodable: {e}")),
-            }
-        }
-        match codec::decode(&buf[used..]) {
-            Ok(Some((record, n))) => {
-                if let Err(e) = take(record, &buf[used..used + n], seq, state, &mut records) {
-                    break Err(e);
-                }
-                used += n;
-            }
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(format!("log stream undecodable: {e}")),
-        }
-    };
-    buf.drain(..used);
-    (records, result)
-}
-
-/// Takes every record of `frames` (whole frames, unpacked).
-fn take_all(frames: &[u8], seq: &mut Sequencer, state: &Upstream, records: &mut Vec<Record>) -> Result<(), String> {
-    let mut at = 0;
-    while at < frames.len() {
-        let (record, n) = codec::decode(&frames[at..])
-            .map_err(|e| format!("log stream undecodable (in a packed frame): {e}"))?
-            .ok_or_else(|| "log stream undecodable: a packed frame ends inside a record".to_string())?;
-        take(record, &frames[at..at + n], seq, state, records)?;
-        at += n;
-    }
-    Ok(())
-}
-
-/// Checks `record`'s order, acts on the marks and keeps the rest (and its `frame`, in the
-/// backlog if this follower keeps one) for the VM.
-fn take(
-    record: Record,
-    frame: &[u8],
-    seq: &mut Sequencer,
-    state: &Upstream,
-    records: &mut Vec<Record>,
-) -> Result<(), String> {
-    seq.check(&record).map_err(|e| format!("log stream out of order: {e}"))?;
-    match record {
-        Record::Released { exit_index } => {
-            state.released.fetch_max(exit_index, Ordering::SeqCst);
-        }
-        Record::Standing { exit_index, epoch, eligible } => {
-            let was = state.eligible.swap(eligible, Ordering::SeqCst);
-            if state.announce_epoch(epoch, exit_index) || was != eligible {
-                let may = if eligible { "may" } else { "may not" };
-                tracing::info!(epoch, eligible, "the primary says: epoch {epoch}; this follower {may} take over");
-            }
-        }
-        _ => {
-            if let Some(b) = state.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                b.push(record.exit_index(), state.epoch.load(Ordering::SeqCst), frame);
-            }
-        }
-    }
-    records.push(record);
-    Ok(())
-}
-
+mod frames;
+use frames::decode_frames;
 #[cfg(test)]
 mod tests;

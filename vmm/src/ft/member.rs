@@ -28,6 +28,9 @@ pub struct Member {
 impl Member {
     /// Runs the VM to its end.
     pub fn run(mut self) -> Result<Outcome, RunError> {
+        if let Some(t) = &self.takeover {
+            t.upstream.note_vcpu_thread();
+        }
         loop {
             match self.runner.run()? {
                 Yield::Done(outcome) => return Ok(outcome),

@@ -15,6 +15,7 @@
 //! The modules, each using only those above it in this list:
 //! - [`output_rule`]: the Output Rule as a pure function of acknowledged positions;
 //! - [`flow`]: flow control and its watchdog, pure;
+//! - [`golive`]: how long a follower's go-live took, step by step (for its log), pure;
 //! - [`handshake`]: pairing a follower with a primary;
 //! - [`follower`]: a follower's `log-rx` and what it knows of its primary ([`follower::Upstream`]);
 //! - [`backlog`]: the recent log a reconnecting follower resumes from, pure;
@@ -38,6 +39,7 @@ pub mod disklog;
 pub mod election;
 pub mod flow;
 pub mod follower;
+pub mod golive;
 pub mod group;
 pub mod handshake;
 pub mod member;

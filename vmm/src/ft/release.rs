@@ -92,6 +92,8 @@ pub struct Releaser {
     last_released: u64,
     /// A follower's view of the TCP flows in its guest's output, for the nudges at go-live.
     flows: FlowTracker,
+    /// The `output` thread's id (0 until it runs): a follower going live raises it.
+    output_tid: i32,
 }
 
 /// The releaser, shared between the output thread and `ack-rx`.
@@ -109,6 +111,7 @@ impl SharedReleaser {
             held_times: HeldTimes::default(),
             last_released: 0,
             flows: FlowTracker::default(),
+            output_tid: 0,
         };
         SharedReleaser(Arc::new(Mutex::new(r)))
     }
@@ -133,6 +136,11 @@ impl SharedReleaser {
         r.release_ready();
     }
 
+    /// The `output` thread's id, once it runs (0 before).
+    pub fn output_tid(&self) -> i32 {
+        self.lock().output_tid
+    }
+
     pub fn held_summary(&self) -> Option<(usize, u32, u32, u32, u32)> {
         self.lock().held_times.summary()
     }
@@ -154,6 +162,7 @@ impl SharedReleaser {
     }
 
     fn run(&self, doorbell: &Receiver<()>, control: &Receiver<Control>) {
+        self.lock().output_tid = nix::unistd::gettid().as_raw();
         // Once nobody can send a control message (a primary, or a follower once live), a
         // closed channel is always ready: selecting on it would spin this thread on a core.
         let never = crossbeam_channel::never();

@@ -12,6 +12,7 @@
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
 use super::follower::{Reconnect, Upstream};
+use super::golive::{CatchUp, CpuTimes, GoLiveSteps, Step};
 use super::group::Group;
 use super::handshake;
 use super::release::{Control, SharedReleaser};
@@ -28,7 +29,7 @@ use guest_abi::NetConfig;
 use logging_channel::LogHeader;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A follower's TAP, open from the start, and the frames it keeps from it until
 /// go-live (`--mirrored-input`; host/mirror.rs).
@@ -72,6 +73,16 @@ pub struct Live {
 impl Takeover {
     /// Goes live after `last_replayed`, or says why this follower must stand down.
     pub fn go_live(self, last_replayed: u64) -> Result<Live, RunError> {
+        let tid = self.upstream.vcpu_tid.load(Ordering::SeqCst);
+        let loss = self.upstream.loss();
+        let mut steps = GoLiveSteps::caught_up(loss, Instant::now(), CpuTimes::of_thread(tid));
+        // The output thread sends what the guest answers first (the re-sent output, the
+        // replies to mirrored input): it gets the CPU at once too. However this ends, both
+        // threads go back to their scheduling soon after (`PutBack`).
+        let output = CatchUp::raise(self.releaser.output_tid())
+            .map_err(|why| tracing::debug!("the output thread keeps its priority: {why}"))
+            .ok();
+        let _back = PutBack([loss.and_then(|l| l.raised), output]);
         let stand_down = |what: String| RunError::StandDown(what);
         if self.upstream.corrupt.load(Ordering::SeqCst) {
             return Err(stand_down("the primary's log stream was corrupt; not going live on it".into()));
@@ -92,10 +103,12 @@ impl Takeover {
         }
         let released = self.upstream.released.load(Ordering::SeqCst);
         self.group.take_over().map_err(|why| stand_down(format!("{why}: this follower halts")))?;
+        steps.done(Step::TakeOver, Instant::now());
         tracing::warn!(
             exit = last_replayed + 1,
             released,
             epoch = self.group.epoch(),
+            behind = steps.behind(),
             "GOING LIVE: this follower is now the primary (unprotected)"
         );
         self.stats.set_role(Role::Live);
@@ -103,6 +116,7 @@ impl Takeover {
             // Before any frame read from now on: the requests the old primary never logged.
             Some(m) => {
                 let injected = m.mirror.go_live(&self.events_tx, VmEvent::Frame);
+                steps.done(Step::Mirror, Instant::now());
                 tracing::info!(injected, "live: mirrored input the old primary did not log goes to the guest");
                 Some(m.tap.clone())
             }
@@ -122,7 +136,14 @@ impl Takeover {
         };
         if let Some(tap) = &tap {
             announce(tap.clone(), self.net);
+            steps.done(Step::Tap, Instant::now());
         }
+        tracing::info!(
+            behind = steps.behind(),
+            replay_ms = steps.replay().map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
+            total_ms = (steps.total().as_secs_f64() * 10_000.0).round() / 10.0,
+            "go-live steps: {steps}"
+        );
         let _ = self.control.send(Control::GoLive { tap, released, group: self.group.clone() });
         let Some(listen) = &self.listen else {
             return Ok(Live { driver: LiveDriver::new(self.header.tick_hz, None, self.events), attacher: None });
@@ -168,6 +189,40 @@ impl Takeover {
         let driver = LiveDriver::new(self.header.tick_hz, Some(sink), self.events)
             .with_checkpoints(persist.map(|p| p.checkpoints.clone()));
         Ok(Live { driver, attacher: Some(attacher) })
+    }
+}
+
+/// How long after going live the vCPU and output threads keep the catch-up's priority:
+/// long enough for the guest to answer what was injected at go-live (~1 ms) and the
+/// output thread to send it, short enough that a busy guest cannot hog a core.
+pub const GO_LIVE_GRACE: Duration = Duration::from_millis(50);
+
+/// Puts the vCPU's and the output thread's scheduling back as it was before the
+/// catch-up, [`GO_LIVE_GRACE`] after it is dropped.
+struct PutBack([Option<CatchUp>; 2]);
+
+impl Drop for PutBack {
+    fn drop(&mut self) {
+        let raised: Vec<CatchUp> = self.0.iter().flatten().copied().collect();
+        if raised.is_empty() {
+            return;
+        }
+        let restore = |raised: &[CatchUp]| {
+            for r in raised {
+                if let Err(e) = r.restore() {
+                    tracing::warn!(tid = r.tid, "cannot put a thread's scheduling back after going live: {e}");
+                }
+            }
+        };
+        let later = raised.clone();
+        let spawned = std::thread::Builder::new().name("put-back".into()).spawn(move || {
+            std::thread::sleep(GO_LIVE_GRACE);
+            restore(&later);
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start put-back ({e}): the go-live threads go back at once");
+            restore(&raised);
+        }
     }
 }
 

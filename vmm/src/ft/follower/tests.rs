@@ -1,5 +1,6 @@
 use super::*;
 use logging_channel::channel::MessageReader;
+use logging_channel::codec;
 use logging_channel::pipe::{pipe, PipeEnd};
 use std::io::Write;
 use std::time::Duration;
