@@ -339,9 +339,23 @@ pub fn restore(
     // The exit the loop stopped at is half done (KVM finishes its instruction on the
     // next run); finish it so that nothing of it lands on the restored state.
     snapshot::complete_pending_instruction(at.vcpu);
-    // A follower restarted on its disk hashed its pages while it waited for the answer
-    // (anything the instruction just finished changed is caught by the digest).
-    let (joined_at, epoch) = match upstream.persist.get().and_then(|p| p.take_prepared()) {
+    // A follower restarted on its disk hashed its pages while it waited for the answer,
+    // stopped at this exit (anything the instruction just finished changed is caught by
+    // the digest). A list hashed at another exit is stale: the guest ran since.
+    let prepared = upstream.persist.get().and_then(|p| p.take_prepared());
+    let have = prepared.and_then(|p| {
+        let hashed_at = p.exit;
+        let list = p.still_at(at.index);
+        if list.is_none() {
+            tracing::warn!(
+                hashed_at,
+                exit = at.index,
+                "the page list hashed at exit {hashed_at} is stale: hashing again"
+            );
+        }
+        list
+    });
+    let (joined_at, epoch) = match have {
         Some(have) => snapshot::receive_prepared(&mut conn, at.vcpu, at.mem, at.bus, &have)?,
         None => snapshot::receive(&mut conn, at.vcpu, at.mem, at.bus)?,
     };
