@@ -335,3 +335,52 @@ fn an_old_primary_restarted_on_its_own_data_dir_rejoins_its_successor_by_a_small
     let err = old.stderr();
     assert!(status.success() && err.contains("EndOfLog(Shutdown)"), "the old primary must reach the end digest: {err}");
 }
+
+/// A replica group member (`ftvmm replica`) keeps its log and checkpoints in its
+/// `--data-dir` too: killed with `kill -9` under INCR load and started again with the
+/// same command, it restores its newest checkpoint, replays its disk log, and rejoins
+/// the primary by a resume from its disk's end (or a diff of a few pages); it counts as
+/// following only once it has, and every acknowledged INCR is kept.
+#[test]
+fn a_replica_member_killed_under_load_rejoins_from_its_own_disk() {
+    use ftvmm_tests::replica::Replicas;
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut r = Replicas::start(&topo, 3, &["--replication", "sync", "--checkpoint-secs", "1"], &[]);
+    let primary = r.primaries(&topo)[0];
+    let victim = (0..3).find(|&i| i != primary).expect("a follower");
+    let load = Load::start(&topo, "member", 2);
+    std::thread::sleep(Duration::from_secs(3));
+    r.members[victim].wait_for_line_in_stderr("checkpoint taken", Duration::from_secs(5));
+    r.kill(&topo, victim);
+    let mut reports = load.stop();
+    let killed = r.members[victim].stderr();
+    let full = field_of(&killed, "a new history from exit", "bytes");
+    std::thread::sleep(Duration::from_secs(2));
+    r.restart(&topo, victim);
+    r.wait_following(&topo, victim, Duration::from_secs(20));
+    let load = Load::start(&topo, "member", 2);
+    std::thread::sleep(Duration::from_secs(2));
+    reports.extend(load.stop());
+    let value = ftvmm_tests::vm::in_netns(&topo, "client", || client::get_int("member"));
+    load::assert_exact(&reports, value);
+    assert_eq!(r.primaries(&topo), vec![primary], "the primary stays the primary");
+
+    let back = r.members[victim].stderr();
+    assert!(back.contains("data directory: restored the checkpoint of exit"), "{back}");
+    let position = field_of(&back, "data directory: restored the checkpoint", "position");
+    let primary_log = r.members[primary].stderr();
+    if back.contains("resumed from the primary's backlog after exit") {
+        // The resume starts where its disk's log ends: nothing before it is sent again.
+        let from = field_of(&primary_log, "follower resumed from the backlog", "from");
+        assert_eq!(from, position, "it resumes after its disk's log");
+        let sent = field_of(&primary_log, "follower resumed from the backlog", "bytes");
+        println!("resume sent {sent} bytes after exit {from}; a full transfer is {full} bytes");
+        assert!(sent * 4 < full, "resume sent {sent} bytes, a full transfer {full}");
+    } else {
+        let line = "new backup joined: a follower asked to resume";
+        let (pages, of) = (field_of(&primary_log, line, "pages"), field_of(&primary_log, line, "full_pages"));
+        println!("the member got {pages} of {of} pages");
+        assert!(pages * 4 < of, "{pages} of {of} pages: it should hold most of them");
+    }
+}

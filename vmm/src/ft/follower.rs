@@ -19,6 +19,7 @@
 use super::backlog::Backlog;
 use super::disklog::Persist;
 use super::election::elector::{Elector, Next};
+use super::election::rejoining::Rejoining;
 use super::election::rules::LogPosition;
 use super::flow::ProgressWatch;
 use super::handshake::{self, OnRefused};
@@ -81,6 +82,8 @@ pub struct Upstream {
     pub restart: Mutex<Option<Channel>>,
     /// With `--data-dir`: the disk every received record is appended to (`ft::recovery`).
     pub persist: OnceLock<Arc<Persist>>,
+    /// A replica member restarted on its disk: told its elector once it has rejoined.
+    pub rejoining: Mutex<Option<Rejoining>>,
 }
 
 impl Upstream {
@@ -127,6 +130,15 @@ impl Upstream {
     /// taken at exit `joined_at` in `epoch`.
     pub fn keep_log(&self, bytes: usize, joined_at: u64, epoch: u64) {
         *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = Some(Backlog::new(bytes, joined_at, epoch));
+    }
+
+    /// It follows its primary again (a resume was accepted, or a state restored): a
+    /// replica member restarted on its disk tells its elector now, not before.
+    pub fn rejoined(&self) {
+        self.alive.store(true, Ordering::SeqCst);
+        if let Some(r) = self.rejoining.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            r.report();
+        }
     }
 
     /// The connection a new state arrives on, if the primary is sending one.
@@ -364,6 +376,7 @@ pub fn restore(
             .map_err(|e| ReplicationError::Attach(format!("--data-dir: {e}")))?;
     }
     upstream.restarted_at(joined_at, epoch);
+    upstream.rejoined();
     tracing::info!(
         exit = joined_at,
         epoch,

@@ -275,6 +275,7 @@ fn connect(
             }
             let source =
                 follower::start(stream, plan.timing, upstream.clone(), plan.stats.clone(), plan.reconnect.clone())?;
+            upstream.rejoined();
             Ok(Some(source))
         }
         AttachReply::Resume { from, .. } => {
