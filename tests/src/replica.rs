@@ -182,7 +182,7 @@ impl Replicas {
         self.graveyard.push(old);
     }
 
-    /// Member `i`'s `--data-dir` (its ballot).
+    /// Member `i`'s `--data-dir` (its ballot, log and checkpoints).
     pub fn data_dir(&self, i: usize) -> std::path::PathBuf {
         let at = self.args[i].iter().position(|a| a == "--data-dir").expect("every member has --data-dir");
         std::path::PathBuf::from(&self.args[i][at + 1])

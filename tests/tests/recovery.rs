@@ -141,7 +141,6 @@ fn a_follower_restarted_past_the_backlog_gets_only_the_pages_that_differ() {
     // 1 KiB of backlog: five seconds of ticks are more than that.
     let (p, reports, full) = run_then_kill(&topo, &dir.path("d"), &["--backlog-kib", "1"]);
     let (primary_log, follower_log) = restart_and_finish(&topo, &dir.path("d"), p, reports);
-    let full = full.max(field_of(&follower_log, "checkpoint taken", "bytes"));
 
     let line = "state transfer of the pages that differ";
     let (pages, of, bytes) = (
@@ -150,6 +149,10 @@ fn a_follower_restarted_past_the_backlog_gets_only_the_pages_that_differ() {
         field_of(&primary_log, line, "bytes"),
     );
     let raw = field_of(&primary_log, line, "raw_bytes");
+    // A full transfer sends every non-zero page the primary has now. The follower's first
+    // checkpoint (taken when it joined, early) held fewer: against it, a diff of 281 of 394
+    // pages (the guest's churn over the load and the five seconds down) failed once.
+    let full = full.max(field_of(&follower_log, "checkpoint taken", "bytes")).max(of * 4096);
     println!("diff: {pages} of {of} pages, {bytes} bytes ({raw} before packing); a full transfer is {full} bytes");
     assert!(primary_log.contains("no longer in the backlog"), "{primary_log}");
     // Only the pages that differ move (how many is the guest's own churn: see README).
@@ -269,12 +272,11 @@ fn a_restarted_old_primary_rejoins_its_successor_by_a_diff_and_ends_at_its_diges
     assert!(status.success() && err.contains("EndOfLog(Shutdown)"), "the old primary must reach the end digest: {err}");
 }
 
-// Intermittent (1 of 2 full-suite runs on 2026-11-30): the old primary, restored from its
-// disk, got the pages that differ and its whole-state digest did not match, so it stood
-// down (exit 7: it never ran from the bad state). Suspected: its page hashes taken while
-// its memory could still change. Issue 11 stays open for it; run it with --ignored.
+// Issue 11: this failed about one run in two (a digest mismatch after the diff) when the
+// old primary's disk log ended in the entry of its last exit: it hashed its pages there
+// and then ran the guest one exit on before the state came. vmm::ft::recovery's unit
+// test a_disk_log_ending_inside_an_exit_is_not_applied_when_a_state_follows keeps it.
 #[test]
-#[ignore = "intermittent digest mismatch after the diff (issue 11); run with --ignored"]
 fn an_old_primary_restarted_on_its_own_data_dir_rejoins_its_successor_by_a_small_diff() {
     let _turn = serial();
     let topo = Topology::up();
@@ -340,4 +342,57 @@ fn an_old_primary_restarted_on_its_own_data_dir_rejoins_its_successor_by_a_small
     let status = old.wait(Duration::from_secs(30)).expect("the old primary stops with its successor");
     let err = old.stderr();
     assert!(status.success() && err.contains("EndOfLog(Shutdown)"), "the old primary must reach the end digest: {err}");
+}
+
+/// A replica group member (`ftvmm replica`) keeps its log and checkpoints in its
+/// `--data-dir` too: killed with `kill -9` under INCR load and started again with the
+/// same command, it restores its newest checkpoint, replays its disk log, and rejoins
+/// the primary by a resume from its disk's end (or a diff of a few pages); it counts as
+/// following only once it has, and every acknowledged INCR is kept.
+#[test]
+fn a_replica_member_killed_under_load_rejoins_from_its_own_disk() {
+    use ftvmm_tests::replica::Replicas;
+    let _turn = serial();
+    let topo = Topology::up();
+    let mut r = Replicas::start(&topo, 3, &["--replication", "sync", "--checkpoint-secs", "1"], &[]);
+    let primary = r.primaries(&topo)[0];
+    let victim = (0..3).find(|&i| i != primary).expect("a follower");
+    let load = Load::start(&topo, "member", 2);
+    std::thread::sleep(Duration::from_secs(3));
+    r.members[victim].wait_for_line_in_stderr("checkpoint taken", Duration::from_secs(5));
+    r.kill(&topo, victim);
+    let mut reports = load.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    r.restart(&topo, victim);
+    r.wait_following(&topo, victim, Duration::from_secs(20));
+    let load = Load::start(&topo, "member", 2);
+    std::thread::sleep(Duration::from_secs(2));
+    reports.extend(load.stop());
+    let value = ftvmm_tests::vm::in_netns(&topo, "client", || client::get_int("member"));
+    load::assert_exact(&reports, value);
+    assert_eq!(r.primaries(&topo), vec![primary], "the primary stays the primary");
+
+    let back = r.members[victim].stderr();
+    assert!(back.contains("data directory: restored the checkpoint of exit"), "{back}");
+    let position = field_of(&back, "data directory: restored the checkpoint", "position");
+    let primary_log = r.members[primary].stderr();
+    // What a whole state transfer moved: the primary's non-zero pages when the members
+    // joined, at boot (fewer than now: a bound on the low side).
+    let full = 4096 * field_of(&primary_log, "new backup joined: state sent", "full_pages");
+    if back.contains("resumed from the primary's backlog after exit") {
+        // The resume starts where its disk's log ends: nothing before it is sent again.
+        let from = field_of(&primary_log, "follower resumed from the backlog", "from");
+        assert_eq!(from, position, "it resumes after its disk's log");
+        // The log since then: the load's last moments its disk missed, the time it was
+        // down and restarting (idle), so it grows with how slow the host is (29-30 KB in
+        // two runs here, 227 KB in one): bounded by the boot-time state, not tightly.
+        let sent = field_of(&primary_log, "follower resumed from the backlog", "bytes");
+        println!("resume sent {sent} bytes after exit {from}; a whole state transfer at boot was {full} bytes");
+        assert!(sent < full, "resume sent {sent} bytes, a whole state transfer at boot {full}");
+    } else {
+        let line = "new backup joined: a follower asked to resume";
+        let (pages, of) = (field_of(&primary_log, line, "pages"), field_of(&primary_log, line, "full_pages"));
+        println!("the member got {pages} of {of} pages");
+        assert!(pages * 4 < of, "{pages} of {of} pages: it should hold most of them");
+    }
 }

@@ -104,9 +104,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         priority: u8,
         /// Where this member keeps its ballot (its vote and epoch), which must survive
-        /// restarts: a member that forgot its vote could vote twice in one epoch.
+        /// restarts (a member that forgot its vote could vote twice in one epoch), and its
+        /// log and checkpoints: restarted with it, the member restores its newest
+        /// checkpoint, replays its log and asks the primary only for what came after.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+        /// Checkpoint the VM this often (incremental: only changed pages).
+        #[arg(long, default_value_t = vmm::ft::recovery::DEFAULT_CHECKPOINT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        checkpoint_secs: u64,
+        /// `async` acks a record on receipt and writes it to disk after; `always` acks
+        /// only once the record is fsync'd.
+        #[arg(long, default_value = "async", value_name = "async|always", value_parser = parse_fsync)]
+        fsync: vmm::ft::disklog::Fsync,
         #[command(flatten)]
         group_args: GroupArgs,
     },
@@ -481,19 +490,23 @@ fn main() -> ExitCode {
             }
             Err(e) => return usage_error(&e),
         },
-        Command::Replica { vm, id, group, witness, priority, data_dir, group_args } => match group_args.group() {
-            Ok(mut g) => {
-                // Stop-and-copy in a replica group until election.rs has run against
-                // pre-copy there (README, Limits).
-                g.timing.precopy = false;
-                if group_args.arbiter.is_some() {
-                    return usage_error("a replica group takes --witness, not --arbiter");
+        Command::Replica { vm, id, group, witness, priority, data_dir, checkpoint_secs, fsync, group_args } => {
+            match group_args.group() {
+                Ok(g) => {
+                    if group_args.arbiter.is_some() {
+                        return usage_error("a replica group takes --witness, not --arbiter");
+                    }
+                    let disk = vmm::ft::recovery::DataDir {
+                        dir: data_dir.clone(),
+                        checkpoint_every: Duration::from_secs(checkpoint_secs),
+                        fsync,
+                    };
+                    let member = launch::ReplicaOptions { id, group, priority, witness, data_dir, disk };
+                    (vm, Mode::Replica { member, group: g }, None)
                 }
-                let member = launch::ReplicaOptions { id, group, priority, witness, data_dir };
-                (vm, Mode::Replica { member, group: g }, None)
+                Err(e) => return usage_error(&e),
             }
-            Err(e) => return usage_error(&e),
-        },
+        }
     };
     let mut vm = vm;
     if let Mode::Replay(path) = &mode {

@@ -23,7 +23,7 @@
 //! go on from a position the primary knows how to resume.
 use crate::devices::bus::Bus;
 use crate::vm::checkpoint::{machine_differs, CheckpointError, SharedCheckpointer};
-use crate::vm::pagediff::HaveList;
+use crate::vm::pagediff::Prepared;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use kvm_ioctls::VcpuFd;
 use logging_channel::file::HEADER_LEN;
@@ -73,7 +73,7 @@ pub struct Persist {
     pub checkpoints: SharedCheckpointer,
     /// The page list of the VM as it waits for its primary's answer, hashed before
     /// asking: the primary's guest is paused while it waits for the list.
-    pub prepared: std::sync::Mutex<Option<HaveList>>,
+    pub prepared: std::sync::Mutex<Option<Prepared>>,
 }
 
 impl std::fmt::Debug for Persist {
@@ -83,8 +83,8 @@ impl std::fmt::Debug for Persist {
 }
 
 impl Persist {
-    /// The page list hashed before asking, if it still describes the VM.
-    pub fn take_prepared(&self) -> Option<HaveList> {
+    /// The page list hashed before asking, if any (see [`Prepared::still_at`]).
+    pub fn take_prepared(&self) -> Option<Prepared> {
         self.prepared.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 

@@ -21,6 +21,7 @@
 use super::backlog::Backlog;
 use super::disklog::Persist;
 use super::election::elector::{Elector, Next};
+use super::election::rejoining::Rejoining;
 use super::election::rules::LogPosition;
 use super::flow::{progress_ack_due, read_wait, ProgressWatch};
 use super::golive::{CatchUp, CpuTimes, Loss};
@@ -89,6 +90,8 @@ pub struct Upstream {
     pub vcpu_tid: AtomicI32,
     /// When `log-rx` last found its stream ended, and where this follower stood then.
     pub lost: Mutex<Option<Loss>>,
+    /// A replica member restarted on its disk: told its elector once it has rejoined.
+    pub rejoining: Mutex<Option<Rejoining>>,
 }
 
 impl Upstream {
@@ -168,6 +171,15 @@ impl Upstream {
     /// When the stream last ended, and where this follower stood then.
     pub fn loss(&self) -> Option<Loss> {
         *self.lost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// It follows its primary again (a resume was accepted, or a state restored): a
+    /// replica member restarted on its disk tells its elector now, not before.
+    pub fn rejoined(&self) {
+        self.alive.store(true, Ordering::SeqCst);
+        if let Some(r) = self.rejoining.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            r.report();
+        }
     }
 
     /// The connection a new state arrives on, if the primary is sending one.
@@ -382,9 +394,23 @@ pub fn restore(
     // The exit the loop stopped at is half done (KVM finishes its instruction on the
     // next run); finish it so that nothing of it lands on the restored state.
     snapshot::complete_pending_instruction(at.vcpu);
-    // A follower restarted on its disk hashed its pages while it waited for the answer
-    // (anything the instruction just finished changed is caught by the digest).
-    let (joined_at, epoch) = match upstream.persist.get().and_then(|p| p.take_prepared()) {
+    // A follower restarted on its disk hashed its pages while it waited for the answer,
+    // stopped at this exit (anything the instruction just finished changed is caught by
+    // the digest). A list hashed at another exit is stale: the guest ran since.
+    let prepared = upstream.persist.get().and_then(|p| p.take_prepared());
+    let have = prepared.and_then(|p| {
+        let hashed_at = p.exit;
+        let list = p.still_at(at.index);
+        if list.is_none() {
+            tracing::warn!(
+                hashed_at,
+                exit = at.index,
+                "the page list hashed at exit {hashed_at} is stale: hashing again"
+            );
+        }
+        list
+    });
+    let (joined_at, epoch) = match have {
         Some(have) => snapshot::receive_prepared(&mut conn, at.vcpu, at.mem, at.bus, &have)?,
         None => snapshot::receive(&mut conn, at.vcpu, at.mem, at.bus)?,
     };
@@ -393,6 +419,7 @@ pub fn restore(
             .map_err(|e| ReplicationError::Attach(format!("--data-dir: {e}")))?;
     }
     upstream.restarted_at(joined_at, epoch);
+    upstream.rejoined();
     tracing::info!(
         exit = joined_at,
         epoch,

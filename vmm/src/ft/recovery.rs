@@ -195,8 +195,10 @@ pub struct RestartPlan {
 /// connects meanwhile:
 ///
 /// - `Resume`: the primary's records after the disk's position follow;
-/// - `State`: the stream ends here; the vCPU hands the connection to
-///   `follower::restore`, which sends its page hashes and gets the pages that differ;
+/// - `State`: the stream ends here, at the exit the vCPU stands at, and nothing more
+///   of that exit is applied ([`RecordSource::state_follows`]): its memory stays as it
+///   was hashed. The vCPU hands the connection to `follower::restore`, which sends
+///   those page hashes and gets the pages that differ;
 /// - failure: the replay stops with an error, and the follower with exit 7.
 pub fn rejoin(plan: RestartPlan, local: Vec<Record>, upstream: Arc<Upstream>) -> Result<ChainSource, ReplicationError> {
     let (tx, rx) = bounded::<Result<Option<StreamSource>, String>>(1);
@@ -212,9 +214,14 @@ pub fn rejoin(plan: RestartPlan, local: Vec<Record>, upstream: Arc<Upstream>) ->
             }
             // The vCPU waits for records now, so memory stands still: hash it before
             // asking, so that a primary that sends the state need not wait for the list.
+            // The vCPU stopped in the exit after the last it replayed, and stays there until
+            // the answer comes (a state follows: it yields there, see `state_follows`).
+            let exit = upstream.replayed_through.load(Ordering::SeqCst) + 1;
             if let Some(p) = upstream.persist.get() {
                 match pagediff::have_list(&plan.mem) {
-                    Ok(list) => *p.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(list),
+                    Ok(list) => {
+                        *p.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(pagediff::Prepared { exit, list })
+                    }
                     Err(e) => tracing::warn!("hashing the pages before rejoining failed: {e}"),
                 }
             }
@@ -226,7 +233,13 @@ pub fn rejoin(plan: RestartPlan, local: Vec<Record>, upstream: Arc<Upstream>) ->
             }));
         })
         .map_err(|e| ReplicationError::Thread("rejoin", e))?;
-    Ok(ChainSource { local: local.into(), drained: Some(drained_tx), pending: Some(rx), stream: None })
+    Ok(ChainSource {
+        local: local.into(),
+        drained: Some(drained_tx),
+        pending: Some(rx),
+        stream: None,
+        state_follows: false,
+    })
 }
 
 /// Asks the primary for what comes after `position`. `Ok(None)`: it sends a state,
@@ -262,6 +275,7 @@ fn connect(
             }
             let source =
                 follower::start(stream, plan.timing, upstream.clone(), plan.stats.clone(), plan.reconnect.clone())?;
+            upstream.rejoined();
             Ok(Some(source))
         }
         AttachReply::Resume { from, .. } => {
@@ -285,6 +299,8 @@ pub struct ChainSource {
     drained: Option<Sender<()>>,
     pending: Option<Receiver<Result<Option<StreamSource>, String>>>,
     stream: Option<StreamSource>,
+    /// The primary answered with a state: the replay stops where it stands.
+    state_follows: bool,
 }
 
 impl RecordSource for ChainSource {
@@ -297,7 +313,10 @@ impl RecordSource for ChainSource {
         }
         if let Some(rx) = self.pending.take() {
             match rx.recv() {
-                Ok(Ok(stream)) => self.stream = stream,
+                Ok(Ok(stream)) => {
+                    self.state_follows = stream.is_none();
+                    self.stream = stream;
+                }
                 Ok(Err(why)) => return Err(ReplayError::Source(why)),
                 Err(_) => return Err(ReplayError::Source("the rejoin thread ended without an answer".into())),
             }
@@ -306,6 +325,79 @@ impl RecordSource for ChainSource {
             Some(s) => s.next_record(),
             // A state follows: the stream ends here, and the vCPU restores it.
             None => Ok(None),
+        }
+    }
+
+    fn state_follows(&self) -> bool {
+        self.state_follows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::replayer::Replayer;
+    use logging_channel::{Event, ExitKind, ExitSig};
+
+    fn entry(exit_index: u64) -> Record {
+        let sig = ExitSig { kind: ExitKind::MmioRead, addr: 0x1000, data: 0, regs_hash: exit_index };
+        Record::Entry { exit_index, sig, events: vec![Event::Interrupt { vector: 0x20 }] }
+    }
+
+    /// A chain whose disk log is `local` and whose primary answered `answer`.
+    fn chain(local: Vec<Record>, answer: Result<Option<StreamSource>, String>) -> (ChainSource, Receiver<()>) {
+        let (tx, rx) = bounded(1);
+        tx.send(answer).expect("room for the answer");
+        let (drained_tx, drained) = bounded(1);
+        let source = ChainSource {
+            local: local.into(),
+            drained: Some(drained_tx),
+            pending: Some(rx),
+            stream: None,
+            state_follows: false,
+        };
+        (source, drained)
+    }
+
+    /// Issue 11: an old primary's disk log ended in the entry of its last exit. The page
+    /// list was hashed when the records ran out, inside that exit; the replay then
+    /// applied the entry (an interrupt) and ran the guest to its next exit before the
+    /// state came, so pages it listed had changed, the primary skipped them as the
+    /// same, and the digest check failed. With a state to follow, nothing more of the
+    /// exit is applied and the replay yields there.
+    #[test]
+    fn a_disk_log_ending_inside_an_exit_is_not_applied_when_a_state_follows() {
+        let (source, drained) = chain(vec![entry(7), entry(9)], Ok(None));
+        let mut replayer = Replayer::new(source);
+        let at7 = replayer.at_exit(7).expect("exit 7");
+        assert!(at7.entry.is_some() && !at7.stream_ended, "exit 7 is complete: exit 9's entry follows it");
+        assert!(drained.try_recv().is_err(), "the disk log is not used up yet");
+        let at9 = replayer.at_exit(9).expect("exit 9");
+        assert!(drained.try_recv().is_ok(), "the rejoin thread hashes memory now, inside exit 9");
+        assert!(at9.stream_ended, "the state replaces the rest");
+        assert_eq!(at9.entry, None, "exit 9's interrupt must not be injected: the guest would run on");
+        assert!(at9.digests.is_empty());
+    }
+
+    #[test]
+    fn a_failed_rejoin_stops_the_replay_with_why() {
+        let (source, _drained) = chain(vec![entry(3)], Err("the primary is gone".into()));
+        let err = Replayer::new(source).at_exit(3).expect_err("no answer to replay on");
+        assert!(err.to_string().contains("the primary is gone"), "{err}");
+    }
+
+    /// A source that simply ends (a follower whose primary died) keeps the last exit's
+    /// entry: that follower goes live after applying it.
+    #[test]
+    fn a_log_that_just_ends_still_applies_its_last_entry() {
+        let mut replayer = Replayer::new(VecDeque::from(vec![entry(5)]));
+        let at = replayer.at_exit(5).expect("exit 5");
+        assert!(at.stream_ended && at.entry.is_some());
+    }
+
+    impl RecordSource for VecDeque<Record> {
+        fn next_record(&mut self) -> Result<Option<Record>, ReplayError> {
+            Ok(self.pop_front())
         }
     }
 }

@@ -7,6 +7,8 @@
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
 use super::election::elector::{Elector, Next};
+use super::election::rejoining::Rejoining;
+use super::election::rules::MemberId;
 use super::follower::{self, Reconnect, Rejoin, Upstream};
 use super::group::Group;
 use super::handshake;
@@ -169,13 +171,9 @@ pub fn replica(
                     listen: plan.listen.clone(),
                     control: plan.control.clone(),
                 };
-                let group = Some((elector.clone(), epoch));
+                let group = Some(GroupJoin { elector: elector.clone(), epoch, member });
                 match follower(machine, &join, s.timing.failover_timeout, plan, services, group) {
-                    Ok(started) => {
-                        elector.received_state();
-                        elector.following(member);
-                        return Ok(started);
-                    }
+                    Ok(started) => return Ok(started),
                     Err(e) => {
                         tracing::warn!("cannot join member {member}, primary of epoch {epoch}: {e}; looking again")
                     }
@@ -183,6 +181,19 @@ pub fn replica(
             }
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A replica member joining member `member`, primary of `epoch`.
+pub struct GroupJoin {
+    pub elector: Arc<Elector>,
+    pub epoch: u64,
+    pub member: MemberId,
+}
+
+impl GroupJoin {
+    fn rejoining(&self) -> Rejoining {
+        Rejoining { elector: self.elector.clone(), primary: self.member }
     }
 }
 
@@ -197,9 +208,10 @@ pub fn follower(
     connect_within: Duration,
     plan: FollowerPlan,
     s: Services,
-    group: Option<(Arc<Elector>, u64)>,
+    group: Option<GroupJoin>,
 ) -> Result<Started, ReplicationError> {
-    let local = hello(Role::Backup, &machine.header, group.as_ref().map_or(0, |g| g.1), s.group.scope().introduce());
+    let local =
+        hello(Role::Backup, &machine.header, group.as_ref().map_or(0, |g| g.epoch), s.group.scope().introduce());
     let restart = match &s.data_dir {
         Some(d) => recovery::restore(d, machine)?,
         None => Restart::default(),
@@ -210,10 +222,18 @@ pub fn follower(
         let upstream = Upstream::new(exit);
         // It holds its disk's log beyond the checkpoint: the stream continues after it.
         upstream.received_through.store(position, std::sync::atomic::Ordering::SeqCst);
+        // It neither hears its primary nor counts as following until the primary answers
+        // ([`Upstream::rejoined`]): it is still replaying its own disk.
+        upstream.alive.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(g) = &group {
+            *upstream.rejoining.lock().unwrap_or_else(|p| p.into_inner()) = Some(g.rejoining());
+        }
         let persist = recovery::start(d, machine.header, position, &upstream)?;
         s.group.follow(upstream.clone(), primary_addr, epoch);
         s.releaser.set_policy(Policy::Follower(upstream.clone()));
-        let reconnect = reconnect_plan(&s, &upstream, group, local, primary_addr, exit, epoch);
+        // Its backlog (served if it leads later) starts after its disk's log: the records
+        // it replays from disk are not in it.
+        let reconnect = reconnect_plan(&s, &upstream, group, local, primary_addr, position, epoch);
         let plan_rejoin = recovery::RestartPlan {
             addr: primary_addr.to_string(),
             hello: local,
@@ -264,6 +284,9 @@ pub fn follower(
     }
     s.group.follow(upstream.clone(), primary_addr, epoch);
     s.releaser.set_policy(Policy::Follower(upstream.clone()));
+    if let Some(g) = &group {
+        g.rejoining().report();
+    }
     let reconnect = reconnect_plan(&s, &upstream, group, local, primary_addr, first_index, epoch);
     let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone(), reconnect.clone())?;
     let checkpoints = persist.map(|p| p.checkpoints.clone());
@@ -274,7 +297,7 @@ pub fn follower(
 fn reconnect_plan(
     s: &Services,
     upstream: &Upstream,
-    group: Option<(Arc<Elector>, u64)>,
+    group: Option<GroupJoin>,
     local: Hello,
     primary_addr: &str,
     first_index: u64,
@@ -282,7 +305,7 @@ fn reconnect_plan(
 ) -> Option<Reconnect> {
     match group {
         // A member whose primary is gone follows whoever the group elects next.
-        Some((elector, _)) => {
+        Some(GroupJoin { elector, .. }) => {
             upstream.keep_log(s.timing.backlog_bytes, first_index, epoch);
             let _ = upstream.fence.set(elector.fence());
             Some(Reconnect {

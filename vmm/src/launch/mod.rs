@@ -94,6 +94,8 @@ pub struct ReplicaOptions {
     pub witness: Option<String>,
     /// Where the member keeps its ballot.
     pub data_dir: PathBuf,
+    /// Its log and checkpoints (in `data_dir` too), to restart from.
+    pub disk: DataDir,
 }
 
 /// What the command does.
@@ -345,10 +347,9 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
                     .map_err(LaunchError::Replication)?,
             )
         }
-        (Mode::Replica { group: g, .. }, _, Some(elector)) => {
-            // The ballot only: a replica member keeps no log or checkpoints on disk yet
-            // (README, Limits).
-            let s = services(events_rx.clone(), g, None);
+        (Mode::Replica { member, group: g }, _, Some(elector)) => {
+            // Its ballot, log and checkpoints, like a primary's or a backup's.
+            let s = services(events_rx.clone(), g, Some(member.disk.clone()));
             elector.start(s.group.clone())?;
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),

@@ -36,6 +36,24 @@ pub enum PageDiffError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HaveList(pub Vec<(u32, PageHash)>);
 
+/// A page list hashed ahead of time (while a restarted follower waits for its
+/// primary's answer), with the exit its VM stood at then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The exit the vCPU stood at, stopped, while its memory was hashed.
+    pub exit: u64,
+    pub list: HaveList,
+}
+
+impl Prepared {
+    /// The list, if the VM still stands at the exit it was hashed at. `None` if it ran
+    /// on since: its memory may have changed, and a list that says otherwise makes the
+    /// primary skip pages the joiner no longer holds (its digest check then fails).
+    pub fn still_at(self, exit: u64) -> Option<HaveList> {
+        (self.exit == exit).then_some(self.list)
+    }
+}
+
 /// A page's short hash.
 pub fn page_hash(page: &[u8]) -> PageHash {
     let full = blake3::hash(page);
@@ -150,6 +168,14 @@ mod tests {
             }
             assert_eq!(theirs.bytes, wire.len() as u64);
         }
+    }
+
+    #[test]
+    fn a_list_hashed_at_an_exit_the_vm_has_run_past_is_not_used() {
+        let prepared = Prepared { exit: 41, list: list(&[1, 2]) };
+        assert_eq!(prepared.clone().still_at(41), Some(list(&[1, 2])));
+        assert_eq!(prepared.clone().still_at(42), None, "the guest ran on: hash again");
+        assert_eq!(prepared.still_at(40), None);
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub enum ReplayError {
 /// Where records come from. `Ok(None)`: the stream has ended (and nothing more will come).
 pub trait RecordSource {
     fn next_record(&mut self) -> Result<Option<Record>, ReplayError>;
+
+    /// The records ended because a state transfer replaces the VM's state where the
+    /// replay stands (a follower restarted on its disk whose primary could not resume
+    /// its log): the replay stops at this exit and applies nothing more of it. The
+    /// joiner's page list was hashed from memory as it stood when the records ran out,
+    /// so the VM must not run on before the state arrives (issue 11).
+    fn state_follows(&self) -> bool {
+        false
+    }
 }
 
 impl<R: Read> RecordSource for LogReader<R> {
@@ -33,6 +42,10 @@ impl<R: Read> RecordSource for LogReader<R> {
 impl<S: RecordSource + ?Sized> RecordSource for Box<S> {
     fn next_record(&mut self) -> Result<Option<Record>, ReplayError> {
         (**self).next_record()
+    }
+
+    fn state_follows(&self) -> bool {
+        (**self).state_follows()
     }
 }
 
@@ -76,6 +89,12 @@ impl<S: RecordSource> Replayer<S> {
         loop {
             let Some(record) = self.peek()? else {
                 at.stream_ended = true;
+                if self.source.state_follows() {
+                    // Applying this exit's entry would run the guest on from memory the
+                    // joiner has already described to its primary: the state replaces it.
+                    at.entry = None;
+                    at.digests.clear();
+                }
                 return Ok(at);
             };
             let rec_index = record.exit_index();

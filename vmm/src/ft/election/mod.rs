@@ -7,9 +7,11 @@
 //! - [`peer`]: the membership and the peer port (votes and probes);
 //! - [`witness`]: the voter with no log that even-sized groups add;
 //! - [`elector`]: a member's side of every election: its ballot, its role,
-//!   finding the primary or standing.
+//!   finding the primary or standing;
+//! - [`rejoining`]: what a member tells its elector once it follows again.
 pub mod ballot_file;
 pub mod elector;
 pub mod peer;
+pub mod rejoining;
 pub mod rules;
 pub mod witness;

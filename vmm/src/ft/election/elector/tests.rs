@@ -136,3 +136,33 @@ fn a_member_backs_the_candidate_it_voted_for_until_it_had_the_time_to_take_its_f
     assert!(ask(&e, tag, 3, 2, (0, 0)).expect("a reply").granted, "after the backing time the rival gets the vote");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A member restarted on its `--data-dir` has restored its checkpoint and replays its
+/// disk: it must neither vote nor count as following until its primary has answered
+/// (a resume accepted or a state restored). Said earlier, the group killed its primary
+/// next and had no member able to lead (election.rs, with replica members' disks on).
+#[test]
+fn a_member_restarted_on_its_disk_votes_and_follows_only_once_its_primary_answers() {
+    use crate::ft::election::rejoining::Rejoining;
+    use crate::ft::follower::Upstream;
+    let (e, dir) = elector("rejoining", LogPosition { epoch: 1, exit: 50 });
+    let tag = e.membership().tag;
+    assert!(ask(&e, tag, 2, 1, (1, 60)).expect("a reply").granted, "it was in the group: its ballot says epoch 2");
+    drop(e);
+    let (e, _) = elector_in(&dir, LogPosition { epoch: 2, exit: 40 });
+    let upstream = Upstream::new(30);
+    upstream.alive.store(false, Ordering::SeqCst);
+    *upstream.rejoining.lock().expect("lock") = Some(Rejoining { elector: e.clone(), primary: 1 });
+    assert_eq!(e.local().role, PeerRole::Rejoining, "replaying its own disk");
+    let early = ask(&e, tag, 3, 2, (2, 90)).expect("a reply");
+    assert!(!early.granted && early.why.contains("without its log"), "{early:?}");
+    upstream.rejoined();
+    assert!(upstream.alive.load(Ordering::SeqCst), "it hears its primary now");
+    assert!(e.has_log(), "it holds the primary's log again");
+    let local = e.local();
+    assert_eq!((local.role, local.primary), (PeerRole::Follower, 1));
+    assert!(ask(&e, tag, 3, 2, (2, 90)).expect("a reply").granted, "it votes again");
+    upstream.rejoined();
+    assert_eq!(e.local().primary, 1, "reported once");
+    let _ = std::fs::remove_dir_all(dir);
+}
