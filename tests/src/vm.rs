@@ -41,6 +41,8 @@ pub struct VmProcess {
     child: Child,
     stdout: LineReader,
     stderr: Arc<Mutex<String>>,
+    /// Set once the stderr reader saw the pipe close (all the process wrote is in).
+    stderr_closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl VmProcess {
@@ -76,16 +78,19 @@ impl VmProcess {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err = child.stderr.take().expect("piped stderr");
         let sink = stderr.clone();
+        let stderr_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed = stderr_closed.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = err.read(&mut buf) {
                 if n == 0 {
-                    return;
+                    break;
                 }
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push_str(&String::from_utf8_lossy(&buf[..n]));
             }
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        VmProcess { child, stdout: LineReader { rx, seen: Vec::new() }, stderr }
+        VmProcess { child, stdout: LineReader { rx, seen: Vec::new() }, stderr, stderr_closed }
     }
 
     /// Waits up to `timeout` for a console line containing `needle`.
@@ -138,10 +143,19 @@ impl VmProcess {
         let _ = self.child.wait();
     }
 
+    /// Waits up to `limit` for the process to exit; once it has, up to a second more
+    /// for the reader to take in the last of its stderr (its final error line is
+    /// usually what a test wants to read next).
     pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Some(s) = self.child.try_wait().expect("wait") {
+                let exited = Instant::now();
+                while !self.stderr_closed.load(std::sync::atomic::Ordering::SeqCst)
+                    && exited.elapsed() < Duration::from_secs(1)
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -176,12 +176,26 @@ fn a_byte_changed_on_the_way_fails_tls_and_the_backup_stands_down() {
 
 /// Flips a byte 5000 bytes into the state transfer, with `security` on both sides;
 /// returns the backup's stderr once it refused the state (exit 7) without running it.
+/// The state is that of a primary that has served writes (a first backup paired at
+/// boot, then killed): a state at boot packs into fewer bytes than the handshake, so
+/// the flipped byte would land in the log stream instead.
 fn corrupt_state_transfer(security: &[&str]) -> String {
     let _turn = serial();
     let topo = Topology::up();
-    let mut p = vec!["primary", "--listen", pair::PRIMARY_LISTEN, "--guest-ip", pair::GUEST_CIDR];
+    let mut p = vec!["primary", "--listen", pair::PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", pair::GUEST_CIDR];
     p.extend_from_slice(security);
     let mut primary = VmProcess::spawn(&topo, "host-a", &p);
+    let mut b = vec!["backup", "--primary", pair::PRIMARY_LISTEN, "--guest-ip", pair::GUEST_CIDR];
+    b.extend_from_slice(security);
+    let mut first = VmProcess::spawn(&topo, "host-b", &b);
+    primary.wait_for_line("kv-server: listening", Duration::from_secs(15));
+    first.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
+    let load = Load::start(&topo, "state", 2);
+    std::thread::sleep(Duration::from_millis(800));
+    first.kill9();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(load.stop());
+
     let _relay = pair::Relay::start(&topo, &["--corrupt-down-after", "5000"]);
     let mut b = vec!["backup", "--primary", pair::RELAY_LISTEN, "--guest-ip", pair::GUEST_CIDR];
     b.extend_from_slice(security);
@@ -190,7 +204,7 @@ fn corrupt_state_transfer(security: &[&str]) -> String {
     let status = backup.wait(Duration::from_secs(20)).expect("the backup must refuse the state");
 
     let err = backup.stderr();
-    assert_eq!(status.code(), Some(7), "stderr: {err}");
+    assert_eq!(status.code(), Some(7), "stderr: {err}\nprimary: {}", primary.stderr());
     assert!(err.contains("state transfer failed"), "stderr: {err}");
     assert!(!err.contains("booting guest"), "the backup must not run a corrupt state: {err}");
     primary.kill9();
