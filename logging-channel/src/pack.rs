@@ -191,7 +191,7 @@ pub fn unpack(body: &[u8]) -> Result<Vec<u8>, PackError> {
     if head[1] != CODEC_ZSTD {
         return Err(PackError::UnknownCodec(head[1]));
     }
-    let raw_len = u32::from_le_bytes(head[2..6].try_into().expect("4 bytes")) as usize;
+    let raw_len = u32::from_le_bytes([head[2], head[3], head[4], head[5]]) as usize;
     if raw_len == 0 || raw_len > MAX_PACKED_RAW {
         return Err(PackError::BadLength(raw_len as u64));
     }

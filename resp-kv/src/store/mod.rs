@@ -335,14 +335,7 @@ impl Store {
         };
         // Overwrite in place: no tree node or bucket is freed and made again.
         let old_at = core::mem::replace(entry, Entry { value, expires_at, enc }).expires_at;
-        if old_at != expires_at {
-            if let Some(at) = old_at {
-                self.expiry_index.remove(&(at, key.to_vec()));
-            }
-            if let Some(at) = expires_at {
-                self.expiry_index.insert((at, key.to_vec()));
-            }
-        }
+        self.reindex_expiry(key, old_at, expires_at);
         self.used_bytes = self.used_bytes.saturating_sub(old_cost).saturating_add(new_cost);
         self.watches.touch(key);
         Ok(())
@@ -360,15 +353,24 @@ impl Store {
             return Err(OutOfMemory);
         }
         let old_at = self.find_mut(key).and_then(|entry| core::mem::replace(&mut entry.expires_at, expires_at));
-        if let Some(at) = old_at {
-            self.expiry_index.remove(&(at, key.to_vec()));
-        }
-        if let Some(at) = expires_at {
-            self.expiry_index.insert((at, key.to_vec()));
-        }
+        self.reindex_expiry(key, old_at, expires_at);
         self.used_bytes = self.used_bytes.saturating_sub(old_cost).saturating_add(new_cost);
         self.watches.touch(key);
         Ok(true)
+    }
+
+    /// Moves a live `key` in the expiry index from `old_at` to `new_at` (either may be
+    /// none: no expiry); nothing when they are the same.
+    fn reindex_expiry(&mut self, key: &[u8], old_at: Option<u64>, new_at: Option<u64>) {
+        if old_at == new_at {
+            return;
+        }
+        if let Some(at) = old_at {
+            self.expiry_index.remove(&(at, key.to_vec()));
+        }
+        if let Some(at) = new_at {
+            self.expiry_index.insert((at, key.to_vec()));
+        }
     }
 
     /// Append `suffix` to the value at `key` (creating it), keeping any TTL; returns the

@@ -61,17 +61,7 @@ pub fn probe_mac(ip: Ipv4Addr) -> [u8; 6] {
 
 /// One ARP request from `mac`, sender address `sender`, asking for `target`.
 fn request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x08, 0x06]);
-    f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&sender.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f.resize(60, 0);
-    f
+    crate::host::tap::arp_request(mac, sender.octets(), target.octets())
 }
 
 /// The frames of one probe round for `ip/prefix`: the RFC 5227 probe, and, when the

@@ -185,15 +185,21 @@ pub fn speaks_for_guest() -> bool {
 /// A gratuitous ARP request announcing that `ip` is at `mac`: after a failover,
 /// switches learn the guest's new port and neighbours refresh their caches.
 pub fn gratuitous_arp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    arp_request(mac, ip, ip)
+}
+
+/// A broadcast ARP request from `mac`, sender address `sender`, asking who has
+/// `target` (padded to Ethernet's 60-byte minimum).
+pub fn arp_request(mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
     f.extend_from_slice(&[0xff; 6]); // broadcast
     f.extend_from_slice(&mac);
     f.extend_from_slice(&[0x08, 0x06]); // ARP
     f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]); // Ethernet/IPv4, request
     f.extend_from_slice(&mac);
-    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sender);
     f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&ip);
+    f.extend_from_slice(&target);
     f.resize(60, 0);
     f
 }
