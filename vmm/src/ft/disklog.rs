@@ -148,6 +148,10 @@ enum Msg {
     },
     /// Answered once everything sent before it is written.
     Barrier(Sender<()>),
+    /// The records after the covered position are `epoch`'s (a standing mark).
+    Epoch(u64),
+    /// Write everything, fsync it, and answer with the last exit the log covers.
+    Seal(Sender<Result<u64, String>>),
 }
 
 /// The writer's end of a follower's disk log.
@@ -209,6 +213,28 @@ impl DiskLog {
         }
     }
 
+    /// The records from now on are `epoch`'s: a standing mark at the exit the log covers,
+    /// as a follower's stream carries one. A primary's own log needs it: without it, a
+    /// member restarted on that log would claim the epoch of its last checkpoint, older
+    /// than its last records, and could vote for a log that lacks them.
+    pub fn mark_epoch(&self, epoch: u64) {
+        let _ = self.tx.send(Msg::Epoch(epoch));
+    }
+
+    /// Writes everything appended so far and fsyncs it (file and directory), whatever
+    /// `--fsync` says; returns the last exit the log on disk covers. For a clean stand-down
+    /// ([`super::recovery::seal`]): the process is about to start over, and its log
+    /// must be on the disk whole.
+    pub fn seal(&self) -> Result<u64, DiskLogError> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(Msg::Seal(tx)).map_err(|_| DiskLogError::WriterGone)?;
+        match rx.recv() {
+            Ok(Ok(exit)) => Ok(exit),
+            Ok(Err(e)) => Err(DiskLogError::Io { path: "the disk log".into(), source: std::io::Error::other(e) }),
+            Err(_) => Err(DiskLogError::WriterGone),
+        }
+    }
+
     /// The VM's state was replaced by one taken at exit `at`: the log before it belongs
     /// to another history. Deletes every segment and starts a new one from `at`.
     pub fn reset(&self, at: u64) -> Result<(), DiskLogError> {
@@ -231,6 +257,8 @@ struct Writer {
     /// The current segment's start.
     start: u64,
     seq: Sequencer,
+    /// The highest epoch a standing mark in this history announced.
+    epoch: u64,
     failed: bool,
 }
 
@@ -244,6 +272,7 @@ impl Writer {
             file: None,
             start,
             seq: Sequencer::starting_at(start),
+            epoch: 0,
             failed: false,
         };
         w.roll(start)?;
@@ -303,18 +332,50 @@ impl Writer {
                     self.flush(&mut pending);
                     let _ = done.send(());
                 }
+                Msg::Epoch(epoch) => self.mark(epoch, &mut pending),
+                Msg::Seal(done) => {
+                    self.flush(&mut pending);
+                    let _ = done.send(self.seal());
+                }
                 Msg::Reset { at, done } => {
                     pending.clear();
                     for (_, path) in segments(&self.dir) {
                         let _ = fs::remove_file(path);
                     }
                     self.seq = Sequencer::starting_at(at);
+                    self.epoch = 0;
                     self.failed = false;
                     let _ = done.send(self.roll(at).map_err(|e| e.to_string()));
                 }
             }
         }
         self.flush(&mut pending);
+    }
+
+    /// Gathers a standing mark for `epoch` at the covered exit, unless the log says so
+    /// already.
+    fn mark(&mut self, epoch: u64, pending: &mut Vec<u8>) {
+        if self.failed || self.epoch >= epoch {
+            return;
+        }
+        let exit_index = self.seq.covered_through().unwrap_or(self.start);
+        let mark = Record::Standing { exit_index, epoch, eligible: true };
+        if let Err(e) = self.check(std::slice::from_ref(&mark)) {
+            tracing::error!("{e}: this member stops writing its disk log (it goes on replicating)");
+            self.failed = true;
+            return;
+        }
+        codec::encode(&mark, pending);
+    }
+
+    /// Makes what was written durable; the last exit covered, or why the log is not whole.
+    fn seal(&mut self) -> Result<u64, String> {
+        if self.failed {
+            return Err("the disk log stopped writing earlier (see the error above)".into());
+        }
+        let file = self.file.as_ref().ok_or("the disk log has no open segment")?;
+        file.sync_all().and_then(|()| File::open(&self.dir)?.sync_all()).map_err(|e| self.io(e).to_string())?;
+        Ok(self.seq.covered_through().unwrap_or(self.start))
     }
 
     /// Writes what has been gathered.
@@ -336,6 +397,9 @@ impl Writer {
             // whatever a caller does.
             if let Err(e) = self.seq.check(r) {
                 return Err(self.io(std::io::Error::other(e.to_string())));
+            }
+            if let Record::Standing { epoch, .. } = r {
+                self.epoch = self.epoch.max(*epoch);
             }
         }
         Ok(())

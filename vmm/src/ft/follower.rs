@@ -107,6 +107,18 @@ impl Upstream {
         Arc::new(u)
     }
 
+    /// A follower restarted on its disk: its VM holds the checkpoint of `checkpoint_exit`
+    /// taken in `checkpoint_epoch`, and its disk's log holds through `position`, the last
+    /// standing mark in it saying `log_epoch`. It has not heard a primary yet.
+    pub fn from_disk(checkpoint_exit: u64, checkpoint_epoch: u64, position: u64, log_epoch: u64) -> Arc<Upstream> {
+        let u = Upstream::new(checkpoint_exit);
+        u.earlier_epoch.store(checkpoint_epoch, Ordering::SeqCst);
+        u.epoch.store(log_epoch.max(checkpoint_epoch), Ordering::SeqCst);
+        u.received_through.store(position, Ordering::SeqCst);
+        u.alive.store(false, Ordering::SeqCst);
+        u
+    }
+
     /// Where this follower's log ends, for elections: the epoch of its last record,
     /// and the last exit it holds.
     pub fn log_position(&self) -> LogPosition {
@@ -249,6 +261,15 @@ enum Resumed {
 /// The replaying vCPU's end of the stream.
 pub struct StreamSource {
     rx: Receiver<Record>,
+}
+
+impl StreamSource {
+    /// A stream that has ended: a member that won the election on its own log replays
+    /// nothing more and goes live.
+    pub fn ended() -> StreamSource {
+        let (_, rx) = unbounded();
+        StreamSource { rx }
+    }
 }
 
 impl RecordSource for StreamSource {

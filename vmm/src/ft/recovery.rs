@@ -18,6 +18,8 @@
 //! it, so a VM that does not reach what the log says stops (exit 3) instead of
 //! following from a bad state.
 use super::disklog::{self, DiskLog, Fsync, Persist, Recovered};
+use super::election::elector::{Elector, Next};
+use super::election::rejoining::Rejoining;
 use super::follower::{self, Reconnect, StreamSource, Upstream};
 use super::handshake::{self, OnRefused};
 use super::{ReplicationError, Timing};
@@ -36,6 +38,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vm_memory::GuestMemoryMmap;
+
+pub mod seal;
 
 /// The default `--checkpoint-secs`.
 pub const DEFAULT_CHECKPOINT_SECS: u64 = 30;
@@ -113,6 +117,49 @@ pub fn restore(d: &DataDir, machine: &mut Machine) -> Result<Restart, Replicatio
     Ok(Restart { checkpoint: Some((exit, epoch)), log })
 }
 
+/// A replica member that stood down cleanly ([`seal`]): its VM has stopped, so its log
+/// is whole; puts it on the disk and leaves the note that says so, with `released`, the
+/// last exit whose output left. Returns the note.
+pub fn seal(d: &DataDir, disk: &DiskLog, released: u64) -> Result<seal::Seal, String> {
+    let exit = disk.seal().map_err(|e| e.to_string())?;
+    let note = seal::Seal { exit, released: released.min(exit) };
+    seal::write(&d.dir, note).map_err(|e| e.to_string())?;
+    Ok(note)
+}
+
+/// At start: if this member sealed its log when it stood down, restores its checkpoint
+/// and log and returns them when the log reaches exactly the sealed exit. `None` when
+/// there was no note, or the disk does not hold what it said (the member then counts as
+/// restarted; its VM may hold the checkpoint already, which the path it takes restores
+/// again).
+pub fn sealed_restart(d: &DataDir, machine: &mut Machine) -> Result<Option<(Restart, seal::Seal)>, ReplicationError> {
+    let note = seal::take(&d.dir).map_err(|e| ReplicationError::Attach(e.to_string()))?;
+    let Some(note) = note else { return Ok(None) };
+    let restart = restore(d, machine)?;
+    match (&restart.checkpoint, &restart.log.damage) {
+        (Some(_), None) if restart.log.position == note.exit => {
+            tracing::info!(
+                exit = note.exit,
+                "data directory: this member sealed its log through exit {} when it stood down, and holds it \
+                 whole: it keeps its vote",
+                note.exit
+            );
+            Ok(Some((restart, note)))
+        }
+        _ => {
+            tracing::warn!(
+                sealed = note.exit,
+                found = restart.log.position,
+                "data directory: the log sealed through exit {} when this member stood down now ends at {} \
+                 (or has no checkpoint, or is damaged): it counts as restarted",
+                note.exit,
+                restart.log.position
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// Starts the disk side of a follower whose log on disk continues from exit `position`.
 pub fn start(
     d: &DataDir,
@@ -167,10 +214,20 @@ pub fn start_primary(
     Ok(persist)
 }
 
+/// Whom a follower restarted on its disk asks for what comes after it.
+pub enum RejoinTo {
+    /// The primary at this address (found by the election, or `--primary`).
+    Primary(String),
+    /// Whoever the group elects once the disk's log is replayed (a member that sealed
+    /// its log, [`sealed_restart`]): this member, which then goes live on it, or
+    /// another, which it then asks to resume.
+    Elect(Arc<Elector>),
+}
+
 /// How a restarted follower asks its primary for what comes after its disk.
 pub struct RestartPlan {
-    /// The primary's address.
-    pub addr: String,
+    /// Whom it asks.
+    pub to: RejoinTo,
     /// This follower's hello.
     pub hello: Hello,
     /// How long to keep trying to reach the primary (`--connect-timeout-secs`).
@@ -225,12 +282,16 @@ pub fn rejoin(plan: RestartPlan, local: Vec<Record>, upstream: Arc<Upstream>) ->
                     Err(e) => tracing::warn!("hashing the pages before rejoining failed: {e}"),
                 }
             }
-            let _ = tx.send(connect(&plan, position, &upstream).map_err(|e| {
-                format!(
-                    "this follower replayed its disk through exit {position} but cannot rejoin its primary at {}: {e}",
-                    plan.addr
-                )
-            }));
+            let answer = match &plan.to {
+                RejoinTo::Primary(addr) => connect(&plan, addr, &plan.hello, position, &upstream).map_err(|e| {
+                    format!(
+                        "this follower replayed its disk through exit {position} but cannot rejoin its primary at \
+                         {addr}: {e}"
+                    )
+                }),
+                RejoinTo::Elect(elector) => Ok(elect(&plan, elector, position, &upstream)),
+            };
+            let _ = tx.send(answer);
         })
         .map_err(|e| ReplicationError::Thread("rejoin", e))?;
     Ok(ChainSource {
@@ -242,17 +303,46 @@ pub fn rejoin(plan: RestartPlan, local: Vec<Record>, upstream: Arc<Upstream>) ->
     })
 }
 
-/// Asks the primary for what comes after `position`. `Ok(None)`: it sends a state,
-/// which the vCPU restores from `upstream.restart`.
+/// Until the group has a primary: this member won (its stream ends here, and it goes
+/// live on what it replayed), or it follows the winner as [`connect`] does.
+fn elect(plan: &RestartPlan, elector: &Arc<Elector>, position: u64, upstream: &Arc<Upstream>) -> Option<StreamSource> {
+    loop {
+        match elector.find_or_win() {
+            Next::Lead { epoch } => {
+                tracing::info!(epoch, "won epoch {epoch} on the log sealed on this member's disk: going live on it");
+                return Some(StreamSource::ended());
+            }
+            Next::Follow { member, join, epoch } => {
+                *upstream.rejoining.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Rejoining { elector: elector.clone(), primary: member });
+                // Its hello carries the epoch it follows: a primary of an older one is refused.
+                let hello = Hello { epoch, ..plan.hello };
+                match connect(plan, &join, &hello, position, upstream) {
+                    Ok(source) => {
+                        upstream.primary_epoch.store(epoch, Ordering::SeqCst);
+                        return source;
+                    }
+                    Err(e) => tracing::info!("cannot follow member {member} yet: {e}"),
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asks the primary at `addr` for what comes after `position`. `Ok(None)`: it sends a
+/// state, which the vCPU restores from `upstream.restart`.
 fn connect(
     plan: &RestartPlan,
+    addr: &str,
+    hello: &Hello,
     position: u64,
     upstream: &Arc<Upstream>,
 ) -> Result<Option<StreamSource>, ReplicationError> {
     let t0 = Instant::now();
     let (stream, reply) = handshake::connect_primary(
-        &plan.addr,
-        &plan.hello,
+        addr,
+        hello,
         plan.within,
         plan.request,
         OnRefused::Retry,
@@ -262,7 +352,7 @@ fn connect(
     match reply {
         AttachReply::Resume { from, through } if from == position => {
             tracing::info!(
-                primary = %plan.addr,
+                primary = %addr,
                 from,
                 through,
                 ms = t0.elapsed().as_millis() as u64,

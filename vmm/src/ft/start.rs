@@ -6,13 +6,14 @@
 //! and if its primary dies goes live ([`Takeover`]).
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
+use super::disklog::DiskLog;
 use super::election::elector::{Elector, Next};
 use super::election::rejoining::Rejoining;
 use super::election::rules::MemberId;
 use super::follower::{self, Reconnect, Rejoin, Upstream};
 use super::group::Group;
 use super::handshake;
-use super::recovery::{self, DataDir, Restart};
+use super::recovery::{self, DataDir, RejoinTo, Restart};
 use super::release::{Control, Policy, SharedReleaser};
 use super::stream::{Fanout, GroupSink};
 use super::takeover::{MirroredTap, Takeover};
@@ -56,6 +57,8 @@ pub struct Started {
     pub takeover: Option<Takeover>,
     /// A follower's view of its primary.
     pub upstream: Option<Arc<Upstream>>,
+    /// The VM's log on this member's disk (`--data-dir`): sealed if it stands down.
+    pub disk: Option<Arc<DiskLog>>,
 }
 
 /// Waits for the first follower on `listen`, attaches it at exit 0, and keeps
@@ -117,11 +120,12 @@ pub fn primary(machine: &mut Machine, listen: &str, s: Services) -> Result<Start
         Some(d) => Some(recovery::start_primary(d, machine, &s.group)?),
         None => None,
     };
-    let sink =
-        GroupSink::new(fanout, s.group.clone(), s.stats.clone()).with_disk(persist.as_ref().map(|p| p.disk.clone()));
+    let disk = persist.as_ref().map(|p| p.disk.clone());
+    let sink = GroupSink::new(fanout, s.group.clone(), s.stats.clone()).with_disk(disk.clone());
     let live = LiveDriver::new(header.tick_hz, Some(Box::new(sink)), s.events)
         .with_checkpoints(persist.map(|p| p.checkpoints.clone()));
-    Ok(Started { driver: Driver::Live(live), first_index: 0, attacher: Some(attacher), takeover: None, upstream: None })
+    let attacher = Some(attacher);
+    Ok(Started { driver: Driver::Live(live), first_index: 0, attacher, takeover: None, upstream: None, disk })
 }
 
 /// How a follower goes live, besides what [`Services`] has.
@@ -143,6 +147,18 @@ pub fn replica(
     plan: FollowerPlan,
     s: Services,
 ) -> Result<Started, ReplicationError> {
+    // A member that sealed its log when it stood down starts from it, and holds it whole:
+    // it votes and may stand on it, before any primary answers (recovery/seal.rs).
+    if let Some(dir) = s.data_dir.clone() {
+        if let Some((restart, seal)) = recovery::sealed_restart(&dir, machine)? {
+            let hello = hello(Role::Backup, &machine.header, elector.epoch(), s.group.scope().introduce());
+            let to = RejoinTo::Elect(elector.clone());
+            let within = s.timing.failover_timeout;
+            let how = FromDisk { dir, restart, to, within, hello, released: seal.released };
+            let group = Some(GroupJoin { elector: elector.clone(), epoch: elector.epoch(), member: 0 });
+            return from_disk(machine, how, plan, s, group);
+        }
+    }
     loop {
         match elector.find_or_win() {
             Next::Lead { epoch } => {
@@ -216,39 +232,10 @@ pub fn follower(
         Some(d) => recovery::restore(d, machine)?,
         None => Restart::default(),
     };
-    if let (Some(d), Some((exit, epoch))) = (&s.data_dir, restart.checkpoint) {
-        let epoch = epoch.max(restart.log.epoch);
-        let position = restart.log.position;
-        let upstream = Upstream::new(exit);
-        // It holds its disk's log beyond the checkpoint: the stream continues after it.
-        upstream.received_through.store(position, std::sync::atomic::Ordering::SeqCst);
-        // It neither hears its primary nor counts as following until the primary answers
-        // ([`Upstream::rejoined`]): it is still replaying its own disk.
-        upstream.alive.store(false, std::sync::atomic::Ordering::SeqCst);
-        if let Some(g) = &group {
-            *upstream.rejoining.lock().unwrap_or_else(|p| p.into_inner()) = Some(g.rejoining());
-        }
-        let persist = recovery::start(d, machine.header, position, &upstream)?;
-        s.group.follow(upstream.clone(), primary_addr, epoch);
-        s.releaser.set_policy(Policy::Follower(upstream.clone()));
-        // Its backlog (served if it leads later) starts after its disk's log: the records
-        // it replays from disk are not in it.
-        let reconnect = reconnect_plan(&s, &upstream, group, local, primary_addr, position, epoch);
-        let plan_rejoin = recovery::RestartPlan {
-            addr: primary_addr.to_string(),
-            hello: local,
-            within: connect_within,
-            request: restart.request(),
-            timing: s.timing,
-            stats: s.stats.clone(),
-            reconnect: reconnect.clone(),
-            mem: machine.mem.clone(),
-            scope: s.group.scope().clone(),
-            security: s.security.clone(),
-        };
-        let source = recovery::rejoin(plan_rejoin, restart.log.records, upstream.clone())?;
-        let checkpoints = Some(persist.checkpoints.clone());
-        return Ok(finish(machine, plan, s, upstream, Box::new(source), exit, checkpoints, reconnect));
+    if let (Some(dir), true) = (s.data_dir.clone(), restart.checkpoint.is_some()) {
+        let to = RejoinTo::Primary(primary_addr.to_string());
+        let how = FromDisk { dir, restart, to, within: connect_within, hello: local, released: 0 };
+        return from_disk(machine, how, plan, s, group);
     }
     // Hashed before connecting: the primary's guest is paused while it waits for the list.
     let have = pagediff::have_list(&machine.mem).map_err(SnapshotError::from)?;
@@ -291,6 +278,74 @@ pub fn follower(
     let source = follower::start(stream, s.timing, upstream.clone(), s.stats.clone(), reconnect.clone())?;
     let checkpoints = persist.map(|p| p.checkpoints.clone());
     Ok(finish(machine, plan, s, upstream, Box::new(source), first_index, checkpoints, reconnect))
+}
+
+/// A follower restarted on its data directory, as [`recovery::restore`] left it.
+struct FromDisk {
+    dir: DataDir,
+    restart: Restart,
+    /// Whom it asks for the rest once it has replayed its disk.
+    to: RejoinTo,
+    /// How long it tries to reach that primary.
+    within: Duration,
+    hello: Hello,
+    /// The output of the exits through this one left the member before it restarted (a
+    /// sealed log says; otherwise its primary's released marks will).
+    released: u64,
+}
+
+/// The VM holds the checkpoint; it replays its disk's log, then asks `how.to` for what
+/// comes after ([`recovery::rejoin`]).
+fn from_disk(
+    machine: &mut Machine,
+    how: FromDisk,
+    plan: FollowerPlan,
+    s: Services,
+    group: Option<GroupJoin>,
+) -> Result<Started, ReplicationError> {
+    let FromDisk { dir, restart, to, within, hello, released } = how;
+    let (exit, checkpoint_epoch) = restart.checkpoint.ok_or_else(|| {
+        ReplicationError::Attach(format!("--data-dir {}: no checkpoint to start from", dir.dir.display()))
+    })?;
+    let position = restart.log.position;
+    let upstream = Upstream::from_disk(exit, checkpoint_epoch, position, restart.log.epoch);
+    upstream.released.fetch_max(released.min(position), std::sync::atomic::Ordering::SeqCst);
+    let epoch = upstream.log_position().epoch.max(checkpoint_epoch);
+    let persist = recovery::start(&dir, machine.header, position, &upstream)?;
+    let primary_addr = match &to {
+        RejoinTo::Primary(addr) => addr.clone(),
+        RejoinTo::Elect(_) => String::new(),
+    };
+    s.group.follow(upstream.clone(), &primary_addr, epoch);
+    match (&to, &group) {
+        // It neither votes nor counts as following until that primary answers
+        // ([`Upstream::rejoined`]): it is still replaying its own disk.
+        (RejoinTo::Primary(_), Some(g)) => {
+            *upstream.rejoining.lock().unwrap_or_else(|p| p.into_inner()) = Some(g.rejoining());
+        }
+        // Its log is whole and the group sees where it ends from now on: it votes.
+        (RejoinTo::Elect(elector), _) => elector.kept_log(),
+        (RejoinTo::Primary(_), None) => {}
+    }
+    s.releaser.set_policy(Policy::Follower(upstream.clone()));
+    // Its backlog (served if it leads later) starts after its disk's log: the records it
+    // replays from disk are not in it.
+    let reconnect = reconnect_plan(&s, &upstream, group, hello, &primary_addr, position, epoch);
+    let plan_rejoin = recovery::RestartPlan {
+        to,
+        hello,
+        within,
+        request: restart.request(),
+        timing: s.timing,
+        stats: s.stats.clone(),
+        reconnect: reconnect.clone(),
+        mem: machine.mem.clone(),
+        scope: s.group.scope().clone(),
+        security: s.security.clone(),
+    };
+    let source = recovery::rejoin(plan_rejoin, restart.log.records, upstream.clone())?;
+    let checkpoints = Some(persist.checkpoints.clone());
+    Ok(finish(machine, plan, s, upstream, Box::new(source), exit, checkpoints, reconnect))
 }
 
 /// Where a follower whose connection breaks goes.
@@ -365,5 +420,6 @@ fn finish(
             .with_checkpoints(checkpoints)
             .with_mirror(mirror),
     );
-    Started { driver, first_index, attacher: None, takeover: Some(takeover), upstream: Some(upstream) }
+    let disk = upstream.persist.get().map(|p| p.disk.clone());
+    Started { driver, first_index, attacher: None, takeover: Some(takeover), upstream: Some(upstream), disk }
 }

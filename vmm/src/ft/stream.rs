@@ -418,12 +418,14 @@ pub struct GroupSink {
     scratch: Vec<u8>,
     /// With `--data-dir`: the VM's own log on disk.
     disk: Option<Arc<DiskLog>>,
+    /// The epoch the disk log was last told its records are in (0: not yet).
+    disk_epoch: u64,
 }
 
 impl GroupSink {
     /// A sink over `fanout`'s links and backlog; `group` says the epoch of each exit.
     pub fn new(fanout: Arc<Fanout>, group: Arc<Group>, stats: Arc<Stats>) -> GroupSink {
-        GroupSink { fanout, group, stats, scratch: Vec::with_capacity(4096), disk: None }
+        GroupSink { fanout, group, stats, scratch: Vec::with_capacity(4096), disk: None, disk_epoch: 0 }
     }
 
     /// Every record also goes to `disk` (`--data-dir`), as a follower's do: the log a
@@ -458,6 +460,13 @@ impl GroupSink {
             link.append_encoded(&self.scratch, highest, flush);
         }
         if let Some(disk) = &self.disk {
+            // Its records are this epoch's: the disk's log says so, as a follower's stream
+            // would (a member restarted on it votes with that epoch).
+            let epoch = self.group.epoch();
+            if epoch != self.disk_epoch {
+                disk.mark_epoch(epoch);
+                self.disk_epoch = epoch;
+            }
             // One of the two writes: now and waiting for the disk (--fsync always), or
             // handed to the disk-log thread (async).
             disk.append(records, true);

@@ -4,6 +4,7 @@
 //! (for a group member) the fault-tolerance core; then `threads` runs it.
 pub mod threads;
 
+use crate::ft::disklog::DiskLog;
 use crate::ft::election::elector::{ElectionTiming, Elector};
 use crate::ft::election::peer::Membership;
 use crate::ft::election::rules::Rank;
@@ -328,6 +329,8 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         data_dir,
         security: g.security.clone(),
     };
+    // A replica member's group: what it released, should it stand down and seal its log.
+    let mut member_group: Option<Arc<Group>> = None;
     let started: Option<Started> = match (mode, replay_log, &elector) {
         (Mode::Primary { listen, group: g, data_dir }, _, _) => {
             let s = services(events_rx.clone(), g, data_dir.clone());
@@ -350,6 +353,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         (Mode::Replica { member, group: g }, _, Some(elector)) => {
             // Its ballot, log and checkpoints, like a primary's or a backup's.
             let s = services(events_rx.clone(), g, Some(member.disk.clone()));
+            member_group = Some(s.group.clone());
             elector.start(s.group.clone())?;
             let plan = FollowerPlan {
                 tap: opts.tap.clone(),
@@ -389,6 +393,7 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
     };
     drop(control_tx);
     let member = started.is_some();
+    let disk = started.as_ref().and_then(|s| s.disk.clone());
     let (driver, first_index, program, upstream) = match started {
         Some(s) => (
             s.driver,
@@ -424,7 +429,15 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         vcpu_cpus: opts.vcpu_cpus.clone(),
     };
     let outcome =
-        threads::run_threads(machine, driver, program, first_index, opts.stop_at_exit, output, events_tx, &signals)?;
+        threads::run_threads(machine, driver, program, first_index, opts.stop_at_exit, output, events_tx, &signals);
+    if let (Mode::Replica { member, .. }, Some(elector), Some(disk), Some(group)) =
+        (mode, &elector, &disk, &member_group)
+    {
+        if elector.stood_down_with_log() {
+            seal_log(&member.disk, disk, group.released());
+        }
+    }
+    let outcome = outcome?;
     report_held_times(&releaser, member);
     tracing::info!("final status: {}", stats.snapshot());
     if let Some(upstream) = upstream {
@@ -433,6 +446,23 @@ pub fn launch(opts: &VmOptions, mode: &Mode) -> Result<Report, LaunchError> {
         }
     }
     Ok(report(&outcome, opts.stop_at_exit))
+}
+
+/// A replica member that stood down holding its log: its VM has stopped, so the log on
+/// its disk can be made whole, and the process that starts over keeps its vote.
+fn seal_log(d: &DataDir, disk: &DiskLog, released: u64) {
+    match crate::ft::recovery::seal(d, disk, released) {
+        Ok(note) => tracing::info!(
+            exit = note.exit,
+            released = note.released,
+            "stood down: this member's log is sealed on its disk through exit {}; it keeps its vote when it starts \
+             over",
+            note.exit
+        ),
+        Err(e) => {
+            tracing::warn!("stood down, but its log could not be sealed ({e}): it starts over as a restarted member")
+        }
+    }
 }
 
 /// With `--mirrored-input`, a follower's TAP opened now, and the reader that keeps what it

@@ -137,6 +137,43 @@ fn two_members_with_a_voting_witness_over_three_failovers() {
     check(Group { max_epoch: 4, ..Group::two_with(Witness::Voter) }, None).assert_properties();
 }
 
+/// The fault campaign's finding (issue 16, tests/tests/witness_away.rs): in a group of
+/// two, the primary's follower crashes while the witness is away, so the primary
+/// stands down. If it started over without its log, as it did, no member held a log
+/// and nobody could ever lead again, though nothing was lost: the state was on the
+/// primary's disk. Sealed on its disk, its log elects it once the witness answers.
+#[test]
+fn a_primary_that_seals_its_log_when_it_stands_down_can_lead_again() {
+    use model::{Action, Msg};
+    let sealed = Group::two_with(Witness::Voter);
+    let unsealed = Group { stand_down_loses_log: true, ..sealed.clone() };
+    let delivered_to = |to: usize| move |a: &Action| matches!(a, Action::Deliver(Msg::Request { to: t, .. } | Msg::Append { to: t, .. }) if *t == to);
+    let steps: [&dyn Fn(&Action) -> bool; 9] = [
+        &|a| *a == Action::Stand(0),
+        &delivered_to(1), // 1 votes: 0 is primary of epoch 1
+        &|a| *a == Action::Append(0),
+        &|a| *a == Action::Send(0, 1),
+        &delivered_to(1),
+        &|a| *a == Action::Send(0, 1),
+        &delivered_to(1),               // 1 holds the whole log: 0 released its entry
+        &|a| *a == Action::Restart(1),  // the follower crashes: its log is gone
+        &|a| *a == Action::StepDown(0), // the witness is away: no majority
+    ];
+    for (group, can_lead) in [(sealed, true), (unsealed, false)] {
+        let mut s = group.init_states().remove(0);
+        for (i, want) in steps.iter().enumerate() {
+            let mut actions = Vec::new();
+            group.actions(&s, &mut actions);
+            let a =
+                actions.into_iter().find(|a| want(a)).unwrap_or_else(|| panic!("step {i} is not possible in {s:?}"));
+            s = group.next_state(&s, a).expect("the step changes the state");
+        }
+        assert!(s.released.iter().any(Option::is_some), "output was released before the faults: {s:?}");
+        let fair = Group { faults: false, ..group.clone() };
+        assert_eq!(elects(&fair, s), can_lead, "stand_down_loses_log: {}, from {s:?}", group.stand_down_loses_log);
+    }
+}
+
 /// (3), bounded: from reachable states without a primary in which a majority holds
 /// logs, a fault-free schedule (no loss, crash or spurious timeout) elects one. The
 /// states come from random walks that alternate fault-free steps with faults (a

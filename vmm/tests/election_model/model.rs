@@ -11,7 +11,8 @@
 //!    log     epoch tag of each entry                 Append(p)     the primary logs an entry
 //!    lost    restarted, no state transfer yet        Send(p, f)    the primary streams to f
 //!    acked   (primary) per follower                  LoseLeader(f) timeout / connection closed
-//!  net       vote requests, log streams (bounded)    StepDown(p)   too few followers too long
+//!  net       vote requests, log streams (bounded)    StepDown(p)   too few followers too long:
+//!                                                                  seals its log, starts over
 //!  witness   keyed claims {log epoch -> member}      Restart(m)    crash: the ballot survives
 //!            or a voter {ballot, floor}              AskWitness(c) one vote for a candidate
 //!  ghosts    live[epoch] = (who, log at go-live)     GoAlone(p)    2 members: follower lost
@@ -88,6 +89,10 @@ pub struct Group {
     pub ack_state_at_send: bool,
     /// Explore past a second primary in an epoch (off: look for other failures).
     pub past_split: bool,
+    /// The code before the sealed stand-down: a primary that stands down starts its
+    /// process over without its log, and counts as restarted (`true`). Now it seals its
+    /// log on its disk first and keeps it (`false`, ft/recovery/seal.rs).
+    pub stand_down_loses_log: bool,
 }
 
 /// A candidate's votes are a bit set: bit i for member i, bit `W` for the witness.
@@ -243,6 +248,7 @@ impl Group {
             empty_log_claims: true,
             ack_state_at_send: false,
             past_split: true,
+            stand_down_loses_log: false,
         }
     }
     pub fn two_with(witness: Witness) -> Self {
@@ -520,9 +526,17 @@ impl Model for Group {
                 }
                 s.send(Msg::Append { to: f, from: p, epoch, log })?;
             }
-            Action::LoseLeader(f) | Action::StepDown(f) => {
+            Action::LoseLeader(f) => {
                 s.m[f].role = Role::Follower { leader: None };
                 s.m[f].acked = [0; 3];
+            }
+            Action::StepDown(p) => {
+                s.m[p].role = Role::Follower { leader: None };
+                s.m[p].acked = [0; 3];
+                // Its process starts over (main.rs `rejoin_as_follower`): its connections
+                // die, and it keeps its log only if it sealed it (the ballot is on disk).
+                s.m[p].lost_log |= self.stand_down_loses_log;
+                s.retain(|m| !matches!(m, Msg::Request { to, from, .. } | Msg::Append { to, from, .. } if *to == p || *from == p));
             }
             Action::Restart(i) => {
                 let me = &mut s.m[i];

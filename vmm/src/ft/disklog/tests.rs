@@ -163,3 +163,40 @@ fn a_reset_deletes_the_old_history_and_starts_at_the_new_state() {
     assert_eq!((r.position, r.epoch), (520, 2));
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A primary's own log has no standing marks from a stream: `mark_epoch` puts one at
+/// the covered exit, once per epoch, and `recover` reads the epoch back. `seal` says the
+/// last exit covered, after which the log reads back through exactly it.
+#[test]
+fn epoch_marks_and_a_seal_come_back_from_the_disk() {
+    let dir = scratch("seal");
+    let log = DiskLog::open(&dir, MACHINE, 0, Fsync::Async).expect("open");
+    let first: Vec<Record> = (1..=3).map(|i| entry(i * 10)).collect();
+    log.append(&first, false);
+    log.mark_epoch(2);
+    log.mark_epoch(2); // the same epoch: no second mark
+    log.append(&[entry(40), Record::Progress { exit_index: 47 }], false);
+    assert_eq!(log.seal().expect("sealed"), 47);
+    let r = recover(&dir, &MACHINE, 0, u64::MAX).expect("recover");
+    assert_eq!((r.position, r.epoch), (47, 2));
+    let marks: Vec<&Record> = r.records.iter().filter(|x| matches!(x, Record::Standing { .. })).collect();
+    assert_eq!(marks, [&Record::Standing { exit_index: 30, epoch: 2, eligible: true }]);
+    // An older epoch never goes into the log after a newer one.
+    log.mark_epoch(1);
+    assert_eq!(log.seal().expect("sealed"), 47);
+    assert_eq!(recover(&dir, &MACHINE, 0, u64::MAX).expect("recover").records.len(), r.records.len());
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A log that stopped writing (an out-of-order record, here) cannot be sealed: the
+/// member must not claim a whole log.
+#[test]
+fn a_log_that_stopped_writing_cannot_be_sealed() {
+    let dir = scratch("seal-failed");
+    let log = DiskLog::open(&dir, MACHINE, 0, Fsync::Async).expect("open");
+    log.append(&[entry(20)], false);
+    log.append(&[entry(10)], false);
+    let err = log.seal().expect_err("a broken log is not sealed");
+    assert!(err.to_string().contains("stopped writing"), "{err}");
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -136,6 +136,8 @@ pub struct Elector {
     /// again (found by the model check: otherwise it votes with an empty log for a
     /// candidate that lacks what it had acknowledged).
     lost_log: std::sync::atomic::AtomicBool,
+    /// It stood down while it held its log (see [`Elector::stepped_down`]).
+    stood_down_with_log: std::sync::atomic::AtomicBool,
     /// The epoch in which this member voted for another candidate: from then on it
     /// acknowledges no primary of an earlier epoch (its log-rx checks this).
     fence: Arc<std::sync::atomic::AtomicU64>,
@@ -177,6 +179,7 @@ impl Elector {
             elections_won: std::sync::atomic::AtomicU64::new(0),
             won_with_witness: std::sync::atomic::AtomicBool::new(false),
             lost_log: std::sync::atomic::AtomicBool::new(ballot.epoch > 0),
+            stood_down_with_log: std::sync::atomic::AtomicBool::new(false),
             fence: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             granted: Mutex::new(None),
         }))
@@ -273,11 +276,26 @@ impl Elector {
     }
 
     /// This member stopped being primary (it lost its majority or the witness): it
-    /// halts, and its process starts over without its VM, so it counts as having lost
-    /// its log from now on.
+    /// halts, and its process starts over. Until its log is sealed on its disk and the
+    /// new process has read it back ([`Elector::kept_log`]), it neither votes nor stands.
     pub fn stepped_down(&self) {
-        self.lost_log.store(true, std::sync::atomic::Ordering::SeqCst);
+        let had = !self.lost_log.swap(true, std::sync::atomic::Ordering::SeqCst);
+        self.stood_down_with_log.fetch_or(had, std::sync::atomic::Ordering::SeqCst);
         self.set_local(PeerRole::Rejoining, 0);
+    }
+
+    /// Whether this member stood down holding its whole log: it may seal it on its disk
+    /// (`ft::recovery::seal`) and keep its vote across the restart.
+    pub fn stood_down_with_log(&self) -> bool {
+        self.stood_down_with_log.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// This process started on the log this member sealed when it stood down, and read
+    /// it back whole: it has its log, votes, and may stand, as the member it was.
+    pub fn kept_log(&self) {
+        self.lost_log.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.set_local(PeerRole::Follower, 0);
+        tracing::info!("this member restarted on the log it sealed: it votes and may stand");
     }
 
     /// Finds the group's primary or wins an election; blocks until one happens.
