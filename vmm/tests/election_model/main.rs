@@ -74,6 +74,19 @@ fn a_restarted_member_that_votes_loses_released_output() {
     counterexample(&checker, KEPT);
 }
 
+/// What no rule can fix (Raft's stable storage assumption): a member restarted on an
+/// emptied or replaced disk has forgotten its ballot, so it may vote twice in an epoch,
+/// or stand again for one it already led, and released output can be lost. Nothing it
+/// holds tells it from a new group's member, so ftvmm cannot refuse it: a member must
+/// restart on its own `--data-dir` (README, Limits).
+#[test]
+fn a_member_restarted_on_an_emptied_disk_can_lose_what_the_group_promised() {
+    let checker = check(Group { wipes: true, ..Group::three() }, Some(HasDiscoveries::AnyFailures));
+    let found: Vec<&str> = [KEPT, ONE_PRIMARY].into_iter().filter(|p| checker.discovery(p).is_some()).collect();
+    assert!(!found.is_empty(), "no counterexample with an emptied disk");
+    counterexample(&checker, found[0]);
+}
+
 /// Not vacuous: voters that skip the up-to-date check elect a log without the output.
 #[test]
 fn without_the_log_check_released_output_is_lost() {

@@ -14,6 +14,7 @@
 //!  net       vote requests, log streams (bounded)    StepDown(p)   too few followers too long:
 //!                                                                  seals its log, starts over
 //!  witness   keyed claims {log epoch -> member}      Restart(m)    crash: the ballot survives
+//!                                                    Wipe(m)       crash, disk emptied: no ballot
 //!            or a voter {ballot, floor}              AskWitness(c) one vote for a candidate
 //!  ghosts    live[epoch] = (who, log at go-live)     GoAlone(p)    2 members: follower lost
 //!            released[epoch] = released prefix       LowerFloor(p) voting witness: caught up
@@ -93,6 +94,8 @@ pub struct Group {
     /// process over without its log, and counts as restarted (`true`). Now it seals its
     /// log on its disk first and keeps it (`false`, ft/recovery/seal.rs).
     pub stand_down_loses_log: bool,
+    /// Disks emptied or replaced: a restart that loses the ballot too (`Wipe`).
+    pub wipes: bool,
 }
 
 /// A candidate's votes are a bit set: bit i for member i, bit `W` for the witness.
@@ -186,6 +189,7 @@ pub enum Action {
     LoseLeader(usize),
     StepDown(usize),
     Restart(usize),
+    Wipe(usize),
     AskWitness(usize),
     GoAlone(usize),
     LowerFloor(usize),
@@ -249,6 +253,7 @@ impl Group {
             ack_state_at_send: false,
             past_split: true,
             stand_down_loses_log: false,
+            wipes: false,
         }
     }
     pub fn two_with(witness: Witness) -> Self {
@@ -473,6 +478,9 @@ impl Model for Group {
             }
             if self.faults && s.restarts < self.max_restarts {
                 out.push(Action::Restart(i));
+                if self.wipes {
+                    out.push(Action::Wipe(i));
+                }
             }
         }
     }
@@ -538,13 +546,16 @@ impl Model for Group {
                 s.m[p].lost_log |= self.stand_down_loses_log;
                 s.retain(|m| !matches!(m, Msg::Request { to, from, .. } | Msg::Append { to, from, .. } if *to == p || *from == p));
             }
-            Action::Restart(i) => {
+            Action::Restart(i) | Action::Wipe(i) => {
                 let me = &mut s.m[i];
+                // A wiped disk loses the ballot too. As the elector does: a ballot that
+                // has seen an epoch means a log was lost, none means a blank member.
+                let ballot = if matches!(action, Action::Wipe(_)) { Ballot::default() } else { me.ballot };
                 *me = Member {
-                    ballot: me.ballot,
+                    ballot,
                     role: Role::Follower { leader: None },
                     log: Log::default(),
-                    lost_log: true,
+                    lost_log: ballot.epoch > 0,
                     acked: [0; 3],
                 };
                 s.restarts += 1;
