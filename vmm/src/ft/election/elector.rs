@@ -16,13 +16,12 @@
 //! ```
 //! Every election is logged with its duration and its votes.
 use super::ballot_file::{BallotError, BallotFile};
-use super::peer::{self, Membership, PeerService, Until};
-use super::rules::{self, Ballot, LogPosition, MemberId, Rank, Request, Voter};
+use super::peer::{self, Membership, Until};
+use super::rules::{self, Ballot, LogPosition, MemberId, Rank, Request};
 use super::witness::Witness;
-use logging_channel::vote::{PeerMessage, PeerRole, Probe, ProbeReply, VoteReply, VoteRequest};
+use logging_channel::vote::{PeerMessage, PeerRole, Probe, ProbeReply, VoteRequest};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -58,43 +57,6 @@ pub enum ElectionError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The clocks of elections.
-#[derive(Debug, Clone, Copy)]
-pub struct ElectionTiming {
-    /// How often a member without a primary probes the group.
-    pub poll: Duration,
-    /// Each member with a newer log (or a better rank) ahead of this one delays its
-    /// standing by this much, so the best member usually stands alone.
-    pub step: Duration,
-    /// How long a vote request may take.
-    pub ask_timeout: Duration,
-    /// How long a probe may take: a member that cannot answer within it is taken as
-    /// absent for this round (the next round asks again), so a hung member delays an
-    /// election by this much, not by `ask_timeout`.
-    pub probe_timeout: Duration,
-    /// How long after voting for a candidate a member backs it as if it heard it as
-    /// primary: it grants no vote or pre-vote to another (Raft resets its election
-    /// timer on a grant, section 5.2). Without it, a candidate that just lost could
-    /// stand again at once and win the voters that had not heard from the winner
-    /// yet, deposing a primary that had not had the time to take its followers.
-    pub backing: Duration,
-}
-
-impl ElectionTiming {
-    /// Derived from the failover timeout and heartbeat (see README, "Choosing the timeouts").
-    pub fn from(failover_timeout: Duration, heartbeat: Duration) -> ElectionTiming {
-        ElectionTiming {
-            poll: heartbeat.max(Duration::from_millis(5)),
-            // Long enough for the first candidate's probe and vote on a LAN (a few ms, tens
-            // on a loaded host), short enough to add little to a failover.
-            step: (failover_timeout / 10).max(heartbeat * 2),
-            ask_timeout: failover_timeout.clamp(Duration::from_millis(20), peer::PEER_IO_TIMEOUT),
-            probe_timeout: heartbeat.clamp(Duration::from_millis(10), failover_timeout / 4),
-            backing: failover_timeout,
-        }
-    }
 }
 
 /// What this member is doing now.
@@ -598,162 +560,11 @@ impl Elector {
     pub fn has_log(&self) -> bool {
         !self.lost_log.load(std::sync::atomic::Ordering::SeqCst)
     }
-
-    /// The election part of `status`, as JSON fields.
-    pub fn json_fields(&self) -> String {
-        let b = *self.lock_ballot();
-        let local = self.local();
-        let position = self.position();
-        let mut out = format!(
-            "\"member\":{},\"member_role\":\"{}\",\"ballot_epoch\":{},\"voted_for\":{},\"following\":{},\
-             \"log_position\":[{},{}],\"elections_won\":{},",
-            self.group.me.id,
-            local.role.name(),
-            b.epoch,
-            b.voted_for.unwrap_or(0),
-            local.primary,
-            position.epoch,
-            position.exit,
-            self.elections_won.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        if let Some(h) = &*self.last_election.lock().unwrap_or_else(|p| p.into_inner()) {
-            let _ = write!(out, "\"last_election\":{{\"epoch\":{},\"winner\":{},\"ms\":{}}},", h.epoch, h.winner, h.ms);
-        }
-        out.push_str("\"members\":[");
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, m) in self.group.members.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            match seen.get(&m.id) {
-                _ if m.id == self.group.me.id => {
-                    let _ = write!(
-                        out,
-                        "{sep}{{\"id\":{},\"peer\":\"{}\",\"role\":\"{}\",\"epoch\":{}}}",
-                        m.id,
-                        m.peer,
-                        local.role.name(),
-                        b.epoch
-                    );
-                }
-                Some(r) => {
-                    let _ = write!(
-                        out,
-                        "{sep}{{\"id\":{},\"peer\":\"{}\",\"role\":\"{}\",\"epoch\":{},\"voted_for\":{},\"log_position\":[{},{}]}}",
-                        m.id, m.peer, r.role.name(), r.epoch, r.voted_for, r.log_epoch, r.log_exit
-                    );
-                }
-                None => {
-                    let _ = write!(out, "{sep}{{\"id\":{},\"peer\":\"{}\",\"role\":\"unknown\"}}", m.id, m.peer);
-                }
-            }
-        }
-        out.push_str("],");
-        out
-    }
 }
 
-impl PeerService for Elector {
-    fn answer(&self, request: PeerMessage, from: SocketAddr) -> Option<PeerMessage> {
-        match request {
-            PeerMessage::VoteRequest(r) if r.group == self.group.tag => Some(self.vote(r, from)),
-            PeerMessage::Probe(p) if p.group == self.group.tag => {
-                let b = *self.lock_ballot();
-                let local = self.local();
-                let position = self.position();
-                let hears = match local.role {
-                    PeerRole::Primary => self.group.me.id,
-                    PeerRole::Follower if self.hears_primary() => local.primary,
-                    _ => self.backs().unwrap_or(0),
-                };
-                Some(PeerMessage::ProbeReply(ProbeReply {
-                    group: self.group.tag,
-                    member: self.group.me.id,
-                    epoch: b.epoch,
-                    role: local.role,
-                    priority: self.group.me.priority,
-                    primary: hears,
-                    log_epoch: position.epoch,
-                    log_exit: position.exit,
-                    voted_for: b.voted_for.unwrap_or(0),
-                }))
-            }
-            other => {
-                tracing::warn!(%from, "peer port: refused a message of another group or kind: {other:?}");
-                None
-            }
-        }
-    }
-}
-
-impl Elector {
-    fn vote(&self, r: VoteRequest, from: SocketAddr) -> PeerMessage {
-        let local = self.local();
-        let voter = Voter {
-            me: self.group.me,
-            position: self.position(),
-            is_primary: local.role == PeerRole::Primary,
-            hears_primary: (local.role == PeerRole::Follower && self.hears_primary())
-                || self.backs().is_some_and(|c| c != r.candidate),
-            lost_log: !self.has_log(),
-        };
-        let request = Request {
-            epoch: r.epoch,
-            candidate: Rank { id: r.candidate, priority: r.priority },
-            position: LogPosition { epoch: r.log_epoch, exit: r.log_exit },
-        };
-        let mut b = self.lock_ballot();
-        let before = *b;
-        let verdict = rules::decide(&mut b, &self.group.ids(), &request, &voter);
-        // Stable storage first: a grant (or a new epoch) must survive a crash right after.
-        if *b != before {
-            if let Err(e) = self.file.store(&b) {
-                *b = before;
-                tracing::error!("{e}");
-                return self.reply(before.epoch, false, "this member cannot store its ballot".into());
-            }
-        }
-        let epoch = b.epoch;
-        drop(b);
-        match verdict {
-            Ok(()) => {
-                // Fencing: having voted for a rival in `epoch`, it must stop acknowledging
-                // an older primary before the rival can count on that vote.
-                self.fence.fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
-                if local.role == PeerRole::Candidate {
-                    self.set_local(PeerRole::Follower, 0);
-                }
-                *self.granted.lock().unwrap_or_else(|p| p.into_inner()) = Some((r.candidate, Instant::now()));
-                tracing::info!(%from, candidate = r.candidate, epoch, "voted for member {} in epoch {epoch}", r.candidate);
-                self.reply(epoch, true, String::new())
-            }
-            Err(why) => {
-                tracing::info!(%from, candidate = r.candidate, asked = r.epoch, "refused a vote: {why}");
-                self.reply(epoch, false, why.to_string())
-            }
-        }
-    }
-
-    fn reply(&self, epoch: u64, granted: bool, why: String) -> PeerMessage {
-        PeerMessage::VoteReply(VoteReply { group: self.group.tag, epoch, voter: self.group.me.id, granted, why })
-    }
-}
-
-/// A small xorshift for election jitter (no need for a crypto-grade source).
-struct Jitter(u64);
-
-impl Jitter {
-    fn new(seed: u64) -> Jitter {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        Jitter((t.as_nanos() as u64) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn upto(&mut self, max: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let nanos = max.as_nanos().max(1) as u64;
-        Duration::from_nanos(self.0 % nanos)
-    }
-}
-
+mod answer;
+mod timing;
+pub use timing::ElectionTiming;
+use timing::Jitter;
 #[cfg(test)]
 mod tests;

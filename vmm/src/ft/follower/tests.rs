@@ -1,4 +1,5 @@
 use super::*;
+use crate::ft::backlog::Backlog;
 use logging_channel::channel::MessageReader;
 use logging_channel::codec;
 use logging_channel::pipe::{pipe, PipeEnd};

@@ -1,4 +1,6 @@
 use super::*;
+use crate::ft::election::peer::PeerService;
+use logging_channel::vote::VoteReply;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 struct View {
