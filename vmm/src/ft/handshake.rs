@@ -206,7 +206,6 @@ pub fn connect_primary(
             // but it is said at once: a certificate of another group never gets better.
             Err(ReplicationError::Tls(why)) if Instant::now() < deadline => {
                 tracing::warn!("pairing attempt failed: {why}; retrying");
-                tracing::debug!("pairing attempt failed ({why}); retrying");
                 std::thread::sleep(Duration::from_millis(200));
             }
             other => return other,
