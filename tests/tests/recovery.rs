@@ -7,7 +7,7 @@
 use ftvmm_tests::client;
 use ftvmm_tests::load::{self, Load};
 use ftvmm_tests::netns::Topology;
-use ftvmm_tests::pair::{serial, GUEST_CIDR, PRIMARY_LISTEN};
+use ftvmm_tests::pair::{backup_args, primary_args, serial, BACKUP_LISTEN, GUEST_CIDR, PRIMARY_LISTEN};
 use ftvmm_tests::status::{flag, wait_until_or, STATUS};
 use ftvmm_tests::vm::VmProcess;
 use ftvmm_tests::{ftvmm_bin, path_str, TempDir};
@@ -18,8 +18,7 @@ use std::time::Duration;
 const DOWN: Duration = Duration::from_secs(5);
 
 fn primary(topo: &Topology, extra: &[&str]) -> VmProcess {
-    let mut args = vec!["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
-    args.extend_from_slice(&["--status", STATUS]);
+    let mut args = primary_args(&["--status", STATUS]);
     args.extend_from_slice(extra);
     VmProcess::spawn(topo, "host-a", &args)
 }
@@ -29,22 +28,8 @@ fn follower(topo: &Topology, dir: &Path) -> VmProcess {
 }
 
 fn follower_every(topo: &Topology, dir: &Path, checkpoint_secs: &str) -> VmProcess {
-    let args = [
-        "backup",
-        "--primary",
-        PRIMARY_LISTEN,
-        "--tap",
-        "tap0",
-        "--guest-ip",
-        GUEST_CIDR,
-        "--status",
-        STATUS,
-        "--data-dir",
-        path_str(dir),
-        "--checkpoint-secs",
-        checkpoint_secs,
-    ];
-    VmProcess::spawn(topo, "host-b", &args)
+    let extra = ["--status", STATUS, "--data-dir", path_str(dir), "--checkpoint-secs", checkpoint_secs];
+    VmProcess::spawn(topo, "host-b", &backup_args(PRIMARY_LISTEN, &extra))
 }
 
 /// A `key=value` field of the first log line containing `needle`.
@@ -77,18 +62,7 @@ const JOINED: &str = "new backup joined";
 /// Starts the killed primary again on host-a, as a follower of its successor (the old
 /// backup's `--listen`) keeping its log in `dir`, and waits until the successor took it in.
 fn rejoin_old_primary(topo: &Topology, successor: &mut VmProcess, dir: &Path) -> VmProcess {
-    let args = [
-        "backup",
-        "--primary",
-        ftvmm_tests::pair::BACKUP_LISTEN,
-        "--tap",
-        "tap0",
-        "--guest-ip",
-        GUEST_CIDR,
-        "--data-dir",
-        path_str(dir),
-    ];
-    let old = VmProcess::spawn(topo, "host-a", &args);
+    let old = VmProcess::spawn(topo, "host-a", &backup_args(BACKUP_LISTEN, &["--data-dir", path_str(dir)]));
     successor.wait_for_line_in_stderr(JOINED, Duration::from_secs(15));
     old
 }
@@ -269,7 +243,7 @@ fn the_log_on_disk_is_a_log_file_that_replay_reads_to_the_primarys_final_digest(
 fn a_restarted_old_primary_rejoins_its_successor_by_a_diff_and_ends_at_its_digest() {
     let _turn = serial();
     let topo = Topology::up();
-    let mut first = ftvmm_tests::pair::start_with(&topo, &[], &["--listen", ftvmm_tests::pair::BACKUP_LISTEN], None);
+    let mut first = ftvmm_tests::pair::start_with(&topo, &[], &["--listen", BACKUP_LISTEN], None);
     let load = Load::start(&topo, "old", 2);
     std::thread::sleep(Duration::from_millis(800));
     // The primary's host dies; the backup takes over. The old primary comes back as a
@@ -308,18 +282,7 @@ fn an_old_primary_restarted_on_its_own_data_dir_rejoins_its_successor_by_a_small
     let d = dir.path("d");
     // The primary keeps its own log and checkpoints, as a follower would.
     let mut p = primary(&topo, &["--data-dir", path_str(&d), "--checkpoint-secs", "1"]);
-    let backup_args = [
-        "backup",
-        "--primary",
-        PRIMARY_LISTEN,
-        "--tap",
-        "tap0",
-        "--guest-ip",
-        GUEST_CIDR,
-        "--listen",
-        ftvmm_tests::pair::BACKUP_LISTEN,
-    ];
-    let mut b = VmProcess::spawn(&topo, "host-b", &backup_args);
+    let mut b = VmProcess::spawn(&topo, "host-b", &backup_args(PRIMARY_LISTEN, &["--listen", BACKUP_LISTEN]));
     p.wait_for_line("kv-server: listening", Duration::from_secs(15));
     b.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
     let load = Load::start(&topo, "own", 2);

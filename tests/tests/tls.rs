@@ -4,7 +4,7 @@
 //! network namespaces; every VMM here has its own member certificate
 //! (`ftvmm_tests::secure`) unless the test gives it another.
 use ftvmm_tests::netns::Topology;
-use ftvmm_tests::pair::{serial, GUEST_CIDR, PRIMARY_LISTEN};
+use ftvmm_tests::pair::{join, primary_args, serial, GUEST_CIDR, PRIMARY_LISTEN};
 use ftvmm_tests::replica::Replicas;
 use ftvmm_tests::status::STATUS;
 use ftvmm_tests::vm::{in_netns, VmProcess};
@@ -20,23 +20,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A primary in host-a with member 1's certificate (`tls_dirs()[0]`) and a status endpoint.
 fn primary(topo: &Topology) -> VmProcess {
     let tls = path_str(&tls_dirs()[0]).to_string();
-    let mut p = VmProcess::spawn(
-        topo,
-        "host-a",
-        &[
-            "primary",
-            "--listen",
-            PRIMARY_LISTEN,
-            "--tap",
-            "tap0",
-            "--guest-ip",
-            GUEST_CIDR,
-            "--status",
-            STATUS,
-            "--tls-dir",
-            &tls,
-        ],
-    );
+    let mut p = VmProcess::spawn(topo, "host-a", &primary_args(&["--status", STATUS, "--tls-dir", &tls]));
     p.wait_for_line_in_stderr("waiting for its first follower", Duration::from_secs(15));
     p
 }
@@ -65,17 +49,6 @@ fn plain_peer_reads(hello: &[u8]) -> (Vec<u8>, Duration) {
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
     (got, t0.elapsed())
-}
-
-/// A member's `ftvmm backup` in host-b, paired with the primary.
-fn paired_backup(topo: &Topology) -> VmProcess {
-    let mut b = VmProcess::spawn(
-        topo,
-        "host-b",
-        &["backup", "--primary", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR],
-    );
-    b.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
-    b
 }
 
 /// Accepts any server certificate: a stranger that wants to see what the primary
@@ -227,7 +200,7 @@ fn a_peer_without_the_groups_certificate_gets_nothing_and_a_member_pairs() {
     assert!(p.stderr().contains("did not pair"), "{}", p.stderr());
 
     // A member of the group pairs with the same primary.
-    let _b = paired_backup(&topo);
+    let _b = join(&topo, "host-b", PRIMARY_LISTEN, &[]);
     p.wait_for_line("kv-server: listening", Duration::from_secs(15));
 
     // The status endpoint has no secret of TLS either: no line of the primary's key,
@@ -257,7 +230,7 @@ fn silent_peers_do_not_delay_a_real_followers_join() {
     // ...and a member starts at once. Paired one after another, each silent peer would
     // hold the join port for the handshake deadline; paired concurrently, none does.
     let t0 = Instant::now();
-    let _b = paired_backup(&topo);
+    let _b = join(&topo, "host-b", PRIMARY_LISTEN, &[]);
     let joined = t0.elapsed();
     p.wait_for_line("kv-server: listening", Duration::from_secs(15));
     // The silent ones are dropped at the deadline (the limit is crossed)...
