@@ -103,14 +103,10 @@ impl CpuTimes {
 mod tests {
     use super::*;
 
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
     #[test]
     fn schedstat_is_parsed_and_garbage_is_not() {
         let c = CpuTimes::parse("755249 1000000 1\n").unwrap();
-        assert_eq!(c, CpuTimes { run: Duration::from_nanos(755_249), wait: ms(1) });
+        assert_eq!(c, CpuTimes { run: Duration::from_nanos(755_249), wait: Duration::from_millis(1) });
         assert_eq!(CpuTimes::parse(""), None);
         assert_eq!(CpuTimes::parse("12"), None, "no wait column");
         assert_eq!(CpuTimes::parse("x 1 1"), None);
@@ -130,8 +126,9 @@ mod tests {
     #[test]
     fn times_that_went_backwards_do_not_underflow() {
         // A thread's counters read after a restart.
-        let then = CpuTimes { run: ms(9), wait: ms(9) };
-        assert_eq!(CpuTimes { run: ms(1), wait: ms(10) }.since(then), CpuTimes { run: ms(0), wait: ms(1) });
+        let ns = Duration::from_nanos;
+        let then = CpuTimes { run: ns(9), wait: ns(9) };
+        assert_eq!(CpuTimes { run: ns(1), wait: ns(10) }.since(then), CpuTimes { run: ns(0), wait: ns(1) });
     }
 
     #[test]
