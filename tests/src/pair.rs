@@ -33,6 +33,22 @@ pub fn serial() -> Turn {
     Turn { _in_process: in_process, _across_processes: across }
 }
 
+/// `ftvmm primary` listening on [`PRIMARY_LISTEN`], on tap0 with the test guest's
+/// address, then `extra`.
+pub fn primary_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `ftvmm backup` following the primary (or relay) at `primary`, on tap0 with the
+/// test guest's address, then `extra`.
+pub fn backup_args<'a>(primary: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["backup", "--primary", primary, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
+    args.extend_from_slice(extra);
+    args
+}
+
 pub struct Pair {
     pub primary: VmProcess,
     pub backup: VmProcess,
@@ -50,15 +66,12 @@ pub const BACKUP_LISTEN: &str = "10.77.0.2:7000";
 
 /// Like [`start`], with flags for the backup only (such as `--listen`).
 pub fn start_with(topo: &Topology, extra: &[&str], backup_only: &[&str], relay_args: Option<&[&str]>) -> Pair {
-    let mut primary_args = vec!["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
-    primary_args.extend_from_slice(extra);
-    let mut primary = VmProcess::spawn(topo, "host-a", &primary_args);
+    let mut primary = VmProcess::spawn(topo, "host-a", &primary_args(extra));
     let relay = relay_args.map(|args| Relay::start(topo, args));
     let target = if relay.is_some() { RELAY_LISTEN } else { PRIMARY_LISTEN };
-    let mut backup_args = vec!["backup", "--primary", target, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
-    backup_args.extend_from_slice(extra);
-    backup_args.extend_from_slice(backup_only);
-    let mut backup = VmProcess::spawn(topo, "host-b", &backup_args);
+    let mut args = backup_args(target, extra);
+    args.extend_from_slice(backup_only);
+    let mut backup = VmProcess::spawn(topo, "host-b", &args);
     primary.wait_for_line("kv-server: listening", Duration::from_secs(15));
     // A backup's console is output too: it stays silent until it goes live.
     backup.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
@@ -67,12 +80,8 @@ pub fn start_with(topo: &Topology, extra: &[&str], backup_only: &[&str], relay_a
 
 /// Like [`start`] for a guest that is not the KV server: waits for the pairing only.
 pub fn start_booted(topo: &Topology, extra: &[&str]) -> Pair {
-    let mut primary_args = vec!["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
-    primary_args.extend_from_slice(extra);
-    let primary = VmProcess::spawn(topo, "host-a", &primary_args);
-    let mut backup_args = vec!["backup", "--primary", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
-    backup_args.extend_from_slice(extra);
-    let mut backup = VmProcess::spawn(topo, "host-b", &backup_args);
+    let primary = VmProcess::spawn(topo, "host-a", &primary_args(extra));
+    let mut backup = VmProcess::spawn(topo, "host-b", &backup_args(PRIMARY_LISTEN, extra));
     backup.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
     Pair { primary, backup, relay: None }
 }
@@ -80,9 +89,7 @@ pub fn start_booted(topo: &Topology, extra: &[&str]) -> Pair {
 /// Starts a backup in `host` that joins the running primary at `primary`, and waits
 /// until it holds the primary's state.
 pub fn join(topo: &Topology, host: &str, primary: &str, extra: &[&str]) -> VmProcess {
-    let mut args = vec!["backup", "--primary", primary, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
-    args.extend_from_slice(extra);
-    let mut backup = VmProcess::spawn(topo, host, &args);
+    let mut backup = VmProcess::spawn(topo, host, &backup_args(primary, extra));
     backup.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
     backup
 }

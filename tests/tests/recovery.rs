@@ -7,7 +7,7 @@
 use ftvmm_tests::client;
 use ftvmm_tests::load::{self, Load};
 use ftvmm_tests::netns::Topology;
-use ftvmm_tests::pair::{serial, GUEST_CIDR, PRIMARY_LISTEN};
+use ftvmm_tests::pair::{backup_args, primary_args, serial, BACKUP_LISTEN, GUEST_CIDR, PRIMARY_LISTEN};
 use ftvmm_tests::status::{flag, wait_until_or, STATUS};
 use ftvmm_tests::vm::VmProcess;
 use ftvmm_tests::{ftvmm_bin, path_str, TempDir};
@@ -18,8 +18,7 @@ use std::time::Duration;
 const DOWN: Duration = Duration::from_secs(5);
 
 fn primary(topo: &Topology, extra: &[&str]) -> VmProcess {
-    let mut args = vec!["primary", "--listen", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR];
-    args.extend_from_slice(&["--status", STATUS]);
+    let mut args = primary_args(&["--status", STATUS]);
     args.extend_from_slice(extra);
     VmProcess::spawn(topo, "host-a", &args)
 }
@@ -29,22 +28,8 @@ fn follower(topo: &Topology, dir: &Path) -> VmProcess {
 }
 
 fn follower_every(topo: &Topology, dir: &Path, checkpoint_secs: &str) -> VmProcess {
-    let args = [
-        "backup",
-        "--primary",
-        PRIMARY_LISTEN,
-        "--tap",
-        "tap0",
-        "--guest-ip",
-        GUEST_CIDR,
-        "--status",
-        STATUS,
-        "--data-dir",
-        path_str(dir),
-        "--checkpoint-secs",
-        checkpoint_secs,
-    ];
-    VmProcess::spawn(topo, "host-b", &args)
+    let extra = ["--status", STATUS, "--data-dir", path_str(dir), "--checkpoint-secs", checkpoint_secs];
+    VmProcess::spawn(topo, "host-b", &backup_args(PRIMARY_LISTEN, &extra))
 }
 
 /// A `key=value` field of the first log line containing `needle`.
@@ -53,6 +38,42 @@ fn field_of(log: &str, needle: &str, key: &str) -> u64 {
     let at = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 2;
     let digits: String = line[at..].chars().skip_while(|c| *c == '"').take_while(char::is_ascii_digit).collect();
     digits.parse().unwrap_or_else(|_| panic!("{key} in {line}"))
+}
+
+/// Every acknowledged INCR of `reports` on `key` is in the guest's value now.
+fn assert_exact_now(topo: &Topology, key: &str, reports: &[load::ConnReport]) {
+    let key = key.to_string();
+    let value = ftvmm_tests::vm::in_netns(topo, "client", move || client::get_int(&key));
+    load::assert_exact(reports, value);
+}
+
+/// Runs INCR load on `key` for `run` more, then checks that every acknowledged INCR,
+/// of `reports` and of this run, is in the guest's value.
+fn load_more_then_exact(topo: &Topology, key: &str, mut reports: Vec<load::ConnReport>, run: Duration) {
+    let load = Load::start(topo, key, 2);
+    std::thread::sleep(run);
+    reports.extend(load.stop());
+    assert_exact_now(topo, key, &reports);
+}
+
+/// What the new primary logs when a follower joined it.
+const JOINED: &str = "new backup joined";
+
+/// Starts the killed primary again on host-a, as a follower of its successor (the old
+/// backup's `--listen`) keeping its log in `dir`, and waits until the successor took it in.
+fn rejoin_old_primary(topo: &Topology, successor: &mut VmProcess, dir: &Path) -> VmProcess {
+    let old = VmProcess::spawn(topo, "host-a", &backup_args(BACKUP_LISTEN, &["--data-dir", path_str(dir)]));
+    successor.wait_for_line_in_stderr(JOINED, Duration::from_secs(15));
+    old
+}
+
+/// Stops the successor cleanly: the old primary, its follower, must stop with it at
+/// the end digest. `successor_log` is the successor's log, for the failure message.
+fn stop_successor_then_old_primary(successor: &mut VmProcess, successor_log: &str, old: &mut VmProcess) {
+    assert!(successor.terminate().success(), "{successor_log}");
+    let status = old.wait(Duration::from_secs(30)).expect("the old primary stops with its successor");
+    let err = old.stderr();
+    assert!(status.success() && err.contains("EndOfLog(Shutdown)"), "the old primary must reach the end digest: {err}");
 }
 
 /// Boots a primary (with `primary_extra`) and a follower on `dir`; runs INCR load for
@@ -80,7 +101,7 @@ fn restart_and_finish(
     topo: &Topology,
     dir: &Path,
     mut p: VmProcess,
-    mut reports: Vec<load::ConnReport>,
+    reports: Vec<load::ConnReport>,
 ) -> (String, String) {
     std::thread::sleep(DOWN);
     let mut f = follower(topo, dir);
@@ -92,11 +113,7 @@ fn restart_and_finish(
         |s| flag(s, "protected") == Some(true) && s.contains("\"state\":\"in sync\""),
         p_log,
     );
-    let load = Load::start(topo, "disk", 2);
-    std::thread::sleep(Duration::from_secs(2));
-    reports.extend(load.stop());
-    let value = ftvmm_tests::vm::in_netns(topo, "client", || client::get_int("disk"));
-    load::assert_exact(&reports, value);
+    load_more_then_exact(topo, "disk", reports, Duration::from_secs(2));
     let primary_log = p.stderr();
     assert!(p.terminate().success(), "{primary_log}");
     let status = f.wait(Duration::from_secs(30)).expect("the follower stops with the primary");
@@ -226,7 +243,7 @@ fn the_log_on_disk_is_a_log_file_that_replay_reads_to_the_primarys_final_digest(
 fn a_restarted_old_primary_rejoins_its_successor_by_a_diff_and_ends_at_its_digest() {
     let _turn = serial();
     let topo = Topology::up();
-    let mut first = ftvmm_tests::pair::start_with(&topo, &[], &["--listen", ftvmm_tests::pair::BACKUP_LISTEN], None);
+    let mut first = ftvmm_tests::pair::start_with(&topo, &[], &["--listen", BACKUP_LISTEN], None);
     let load = Load::start(&topo, "old", 2);
     std::thread::sleep(Duration::from_millis(800));
     // The primary's host dies; the backup takes over. The old primary comes back as a
@@ -234,42 +251,23 @@ fn a_restarted_old_primary_rejoins_its_successor_by_a_diff_and_ends_at_its_diges
     topo.kill_all("host-a");
     first.backup.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
     let dir = TempDir::new("data-dir-old-primary");
-    let d = dir.path("d");
-    let args = [
-        "backup",
-        "--primary",
-        ftvmm_tests::pair::BACKUP_LISTEN,
-        "--tap",
-        "tap0",
-        "--guest-ip",
-        GUEST_CIDR,
-        "--data-dir",
-        path_str(&d),
-    ];
-    let mut old = VmProcess::spawn(&topo, "host-a", &args);
-    first.backup.wait_for_line_in_stderr("new backup joined", Duration::from_secs(15));
+    let mut old = rejoin_old_primary(&topo, &mut first.backup, &dir.path("d"));
     std::thread::sleep(Duration::from_millis(800));
-    let reports = load.stop();
-    let value = ftvmm_tests::vm::in_netns(&topo, "client", || client::get_int("old"));
-    load::assert_exact(&reports, value);
+    assert_exact_now(&topo, "old", &load.stop());
 
     let new_primary = first.backup.stderr();
-    let line = "new backup joined";
     let (pages, same, of) = (
-        field_of(&new_primary, line, "pages"),
-        field_of(&new_primary, line, "same_pages"),
-        field_of(&new_primary, line, "full_pages"),
+        field_of(&new_primary, JOINED, "pages"),
+        field_of(&new_primary, JOINED, "same_pages"),
+        field_of(&new_primary, JOINED, "full_pages"),
     );
     println!("the old primary got {pages} of {of} pages; {same} it had already");
     // A pre-copy sends again the pages the guest wrote while it copied: at least every
     // page the joiner lacked, and never one it had in round 0 unless it changed.
     assert!(same > 0 && pages + same >= of, "{pages} + {same} < {of}");
-    let joined = new_primary.lines().find(|l| l.contains(line)).unwrap_or_default();
+    let joined = new_primary.lines().find(|l| l.contains(JOINED)).unwrap_or_default();
     assert!(joined.contains("pre-copy"), "a state transfer to a running VM is a pre-copy: {joined}");
-    assert!(first.backup.terminate().success(), "{new_primary}");
-    let status = old.wait(Duration::from_secs(30)).expect("the old primary stops with its successor");
-    let err = old.stderr();
-    assert!(status.success() && err.contains("EndOfLog(Shutdown)"), "the old primary must reach the end digest: {err}");
+    stop_successor_then_old_primary(&mut first.backup, &new_primary, &mut old);
 }
 
 // Issue 11: this failed about one run in two (a digest mismatch after the diff) when the
@@ -284,23 +282,12 @@ fn an_old_primary_restarted_on_its_own_data_dir_rejoins_its_successor_by_a_small
     let d = dir.path("d");
     // The primary keeps its own log and checkpoints, as a follower would.
     let mut p = primary(&topo, &["--data-dir", path_str(&d), "--checkpoint-secs", "1"]);
-    let backup_args = [
-        "backup",
-        "--primary",
-        PRIMARY_LISTEN,
-        "--tap",
-        "tap0",
-        "--guest-ip",
-        GUEST_CIDR,
-        "--listen",
-        ftvmm_tests::pair::BACKUP_LISTEN,
-    ];
-    let mut b = VmProcess::spawn(&topo, "host-b", &backup_args);
+    let mut b = VmProcess::spawn(&topo, "host-b", &backup_args(PRIMARY_LISTEN, &["--listen", BACKUP_LISTEN]));
     p.wait_for_line("kv-server: listening", Duration::from_secs(15));
     b.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
     let load = Load::start(&topo, "own", 2);
     std::thread::sleep(Duration::from_secs(2));
-    let mut reports = load.stop();
+    let reports = load.stop();
     // Idle for two checkpoint intervals: its newest checkpoint is close to the VM it leaves.
     std::thread::sleep(Duration::from_secs(2));
     p.wait_for_line_in_stderr("checkpoint taken", Duration::from_secs(5));
@@ -308,40 +295,20 @@ fn an_old_primary_restarted_on_its_own_data_dir_rejoins_its_successor_by_a_small
     b.wait_for_line_in_stderr("GOING LIVE", Duration::from_secs(5));
     drop(p);
     // The old primary comes back as a follower of its successor, on its own directory.
-    let args = [
-        "backup",
-        "--primary",
-        ftvmm_tests::pair::BACKUP_LISTEN,
-        "--tap",
-        "tap0",
-        "--guest-ip",
-        GUEST_CIDR,
-        "--data-dir",
-        path_str(&d),
-    ];
-    let mut old = VmProcess::spawn(&topo, "host-a", &args);
-    b.wait_for_line_in_stderr("new backup joined", Duration::from_secs(15));
-    let load = Load::start(&topo, "own", 2);
-    std::thread::sleep(Duration::from_millis(800));
-    reports.extend(load.stop());
-    let value = ftvmm_tests::vm::in_netns(&topo, "client", || client::get_int("own"));
-    load::assert_exact(&reports, value);
+    let mut old = rejoin_old_primary(&topo, &mut b, &d);
+    load_more_then_exact(&topo, "own", reports, Duration::from_millis(800));
 
     let old_log = old.stderr();
     assert!(old_log.contains("data directory: restored the checkpoint of exit"), "{old_log}");
     let new_primary = b.stderr();
-    let line = "new backup joined";
-    let joined = new_primary.lines().find(|l| l.contains(line)).unwrap_or_default();
+    let joined = new_primary.lines().find(|l| l.contains(JOINED)).unwrap_or_default();
     assert!(joined.contains("asked to resume"), "it asked to resume from its own log: {joined}");
-    let (pages, of) = (field_of(&new_primary, line, "pages"), field_of(&new_primary, line, "full_pages"));
+    let (pages, of) = (field_of(&new_primary, JOINED, "pages"), field_of(&new_primary, JOINED, "full_pages"));
     println!("the old primary, restored from its own disk, got {pages} of {of} pages");
     // From its freshly booted image it gets about 80 % (the test above); from its own disk,
     // what the guest changed since its checkpoint.
     assert!(pages * 4 < of, "{pages} of {of} pages: it should hold most of them: {joined}");
-    assert!(b.terminate().success(), "{new_primary}");
-    let status = old.wait(Duration::from_secs(30)).expect("the old primary stops with its successor");
-    let err = old.stderr();
-    assert!(status.success() && err.contains("EndOfLog(Shutdown)"), "the old primary must reach the end digest: {err}");
+    stop_successor_then_old_primary(&mut b, &new_primary, &mut old);
 }
 
 /// A replica group member (`ftvmm replica`) keeps its log and checkpoints in its
@@ -361,15 +328,11 @@ fn a_replica_member_killed_under_load_rejoins_from_its_own_disk() {
     std::thread::sleep(Duration::from_secs(3));
     r.members[victim].wait_for_line_in_stderr("checkpoint taken", Duration::from_secs(5));
     r.kill(&topo, victim);
-    let mut reports = load.stop();
+    let reports = load.stop();
     std::thread::sleep(Duration::from_secs(2));
     r.restart(&topo, victim);
     r.wait_following(&topo, victim, Duration::from_secs(20));
-    let load = Load::start(&topo, "member", 2);
-    std::thread::sleep(Duration::from_secs(2));
-    reports.extend(load.stop());
-    let value = ftvmm_tests::vm::in_netns(&topo, "client", || client::get_int("member"));
-    load::assert_exact(&reports, value);
+    load_more_then_exact(&topo, "member", reports, Duration::from_secs(2));
     assert_eq!(r.primaries(&topo), vec![primary], "the primary stays the primary");
 
     let back = r.members[victim].stderr();

@@ -4,7 +4,7 @@
 //! network namespaces; every VMM here has its own member certificate
 //! (`ftvmm_tests::secure`) unless the test gives it another.
 use ftvmm_tests::netns::Topology;
-use ftvmm_tests::pair::{serial, GUEST_CIDR, PRIMARY_LISTEN};
+use ftvmm_tests::pair::{join, primary_args, serial, GUEST_CIDR, PRIMARY_LISTEN};
 use ftvmm_tests::replica::Replicas;
 use ftvmm_tests::status::STATUS;
 use ftvmm_tests::vm::{in_netns, VmProcess};
@@ -20,23 +20,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A primary in host-a with member 1's certificate (`tls_dirs()[0]`) and a status endpoint.
 fn primary(topo: &Topology) -> VmProcess {
     let tls = path_str(&tls_dirs()[0]).to_string();
-    let mut p = VmProcess::spawn(
-        topo,
-        "host-a",
-        &[
-            "primary",
-            "--listen",
-            PRIMARY_LISTEN,
-            "--tap",
-            "tap0",
-            "--guest-ip",
-            GUEST_CIDR,
-            "--status",
-            STATUS,
-            "--tls-dir",
-            &tls,
-        ],
-    );
+    let mut p = VmProcess::spawn(topo, "host-a", &primary_args(&["--status", STATUS, "--tls-dir", &tls]));
     p.wait_for_line_in_stderr("waiting for its first follower", Duration::from_secs(15));
     p
 }
@@ -55,8 +39,22 @@ fn refused_backup(topo: &Topology, security: &[&str]) -> String {
     err
 }
 
+/// Connects to the primary's join port in clear, sends `hello` (nothing if empty),
+/// and returns what it got until the primary closed the connection, and when.
+fn plain_peer_reads(hello: &[u8]) -> (Vec<u8>, Duration) {
+    let mut s = TcpStream::connect(PRIMARY_LISTEN).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let t0 = Instant::now();
+    s.write_all(hello).expect("send");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    (got, t0.elapsed())
+}
+
 /// Accepts any server certificate: a stranger that wants to see what the primary
-/// sends to a client whose own certificate is of another CA.
+/// sends to a client whose own certificate is of another CA. It still checks the
+/// handshake's signatures against that certificate (as rustls's own example of a
+/// verifier that skips the chain does), so what it reads is the primary's real flight.
 #[derive(Debug)]
 struct TrustAnything(Arc<rustls::crypto::CryptoProvider>);
 
@@ -74,20 +72,20 @@ impl rustls::client::danger::ServerCertVerifier for TrustAnything {
 
     fn verify_tls12_signature(
         &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
         &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -185,24 +183,12 @@ fn a_peer_without_the_groups_certificate_gets_nothing_and_a_member_pairs() {
     // one TLS alert; a stranger with another CA's certificate that trusts anything gets
     // the primary's handshake flight and an alert, and not a byte of plaintext (no
     // hello, no machine header, no state).
-    let (silent, took) = in_netns(&topo, "host-b", || {
-        let mut s = TcpStream::connect(PRIMARY_LISTEN).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        let t0 = Instant::now();
-        let mut got = Vec::new();
-        let _ = s.read_to_end(&mut got);
-        (got, t0.elapsed())
-    });
+    let (silent, took) = in_netns(&topo, "host-b", || plain_peer_reads(b""));
     assert!(silent.is_empty(), "a silent peer got {} bytes", silent.len());
     assert!(took >= HANDSHAKE_TIMEOUT - Duration::from_millis(100), "closed after {took:?}, before the deadline");
     assert!(took < HANDSHAKE_TIMEOUT * 3, "closed after {took:?}: the handshake deadline was not kept");
-    let alert = in_netns(&topo, "host-b", || {
-        let mut s = TcpStream::connect(PRIMARY_LISTEN).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        s.write_all(b"*1\r\n$4\r\nPING\r\n hello, I am a backup, send me the state\r\n").expect("send");
-        let mut got = Vec::new();
-        let _ = s.read_to_end(&mut got);
-        got
+    let (alert, _) = in_netns(&topo, "host-b", || {
+        plain_peer_reads(b"*1\r\n$4\r\nPING\r\n hello, I am a backup, send me the state\r\n")
     });
     assert!(alert.len() <= 7 && alert.first().is_none_or(|&b| b == 0x15), "plaintext peer got {alert:?}");
     let foreign_dir = foreign[0].clone();
@@ -214,12 +200,7 @@ fn a_peer_without_the_groups_certificate_gets_nothing_and_a_member_pairs() {
     assert!(p.stderr().contains("did not pair"), "{}", p.stderr());
 
     // A member of the group pairs with the same primary.
-    let mut b = VmProcess::spawn(
-        &topo,
-        "host-b",
-        &["backup", "--primary", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR],
-    );
-    b.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
+    let _b = join(&topo, "host-b", PRIMARY_LISTEN, &[]);
     p.wait_for_line("kv-server: listening", Duration::from_secs(15));
 
     // The status endpoint has no secret of TLS either: no line of the primary's key,
@@ -249,12 +230,7 @@ fn silent_peers_do_not_delay_a_real_followers_join() {
     // ...and a member starts at once. Paired one after another, each silent peer would
     // hold the join port for the handshake deadline; paired concurrently, none does.
     let t0 = Instant::now();
-    let mut b = VmProcess::spawn(
-        &topo,
-        "host-b",
-        &["backup", "--primary", PRIMARY_LISTEN, "--tap", "tap0", "--guest-ip", GUEST_CIDR],
-    );
-    b.wait_for_line_in_stderr("backup paired", Duration::from_secs(15));
+    let _b = join(&topo, "host-b", PRIMARY_LISTEN, &[]);
     let joined = t0.elapsed();
     p.wait_for_line("kv-server: listening", Duration::from_secs(15));
     // The silent ones are dropped at the deadline (the limit is crossed)...

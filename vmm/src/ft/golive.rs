@@ -1,8 +1,9 @@
 //! How long a follower's go-live took, step by step, for its log: from the moment
 //! `log-rx` found the primary gone ([`Loss`]) to the end of the replay, the
-//! take-over, the mirrored input's hand-off and the TAP. Pure apart from reading
-//! a thread's scheduler statistics ([`CpuTimes::of_thread`]) and setting its
-//! scheduling policy ([`CatchUp`]).
+//! take-over, the mirrored input's hand-off and the TAP. Pure apart from
+//! [`CatchUp`], which raises and restores a thread's scheduling through
+//! `host::sched` (the system calls and `/proc` reading live there; what to raise,
+//! how far, and what the log says live here).
 //!
 //! Why: the client-seen gap after a kill is, once the backup has the request
 //! (docs/client-gap.md), the time from the kill to GOING LIVE. That time is the
@@ -21,6 +22,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::host::sched::{sched_of, set_sched, CpuTimes, Sched};
+
 /// The SCHED_FIFO priority of the replaying vCPU from the loss to going live: the
 /// lowest real-time one, enough to run before every ordinary thread.
 pub const CATCH_UP_RT_PRIORITY: i32 = 1;
@@ -28,25 +31,16 @@ pub const CATCH_UP_RT_PRIORITY: i32 = 1;
 /// real-time runtime), the nice value the catch-up gets instead.
 pub const CATCH_UP_NICE: i32 = -20;
 
-/// A thread's scheduling: its policy, real-time priority and nice value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sched {
-    pub policy: i32,
-    pub rt_priority: i32,
-    pub nice: i32,
-}
-
-impl Sched {
-    /// Whether this already runs at least as urgently as the catch-up would.
-    fn at_least_catch_up(&self) -> bool {
-        matches!(self.policy, libc::SCHED_FIFO | libc::SCHED_RR) && self.rt_priority >= CATCH_UP_RT_PRIORITY
-    }
+/// Whether a thread running as `was` already runs at least as urgently as the
+/// catch-up would.
+fn at_least_catch_up(was: Sched) -> bool {
+    was.is_real_time() && was.rt_priority >= CATCH_UP_RT_PRIORITY
 }
 
 /// How the catch-up raises a thread that runs as `was`: real time, then (if that is
 /// refused) a lower nice value; nothing for a thread that is already real time.
 pub fn catch_up_plan(was: Sched) -> Vec<Sched> {
-    if was.at_least_catch_up() {
+    if at_least_catch_up(was) {
         return Vec::new();
     }
     let rt = Sched { policy: libc::SCHED_FIFO, rt_priority: CATCH_UP_RT_PRIORITY, nice: was.nice };
@@ -89,80 +83,11 @@ impl CatchUp {
 
     /// "SCHED_FIFO 1" or "nice -20".
     pub fn describe(&self) -> String {
-        match self.now.policy {
-            libc::SCHED_FIFO | libc::SCHED_RR => format!("real-time priority {}", self.now.rt_priority),
-            _ => format!("nice {}", self.now.nice),
+        if self.now.is_real_time() {
+            format!("real-time priority {}", self.now.rt_priority)
+        } else {
+            format!("nice {}", self.now.nice)
         }
-    }
-}
-
-/// Thread `tid`'s scheduling now.
-pub fn sched_of(tid: i32) -> std::io::Result<Sched> {
-    // SAFETY: sched_getscheduler takes a thread id and touches no memory of ours.
-    let policy = unsafe { libc::sched_getscheduler(tid) };
-    if policy < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param the call writes into.
-    if unsafe { libc::sched_getparam(tid, &mut param) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // getpriority returns the nice value, and -1 is one: errno tells an error apart.
-    // SAFETY: __errno_location returns this thread's errno; getpriority touches nothing of ours.
-    let nice = unsafe {
-        *libc::__errno_location() = 0;
-        let n = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
-        if n == -1 && *libc::__errno_location() != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        n
-    };
-    Ok(Sched { policy: policy & !libc::SCHED_RESET_ON_FORK, rt_priority: param.sched_priority, nice })
-}
-
-fn set_sched(tid: i32, to: Sched) -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: to.rt_priority };
-    // SAFETY: `param` is a valid sched_param the call only reads; `tid` is a thread id.
-    if unsafe { libc::sched_setscheduler(tid, to.policy, &param) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: setpriority touches no memory of ours.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, to.nice) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// CPU time of one thread so far: time it ran, and time it was runnable but waited
-/// for a CPU (the kernel's schedstat, nanoseconds).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuTimes {
-    pub run: Duration,
-    pub wait: Duration,
-}
-
-impl CpuTimes {
-    /// Parses `/proc/.../schedstat` ("run_ns wait_ns timeslices").
-    pub fn parse(schedstat: &str) -> Option<CpuTimes> {
-        let mut it = schedstat.split_whitespace().map(|s| s.parse::<u64>().ok());
-        let run = it.next()??;
-        let wait = it.next()??;
-        Some(CpuTimes { run: Duration::from_nanos(run), wait: Duration::from_nanos(wait) })
-    }
-
-    /// The times of thread `tid` of this process, if the kernel keeps them.
-    pub fn of_thread(tid: i32) -> Option<CpuTimes> {
-        if tid <= 0 {
-            return None;
-        }
-        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-        CpuTimes::parse(&text)
-    }
-
-    /// What the thread did between `earlier` and these times.
-    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
-        CpuTimes { run: self.run.saturating_sub(earlier.run), wait: self.wait.saturating_sub(earlier.wait) }
     }
 }
 
@@ -286,26 +211,6 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn schedstat_is_parsed_and_garbage_is_not() {
-        let c = CpuTimes::parse("755249 1000000 1\n").unwrap();
-        assert_eq!(c, CpuTimes { run: Duration::from_nanos(755_249), wait: ms(1) });
-        assert_eq!(CpuTimes::parse(""), None);
-        assert_eq!(CpuTimes::parse("12"), None, "no wait column");
-        assert_eq!(CpuTimes::parse("x 1 1"), None);
-        assert_eq!(CpuTimes::of_thread(0), None);
-        assert_eq!(CpuTimes::of_thread(-1), None);
-    }
-
-    #[test]
-    fn this_threads_own_times_can_be_read() {
-        let tid = nix::unistd::gettid().as_raw();
-        // A kernel without schedstat has no file: that is allowed (the line then says less).
-        if std::path::Path::new("/proc/thread-self/schedstat").exists() {
-            assert!(CpuTimes::of_thread(tid).is_some());
-        }
-    }
-
     const OTHER: Sched = Sched { policy: libc::SCHED_OTHER, rt_priority: 0, nice: 0 };
 
     #[test]
@@ -385,8 +290,5 @@ mod tests {
         // Replayed past what it had received (a state restored after the loss was noted).
         let loss = Loss { at: t0, received_through: 5, replayed_through: 9, vcpu: None, raised: None };
         assert_eq!(GoLiveSteps::caught_up(Some(loss), t0, None).behind(), 0);
-        // Times that went backwards (a thread's counters read after a restart) do not underflow.
-        let then = CpuTimes { run: ms(9), wait: ms(9) };
-        assert_eq!(CpuTimes { run: ms(1), wait: ms(10) }.since(then), CpuTimes { run: ms(0), wait: ms(1) });
     }
 }

@@ -206,7 +206,6 @@ pub fn connect_primary(
             // but it is said at once: a certificate of another group never gets better.
             Err(ReplicationError::Tls(why)) if Instant::now() < deadline => {
                 tracing::warn!("pairing attempt failed: {why}; retrying");
-                tracing::debug!("pairing attempt failed ({why}); retrying");
                 std::thread::sleep(Duration::from_millis(200));
             }
             other => return other,
@@ -325,17 +324,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         let backup = hello(Role::Backup, &machine(), 0, logging_channel::GroupName::new("g").expect("name"));
         let scope = Scope::unknown();
+        // A member of the group pairing as a fresh backup.
+        let pair = || {
+            connect_primary(
+                &addr,
+                &backup,
+                Duration::from_secs(5),
+                AttachRequest::Fresh,
+                OnRefused::GiveUp,
+                &scope,
+                &ids[1],
+            )
+        };
         let t0 = Instant::now();
-        let (_conn, reply) = connect_primary(
-            &addr,
-            &backup,
-            Duration::from_secs(5),
-            AttachRequest::Fresh,
-            OnRefused::GiveUp,
-            &scope,
-            &ids[1],
-        )
-        .expect("a member pairs");
+        let (_conn, reply) = pair().expect("a member pairs");
         let took = t0.elapsed();
         assert!(matches!(reply, AttachReply::State { .. }));
         assert!(took < tls::HANDSHAKE_TIMEOUT / 2, "the member waited {took:?} behind silent peers");
@@ -352,16 +354,7 @@ mod tests {
         assert!(t0.elapsed() < tls::HANDSHAKE_TIMEOUT / 2, "closed after {:?}", t0.elapsed());
         // Past the deadline the silent ones are gone and members pair again.
         std::thread::sleep(tls::HANDSHAKE_TIMEOUT + Duration::from_millis(300));
-        connect_primary(
-            &addr,
-            &backup,
-            Duration::from_secs(5),
-            AttachRequest::Fresh,
-            OnRefused::GiveUp,
-            &scope,
-            &ids[1],
-        )
-        .expect("a member pairs after the silent peers timed out");
+        pair().expect("a member pairs after the silent peers timed out");
         drop(last);
     }
 }

@@ -15,7 +15,8 @@
 //! The modules, each using only those above it in this list:
 //! - [`output_rule`]: the Output Rule as a pure function of acknowledged positions;
 //! - [`flow`]: flow control and its watchdog, pure;
-//! - [`golive`]: how long a follower's go-live took, step by step (for its log), pure;
+//! - [`golive`]: how long a follower's go-live took, step by step (for its log), pure, and the
+//!   catch-up's raised priority (its system calls in `host::sched`);
 //! - [`handshake`]: pairing a follower with a primary;
 //! - [`follower`]: a follower's `log-rx` and what it knows of its primary ([`follower::Upstream`]);
 //! - [`backlog`]: the recent log a reconnecting follower resumes from, pure;

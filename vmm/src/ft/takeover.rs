@@ -12,13 +12,14 @@
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
 use super::follower::{Reconnect, Upstream};
-use super::golive::{CatchUp, CpuTimes, GoLiveSteps, Step};
+use super::golive::{CatchUp, GoLiveSteps, Step};
 use super::group::Group;
 use super::handshake;
 use super::release::{Control, SharedReleaser};
 use super::stream::{Fanout, GroupSink};
 use super::Timing;
 use crate::host::mirror::Mirror;
+use crate::host::sched::CpuTimes;
 use crate::host::status::{Role, Stats};
 use crate::host::tap::{gratuitous_arp, Tap};
 use crate::vm::driver::RunError;
