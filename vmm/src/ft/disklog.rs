@@ -449,6 +449,9 @@ pub struct Recovered {
     pub epoch: u64,
     /// What was wrong at the end of the log, if anything (a torn or corrupt record, a gap).
     pub damage: Option<String>,
+    /// The damage is only a torn last record: the write a crash interrupted, which was
+    /// never fsync'd, so never acknowledged with `--fsync always`.
+    pub torn_tail: bool,
     /// Bytes of log read.
     pub bytes: u64,
 }
@@ -482,6 +485,8 @@ pub fn recover(dir: &Path, machine: &LogHeader, from: u64, limit: u64) -> Result
         let stop = read_segment(path, machine, from, limit, &mut seq, &mut out, |len| keep = Some((i, len)))?;
         if let Some(why) = stop {
             out.damage = Some(why);
+            // Torn in the last segment only: one torn before another was not the last write.
+            out.torn_tail &= i + 1 == all.len();
             break;
         }
     }
@@ -548,7 +553,18 @@ fn read_segment(
     loop {
         let n = file.read(&mut chunk).map_err(io)?;
         if n == 0 {
-            return Ok((!buf.is_empty()).then(|| format!("{shown} ends in a torn record (a crash while writing)")));
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            // A write cut short leaves part of one frame. A frame whose length was
+            // corrupted reads the same, but whole frames follow it: not a torn tail.
+            if frame_within(&buf[1..]) {
+                return Ok(Some(format!(
+                    "{shown} has a corrupt frame length at byte {offset}: the log is used up to there"
+                )));
+            }
+            out.torn_tail = true;
+            return Ok(Some(format!("{shown} ends in a torn record (a crash while writing)")));
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut used = 0;
@@ -583,6 +599,13 @@ fn read_segment(
         }
         buf.drain(..used);
     }
+}
+
+/// Whether a whole, checksummed frame starts anywhere in `bytes`. The next frame after
+/// a damaged one starts within a frame's length of it, so only that far is searched.
+fn frame_within(bytes: &[u8]) -> bool {
+    let reach = bytes.len().min(logging_channel::MAX_FRAME_LEN + 8);
+    (0..reach).any(|at| matches!(codec::decode(&bytes[at..]), Ok(Some(_))))
 }
 
 fn corrupt(path: &str, offset: u64, e: &CodecError) -> String {

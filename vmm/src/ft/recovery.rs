@@ -127,33 +127,73 @@ pub fn seal(d: &DataDir, disk: &DiskLog, released: u64) -> Result<seal::Seal, St
     Ok(note)
 }
 
-/// At start: if this member sealed its log when it stood down, restores its checkpoint
-/// and log and returns them when the log reaches exactly the sealed exit. `None` when
-/// there was no note, or the disk does not hold what it said (the member then counts as
-/// restarted; its VM may hold the checkpoint already, which the path it takes restores
-/// again).
-pub fn sealed_restart(d: &DataDir, machine: &mut Machine) -> Result<Option<(Restart, seal::Seal)>, ReplicationError> {
+/// At start, a replica member whose log on disk holds everything it ever acknowledged
+/// or released keeps its vote: one that sealed its log when it stood down ([`seal`]),
+/// or one that runs with `--fsync always` (it acknowledges, and as primary sends, only
+/// what is on its disk). Restores its checkpoint and reads its log; returns them, and
+/// the last exit whose output is known to have left, when the log is whole: it ends at
+/// the sealed exit, or (`--fsync always`) it is undamaged but for a torn last write,
+/// which was never fsync'd and so never acknowledged. `None` otherwise: the member
+/// counts as restarted (its VM may hold the checkpoint already; the path it then takes
+/// restores it again).
+pub fn kept_restart(d: &DataDir, machine: &mut Machine) -> Result<Option<(Restart, u64)>, ReplicationError> {
     let note = seal::take(&d.dir).map_err(|e| ReplicationError::Attach(e.to_string()))?;
-    let Some(note) = note else { return Ok(None) };
+    if note.is_none() && d.fsync != Fsync::Always {
+        return Ok(None);
+    }
     let restart = restore(d, machine)?;
-    match (&restart.checkpoint, &restart.log.damage) {
-        (Some(_), None) if restart.log.position == note.exit => {
+    let Some((checkpoint, _)) = restart.checkpoint else {
+        tracing::warn!("data directory: no usable checkpoint, so this member counts as restarted");
+        return Ok(None);
+    };
+    let log = &restart.log;
+    match note {
+        Some(note) if log.position == note.exit && log.damage.is_none() => {
             tracing::info!(
                 exit = note.exit,
                 "data directory: this member sealed its log through exit {} when it stood down, and holds it \
                  whole: it keeps its vote",
                 note.exit
             );
-            Ok(Some((restart, note)))
+            Ok(Some((restart, note.released)))
         }
-        _ => {
+        Some(note) => {
             tracing::warn!(
                 sealed = note.exit,
-                found = restart.log.position,
-                "data directory: the log sealed through exit {} when this member stood down now ends at {} \
-                 (or has no checkpoint, or is damaged): it counts as restarted",
+                found = log.position,
+                "data directory: the log sealed through exit {} when this member stood down now ends at {} (or \
+                 is damaged): it counts as restarted",
                 note.exit,
-                restart.log.position
+                log.position
+            );
+            Ok(None)
+        }
+        None if log.damage.is_none() || log.torn_tail => {
+            // Its own primary's released marks, where it was a follower; otherwise what it
+            // produced after its checkpoint may have left or not, and goes out again.
+            let released = log
+                .records
+                .iter()
+                .filter_map(|r| match r {
+                    logging_channel::Record::Released { exit_index } => Some(*exit_index),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(checkpoint)
+                .min(log.position);
+            tracing::info!(
+                exit = log.position,
+                "data directory: --fsync always, and the log holds through exit {}: everything this member \
+                 acknowledged is on its disk, so it keeps its vote",
+                log.position
+            );
+            Ok(Some((restart, released)))
+        }
+        None => {
+            tracing::warn!(
+                "data directory: the log is damaged ({}): this member may lack what it acknowledged, so it counts \
+                 as restarted",
+                log.damage.as_deref().unwrap_or("?")
             );
             Ok(None)
         }

@@ -147,14 +147,15 @@ pub fn replica(
     plan: FollowerPlan,
     s: Services,
 ) -> Result<Started, ReplicationError> {
-    // A member that sealed its log when it stood down starts from it, and holds it whole:
-    // it votes and may stand on it, before any primary answers (recovery/seal.rs).
+    // A member whose disk holds all it acknowledged (it sealed its log when it stood
+    // down, or runs with --fsync always) starts from it: it votes and may stand on it,
+    // before any primary answers (recovery/seal.rs).
     if let Some(dir) = s.data_dir.clone() {
-        if let Some((restart, seal)) = recovery::sealed_restart(&dir, machine)? {
+        if let Some((restart, released)) = recovery::kept_restart(&dir, machine)? {
             let hello = hello(Role::Backup, &machine.header, elector.epoch(), s.group.scope().introduce());
             let to = RejoinTo::Elect(elector.clone());
             let within = s.timing.failover_timeout;
-            let how = FromDisk { dir, restart, to, within, hello, released: seal.released };
+            let how = FromDisk { dir, restart, to, within, hello, released };
             let group = Some(GroupJoin { elector: elector.clone(), epoch: elector.epoch(), member: 0 });
             return from_disk(machine, how, plan, s, group);
         }

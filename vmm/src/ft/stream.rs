@@ -456,9 +456,6 @@ impl GroupSink {
         if !links.is_empty() {
             self.stats.log_records.fetch_add(records.len() as u64, Ordering::Relaxed);
         }
-        for link in &links {
-            link.append_encoded(&self.scratch, highest, flush);
-        }
         if let Some(disk) = &self.disk {
             // Its records are this epoch's: the disk's log says so, as a follower's stream
             // would (a member restarted on it votes with that epoch).
@@ -467,9 +464,16 @@ impl GroupSink {
                 disk.mark_epoch(epoch);
                 self.disk_epoch = epoch;
             }
-            // One of the two writes: now and waiting for the disk (--fsync always), or
-            // handed to the disk-log thread (async).
+            // --fsync always: on the disk before any follower has them, so before any
+            // output they hold can leave. A primary restarted after a crash then holds
+            // everything it released, and keeps its vote (`recovery::kept_restart`).
             disk.append(records, true);
+        }
+        for link in &links {
+            link.append_encoded(&self.scratch, highest, flush);
+        }
+        if let Some(disk) = &self.disk {
+            // --fsync async: handed to the disk-log thread (the vCPU never waits for it).
             disk.append(records, false);
         }
     }

@@ -173,17 +173,46 @@ fn a_primary_that_seals_its_log_when_it_stands_down_can_lead_again() {
         &|a| *a == Action::StepDown(0), // the witness is away: no majority
     ];
     for (group, can_lead) in [(sealed, true), (unsealed, false)] {
-        let mut s = group.init_states().remove(0);
-        for (i, want) in steps.iter().enumerate() {
-            let mut actions = Vec::new();
-            group.actions(&s, &mut actions);
-            let a =
-                actions.into_iter().find(|a| want(a)).unwrap_or_else(|| panic!("step {i} is not possible in {s:?}"));
-            s = group.next_state(&s, a).expect("the step changes the state");
-        }
+        let s = play(&group, &steps);
         assert!(s.released.iter().any(Option::is_some), "output was released before the faults: {s:?}");
         let fair = Group { faults: false, ..group.clone() };
         assert_eq!(elects(&fair, s), can_lead, "stand_down_loses_log: {}, from {s:?}", group.stand_down_loses_log);
+    }
+}
+
+/// `--fsync always`: every member that crashes restarts with its whole log and keeps
+/// its vote. Exhaustive, three members (up to two crashes) and two with a witness.
+#[test]
+fn with_fsync_always_crashed_members_keep_their_votes_safely() {
+    for group in [Group::three(), Group::two_with(Witness::Voter)] {
+        check(Group { durable: true, max_restarts: 2, ..group }, None).assert_properties();
+    }
+}
+
+/// And the group comes back after every member crashed at once (a power cut), where
+/// without it the state is gone with them.
+#[test]
+fn with_fsync_always_a_group_whose_members_all_crashed_elects_a_primary() {
+    use model::{Action, Msg};
+    let delivered_to = |to: usize| move |a: &Action| matches!(a, Action::Deliver(Msg::Request { to: t, .. } | Msg::Append { to: t, .. }) if *t == to);
+    let steps: [&dyn Fn(&Action) -> bool; 10] = [
+        &|a| *a == Action::Stand(0),
+        &delivered_to(1),
+        &|a| *a == Action::Append(0),
+        &|a| *a == Action::Send(0, 1),
+        &delivered_to(1),
+        &|a| *a == Action::Send(0, 1),
+        &delivered_to(1), // 0 released its entry: 1 holds it
+        &|a| *a == Action::Restart(0),
+        &|a| *a == Action::Restart(1),
+        &|a| *a == Action::Restart(2),
+    ];
+    for durable in [true, false] {
+        let group = Group { durable, max_restarts: 3, ..Group::three() };
+        let s = play(&group, &steps);
+        assert!(s.released.iter().any(Option::is_some), "output was released before the crash: {s:?}");
+        let fair = Group { faults: false, ..group.clone() };
+        assert_eq!(elects(&fair, s), durable, "durable: {durable}, from {s:?}");
     }
 }
 
@@ -235,6 +264,19 @@ fn with_a_majority_up_a_primary_is_elected() {
         );
         assert!(after_failover > 20, "too few leaderless states after a failover ({after_failover})");
     }
+}
+
+/// The state after `steps`: each picks the first action of the state it is in that it
+/// matches.
+fn play(group: &Group, steps: &[&dyn Fn(&model::Action) -> bool]) -> State {
+    let mut s = group.init_states().remove(0);
+    for (i, want) in steps.iter().enumerate() {
+        let mut actions = Vec::new();
+        group.actions(&s, &mut actions);
+        let a = actions.into_iter().find(|a| want(a)).unwrap_or_else(|| panic!("step {i} is not possible in {s:?}"));
+        s = group.next_state(&s, a).expect("the step changes the state");
+    }
+    s
 }
 
 /// Whether some schedule of `group` reaches a state with a primary from `from`.

@@ -15,6 +15,7 @@
 //!                                                                  seals its log, starts over
 //!  witness   keyed claims {log epoch -> member}      Restart(m)    crash: the ballot survives
 //!                                                    Wipe(m)       crash, disk emptied: no ballot
+//!                                                    (durable: a Restart keeps the log, --fsync always)
 //!            or a voter {ballot, floor}              AskWitness(c) one vote for a candidate
 //!  ghosts    live[epoch] = (who, log at go-live)     GoAlone(p)    2 members: follower lost
 //!            released[epoch] = released prefix       LowerFloor(p) voting witness: caught up
@@ -96,6 +97,9 @@ pub struct Group {
     pub stand_down_loses_log: bool,
     /// Disks emptied or replaced: a restart that loses the ballot too (`Wipe`).
     pub wipes: bool,
+    /// `--fsync always`: a member acknowledges, and a primary sends, only what is on
+    /// its disk, so a crashed member restarts with its whole log and keeps its vote.
+    pub durable: bool,
 }
 
 /// A candidate's votes are a bit set: bit i for member i, bit `W` for the witness.
@@ -254,6 +258,7 @@ impl Group {
             past_split: true,
             stand_down_loses_log: false,
             wipes: false,
+            durable: false,
         }
     }
     pub fn two_with(witness: Witness) -> Self {
@@ -550,12 +555,14 @@ impl Model for Group {
                 let me = &mut s.m[i];
                 // A wiped disk loses the ballot too. As the elector does: a ballot that
                 // has seen an epoch means a log was lost, none means a blank member.
-                let ballot = if matches!(action, Action::Wipe(_)) { Ballot::default() } else { me.ballot };
+                let wiped = matches!(action, Action::Wipe(_));
+                let ballot = if wiped { Ballot::default() } else { me.ballot };
+                let kept = self.durable && !wiped;
                 *me = Member {
                     ballot,
                     role: Role::Follower { leader: None },
-                    log: Log::default(),
-                    lost_log: ballot.epoch > 0,
+                    log: if kept { me.log } else { Log::default() },
+                    lost_log: ballot.epoch > 0 && !kept,
                     acked: [0; 3],
                 };
                 s.restarts += 1;

@@ -77,6 +77,7 @@ fn a_torn_last_record_is_cut_off_and_the_log_ends_at_the_last_complete_exit() {
     let r = recover(&dir, &MACHINE, 0, u64::MAX).expect("recover");
     assert_eq!(r.position, 50);
     assert!(r.damage.as_deref().is_some_and(|d| d.contains("torn")), "{:?}", r.damage);
+    assert!(r.torn_tail, "a torn last record is the tail a crash cut");
     // Appending goes on after the cut: a restart reads both segments as one log.
     write(&dir, 50, &records(50, 80, 1), Fsync::Async);
     let again = recover(&dir, &MACHINE, 0, u64::MAX).expect("recover");
@@ -97,6 +98,7 @@ fn a_corrupt_record_ends_the_usable_log_there() {
     let r = recover(&dir, &MACHINE, 0, u64::MAX).expect("recover");
     assert!(r.position > 0 && r.position < 50, "{}", r.position);
     assert!(r.damage.as_deref().is_some_and(|d| d.contains("corrupt")), "{:?}", r.damage);
+    assert!(!r.torn_tail, "corruption is not a torn tail: what followed it may have been acknowledged");
     assert!(r.records.iter().all(|x| x.exit_index() <= r.position));
     let _ = fs::remove_dir_all(&dir);
 }
