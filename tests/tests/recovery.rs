@@ -146,7 +146,10 @@ fn a_killed_follower_restarted_on_its_data_dir_resumes_from_the_backlog() {
     // A full transfer moves what a full checkpoint holds: the restarted follower's first.
     let full = full.max(field_of(&follower_log, "checkpoint taken", "bytes"));
     println!("resume sent {sent} bytes; a full transfer is {full} bytes ({:.1}%)", 100.0 * sent as f64 / full as f64);
-    assert!(sent * 10 < full, "resume sent {sent} bytes, a full transfer {full}");
+    // Well under a full transfer. Not the 10 % bench-rejoin.sh reports: killed while its
+    // disk-log thread trailed (the async default, on a loaded machine: once 18,000 exits
+    // behind), the follower asks for more than the time it was down.
+    assert!(sent * 4 < full, "resume sent {sent} bytes, a full transfer {full}");
     assert!(!primary_log.contains("state transfer of the pages that differ"), "{primary_log}");
 }
 
