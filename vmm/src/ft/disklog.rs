@@ -114,6 +114,13 @@ impl Persist {
     }
 }
 
+/// Present in a data directory while its log history was written with `--fsync always`
+/// from its start (a state transfer, or a primary's boot): its disk then holds every
+/// record the member acknowledged or sent. Created with each new history under
+/// `always`, removed whenever the log is opened under `async` (a member restarted with
+/// `always` on a log written `async` may lack what it acknowledged then).
+pub const DURABLE_HISTORY: &str = "fsync-always-history";
+
 /// The file name of the segment that continues from exit `start`.
 pub fn segment_name(start: u64) -> String {
     format!("log-{start:020}.ftlog")
@@ -274,8 +281,25 @@ impl Writer {
             epoch: 0,
             failed: false,
         };
+        if fsync == Fsync::Async {
+            // Records from now on may be acknowledged before they are on the disk.
+            match fs::remove_file(dir.join(DURABLE_HISTORY)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(w.io(e)),
+                _ => {}
+            }
+        }
         w.roll(start)?;
         Ok(w)
+    }
+
+    /// A new history written with `--fsync always`: every record of it will be on the
+    /// disk before it is acknowledged or sent, which [`DURABLE_HISTORY`] says.
+    fn mark_durable(&self) -> Result<(), DiskLogError> {
+        if self.fsync != Fsync::Always {
+            return Ok(());
+        }
+        let mark = File::create(self.dir.join(DURABLE_HISTORY)).and_then(|f| f.sync_all());
+        mark.and_then(|()| File::open(&self.dir)?.sync_all()).map_err(|e| self.io(e))
     }
 
     fn io(&self, source: std::io::Error) -> DiskLogError {
@@ -344,7 +368,8 @@ impl Writer {
                     self.seq = Sequencer::starting_at(at);
                     self.epoch = 0;
                     self.failed = false;
-                    let _ = done.send(self.roll(at).map_err(|e| e.to_string()));
+                    let rolled = self.roll(at).and_then(|()| self.mark_durable());
+                    let _ = done.send(rolled.map_err(|e| e.to_string()));
                 }
             }
         }

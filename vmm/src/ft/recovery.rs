@@ -138,13 +138,28 @@ pub fn seal(d: &DataDir, disk: &DiskLog, released: u64) -> Result<seal::Seal, St
 /// restores it again).
 pub fn kept_restart(d: &DataDir, machine: &mut Machine) -> Result<Option<(Restart, u64)>, ReplicationError> {
     let note = seal::take(&d.dir).map_err(|e| ReplicationError::Attach(e.to_string()))?;
-    if note.is_none() && d.fsync != Fsync::Always {
+    // Written with --fsync always since its history began, and still run so.
+    let durable = d.fsync == Fsync::Always && d.dir.join(disklog::DURABLE_HISTORY).exists();
+    if note.is_none() && !durable {
+        if d.fsync == Fsync::Always {
+            tracing::info!(
+                "data directory: its log was not written with --fsync always from its start, so this member \
+                 counts as restarted until it has a state written so"
+            );
+        }
         return Ok(None);
     }
     let restart = restore(d, machine)?;
+    // A log not kept now may lack what was acknowledged before: until a new history is
+    // written, the disk no longer vouches for all of it (a crash again before it has
+    // rejoined must not find the mark).
+    let not_kept = || {
+        let _ = std::fs::remove_file(d.dir.join(disklog::DURABLE_HISTORY));
+        Ok(None)
+    };
     let Some((checkpoint, _)) = restart.checkpoint else {
         tracing::warn!("data directory: no usable checkpoint, so this member counts as restarted");
-        return Ok(None);
+        return not_kept();
     };
     let log = &restart.log;
     match note {
@@ -166,7 +181,7 @@ pub fn kept_restart(d: &DataDir, machine: &mut Machine) -> Result<Option<(Restar
                 note.exit,
                 log.position
             );
-            Ok(None)
+            not_kept()
         }
         None if log.damage.is_none() || log.torn_tail => {
             // Its own primary's released marks, where it was a follower; otherwise what it
@@ -195,7 +210,7 @@ pub fn kept_restart(d: &DataDir, machine: &mut Machine) -> Result<Option<(Restar
                  as restarted",
                 log.damage.as_deref().unwrap_or("?")
             );
-            Ok(None)
+            not_kept()
         }
     }
 }

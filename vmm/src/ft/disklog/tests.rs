@@ -202,3 +202,24 @@ fn a_log_that_stopped_writing_cannot_be_sealed() {
     assert!(err.to_string().contains("stopped writing"), "{err}");
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// The mark that a history was written with `--fsync always` from its start: made
+/// by a new history under `always`, kept when the log is reopened so, and gone as
+/// soon as it is opened under `async` (records may then be acknowledged first).
+#[test]
+fn a_history_is_marked_durable_only_while_every_record_of_it_was_fsyncd_first() {
+    let dir = scratch("durable");
+    let mark = dir.join(DURABLE_HISTORY);
+    let log = DiskLog::open(&dir, MACHINE, 0, Fsync::Always).expect("open");
+    assert!(!mark.exists(), "a log opened on an old history vouches for nothing yet");
+    log.reset(0).expect("a new history");
+    assert!(mark.exists(), "a new history under --fsync always");
+    drop(log);
+    drop(DiskLog::open(&dir, MACHINE, 0, Fsync::Always).expect("reopen"));
+    assert!(mark.exists(), "reopened under always, the history goes on durable");
+    let log = DiskLog::open(&dir, MACHINE, 0, Fsync::Async).expect("reopen async");
+    assert!(!mark.exists(), "opened under async, it no longer vouches");
+    log.reset(0).expect("a new history");
+    assert!(!mark.exists(), "a new history under async is not marked");
+    let _ = fs::remove_dir_all(&dir);
+}
