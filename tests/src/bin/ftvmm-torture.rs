@@ -167,9 +167,15 @@ fn main() -> ExitCode {
     }
     println!("{}", report.summary());
     let (f, keys) = (&report.faults, report.findings.keys.len());
+    // Stand-downs whose member sealed its log on its disk (and so kept its vote).
+    let sealed: usize = report
+        .member_logs
+        .iter()
+        .map(|l| l.matches("this member's log is sealed on its disk through exit").count())
+        .sum();
     println!(
         "figures: ops={} kills={} pauses={} partitions={} one_way={} slow_links={} witness_outages={} wipes={} unrecovered={} \
-         nemesis_failures={} cas_ok={} histories={keys} anomalies={} lost={}",
+         nemesis_failures={} cas_ok={} histories={keys} anomalies={} lost={} sealed={sealed}",
         report.history.len(),
         f.kills,
         f.pauses,
