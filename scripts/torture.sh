@@ -44,7 +44,7 @@ totals() { # [by-mode]
         { mode = (by == "" ? "all" : $1); n[mode]++; if ($2 != "rc=0") failed[mode]++
           for (i = 3; i <= NF; i++) if ($i ~ /^[a-z_]+=[0-9]+$/) { split($i, kv, "="); sum[mode, kv[1]] += kv[2]; keys[kv[1]] = 1 } }
         END { for (m in n) { printf "%s: %d campaigns, %d failed;", m, n[m], failed[m] + 0
-                             split("ops kills pauses partitions one_way slow_links witness_outages wipes unrecovered nemesis_failures cas_ok histories anomalies lost", order, " ")
+                             split("ops kills pauses partitions one_way slow_links witness_outages wipes sealed unrecovered nemesis_failures cas_ok histories anomalies lost", order, " ")
                              for (j = 1; j in order; j++) if (order[j] in keys) printf " %s %d", order[j], sum[m, order[j]]
                              printf "\n" } }' "$results"
 }
