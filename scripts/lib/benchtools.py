@@ -363,7 +363,9 @@ def status_sampler(args):
     with open(args.out, "a") as f:
         while running[0]:
             try:
+                # The status port speaks HTTP (GET /status, one response, then close).
                 s = socket.create_connection(hostport(args.addr), timeout=1.0)
+                s.sendall(b"GET /status HTTP/1.1\r\nHost: ftvmm\r\nConnection: close\r\n\r\n")
                 data = b""
                 while True:
                     c = s.recv(65536)
@@ -371,7 +373,10 @@ def status_sampler(args):
                         break
                     data += c
                 s.close()
-                j = json.loads(data.decode())
+                head, _, body = data.partition(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.") or b" 200 " not in head.split(b"\r\n")[0] + b" ":
+                    raise ValueError("not a 200 response")
+                j = json.loads(body.decode())
                 j["t"] = time.time()
                 f.write(json.dumps(j) + "\n")
                 f.flush()
