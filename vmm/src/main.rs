@@ -113,7 +113,8 @@ enum Command {
         #[arg(long, default_value_t = vmm::ft::recovery::DEFAULT_CHECKPOINT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         checkpoint_secs: u64,
         /// `async` acks a record on receipt and writes it to disk after; `always` acks
-        /// only once the record is fsync'd.
+        /// (and as primary sends) only once the record is fsync'd, so a member that
+        /// crashed keeps its vote and a group that all crashed at once comes back.
         #[arg(long, default_value = "async", value_name = "async|always", value_parser = parse_fsync)]
         fsync: vmm::ft::disklog::Fsync,
         #[command(flatten)]
