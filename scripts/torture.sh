@@ -10,6 +10,8 @@
 # "kill=14,pause=1,cut=2,one-way=1,slow=1,witness=1" for a run aiming at kills).
 # TORTURE_OUT (default target/torture): where summaries, and histories and logs of
 # failed campaigns, are kept.
+# TORTURE_WITNESS (optional): "etcd" gives 2-member groups an etcd witness (killed with
+# kill -9 and restarted on its data for a witness outage) instead of a file witness.
 # NETNS_PREFIX (optional): the namespaces' prefix (default: a unique one per campaign).
 # It builds once, copies the two binaries to TORTURE_OUT/bin (so a rebuild of the work
 # tree does not change a run under way), runs niced and takes the tests' lock
@@ -28,6 +30,10 @@ campaign=${TORTURE_CAMPAIGN_SECONDS:-180}
 read -r -a modes <<<"${TORTURE_MODES:-3:sync 3:semi-sync 2:sync 2:semi-sync}"
 seed=${TORTURE_SEED:-1000}
 mix=(${TORTURE_MIX:+--mix "$TORTURE_MIX"})
+case "${TORTURE_WITNESS:-file}" in
+    file | etcd) ;;
+    *) echo "TORTURE_WITNESS=$TORTURE_WITNESS: expected file or etcd" >&2; exit 2 ;;
+esac
 out=${TORTURE_OUT:-target/torture}
 mkdir -p "$out/bin"
 # ftvmm-torture starts the ftvmm binary it sits beside.
@@ -56,10 +62,12 @@ while [ "$(date +%s)" -lt "$end" ]; do
     [ "$secs" -ge 20 ] || break
     spec=${modes[$((k % ${#modes[@]}))]}
     members=${spec%%:*} mode=${spec#*:} s=$((seed + k))
+    witness=()
+    [ "$members" != 2 ] || witness=(--witness "${TORTURE_WITNESS:-file}")
     echo "== $(date -u +%H:%M:%S) campaign $k: $members members, $mode, seed $s, ${secs}s"
-    echo "   again: sudo ${NETNS_PREFIX:+NETNS_PREFIX=$NETNS_PREFIX }$bin --members $members --replication $mode --seed $s --seconds $secs ${mix[*]}"
+    echo "   again: sudo ${NETNS_PREFIX:+NETNS_PREFIX=$NETNS_PREFIX }$bin --members $members --replication $mode --seed $s --seconds $secs ${mix[*]} ${witness[*]}"
     rc=0
-    line=$(nice -n 10 "$bin" --members "$members" --replication "$mode" --seed "$s" --seconds "$secs" "${mix[@]}" \
+    line=$(nice -n 10 "$bin" --members "$members" --replication "$mode" --seed "$s" --seconds "$secs" "${mix[@]}" "${witness[@]}" \
         --history "$out/seed$s.history" --logs "$out/seed$s.logs" | tail -n 2) || rc=$?
     echo "$line"
     echo "$spec rc=$rc $line" | tr '\n' ' ' >>"$results"
