@@ -212,6 +212,13 @@ impl Replicas {
             .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
             .collect()
     }
+
+    /// Panics if any epoch was won twice (two primaries in one epoch), with the lines.
+    pub fn assert_one_primary_per_epoch(&self) {
+        let epochs = self.elected_epochs();
+        let unique: std::collections::BTreeSet<u64> = epochs.iter().copied().collect();
+        assert_eq!(unique.len(), epochs.len(), "two members were elected in one epoch: {:?}", self.lines("ELECTED"));
+    }
 }
 
 fn spawn(topo: &Topology, i: usize, args: &[String], env: &[(String, String)]) -> VmProcess {
