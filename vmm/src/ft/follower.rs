@@ -19,6 +19,7 @@
 //! ```
 //! Meanwhile the VM waits for records, paused at its position.
 use super::election::elector::{Elector, Next};
+use super::election::rules::MemberId;
 use super::flow::{progress_ack_due, read_wait, ProgressWatch};
 use super::handshake::{self, OnRefused};
 use super::{Link, ReplicationError, Timing};
@@ -175,17 +176,31 @@ pub fn start(
 /// Until the group has a primary: follows the one it elects and returns how the log
 /// goes on, or `None` if this member won (its stream ends, and it goes live).
 fn rejoin_group(elector: &Elector, r: &Reconnect, upstream: &Upstream, seq: &Sequencer) -> Option<Resumed> {
+    let (member, resumed) =
+        until_led(elector, r.hello, upstream, |_, join, hello| resume(join, r, hello, upstream, seq))?;
+    elector.following(member);
+    Some(resumed)
+}
+
+/// Runs elections until the group has a primary. `None`: this member won. Otherwise
+/// `follow` is asked to join the winner (its hello carries the winner's epoch, so a
+/// primary of an older one refuses it), and the member and what it got are returned
+/// once it succeeds; a failure means another round.
+pub fn until_led<T>(
+    elector: &Elector,
+    hello: Hello,
+    upstream: &Upstream,
+    mut follow: impl FnMut(MemberId, &str, &Hello) -> Result<T, ReplicationError>,
+) -> Option<(MemberId, T)> {
     loop {
         match elector.find_or_win() {
             Next::Lead { .. } => return None,
             Next::Follow { member, join, epoch } => {
-                // Its hello carries the epoch it follows: a primary of an older one is refused.
-                let hello = Hello { epoch, ..r.hello };
-                match resume(&join, r, &hello, upstream, seq) {
-                    Ok(resumed) => {
+                let hello = Hello { epoch, ..hello };
+                match follow(member, &join, &hello) {
+                    Ok(got) => {
                         upstream.primary_epoch.store(epoch, Ordering::SeqCst);
-                        elector.following(member);
-                        return Some(resumed);
+                        return Some((member, got));
                     }
                     Err(e) => tracing::info!("cannot follow member {member} yet: {e}"),
                 }

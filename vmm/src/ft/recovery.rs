@@ -18,7 +18,7 @@
 //! it, so a VM that does not reach what the log says stops (exit 3) instead of
 //! following from a bad state.
 use super::disklog::{self, DiskLog, Fsync, Persist, Recovered};
-use super::election::elector::{Elector, Next};
+use super::election::elector::Elector;
 use super::election::rejoining::Rejoining;
 use super::follower::{self, Reconnect, StreamSource, Upstream};
 use super::handshake::{self, OnRefused};
@@ -361,27 +361,18 @@ pub fn rejoin(plan: RestartPlan, local: Vec<Record>, upstream: Arc<Upstream>) ->
 /// Until the group has a primary: this member won (its stream ends here, and it goes
 /// live on what it replayed), or it follows the winner as [`connect`] does.
 fn elect(plan: &RestartPlan, elector: &Arc<Elector>, position: u64, upstream: &Arc<Upstream>) -> Option<StreamSource> {
-    loop {
-        match elector.find_or_win() {
-            Next::Lead { epoch } => {
-                tracing::info!(epoch, "won epoch {epoch} on the log sealed on this member's disk: going live on it");
-                return Some(StreamSource::ended());
-            }
-            Next::Follow { member, join, epoch } => {
-                *upstream.rejoining.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Rejoining { elector: elector.clone(), primary: member });
-                // Its hello carries the epoch it follows: a primary of an older one is refused.
-                let hello = Hello { epoch, ..plan.hello };
-                match connect(plan, &join, &hello, position, upstream) {
-                    Ok(source) => {
-                        upstream.primary_epoch.store(epoch, Ordering::SeqCst);
-                        return source;
-                    }
-                    Err(e) => tracing::info!("cannot follow member {member} yet: {e}"),
-                }
-            }
+    let joined = follower::until_led(elector, plan.hello, upstream, |member, join, hello| {
+        *upstream.rejoining.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Rejoining { elector: elector.clone(), primary: member });
+        connect(plan, join, hello, position, upstream)
+    });
+    match joined {
+        Some((_, source)) => source,
+        None => {
+            let epoch = elector.epoch();
+            tracing::info!(epoch, "won epoch {epoch} on the log on this member's disk: going live on it");
+            Some(StreamSource::ended())
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

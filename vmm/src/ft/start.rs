@@ -311,7 +311,7 @@ fn from_disk(
     let position = restart.log.position;
     let upstream = Upstream::from_disk(exit, checkpoint_epoch, position, restart.log.epoch);
     upstream.released.fetch_max(released.min(position), std::sync::atomic::Ordering::SeqCst);
-    let epoch = upstream.log_position().epoch.max(checkpoint_epoch);
+    let epoch = upstream.log_position().epoch;
     let persist = recovery::start(&dir, machine.header, position, &upstream)?;
     let primary_addr = match &to {
         RejoinTo::Primary(addr) => addr.clone(),

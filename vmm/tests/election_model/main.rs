@@ -157,24 +157,12 @@ fn two_members_with_a_voting_witness_over_three_failovers() {
 /// primary's disk. Sealed on its disk, its log elects it once the witness answers.
 #[test]
 fn a_primary_that_seals_its_log_when_it_stands_down_can_lead_again() {
-    use model::{Action, Msg};
+    use model::Action::{Restart, StepDown};
     let sealed = Group::two_with(Witness::Voter);
     let unsealed = Group { stand_down_loses_log: true, ..sealed.clone() };
-    let delivered_to = |to: usize| move |a: &Action| matches!(a, Action::Deliver(Msg::Request { to: t, .. } | Msg::Append { to: t, .. }) if *t == to);
-    let steps: [&dyn Fn(&Action) -> bool; 9] = [
-        &|a| *a == Action::Stand(0),
-        &delivered_to(1), // 1 votes: 0 is primary of epoch 1
-        &|a| *a == Action::Append(0),
-        &|a| *a == Action::Send(0, 1),
-        &delivered_to(1),
-        &|a| *a == Action::Send(0, 1),
-        &delivered_to(1),               // 1 holds the whole log: 0 released its entry
-        &|a| *a == Action::Restart(1),  // the follower crashes: its log is gone
-        &|a| *a == Action::StepDown(0), // the witness is away: no majority
-    ];
     for (group, can_lead) in [(sealed, true), (unsealed, false)] {
-        let s = play(&group, &steps);
-        assert!(s.released.iter().any(Option::is_some), "output was released before the faults: {s:?}");
+        // The follower crashes (its log is gone); the witness is away: no majority.
+        let s = released_then(&group, &[Restart(1), StepDown(0)]);
         let fair = Group { faults: false, ..group.clone() };
         assert_eq!(elects(&fair, s), can_lead, "stand_down_loses_log: {}, from {s:?}", group.stand_down_loses_log);
     }
@@ -193,24 +181,10 @@ fn with_fsync_always_crashed_members_keep_their_votes_safely() {
 /// without it the state is gone with them.
 #[test]
 fn with_fsync_always_a_group_whose_members_all_crashed_elects_a_primary() {
-    use model::{Action, Msg};
-    let delivered_to = |to: usize| move |a: &Action| matches!(a, Action::Deliver(Msg::Request { to: t, .. } | Msg::Append { to: t, .. }) if *t == to);
-    let steps: [&dyn Fn(&Action) -> bool; 10] = [
-        &|a| *a == Action::Stand(0),
-        &delivered_to(1),
-        &|a| *a == Action::Append(0),
-        &|a| *a == Action::Send(0, 1),
-        &delivered_to(1),
-        &|a| *a == Action::Send(0, 1),
-        &delivered_to(1), // 0 released its entry: 1 holds it
-        &|a| *a == Action::Restart(0),
-        &|a| *a == Action::Restart(1),
-        &|a| *a == Action::Restart(2),
-    ];
+    use model::Action::Restart;
     for durable in [true, false] {
         let group = Group { durable, max_restarts: 3, ..Group::three() };
-        let s = play(&group, &steps);
-        assert!(s.released.iter().any(Option::is_some), "output was released before the crash: {s:?}");
+        let s = released_then(&group, &[Restart(0), Restart(1), Restart(2)]);
         let fair = Group { faults: false, ..group.clone() };
         assert_eq!(elects(&fair, s), durable, "durable: {durable}, from {s:?}");
     }
@@ -266,15 +240,33 @@ fn with_a_majority_up_a_primary_is_elected() {
     }
 }
 
-/// The state after `steps`: each picks the first action of the state it is in that it
-/// matches.
-fn play(group: &Group, steps: &[&dyn Fn(&model::Action) -> bool]) -> State {
-    let mut s = group.init_states().remove(0);
-    for (i, want) in steps.iter().enumerate() {
+/// Member 1 wins epoch 1 with member 2's vote, logs an entry, streams its log to
+/// member 2 and releases the entry; then `faults`, in order.
+fn released_then(group: &Group, faults: &[model::Action]) -> State {
+    use model::{Action, Msg};
+    let delivered_to_1 =
+        |a: &Action| matches!(a, Action::Deliver(Msg::Request { to: 1, .. } | Msg::Append { to: 1, .. }));
+    let send = |a: &Action| *a == Action::Send(0, 1);
+    let prefix: [&dyn Fn(&Action) -> bool; 7] = [
+        &|a| *a == Action::Stand(0),
+        &delivered_to_1,
+        &|a| *a == Action::Append(0),
+        &send,
+        &delivered_to_1,
+        &send,
+        &delivered_to_1,
+    ];
+    // The first action of the state it is in that `want` matches.
+    let step = |s: State, want: &dyn Fn(&Action) -> bool| {
         let mut actions = Vec::new();
         group.actions(&s, &mut actions);
-        let a = actions.into_iter().find(|a| want(a)).unwrap_or_else(|| panic!("step {i} is not possible in {s:?}"));
-        s = group.next_state(&s, a).expect("the step changes the state");
+        let a = actions.into_iter().find(|a| want(a)).unwrap_or_else(|| panic!("no such step in {s:?}"));
+        group.next_state(&s, a).expect("the step changes the state")
+    };
+    let mut s = prefix.iter().fold(group.init_states().remove(0), |s, want| step(s, want));
+    assert!(s.released.iter().any(Option::is_some), "output was released before the faults: {s:?}");
+    for fault in faults {
+        s = step(s, &|a| a == fault);
     }
     s
 }
