@@ -155,11 +155,12 @@ fn whole_frames(buf: &[u8]) -> usize {
     at
 }
 
-/// The whole length of the frame at the front of `buf`, if `buf` holds all of it.
+/// The whole length of the frame at the front of `buf`, if `buf` holds all of it and
+/// its length prefix is one the codec accepts (not empty, at most `MAX_FRAME_LEN`).
 fn frame_len(buf: &[u8]) -> Option<usize> {
-    let len = u32::from_le_bytes(*buf.first_chunk::<LEN_BYTES>()?) as usize;
+    let len = crate::codec::frame::check_len(u32::from_le_bytes(*buf.first_chunk::<LEN_BYTES>()?)).ok()?;
     let whole = LEN_BYTES.checked_add(len)?.checked_add(CRC_BYTES)?;
-    (len > 0 && whole <= buf.len()).then_some(whole)
+    (whole <= buf.len()).then_some(whole)
 }
 
 /// Whether the frame at the front of `buf` is a packed one (by its tag; its length and

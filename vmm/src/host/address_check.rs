@@ -28,7 +28,7 @@
 //! address free. It catches the case that happens — a restart next to a VM that has
 //! been live for longer than the wait. The parsing is pure and unit-tested; the
 //! check itself runs against a real live VM in `tests/tests/address_check.rs`.
-use crate::host::tap::Tap;
+use crate::host::tap::{self, Tap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ pub fn probes(ip: Ipv4Addr, prefix: u8) -> Vec<Vec<u8>> {
 /// If `frame` is an ARP packet (request or reply) sent by someone claiming `ip` as
 /// its own address, that someone's MAC. Anything else, however malformed: `None`.
 pub fn claimant(frame: &[u8], ip: Ipv4Addr) -> Option<[u8; 6]> {
-    if frame.len() < 42 || frame[12..14] != [0x08, 0x06] {
+    if frame.len() < 42 || frame[12..14] != tap::ETH_ARP {
         return None;
     }
     let arp = &frame[14..42];
@@ -106,7 +106,7 @@ fn mac_text(m: [u8; 6]) -> String {
 pub fn check(tap: &Tap, ip: Ipv4Addr, prefix: u8, wait: Duration) -> Result<(), AddressError> {
     let t0 = Instant::now();
     let frames = probes(ip, prefix);
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; tap::MAX_FRAME];
     let mut sent = 0;
     let mut next_probe = t0;
     while t0.elapsed() < wait {

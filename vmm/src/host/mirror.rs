@@ -25,7 +25,7 @@
 //! and discards it), and a repeated ARP request gets one more reply. A duplicate
 //! UDP datagram would reach a UDP service, so UDP (and everything else) is not
 //! kept: the client's own retransmission covers it, as without mirroring.
-use crate::host::tap::Tap;
+use crate::host::tap::{Tap, ETH_ARP};
 use crossbeam_channel::{Sender, TrySendError};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -43,7 +43,6 @@ pub const MAX_MIRROR_BYTES: usize = 4 << 20;
 pub const MIRROR_WINDOW: Duration = Duration::from_secs(1);
 
 const ETH_IPV4: [u8; 2] = [0x08, 0x00];
-const ETH_ARP: [u8; 2] = [0x08, 0x06];
 const PROTO_TCP: u8 = 6;
 
 /// Errors of setting up mirrored input.

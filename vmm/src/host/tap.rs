@@ -14,6 +14,8 @@ use std::time::Duration;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// The largest frame read from a TAP.
 pub const MAX_FRAME: usize = 65_536;
+/// The EtherType of ARP.
+pub const ETH_ARP: [u8; 2] = [0x08, 0x06];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -92,7 +94,8 @@ impl Tap {
     /// Reads one frame into `buf`, waiting at most `timeout`: `None` when none came.
     pub fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
         let mut pfd = libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // Rounded up: a 0 ms poll for a sub-millisecond rest would make the caller spin.
+        let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         // SAFETY: pfd is one valid pollfd that lives across the call; the fd is ours.
         let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
         match ready {
@@ -194,7 +197,7 @@ pub fn arp_request(mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
     f.extend_from_slice(&[0xff; 6]); // broadcast
     f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x08, 0x06]); // ARP
+    f.extend_from_slice(&ETH_ARP);
     f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]); // Ethernet/IPv4, request
     f.extend_from_slice(&mac);
     f.extend_from_slice(&sender);
