@@ -1,7 +1,7 @@
 //! How long a follower's go-live took, step by step, for its log: from the moment
 //! `log-rx` found the primary gone ([`Loss`]) to the end of the replay, the
 //! take-over, the mirrored input's hand-off and the TAP. Pure apart from
-//! [`CatchUp`], which raises and restores a thread's scheduling through
+//! [`Boost`], which raises and restores a thread's scheduling through
 //! `host::sched` (the system calls and `/proc` reading live there; what to raise,
 //! how far, and what the log says live here).
 //!
@@ -16,7 +16,7 @@
 //! What it measured on a loaded 2-core host (bench/failover.md): a backup acked
 //! yet thousands of exits behind in its replay, whose vCPU then waited for a CPU
 //! for most of the catch-up (551 of 688 ms). So from the loss until it is live the
-//! replaying vCPU runs at real-time priority ([`CatchUp`]): the catch-up is the
+//! replaying vCPU runs at real-time priority ([`Boost`]): the catch-up is the
 //! one thing on this host that a client is waiting for, and it is finite (the log
 //! ended; the primary's flow control bounds how much of it is left).
 use std::fmt;
@@ -53,15 +53,15 @@ pub fn catch_up_plan(was: Sched) -> Vec<Sched> {
 
 /// The replaying vCPU's scheduling raised for the catch-up, and how to put it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CatchUp {
+pub struct Boost {
     pub tid: i32,
     pub was: Sched,
     pub now: Sched,
 }
 
-impl CatchUp {
+impl Boost {
     /// Raises thread `tid` (see [`catch_up_plan`]); says why not if it cannot.
-    pub fn raise(tid: i32) -> Result<CatchUp, String> {
+    pub fn raise(tid: i32) -> Result<Boost, String> {
         if tid <= 0 {
             return Err("the replaying thread is not known".into());
         }
@@ -69,7 +69,7 @@ impl CatchUp {
         let mut refused = String::from("it already runs at real-time priority");
         for want in catch_up_plan(was) {
             match set_sched(tid, want) {
-                Ok(()) => return Ok(CatchUp { tid, was, now: want }),
+                Ok(()) => return Ok(Boost { tid, was, now: want }),
                 Err(e) => refused = e.to_string(),
             }
         }
@@ -102,7 +102,7 @@ pub struct Loss {
     /// The replaying vCPU thread's CPU times then, if known.
     pub vcpu: Option<CpuTimes>,
     /// The vCPU's scheduling, raised for the catch-up once the log ended for good.
-    pub raised: Option<CatchUp>,
+    pub raised: Option<Boost>,
 }
 
 impl Loss {
@@ -233,12 +233,12 @@ mod tests {
 
     #[test]
     fn a_thread_is_raised_and_put_back_or_told_why_not() {
-        assert!(CatchUp::raise(0).is_err());
+        assert!(Boost::raise(0).is_err());
         // A thread of its own, so that the test runner's threads keep their scheduling.
         std::thread::spawn(|| {
             let tid = nix::unistd::gettid().as_raw();
             let before = sched_of(tid).unwrap();
-            match CatchUp::raise(tid) {
+            match Boost::raise(tid) {
                 Ok(c) => {
                     assert_eq!(sched_of(tid).unwrap(), c.now);
                     assert_ne!(c.now, before);
@@ -261,7 +261,7 @@ mod tests {
             received_through: 1200,
             replayed_through: 1000,
             vcpu: Some(CpuTimes { run: ms(10), wait: ms(5) }),
-            raised: Some(CatchUp {
+            raised: Some(Boost {
                 tid: 1,
                 was: OTHER,
                 now: Sched { policy: libc::SCHED_FIFO, rt_priority: CATCH_UP_RT_PRIORITY, nice: 0 },

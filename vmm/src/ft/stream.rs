@@ -450,8 +450,10 @@ impl GroupSink {
         }
         // Kept with no follower too: the one whose link is down was dropped, and it
         // resumes from here when it is back.
+        // One read per batch: the backlog and the disk mark the same epoch.
+        let epoch = self.group.epoch();
         if let Some(exit) = highest {
-            self.fanout.backlog().push(exit, self.group.epoch(), &self.scratch);
+            self.fanout.backlog().push(exit, epoch, &self.scratch);
         }
         if !links.is_empty() {
             self.stats.log_records.fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -459,7 +461,6 @@ impl GroupSink {
         if let Some(disk) = &self.disk {
             // Its records are this epoch's: the disk's log says so, as a follower's stream
             // would (a member restarted on it votes with that epoch).
-            let epoch = self.group.epoch();
             if epoch != self.disk_epoch {
                 disk.mark_epoch(epoch);
                 self.disk_epoch = epoch;

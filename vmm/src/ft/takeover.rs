@@ -12,7 +12,7 @@
 use super::attach::{self, Attacher};
 use super::backlog::Backlog;
 use super::follower::{Reconnect, Upstream};
-use super::golive::{CatchUp, GoLiveSteps, Step};
+use super::golive::{Boost, GoLiveSteps, Step};
 use super::group::Group;
 use super::handshake;
 use super::release::{Control, SharedReleaser};
@@ -77,13 +77,8 @@ impl Takeover {
         let tid = self.upstream.vcpu_tid.load(Ordering::SeqCst);
         let loss = self.upstream.loss();
         let mut steps = GoLiveSteps::caught_up(loss, Instant::now(), CpuTimes::of_thread(tid));
-        // The output thread sends what the guest answers first (the re-sent output, the
-        // replies to mirrored input): it gets the CPU at once too. However this ends, both
-        // threads go back to their scheduling soon after (`PutBack`).
-        let output = CatchUp::raise(self.releaser.output_tid())
-            .map_err(|why| tracing::debug!("the output thread keeps its priority: {why}"))
-            .ok();
-        let _back = PutBack([loss.and_then(|l| l.raised), output]);
+        // However this ends, the raised threads go back to their scheduling soon after.
+        let mut back = PutBack([loss.and_then(|l| l.raised), None]);
         let stand_down = |what: String| RunError::StandDown(what);
         if self.upstream.corrupt.load(Ordering::SeqCst) {
             return Err(stand_down("the primary's log stream was corrupt; not going live on it".into()));
@@ -105,6 +100,11 @@ impl Takeover {
         let released = self.upstream.released.load(Ordering::SeqCst);
         self.group.take_over().map_err(|why| stand_down(format!("{why}: this follower halts")))?;
         steps.done(Step::TakeOver, Instant::now());
+        // Live: the output thread sends what the guest answers first (the re-sent output,
+        // the replies to mirrored input), so it gets the CPU at once too.
+        back.0[1] = Boost::raise(self.releaser.output_tid())
+            .map_err(|why| tracing::debug!("the output thread keeps its priority: {why}"))
+            .ok();
         tracing::warn!(
             exit = last_replayed + 1,
             released,
@@ -200,15 +200,15 @@ pub const GO_LIVE_GRACE: Duration = Duration::from_millis(50);
 
 /// Puts the vCPU's and the output thread's scheduling back as it was before the
 /// catch-up, [`GO_LIVE_GRACE`] after it is dropped.
-struct PutBack([Option<CatchUp>; 2]);
+struct PutBack([Option<Boost>; 2]);
 
 impl Drop for PutBack {
     fn drop(&mut self) {
-        let raised: Vec<CatchUp> = self.0.iter().flatten().copied().collect();
+        let raised: Vec<Boost> = self.0.iter().flatten().copied().collect();
         if raised.is_empty() {
             return;
         }
-        let restore = |raised: &[CatchUp]| {
+        let restore = |raised: &[Boost]| {
             for r in raised {
                 if let Err(e) = r.restore() {
                     tracing::warn!(tid = r.tid, "cannot put a thread's scheduling back after going live: {e}");

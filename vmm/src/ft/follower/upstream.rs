@@ -5,7 +5,7 @@ use crate::ft::backlog::Backlog;
 use crate::ft::disklog::Persist;
 use crate::ft::election::rejoining::Rejoining;
 use crate::ft::election::rules::LogPosition;
-use crate::ft::golive::{CatchUp, Loss};
+use crate::ft::golive::{Boost, Loss};
 use crate::host::sched::CpuTimes;
 use crate::host::tls::Channel;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -145,7 +145,7 @@ impl Upstream {
     pub(super) fn raise_catch_up(&self) {
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         let Some(loss) = lost.as_mut() else { return };
-        match CatchUp::raise(self.vcpu_tid.load(Ordering::SeqCst)) {
+        match Boost::raise(self.vcpu_tid.load(Ordering::SeqCst)) {
             Ok(raised) => loss.raised = Some(raised),
             Err(why) => tracing::info!("the replay catches up at its usual priority: {why}"),
         }
